@@ -1,0 +1,37 @@
+# One entry point for every chore. `make demo` runs agentdeck; `make test` runs every test;
+# `make check` runs format + lint + type-check. Each sets itself up on a fresh machine.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: setup demo test check fmt services lock bench
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/agentdeck --demo
+
+services:
+	bash scripts/services.sh
+
+test: setup services
+	bash scripts/test.sh
+
+check: setup
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+fmt: setup
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+# Refresh the pinned versions after changing dependencies in pyproject.toml.
+lock: setup
+	$(PY) -m pip freeze --exclude-editable | grep -v '^agentdeck' > requirements.lock

@@ -1,0 +1,118 @@
+"""What a person or script can ask of agentdeck: submit, look, and queue commands.
+
+The CLI, the TUI and tests all go through :class:`Client`. It reads and writes the Store
+directly (submitting is one insert), but changes to running work are queued as commands for the
+scheduler leader, the one writer of task state; :meth:`Client.command` waits for the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from core.clock import Clock
+from core.errors import AgentdeckError, NotFound
+from core.models import Command, CommandStatus, Task, TaskEvent, Workflow, new_id
+from core.ports import Store
+from core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
+from core.states import WORKFLOW_TERMINAL
+
+ACTIONS = ("cancel", "pause", "resume", "retry")
+
+
+class CommandTimeout(AgentdeckError):
+    """No scheduler carried out a command in time (is a daemon running?)."""
+
+
+class Client:
+    """A handle on one agentdeck deployment's Store."""
+
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        limits: SpecLimits | None = None,
+        actor: str = "",
+        on_submit: Callable[[], None] | None = None,
+        poll: float = 0.05,
+    ) -> None:
+        self.store, self.clock = store, clock
+        self.limits = limits or SpecLimits()
+        self.actor = actor
+        self._on_submit = on_submit or (lambda: None)
+        self._poll = poll
+
+    async def submit(self, spec: WorkflowSpec) -> Workflow:
+        """Write a validated workflow and all its tasks in one transaction."""
+        workflow, tasks = build(spec, workflow_id=new_id(), now=self.clock.now())
+        await self.store.create_workflow(workflow, tasks)
+        self._on_submit()
+        return workflow
+
+    async def submit_text(self, text: str, fmt: str | None = None) -> Workflow:
+        """Parse, validate and submit a spec given as YAML or JSON text (SpecError if invalid)."""
+        return await self.submit(parse_spec(text, fmt=fmt, limits=self.limits))  # type: ignore[arg-type]
+
+    async def submit_file(self, path: str | Path) -> Workflow:
+        """Parse, validate and submit a spec file (SpecError if invalid, nothing written)."""
+        return await self.submit(load_spec(path, self.limits))
+
+    async def wait(self, workflow_id: str, timeout: float | None = None) -> Workflow:
+        """Until the workflow has finished (succeeded, failed or cancelled)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                workflow = await self.store.get_workflow(workflow_id)
+                if workflow.status in WORKFLOW_TERMINAL:
+                    return workflow
+                await asyncio.sleep(self._poll)
+
+    async def command(
+        self, action: str, target: str, *, wait: float | None = 10.0
+    ) -> Command:
+        """Queue ``action`` on ``target`` (a workflow id, or a task id ``wf/key`` for retry)
+        and, unless ``wait`` is None, wait that long for the scheduler to carry it out.
+
+        Raises NotFound for an unknown target, CommandTimeout if nobody carried it out.
+        """
+        if action not in ACTIONS:
+            raise AgentdeckError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+        await self.resolve(target)
+        command = Command(new_id(), action, target, self.clock.now(), actor=self.actor)
+        await self.store.add_command(command)
+        self._on_submit()
+        if wait is None:
+            return command
+        try:
+            async with asyncio.timeout(wait):
+                while True:
+                    current = await self.store.get_command(command.id)
+                    if current.status != CommandStatus.PENDING:
+                        return current
+                    await asyncio.sleep(self._poll)
+        except TimeoutError:
+            raise CommandTimeout(
+                f"{action} {target} is queued but no scheduler carried it out within "
+                f"{wait:g}s; it runs when a daemon starts (agentdeck --daemon)"
+            ) from None
+
+    async def resolve(self, target: str) -> Workflow | Task:
+        """The workflow or task a target names; a unique id prefix of a workflow works too."""
+        if "/" in target:
+            return await self.store.get_task(target)
+        try:
+            return await self.store.get_workflow(target)
+        except NotFound:
+            matches = [w for w in await self.store.list_workflows(limit=10_000)
+                       if w.id.startswith(target)]
+            if len(matches) == 1:
+                return matches[0]
+            raise NotFound(
+                f"no workflow or task {target!r}"
+                + (f" ({len(matches)} workflows start with it)" if matches else "")
+            ) from None
+
+    async def history(self, task_id: str) -> list[TaskEvent]:
+        """A task's event history, oldest first."""
+        return await self.store.task_events(task_id)

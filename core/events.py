@@ -1,0 +1,41 @@
+"""Turning store changes into events for watchers (UI, ``--watch``, metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from core.messages import Event
+from core.models import Task, Workflow
+
+
+def task_event(task: Task, at: float, kind: str | None = None) -> Event:
+    """The event announcing a task's new state."""
+    return Event(
+        topic="task",
+        at=at,
+        data={
+            "task_id": task.id,
+            "workflow_id": task.workflow_id,
+            "key": task.key,
+            "capability": task.capability,
+            "status": task.status.value,
+            "kind": kind or task.status.value,
+            "attempt": task.attempt,
+            "agent_id": task.agent_id,
+            "error": task.error.to_dict() if task.error else None,
+        },
+    )
+
+
+def workflow_event(workflow: Workflow, at: float) -> Event:
+    """The event announcing a workflow's new state."""
+    return Event(
+        topic="workflow",
+        at=at,
+        data={"workflow_id": workflow.id, "name": workflow.name, "status": workflow.status.value},
+    )
+
+
+def task_events(tasks: Iterable[Task], at: float) -> list[Event]:
+    """One event per task."""
+    return [task_event(t, at) for t in tasks]

@@ -1,0 +1,639 @@
+"""The scheduler: the one writer of task state.
+
+One node at a time holds the scheduler lease (its fencing token goes with every write). The
+leader loops: apply agents' reports, carry out operators' commands, promote retries whose delay
+has passed, fail attempts that outlived their deadline, and dispatch ready tasks. Every step
+reads the Store and writes it with compare-and-set, so a duplicate or late report, or a second
+scheduler that lost its lease, changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import structlog
+
+from core.clock import Clock
+from core.dag import descendants
+from core.errors import AgentdeckError, LeaseLost, MessageError, NotFound
+from core.events import task_event, workflow_event
+from core.messages import Control, Event, Report, TaskMessage, decode, encode
+from core.models import Change, Command, CommandStatus, ErrorInfo, Task, Workflow
+from core.ports import Bus, Delivery, OutgoingTask, Registry, Store
+from core.retry import RetryPolicy, decide
+from core.states import TASK_IN_FLIGHT, TASK_TERMINAL, TaskStatus, WorkflowStatus
+
+log = structlog.get_logger("agentdeck.scheduler")
+
+T = TaskStatus
+W = WorkflowStatus
+LEASE_NAME = "scheduler"
+IN_FLIGHT = frozenset(TASK_IN_FLIGHT)
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerConfig:
+    """How the scheduler paces itself.
+
+    ``poll_interval``: the longest it idles before looking at the Store again (work submitted by
+    another process is noticed within it). ``batch_size``: most tasks dispatched or reports
+    applied per round. ``lost_grace``: seconds past a running attempt's timeout before it counts
+    as lost. ``lease_ttl``: how long the leader's lease lives unless renewed.
+    """
+
+    poll_interval: float = 0.2
+    batch_size: int = 500
+    lost_grace: float = 5.0
+    lease_ttl: float = 10.0
+    default_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    capability_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
+
+
+class Scheduler:
+    """Moves workflows forward. Use as an async context manager, then ``run()`` (or drive
+    ``tick()`` by hand in tests)."""
+
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        registry: Registry,
+        clock: Clock,
+        *,
+        node: str,
+        config: SchedulerConfig | None = None,
+        rng: random.Random | None = None,
+        hold: Callable[[], Iterable[str]] | None = None,
+    ) -> None:
+        self.store, self.bus, self.registry, self.clock = store, bus, registry, clock
+        self.node = node
+        self.config = config or SchedulerConfig()
+        self.rng = rng or random.Random()
+        self._hold = hold or (lambda: ())
+        self._wake = asyncio.Event()
+        self._inbox: list[Delivery] = []
+        self._unpublished: list[OutgoingTask] = []
+        self._timeouts: dict[str, float] = {}
+        self._fence: int | None = None
+        self._lease_renewed = 0.0
+        self._stopping = False
+        self._consumer: asyncio.Task[None] | None = None
+        self.rounds = 0
+        self.dispatched = 0
+        self.applied = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Scheduler node={self.node} leader={self.is_leader} rounds={self.rounds} "
+            f"dispatched={self.dispatched} applied={self.applied}>"
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this node holds the scheduler lease."""
+        return self._fence is not None
+
+    # ----------------------------------------------------------------------- lifecycle
+
+    async def __aenter__(self) -> Scheduler:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def wake(self) -> None:
+        """Ask for a round soon (new work, a report arrived)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Lead when the lease is free, otherwise stand by; until :meth:`stop`."""
+        while not self._stopping:
+            try:
+                if await self._ensure_lease():
+                    busy = await self.tick()
+                    if busy:
+                        await asyncio.sleep(0)  # let agents and consumers run between rounds
+                        continue
+            except LeaseLost:
+                log.warning("lease_lost", node=self.node)
+                await self._step_down()
+            except AgentdeckError as exc:
+                # A backend hiccup: stay alive, the next round tries again.
+                log.error("scheduler_round_failed", error=str(exc), kind=type(exc).__name__)
+            await self._idle()
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop leading: end the report consumer and give the lease up."""
+        self._stopping = True
+        self._wake.set()
+        await self._step_down(release=True)
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up or the poll interval, whichever comes first."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(self.config.poll_interval))
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (sleeper, waiter):
+                fut.cancel()
+            self._wake.clear()
+
+    # --------------------------------------------------------------------- leadership
+
+    async def _ensure_lease(self) -> bool:
+        now = self.clock.now()
+        if self._fence is not None and now - self._lease_renewed < self.config.lease_ttl / 3:
+            return True
+        lease = await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)
+        if lease is None:
+            if self._fence is not None:
+                raise LeaseLost(f"{self.node} lost the scheduler lease")
+            return False
+        self._lease_renewed = now
+        if self._fence is None:
+            self._fence = lease.token
+            log.info("leader_elected", node=self.node, token=lease.token)
+            await self._take_over()
+        return True
+
+    async def _take_over(self) -> None:
+        """Become leader: rebuild what memory holds from the Store and start taking reports."""
+        inflight = await self.store.list_tasks(status=IN_FLIGHT, limit=1_000_000)
+        self._timeouts = {t.id: t.timeout for t in inflight}
+        if not self.bus.durable and inflight:
+            # The bus lost every message with the process that held it: publish the same
+            # attempts again. No agent can still hold the old ones, so this duplicates nothing.
+            await self._redeliver(inflight)
+        self._consumer = asyncio.create_task(self._consume_reports(), name="scheduler-reports")
+
+    async def _step_down(self, release: bool = False) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._consumer
+            self._consumer = None
+        for delivery in self._inbox:
+            with contextlib.suppress(Exception):
+                await delivery.requeue()
+        self._inbox.clear()
+        if release and self._fence is not None:
+            with contextlib.suppress(Exception):
+                await self.registry.release_lease(LEASE_NAME, self.node)
+        self._fence = None
+
+    async def _consume_reports(self) -> None:
+        async for delivery in self.bus.consume_reports():
+            self._inbox.append(delivery)
+            self._wake.set()
+
+    # -------------------------------------------------------------------------- rounds
+
+    async def tick(self) -> bool:
+        """One round of leader work. True if anything happened (so go again at once)."""
+        if self._fence is None and not await self._ensure_lease():
+            return False
+        self.rounds += 1
+        busy = await self._apply_reports()
+        busy |= await self._run_commands()
+        busy |= await self._handle_due()
+        busy |= await self._flush_unpublished()
+        busy |= await self._dispatch()
+        return busy
+
+    async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
+        if not changes:
+            return [], []
+        now = self.clock.now()
+        result = await self.store.apply(changes, now, fence=self._fence)
+        self.applied += len(result.tasks)
+        kinds = {c.task_id: c.event for c in changes}
+        await self._publish_events(
+            [task_event(t, now, kinds.get(t.id)) for t in result.tasks]
+            + [task_event(t, now, "ready") for t in result.released]
+        )
+        return result.tasks, result.released
+
+    async def _publish_events(self, events: Sequence[Event]) -> None:
+        for event in events:
+            try:
+                await self.bus.publish_event(encode(event))
+            except AgentdeckError as exc:  # watchers are best effort; the Store has the truth
+                log.warning("event_publish_failed", error=str(exc))
+                return
+
+    # ----------------------------------------------------------------------- dispatch
+
+    async def _dispatch(self) -> bool:
+        hold = set(self._hold())
+        ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
+        if not ready:
+            return False
+        now = self.clock.now()
+        changes = [
+            Change(
+                t.id,
+                T.DISPATCHED,
+                frozenset({T.READY}),
+                attempt=t.attempt,
+                values={"attempt": t.attempt + 1, "agent_id": None, "deadline": None,
+                        "not_before": None, "error": None},
+                detail={"node": self.node},
+            )
+            for t in ready
+        ]
+        moved, _ = await self._apply(changes)
+        await self._publish_tasks(moved, now)
+        self.dispatched += len(moved)
+        return True
+
+    async def _publish_tasks(self, tasks: Sequence[Task], now: float) -> None:
+        needed = {f"{t.workflow_id}/{k}" for t in tasks for k in t.needs}
+        outputs = await self.store.outputs(needed) if needed else {}
+        messages = []
+        for t in tasks:
+            self._timeouts[t.id] = t.timeout
+            msg = TaskMessage(
+                task_id=t.id,
+                workflow_id=t.workflow_id,
+                key=t.key,
+                capability=t.capability,
+                attempt=t.attempt,
+                input=t.input,
+                upstream={k: outputs.get(f"{t.workflow_id}/{k}") for k in t.needs},
+                timeout=t.timeout,
+                dispatched_at=now,
+            )
+            messages.append(OutgoingTask(t.capability, encode(msg), {}))
+        try:
+            await self.bus.publish_tasks(messages)
+        except AgentdeckError as exc:
+            # The Store says dispatched; keep the messages and publish them next round.
+            log.warning("publish_failed", count=len(messages), error=str(exc))
+            self._unpublished.extend(messages)
+
+    async def _flush_unpublished(self) -> bool:
+        if not self._unpublished:
+            return False
+        pending, self._unpublished = self._unpublished, []
+        try:
+            await self.bus.publish_tasks(pending)
+        except AgentdeckError as exc:
+            log.warning("publish_failed", count=len(pending), error=str(exc))
+            self._unpublished = pending + self._unpublished
+            return False
+        return True
+
+    async def _redeliver(self, tasks: Sequence[Task]) -> None:
+        changes = [
+            Change(
+                t.id,
+                T.DISPATCHED,
+                frozenset(IN_FLIGHT),
+                attempt=t.attempt,
+                values={"deadline": None, "agent_id": None},
+                event="redelivered",
+                detail={"reason": "scheduler restarted; the bus does not keep messages"},
+            )
+            for t in tasks
+        ]
+        moved, _ = await self._apply(changes)
+        await self._publish_tasks(moved, self.clock.now())
+        log.info("redelivered", count=len(moved))
+
+    # ------------------------------------------------------------------------ reports
+
+    async def _apply_reports(self) -> bool:
+        if not self._inbox:
+            return False
+        batch = self._inbox[: self.config.batch_size]
+        del self._inbox[: len(batch)]
+        reports: list[tuple[Report, Delivery]] = []
+        for delivery in batch:
+            try:
+                reports.append((decode(delivery.body, Report), delivery))
+            except MessageError as exc:
+                log.error("bad_report", error=str(exc))
+                await delivery.reject(str(exc))
+        now = self.clock.now()
+        changes: list[Change] = []
+        failures: list[Report] = []
+        for report, _ in reports:
+            if report.kind == "started":
+                timeout = self._timeouts.get(report.task_id)
+                if timeout is None:
+                    timeout = await self._timeout_of(report.task_id)
+                changes.append(
+                    Change(
+                        report.task_id,
+                        T.RUNNING,
+                        frozenset({T.DISPATCHED}),
+                        attempt=report.attempt,
+                        values={
+                            "agent_id": report.agent_id,
+                            "started_at": report.at,
+                            "deadline": now + timeout + self.config.lost_grace,
+                        },
+                    )
+                )
+            elif report.kind == "succeeded":
+                self._timeouts.pop(report.task_id, None)
+                changes.append(
+                    Change(
+                        report.task_id,
+                        T.SUCCEEDED,
+                        frozenset(IN_FLIGHT),
+                        attempt=report.attempt,
+                        values={
+                            "output": report.output,
+                            "agent_id": report.agent_id,
+                            "finished_at": report.at,
+                            "deadline": None,
+                            "error": None,
+                        },
+                        detail={"agent": report.agent_id},
+                    )
+                )
+            else:
+                failures.append(report)
+        for report in failures:
+            error = (
+                report.error.to_info()
+                if report.error
+                else ErrorInfo("error", "agent reported failure without a reason")
+            )
+            change = await self._failure_change(report.task_id, report.attempt, error,
+                                                report.agent_id)
+            if change is not None:
+                changes.append(change)
+        moved, _ = await self._apply(changes)
+        await self._after_changes(moved)
+        stale = len(reports) - len(moved)
+        if stale:
+            log.info("reports_ignored", count=stale, reason="duplicate, stale attempt or finished task")
+        for _, delivery in reports:
+            await delivery.ack()
+        return True
+
+    async def _timeout_of(self, task_id: str) -> float:
+        try:
+            return (await self.store.get_task(task_id)).timeout
+        except NotFound:
+            return 0.0
+
+    def policy_for(self, task: Task) -> RetryPolicy:
+        """The retry policy that governs ``task``: its own, its capability's, or the default."""
+        if task.retry is not None:
+            return RetryPolicy.from_mapping(task.retry, where=f"task {task.key!r} retry")
+        return self.config.capability_retry.get(task.capability, self.config.default_retry)
+
+    async def _failure_change(
+        self, task_id: str, attempt: int, error: ErrorInfo, agent_id: str | None
+    ) -> Change | None:
+        """The change that records a failed attempt: retrying after a delay, or failed."""
+        try:
+            task = await self.store.get_task(task_id)
+        except NotFound:
+            log.warning("report_for_unknown_task", task_id=task_id)
+            return None
+        if task.attempt != attempt or task.status not in IN_FLIGHT:
+            return None  # stale: the CAS would skip it anyway
+        self._timeouts.pop(task_id, None)
+        decision = decide(self.policy_for(task), task.attempts_used, error, self.rng)
+        now = self.clock.now()
+        detail: dict[str, Any] = {"error": error.to_dict(), "reason": decision.reason}
+        values: dict[str, Any] = {"error": error, "deadline": None, "agent_id": agent_id}
+        if decision.retry:
+            detail["delay"] = round(decision.delay, 3)
+            values["not_before"] = now + decision.delay
+            return Change(task.id, T.RETRYING, frozenset(IN_FLIGHT), attempt=attempt,
+                          values=values, detail=detail)
+        values["finished_at"] = now
+        return Change(task.id, T.FAILED, frozenset(IN_FLIGHT), attempt=attempt,
+                      values=values, detail=detail)
+
+    async def _after_changes(self, moved: Sequence[Task]) -> None:
+        """Skip dependents of tasks that failed for good, then finish workflows that are done."""
+        failed = [t for t in moved if t.status in (T.FAILED, T.CANCELLED)]
+        by_workflow: dict[str, list[Task]] = {}
+        for t in failed:
+            by_workflow.setdefault(t.workflow_id, []).append(t)
+        for workflow_id, tasks in by_workflow.items():
+            await self._skip_dependents(workflow_id, tasks)
+        touched = {t.workflow_id for t in moved if t.status in TASK_TERMINAL}
+        if touched:
+            await self._finish_workflows(touched)
+
+    async def _skip_dependents(self, workflow_id: str, failed: Sequence[Task]) -> None:
+        tasks = await self.store.list_tasks(workflow_id=workflow_id, limit=1_000_000)
+        graph = {t.key: t.needs for t in tasks}
+        doomed: set[str] = set()
+        for t in failed:
+            doomed |= descendants(graph, t.key)
+        changes = [
+            Change(
+                t.id,
+                T.SKIPPED,
+                frozenset({T.BLOCKED, T.READY, T.RETRYING}),
+                detail={"reason": "a task it needs did not succeed"},
+            )
+            for t in tasks
+            if t.key in doomed and t.status not in TASK_TERMINAL
+        ]
+        if changes:
+            await self._apply(changes)
+
+    async def _finish_workflows(self, workflow_ids: Iterable[str]) -> None:
+        counts = await self.store.count_tasks(list(workflow_ids))
+        now = self.clock.now()
+        for workflow_id, by_status in counts.items():
+            open_tasks = sum(n for s, n in by_status.items() if s not in TASK_TERMINAL)
+            if open_tasks:
+                continue
+            total = sum(by_status.values())
+            if by_status.get(T.SUCCEEDED, 0) == total:
+                outcome = W.SUCCEEDED
+            elif by_status.get(T.CANCELLED, 0) and not by_status.get(T.FAILED, 0):
+                outcome = W.CANCELLED
+            else:
+                outcome = W.FAILED
+            if await self.store.set_workflow_status(
+                workflow_id, {W.RUNNING, W.PAUSED}, outcome, now
+            ):
+                workflow = await self.store.get_workflow(workflow_id)
+                log.info("workflow_finished", workflow_id=workflow_id, status=outcome.value)
+                await self._publish_events([workflow_event(workflow, now)])
+
+    # ------------------------------------------------------------------- due and lost
+
+    async def _handle_due(self) -> bool:
+        now = self.clock.now()
+        due = await self.store.due_tasks(now, limit=self.config.batch_size)
+        if not due:
+            return False
+        changes: list[Change] = []
+        for t in due:
+            if t.status == T.RETRYING:
+                changes.append(Change(t.id, T.READY, frozenset({T.RETRYING}), attempt=t.attempt,
+                                      values={"not_before": None}))
+                continue
+            error = ErrorInfo(
+                "lost",
+                f"no result {t.timeout:g}s (+{self.config.lost_grace:g}s grace) after it started",
+            )
+            change = await self._failure_change(t.id, t.attempt, error, t.agent_id)
+            if change is not None:
+                changes.append(change)
+                await self._control("cancel", t.id)
+        moved, _ = await self._apply(changes)
+        await self._after_changes(moved)
+        return bool(moved)
+
+    async def _control(self, action: str, target: str) -> None:
+        body = encode(Control(action=action, target=target, at=self.clock.now()))  # type: ignore[arg-type]
+        try:
+            await self.bus.publish_control(body)
+        except AgentdeckError as exc:
+            log.warning("control_publish_failed", action=action, target=target, error=str(exc))
+
+    # ----------------------------------------------------------------------- commands
+
+    async def _run_commands(self) -> bool:
+        commands = await self.store.pending_commands(limit=100)
+        for command in commands:
+            try:
+                result = await self.execute(command)
+                status = CommandStatus.DONE
+            except AgentdeckError as exc:
+                result, status = str(exc), CommandStatus.FAILED
+            finished = replace(command, status=status, result=result,
+                               finished_at=self.clock.now())
+            await self.store.finish_command(finished)
+            log.info("command_done", action=command.action, target=command.target,
+                     status=status.value, result=result, actor=command.actor)
+            await self._publish_events([Event(topic="command", at=self.clock.now(), data={
+                "id": command.id, "action": command.action, "target": command.target,
+                "status": status.value, "result": result})])
+        return bool(commands)
+
+    async def execute(self, command: Command) -> str:
+        """Carry out one operator command; returns what happened, raises AgentdeckError if it
+        cannot be done (unknown target, wrong state)."""
+        action = command.action
+        if action == "cancel":
+            return await self._cancel_workflow(command.target)
+        if action in ("pause", "resume"):
+            return await self._pause_workflow(command.target, pause=action == "pause")
+        if action == "retry":
+            return await self._retry(command.target)
+        raise AgentdeckError(
+            f"unknown action {action!r}; known: cancel, pause, resume, retry"
+        )
+
+    async def _cancel_workflow(self, workflow_id: str) -> str:
+        workflow = await self.store.get_workflow(workflow_id)
+        now = self.clock.now()
+        if not await self.store.set_workflow_status(workflow.id, {W.RUNNING, W.PAUSED},
+                                                    W.CANCELLED, now):
+            raise AgentdeckError(
+                f"workflow {workflow_id} is {workflow.status.value}; only running or paused "
+                "workflows can be cancelled"
+            )
+        open_tasks = await self.store.list_tasks(
+            workflow_id=workflow_id,
+            status=[s for s in TaskStatus if s not in TASK_TERMINAL],
+            limit=1_000_000,
+        )
+        changes = [
+            Change(t.id, T.CANCELLED, frozenset({t.status}), attempt=t.attempt,
+                   values={"finished_at": now, "deadline": None},
+                   detail={"reason": "workflow cancelled"})
+            for t in open_tasks
+        ]
+        moved, _ = await self._apply(changes)
+        for t in open_tasks:
+            if t.status in IN_FLIGHT:
+                await self._control("cancel", t.id)
+        await self._publish_events([workflow_event(await self.store.get_workflow(workflow_id),
+                                                   now)])
+        return f"cancelled workflow {workflow_id} ({len(moved)} unfinished task(s) cancelled)"
+
+    async def _pause_workflow(self, workflow_id: str, *, pause: bool) -> str:
+        workflow = await self.store.get_workflow(workflow_id)
+        src, dst = (W.RUNNING, W.PAUSED) if pause else (W.PAUSED, W.RUNNING)
+        if not await self.store.set_workflow_status(workflow.id, {src}, dst, self.clock.now()):
+            raise AgentdeckError(
+                f"workflow {workflow_id} is {workflow.status.value}; only a {src.value} "
+                f"workflow can be {'paused' if pause else 'resumed'}"
+            )
+        updated = await self.store.get_workflow(workflow_id)
+        await self._publish_events([workflow_event(updated, self.clock.now())])
+        self.wake()
+        return f"{'paused' if pause else 'resumed'} workflow {workflow_id}"
+
+    async def _retry(self, target: str) -> str:
+        """Retry a failed/cancelled task, or every failed task of a workflow, with a fresh
+        retry budget; dependents that were skipped wait for it again."""
+        if "/" in target:
+            task = await self.store.get_task(target)
+            workflow_id, keys = task.workflow_id, {task.key}
+        else:
+            workflow_id = (await self.store.get_workflow(target)).id
+            keys = set()
+        tasks = await self.store.list_tasks(workflow_id=workflow_id, limit=1_000_000)
+        by_key = {t.key: t for t in tasks}
+        if not keys:
+            keys = {t.key for t in tasks if t.status in (T.FAILED, T.CANCELLED)}
+            if not keys:
+                raise AgentdeckError(f"workflow {workflow_id} has no failed or cancelled task")
+        for key in keys:
+            if by_key[key].status not in (T.FAILED, T.CANCELLED):
+                raise AgentdeckError(
+                    f"task {by_key[key].id} is {by_key[key].status.value}; only failed or "
+                    "cancelled tasks can be retried"
+                )
+        graph = {t.key: t.needs for t in tasks}
+        revived: set[str] = set(keys)
+        for key in keys:
+            revived |= {k for k in descendants(graph, key)
+                        if by_key[k].status in (T.SKIPPED, T.CANCELLED)}
+        changes = []
+        for key in sorted(revived):
+            t = by_key[key]
+            pending = sum(1 for n in t.needs if n in revived or by_key[n].status != T.SUCCEEDED)
+            values: dict[str, Any] = {"pending": pending, "error": None, "output": None,
+                                      "finished_at": None, "not_before": None}
+            if key in keys:
+                values["first_attempt"] = t.attempt + 1
+            changes.append(Change(t.id, T.READY if pending == 0 else T.BLOCKED,
+                                  frozenset({t.status}), attempt=t.attempt, values=values,
+                                  event="retried" if key in keys else None,
+                                  detail={"by": "operator"}))
+        now = self.clock.now()
+        await self.store.set_workflow_status(workflow_id, {W.FAILED, W.CANCELLED}, W.RUNNING, now)
+        moved, _ = await self._apply(changes)
+        self.wake()
+        return f"retrying {len(keys)} task(s) of workflow {workflow_id} ({len(moved)} reset)"
+
+
+def summarize(workflow: Workflow, counts: Mapping[TaskStatus, int]) -> dict[str, Any]:
+    """A workflow with its progress, for tables and ``--json``."""
+    done = sum(n for s, n in counts.items() if s in TASK_TERMINAL)
+    return {
+        "id": workflow.id,
+        "name": workflow.name,
+        "status": workflow.status.value,
+        "tasks": workflow.task_count,
+        "done": done,
+        "counts": {s.value: n for s, n in counts.items() if n},
+        "created_at": workflow.created_at,
+        "finished_at": workflow.finished_at,
+    }

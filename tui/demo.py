@@ -1,0 +1,100 @@
+"""Demo traffic: a steady stream of the example workflows, and a live log of what happens."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import structlog
+
+from core.client import Client
+from core.clock import Clock
+from core.errors import AgentdeckError
+from core.messages import Event, decode
+from core.ports import Bus
+from core.spec import WorkflowSpec, load_spec
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+log = structlog.get_logger("agentdeck.demo")
+
+
+def example_specs(client: Client, folder: Path = EXAMPLES) -> list[WorkflowSpec]:
+    """Every example spec in ``folder``, validated."""
+    return [load_spec(p, client.limits) for p in sorted(folder.glob("*.yaml"))]
+
+
+class DemoFeeder:
+    """Submits the example workflows in turn, one every ``interval`` seconds."""
+
+    def __init__(self, client: Client, clock: Clock, *, interval: float = 2.0) -> None:
+        self.client, self.clock, self.interval = client, clock, interval
+        self.submitted = 0
+        self._stopping = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"<DemoFeeder submitted={self.submitted}>"
+
+    async def run(self) -> None:
+        """Submit until stopped."""
+        specs = example_specs(self.client)
+        for spec in itertools.cycle(specs):
+            if self._stopping.is_set():
+                return
+            try:
+                workflow = await self.client.submit(spec)
+                self.submitted += 1
+                log.info("demo_submitted", workflow_id=workflow.id, name=workflow.name)
+            except AgentdeckError as exc:
+                log.error("demo_submit_failed", error=str(exc))
+            stop = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait([stop, asyncio.ensure_future(self.clock.sleep(self.interval))],
+                               return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+
+    async def stop(self, grace: float) -> None:
+        """Stop submitting."""
+        self._stopping.set()
+
+
+class LivePrinter:
+    """Prints workflow and failure events as they happen (the live log until the TUI runs)."""
+
+    def __init__(self, bus: Bus, out: TextIO = sys.stdout) -> None:
+        self.bus, self.out = bus, out
+        self._task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return "<LivePrinter>"
+
+    async def run(self) -> None:
+        """Follow the events stream until stopped."""
+        self._task = asyncio.current_task()
+        try:
+            async for body in self.bus.subscribe_events():
+                event = decode(body, Event)
+                line = describe(event)
+                if line:
+                    print(line, file=self.out, flush=True)
+        except asyncio.CancelledError:
+            return
+
+    async def stop(self, grace: float) -> None:
+        """Stop following."""
+        if self._task is not None:
+            self._task.cancel()
+
+
+def describe(event: Event) -> str | None:
+    """One human line for the events worth a glance; None for the rest."""
+    d = event.data
+    if event.topic == "workflow":
+        return f"workflow {d['workflow_id']} {d['name']}: {d['status']}"
+    if event.topic == "task" and d.get("kind") in ("retrying", "failed", "redelivered", "skipped"):
+        err = (d.get("error") or {}).get("message", "")
+        return f"  task {d['task_id']} attempt {d['attempt']}: {d['kind']} {err}".rstrip()
+    if event.topic == "command":
+        return f"command {d['action']} {d['target']}: {d['status']} {d['result']}"
+    return None

@@ -1,0 +1,120 @@
+"""The composition root: the one place that turns settings into backends, agents and a runtime."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from agents.builtin import build as build_handler
+from agents.worker import Worker
+from backends import open_blobs, open_bus, open_registry, open_store
+from core.clock import Clock, SystemClock
+from core.ports import Bus, Registry, Store
+from core.retry import RetryPolicy
+from core.runtime import Runtime, Service
+from core.scheduler import SchedulerConfig
+from core.settings import AgentSpec, Settings
+
+#: The fleet ``--demo`` adds when the config declares none: one of each harmless built-in.
+DEMO_AGENTS: tuple[dict[str, Any], ...] = (
+    {"kind": "echo", "concurrency": 8},
+    {"kind": "sleep", "concurrency": 8},
+    {"kind": "chaos", "concurrency": 4, "options": {"fail_rate": 0.2}},
+)
+
+
+def scheduler_config(settings: Settings) -> SchedulerConfig:
+    """The scheduler's pacing and retry policies from settings."""
+    s = settings.scheduler
+    per_cap = {
+        cap: p if isinstance(p, RetryPolicy) else RetryPolicy.from_mapping(p, where=f"retry.{cap}")
+        for cap, p in settings.retry.items()
+    }
+    return SchedulerConfig(
+        poll_interval=s.poll_interval,
+        batch_size=s.batch_size,
+        lost_grace=s.lost_grace,
+        lease_ttl=s.lease_ttl,
+        capability_retry=per_cap,
+    )
+
+
+def agent_specs(settings: Settings, demo: bool) -> list[AgentSpec]:
+    """The configured fleet, plus the demo fleet's kinds the config does not already run."""
+    specs = list(settings.agents)
+    if demo:
+        have = {s.kind for s in specs}
+        specs += [AgentSpec.model_validate(d) for d in DEMO_AGENTS if d["kind"] not in have]
+    return specs
+
+
+def build_worker(
+    spec: AgentSpec, bus: Bus, registry: Registry, clock: Clock, settings: Settings
+) -> Worker:
+    """One agent worker serving its capabilities with the built-in handler of its kind."""
+    handler = build_handler(spec.kind, dict(spec.options))
+    name = spec.name or spec.kind
+    return Worker(
+        bus,
+        registry,
+        {cap: handler for cap in spec.capabilities},
+        name=f"{name}@{settings.node}",
+        concurrency=spec.concurrency,
+        clock=clock,
+        heartbeat_interval=settings.scheduler.heartbeat_interval,
+        ttl=settings.scheduler.agent_ttl,
+    )
+
+
+@contextlib.asynccontextmanager
+async def store_only(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Store]:
+    """Just the Store, migrated: what read-only CLI commands need."""
+    store = open_store(settings.store_url, clock=clock or SystemClock())
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def registry_only(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Registry]:
+    """Just the Registry, started."""
+    registry = open_registry(settings.registry_url, clock=clock or SystemClock())
+    await registry.start()
+    try:
+        yield registry
+    finally:
+        await registry.close()
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    clock: Clock | None = None,
+    extra_services: Mapping[str, Service] | None = None,
+    with_agents: bool = True,
+) -> Runtime:
+    """The whole node: backends from the URLs, the configured agents, the scheduler."""
+    clock = clock or SystemClock()
+    bus = open_bus(settings.bus_url, clock=clock)
+    registry = open_registry(settings.registry_url, clock=clock)
+    services: list[Service] = []
+    if with_agents:
+        services += [build_worker(s, bus, registry, clock, settings)
+                     for s in agent_specs(settings, demo)]
+    services += list((extra_services or {}).values())
+    return Runtime(
+        store=open_store(settings.store_url, clock=clock),
+        bus=bus,
+        registry=registry,
+        blobs=open_blobs(settings.blob_url, clock=clock),
+        clock=clock,
+        node=settings.node or socket.gethostname(),
+        config=scheduler_config(settings),
+        limits=settings.limits,
+        services=services,
+    )
