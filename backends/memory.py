@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Self
 from urllib.parse import urlsplit
 
+from backends import redact_url
 from core.clock import Clock
 from core.errors import BackendUnavailable, ConfigError, NotFound
 from core.models import AgentRecord, AgentState, new_id
@@ -40,7 +41,9 @@ def check_memory_url(url: str) -> None:
     """Accept ``memory://`` (nothing after it); raise ConfigError otherwise."""
     parts = urlsplit(url)
     if parts.scheme != "memory" or parts.netloc or parts.path not in ("", "/") or parts.query:
-        raise ConfigError(f"expected 'memory://' with no host, path or options, got {url!r}")
+        raise ConfigError(
+            f"expected 'memory://' with no host, path or options, got {redact_url(url)!r}"
+        )
 
 
 def check_ttl(ttl: float) -> None:
@@ -110,18 +113,6 @@ class MemoryDelivery:
     Settling twice is harmless: only the first call counts. Settling after the consumer closed
     does nothing, because closing already gave the message back to its queue.
     """
-
-    __slots__ = (
-        "_bus",
-        "_consumer",
-        "_message",
-        "_queue",
-        "body",
-        "headers",
-        "redelivered",
-        "seen",
-        "settled",
-    )
 
     def __init__(self, bus: MemoryBus, consumer: _Consumer, queue: _Queue, message: _Message):
         self._bus, self._consumer, self._queue, self._message = bus, consumer, queue, message

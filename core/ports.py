@@ -258,6 +258,16 @@ class Store(Protocol):
         ...
 
 
+class StoreWatch(Protocol):
+    """Optional ability of a Store: tell waiters that new work may be there (PostgreSQL
+    LISTEN/NOTIFY). Without it the scheduler polls every ``poll_interval``."""
+
+    def changes(self) -> AsyncIterator[str]:
+        """Yields a channel name (``workflows``, ``commands``) each time another process
+        submitted a workflow or queued a command. Ends when the store closes."""
+        ...
+
+
 # ---------------------------------------------------------------------------------- Registry
 
 

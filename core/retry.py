@@ -89,16 +89,17 @@ class RetryPolicy:
         """Build a policy from a spec's or a config file's mapping; absent keys keep defaults.
 
         Numbers given as strings (environment variables) are converted. Raises
-        :class:`ConfigError` starting with ``where`` for unknown keys, wrong types and values
-        out of range.
+        :class:`ConfigError` (its message starting with ``where``, when given) for unknown
+        keys, wrong types and values out of range.
         """
+        at = f"{where}: " if where else ""
         if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of retry settings, got {data!r}")
+            raise ConfigError(f"{at}expected a mapping of retry settings, got {data!r}")
         allowed = cls.fields()
         unknown = [str(k) for k in data if k not in allowed]
         if unknown:
             raise ConfigError(
-                f"{where}: unknown key(s) {', '.join(repr(k) for k in unknown)}; "
+                f"{at}unknown key(s) {', '.join(repr(k) for k in unknown)}; "
                 f"allowed: {', '.join(allowed)}"
             )
         try:
@@ -108,9 +109,9 @@ class RetryPolicy:
                 f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e['input']!r})"
                 for e in exc.errors()
             ]
-            raise ConfigError(f"{where}: {'; '.join(problems)}") from None
+            raise ConfigError(f"{at}{'; '.join(problems)}") from None
         except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            raise ConfigError(f"{at}{exc}") from None
 
     def to_dict(self) -> dict[str, JSON]:
         """As a JSON object that :meth:`from_mapping` reads back."""

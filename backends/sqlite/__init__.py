@@ -1,0 +1,25 @@
+"""The SQLite backends: ``SqliteStore`` (the store) and ``SqliteRegistry`` (the registry).
+
+Both are imported on first use, so importing one does not load the other.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from backends.sqlite.registry import SqliteRegistry
+    from backends.sqlite.store import SqliteStore
+
+__all__ = ["SqliteRegistry", "SqliteStore"]
+
+_HOMES = {"SqliteStore": "backends.sqlite.store", "SqliteRegistry": "backends.sqlite.registry"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import ``SqliteStore`` or ``SqliteRegistry`` from its module when first asked for."""
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(home), name)

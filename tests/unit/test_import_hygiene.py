@@ -1,0 +1,62 @@
+"""The layering rules: core knows no engine or screen, and the daemon path never loads Textual."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN_IN_CORE = {"textual", "tui", "backends", "agents", "aio_pika", "asyncpg", "redis", "boto3"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    """Top-level module names a Python file imports."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    roots: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+def test_core_imports_no_engine_screen_or_outer_package() -> None:
+    """No module in core/ imports textual, an engine driver, backends, agents or tui."""
+    offenders = {
+        str(p.relative_to(ROOT)): sorted(imported_roots(p) & FORBIDDEN_IN_CORE)
+        for p in (ROOT / "core").rglob("*.py")
+        if imported_roots(p) & FORBIDDEN_IN_CORE
+    }
+    assert offenders == {}
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run(
+        [sys.executable, "-c", code + "\nimport sys\nprint('\\n'.join(sys.modules))"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+    )
+    return set(out.stdout.split())
+
+
+def test_import_core_loads_no_textual() -> None:
+    """Importing every core module in a fresh interpreter leaves textual unloaded."""
+    mods = " ".join(f"core.{p.stem}" for p in (ROOT / "core").glob("*.py") if p.stem != "__init__")
+    loaded = _modules_after(f"import importlib\nfor m in '{mods}'.split(): importlib.import_module(m)")
+    assert "textual" not in loaded
+
+
+def test_daemon_path_loads_no_textual() -> None:
+    """The CLI module, the wiring and a built daemon runtime never import textual."""
+    code = (
+        "import os, tempfile\n"
+        "os.environ['AGENTDECK_HOME'] = tempfile.mkdtemp()\n"
+        "import tui.cli, tui.wiring, tui.demo\n"
+        "from core.settings import Settings\n"
+        "rt = tui.wiring.build_runtime(Settings.load(), demo=True)\n"
+    )
+    loaded = _modules_after(code)
+    assert "tui.wiring" in loaded
+    assert not {m for m in loaded if m == "textual" or m.startswith("textual.")}

@@ -1,0 +1,375 @@
+"""The scheduler's semantics, driven round by round with a fake clock and a hand-played agent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backends.memory import MemoryBus, MemoryRegistry
+from backends.sqlite.store import SqliteStore
+from core.client import Client
+from core.clock import FakeClock
+from core.errors import LeaseLost
+from core.messages import Control, Report, TaskMessage, decode, encode
+from core.models import CommandStatus
+from core.ports import Delivery
+from core.retry import RetryPolicy
+from core.scheduler import Scheduler, SchedulerConfig
+from core.spec import SpecLimits, parse_spec
+from core.states import TaskStatus as T
+from core.states import WorkflowStatus as W
+
+NO_JITTER = RetryPolicy(max_attempts=3, initial_delay=1.0, max_delay=10.0, jitter=0.0)
+
+
+@dataclass
+class Deck:
+    """Everything one test drives: a store, a bus, a registry, a scheduler and a client."""
+
+    store: SqliteStore
+    bus: MemoryBus
+    registry: MemoryRegistry
+    scheduler: Scheduler
+    client: Client
+    clock: FakeClock
+    held: set[str]
+
+    async def settle(self, rounds: int = 50) -> None:
+        """Run scheduler rounds until nothing more happens."""
+        for _ in range(rounds):
+            for _ in range(5):
+                await asyncio.sleep(0)  # let the report consumer move deliveries in
+            if not await self.scheduler.tick() and not self.scheduler._inbox:
+                return
+        raise AssertionError("scheduler did not settle")
+
+    async def submit(self, text: str) -> str:
+        """Submit a YAML spec and return the workflow id."""
+        workflow = await self.client.submit(parse_spec(text, fmt="yaml", limits=SpecLimits()))
+        return workflow.id
+
+    async def take(self, capability: str, n: int = 1) -> list[tuple[TaskMessage, Delivery]]:
+        """Take ``n`` task messages for ``capability`` off the bus, as an agent would."""
+        taken = []
+        it = self.bus.consume_tasks([capability], prefetch=1000)
+        for _ in range(n):
+            delivery = await asyncio.wait_for(anext(it), 2)
+            taken.append((decode(delivery.body, TaskMessage), delivery))
+        await it.aclose()  # type: ignore[attr-defined]
+        return taken
+
+    async def report(self, msg: TaskMessage, kind: str, **fields: Any) -> None:
+        """Publish an agent's report on ``msg``'s attempt."""
+        report = Report(kind=kind, task_id=msg.task_id, attempt=fields.pop("attempt", msg.attempt),
+                        agent_id="agent-1", at=self.clock.now(), **fields)
+        await self.bus.publish_report(encode(report), {})
+
+    async def finish(self, msg: TaskMessage, output: Any = None) -> None:
+        """Report ``started`` then ``succeeded`` with ``output``."""
+        await self.report(msg, "started")
+        await self.report(msg, "succeeded", output=output)
+
+    async def status(self, task_id: str) -> T:
+        return (await self.store.get_task(task_id)).status
+
+
+@pytest.fixture
+async def deck(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Deck]:
+    store = SqliteStore(tmp_path / "agentdeck.db", clock=clock)
+    bus = MemoryBus.from_url("memory://", clock=clock)
+    registry = MemoryRegistry.from_url("memory://", clock=clock)
+    await store.migrate()
+    await bus.start()
+    await registry.start()
+    held: set[str] = set()
+    scheduler = Scheduler(
+        store, bus, registry, clock, node="node-1",
+        config=SchedulerConfig(default_retry=NO_JITTER, lost_grace=5.0),
+        hold=lambda: held,
+    )
+    yield Deck(store, bus, registry, scheduler, Client(store, clock, poll=0.001), clock, held)
+    await scheduler.stop()
+    await bus.close()
+    await registry.close()
+    await store.close()
+
+
+A_TO_B = """
+name: a-to-b
+tasks:
+  - {key: a, capability: echo, input: {text: hi}}
+  - {key: b, capability: echo, needs: [a], input: {n: 2}, timeout: 30}
+"""
+
+
+async def test_a_output_reaches_b_and_workflow_succeeds(deck: Deck) -> None:
+    """A's output is handed to B in its upstream; when B succeeds the workflow succeeds."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    assert (a.key, a.attempt, a.input) == ("a", 1, {"text": "hi"})
+    assert await deck.status(f"{wf}/b") == T.BLOCKED
+    await deck.finish(a, {"said": "hi"})
+    await deck.settle()
+    [(b, _)] = await deck.take("echo")
+    assert b.key == "b"
+    assert b.upstream == {"a": {"said": "hi"}}
+    assert b.input == {"n": 2}
+    await deck.finish(b, {"done": True})
+    await deck.settle()
+    assert (await deck.store.get_workflow(wf)).status == W.SUCCEEDED
+    kinds = [e.kind for e in await deck.store.task_events(f"{wf}/b")]
+    assert kinds == ["created", "ready", "dispatched", "running", "succeeded"]
+
+
+async def test_permanent_failure_skips_dependents_and_fails_workflow(deck: Deck) -> None:
+    """A non-retryable failure fails the task at once, skips what depends on it, fails the workflow."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "failed", error={"kind": "permanent", "message": "bad", "retryable": False})
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.FAILED
+    assert await deck.status(f"{wf}/b") == T.SKIPPED
+    assert (await deck.store.get_workflow(wf)).status == W.FAILED
+
+
+async def test_retryable_failure_waits_its_backoff_then_runs_again(deck: Deck) -> None:
+    """A retryable failure goes to retrying and is dispatched again only after the delay."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "failed", error={"kind": "error", "message": "flaky"})
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert task.status == T.RETRYING
+    assert task.not_before == pytest.approx(deck.clock.now() + 1.0)
+    deck.clock.advance(0.5)
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.RETRYING
+    deck.clock.advance(0.6)
+    await deck.settle()
+    [(again, _)] = await deck.take("echo")
+    assert (again.key, again.attempt) == ("a", 2)
+    retry_event = [e for e in await deck.store.task_events(f"{wf}/a") if e.kind == "retrying"][0]
+    assert retry_event.detail["delay"] == 1.0
+    assert retry_event.detail["error"]["message"] == "flaky"
+
+
+async def test_attempts_spent_fail_the_task(deck: Deck) -> None:
+    """After max_attempts retryable failures the task fails."""
+    wf = await deck.submit(A_TO_B)
+    for attempt in (1, 2, 3):
+        await deck.settle()
+        [(a, _)] = await deck.take("echo")
+        assert a.attempt == attempt
+        await deck.report(a, "failed", error={"kind": "error", "message": f"try {attempt}"})
+        await deck.settle()
+        deck.clock.advance(100)
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert task.status == T.FAILED
+    assert task.error is not None and task.error.message == "try 3"
+
+
+async def test_duplicate_and_stale_results_are_ignored(deck: Deck) -> None:
+    """A result delivered twice is applied once; a result of an old attempt changes nothing."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "failed", error={"kind": "error", "message": "flaky"})
+    await deck.settle()
+    deck.clock.advance(2)
+    await deck.settle()
+    [(a2, _)] = await deck.take("echo")
+    # The first attempt's agent comes back late with a success: stale, ignored.
+    await deck.report(a, "succeeded", output={"late": True})
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert (task.status, task.attempt, task.output) == (T.DISPATCHED, 2, None)
+    await deck.finish(a2, {"v": 1})
+    await deck.report(a2, "succeeded", output={"v": 2})  # duplicate delivery
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert (task.status, task.output) == (T.SUCCEEDED, {"v": 1})
+    kinds = [e.kind for e in await deck.store.task_events(f"{wf}/a")]
+    assert kinds.count("succeeded") == 1
+    assert len(deck.scheduler._inbox) == 0
+
+
+async def test_running_attempt_past_deadline_is_lost_and_retried(deck: Deck) -> None:
+    """An attempt with no result after timeout + grace fails as lost and follows the policy."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "started")
+    await deck.settle()
+    control = deck.bus.subscribe_control()
+    deck.clock.advance(60 + 4)
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.RUNNING
+    deck.clock.advance(2)
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert task.status == T.RETRYING
+    assert task.error is not None and task.error.kind == "lost"
+    order = decode(await asyncio.wait_for(anext(control), 2), Control)
+    assert (order.action, order.target) == ("cancel", f"{wf}/a")
+
+
+async def test_cancel_mid_flight(deck: Deck) -> None:
+    """Cancelling a workflow cancels its unfinished tasks and a late result is ignored."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "started")
+    await deck.settle()
+    pending = asyncio.create_task(deck.client.command("cancel", wf, wait=5))
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+        await deck.settle()
+        if pending.done():
+            break
+    command = await pending
+    assert command.status == CommandStatus.DONE, command.result
+    assert (await deck.store.get_workflow(wf)).status == W.CANCELLED
+    assert {await deck.status(f"{wf}/a"), await deck.status(f"{wf}/b")} == {T.CANCELLED}
+    await deck.report(a, "succeeded", output={"late": True})
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.CANCELLED
+
+
+async def run_command(deck: Deck, action: str, target: str) -> Any:
+    """Queue a command and run scheduler rounds until it is carried out."""
+    pending = asyncio.create_task(deck.client.command(action, target, wait=5))
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        await deck.settle()
+        if pending.done():
+            break
+    return await pending
+
+
+async def test_pause_holds_dispatch_and_resume_releases_it(deck: Deck) -> None:
+    """A paused workflow dispatches nothing new until resumed."""
+    wf = await deck.submit(A_TO_B)
+    assert (await run_command(deck, "pause", wf)).status == CommandStatus.DONE
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.READY
+    assert (await deck.store.get_workflow(wf)).status == W.PAUSED
+    assert (await run_command(deck, "pause", wf)).status == CommandStatus.FAILED
+    assert (await run_command(deck, "resume", wf)).status == CommandStatus.DONE
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.DISPATCHED
+
+
+async def test_manual_retry_revives_failed_task_and_skipped_dependents(deck: Deck) -> None:
+    """Retrying a failed task by hand gives it a fresh budget and un-skips its dependents."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "failed", error={"kind": "permanent", "message": "x", "retryable": False})
+    await deck.settle()
+    assert (await deck.store.get_workflow(wf)).status == W.FAILED
+    command = await run_command(deck, "retry", f"{wf}/a")
+    assert command.status == CommandStatus.DONE, command.result
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert (task.status, task.attempt, task.first_attempt) == (T.DISPATCHED, 2, 2)
+    assert await deck.status(f"{wf}/b") == T.BLOCKED
+    assert (await deck.store.get_workflow(wf)).status == W.RUNNING
+    [(a2, _)] = await deck.take("echo")
+    await deck.finish(a2, 1)
+    await deck.settle()
+    [(b, _)] = await deck.take("echo")
+    await deck.finish(b, 2)
+    await deck.settle()
+    assert (await deck.store.get_workflow(wf)).status == W.SUCCEEDED
+
+
+async def test_retry_of_a_task_that_has_not_failed_is_refused(deck: Deck) -> None:
+    """Only failed or cancelled tasks can be retried; the command fails with the reason."""
+    wf = await deck.submit(A_TO_B)
+    command = await run_command(deck, "retry", f"{wf}/b")
+    assert command.status == CommandStatus.FAILED
+    assert "blocked" in command.result
+
+
+async def test_restart_with_non_durable_bus_redelivers_in_flight_work(deck: Deck) -> None:
+    """A new leader on a bus that lost its messages publishes in-flight attempts again."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "started")
+    await deck.settle()
+    await deck.scheduler.stop()  # the old process is gone
+    fresh_bus = MemoryBus.from_url("memory://", clock=deck.clock)
+    await fresh_bus.start()
+    deck.bus = fresh_bus
+    deck.scheduler = Scheduler(deck.store, fresh_bus, deck.registry, deck.clock, node="node-2",
+                               config=deck.scheduler.config)
+    await deck.settle()
+    [(again, _)] = await deck.take("echo")
+    assert (again.task_id, again.attempt) == (a.task_id, 1)
+    kinds = [e.kind for e in await deck.store.task_events(a.task_id)]
+    assert kinds[-1] == "redelivered"
+    await deck.finish(again, "ok")
+    await deck.settle()
+    assert await deck.status(a.task_id) == T.SUCCEEDED
+    await fresh_bus.close()
+
+
+async def test_only_one_leader_and_a_deposed_one_cannot_write(deck: Deck) -> None:
+    """A second scheduler stands by while the lease is held; an old fencing token is refused."""
+    await deck.settle()
+    assert deck.scheduler.is_leader
+    standby = Scheduler(deck.store, deck.bus, deck.registry, deck.clock, node="node-2")
+    assert await standby.tick() is False
+    assert not standby.is_leader
+    old_token = deck.scheduler._fence
+    deck.clock.advance(11)  # the leader stalls past its lease
+    await standby.tick()
+    assert standby.is_leader and standby._fence is not None and old_token is not None
+    assert standby._fence > old_token
+    wf = await deck.submit(A_TO_B)
+    with pytest.raises(LeaseLost):
+        await deck.store.apply([], deck.clock.now(), fence=old_token)
+    await standby.tick()
+    assert await deck.status(f"{wf}/a") == T.DISPATCHED
+    await standby.stop()
+
+
+async def test_held_capability_keeps_its_tasks_ready(deck: Deck) -> None:
+    """Tasks of a held capability (open breaker, paused capability) wait in ready."""
+    deck.held.add("echo")
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.READY
+    deck.held.clear()
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.DISPATCHED
+
+
+async def test_unparseable_report_is_dead_lettered(deck: Deck) -> None:
+    """A report that does not decode goes to the dead letters and changes nothing."""
+    await deck.settle()
+    await deck.bus.publish_report(b"{not json", {})
+    await deck.settle()
+    letters = await deck.bus.dead_letters()
+    assert len(letters) == 1 and "not JSON" in letters[0].reason
+
+
+async def test_events_are_published_for_watchers(deck: Deck) -> None:
+    """Every applied transition is published on the events stream."""
+    events = deck.bus.subscribe_events()
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    seen = [json.loads(await asyncio.wait_for(anext(events), 2)) for _ in range(1)]
+    assert seen[0]["data"]["task_id"] == f"{wf}/a"
+    assert seen[0]["data"]["status"] == "dispatched"
