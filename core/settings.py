@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -212,6 +213,12 @@ RetrySetting = Annotated[
 """A retry policy written as a mapping of :class:`core.retry.RetryPolicy` fields."""
 
 
+CapabilityName = Annotated[
+    str, AfterValidator(lambda name: check_name("capability", name, CAPABILITY_PATTERN))
+]
+"""A capability name as a mapping key (``[retry.<capability>]``)."""
+
+
 def _default_home() -> Path:
     xdg = os.environ.get("XDG_DATA_HOME")
     base = Path(xdg) if xdg else Path.home() / ".local" / "share"
@@ -254,7 +261,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     """Scheduler pacing and timeouts."""
 
-    retry: dict[str, RetrySetting] = Field(default_factory=dict)
+    retry: dict[CapabilityName, RetrySetting] = Field(default_factory=dict)
     """Retry policy per capability (a task's own ``retry`` wins over it)."""
 
     agents: list[AgentSpec] = Field(default_factory=list)
@@ -277,13 +284,6 @@ class Settings(BaseSettings):
         if not _URL_RE.fullmatch(value):
             field = info.field_name or ""
             raise ValueError(f"{redact_url(value)!r} is not a URL; expected {URL_FORMS[field]}")
-        return value
-
-    @field_validator("retry", mode="after")
-    @classmethod
-    def _check_retry_keys(cls, value: dict[str, RetryPolicy]) -> dict[str, RetryPolicy]:
-        for capability in value:
-            check_name("capability", capability, CAPABILITY_PATTERN)
         return value
 
     @field_validator("log_level", "log_format", mode="before")
@@ -367,12 +367,10 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
     for error in exc.errors():
         if error["type"] == "default_factory_not_called":
             continue  # a default built from a field that failed: that field's error says why
-        field = ".".join(str(part) for part in error["loc"]) or "settings"
+        field = ".".join(str(part) for part in error["loc"] if part != "[key]") or "settings"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
-        elif error["type"] == "missing":
-            message = "required"
         elif error["type"] not in ("value_error",) and "input" in error:
             shown = repr(redact(error["input"]))
             message += f" (got {shown[:60]})"
