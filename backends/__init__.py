@@ -10,11 +10,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from typing import Any, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from core.clock import Clock
 from core.errors import ConfigError
 from core.ports import BlobStore, Bus, Registry, Store
+from core.settings import redact_url
 
 BUS: Mapping[str, str] = {
     "memory": "backends.memory:MemoryBus",
@@ -69,7 +70,10 @@ def open_blobs(url: str, *, clock: Clock) -> BlobStore:
 
 
 def _open(field: str, table: Mapping[str, str], url: str, clock: Clock) -> Any:
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ConfigError(f"{field}: {redact_url(url)!r} is not a valid URL") from None
     known = ", ".join(f"{s}://" for s in table)
     if not scheme:
         raise ConfigError(f"{field}: {redact_url(url)!r} is not a URL; use one of {known}")
@@ -100,17 +104,3 @@ def _missing(field: str, scheme: str, module_name: str, missing: str) -> str:
         f"{field}: the {scheme}:// backend needs the Python package {package!r}, which is not "
         f"installed; install it with: pip install {package}"
     )
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``: the only form of a URL put in a message."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:  # unparsable port and the like: show nothing that could be a secret
-        return "<unparsable URL>"
-    if password is None:
-        return url
-    userinfo, _, host = parts.netloc.rpartition("@")
-    user = userinfo.partition(":")[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from backends import redact_url
 from core.clock import Clock
 from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
 from core.ports import BlobInfo
+from core.settings import redact_url
 
 #: Temporary files start with this; keys may not, so ``list`` can skip them safely.
 TEMP_PREFIX = ".agentdeck-tmp-"

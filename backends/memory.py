@@ -18,17 +18,19 @@ import weakref
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Self
 from urllib.parse import urlsplit
 
-from backends import redact_url
 from core.clock import Clock
 from core.errors import BackendUnavailable, ConfigError, NotFound
 from core.models import AgentRecord, AgentState, new_id
 from core.ports import BreakerRecord, DeadLetter, Delivery, Lease, OutgoingTask
+from core.settings import redact_url
 
 REPORTS_QUEUE = "reports"
-#: How many reports the scheduler may hold unacked; it acks them in batches after each write.
+#: How many reports a report consumer may hold unacked: the scheduler collects them in an
+#: inbox and acks each once the Store has applied it, so this bounds one round's batch.
 REPORT_PREFETCH = 256
 
 
@@ -215,6 +217,7 @@ class MemoryBus:
     ``subscriber_buffer`` bounds each event/control subscriber: a subscriber that falls that
     far behind loses its oldest messages (counted in its ``dropped``) and publishers never
     wait for it. ``max_dead_letters`` bounds the dead letters kept, oldest dropped first.
+    Use it from one event loop (it is not thread-safe, and needs no locks on one loop).
     """
 
     durable = False
@@ -289,8 +292,8 @@ class MemoryBus:
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """The newest dead letters first."""
-        newest = reversed(self._dead.values())
-        return [letter for letter, _ in list(newest)[: max(0, limit)]]
+        newest = islice(reversed(self._dead.values()), max(0, limit))
+        return [letter for letter, _ in newest]
 
     async def requeue_dead_letter(self, letter_id: str) -> None:
         """Put a dead letter back at the end of its queue, marked redelivered. Raises NotFound."""

@@ -199,7 +199,7 @@ class Scheduler:
 
     async def tick(self) -> bool:
         """One round of leader work. True if anything happened (so go again at once)."""
-        if self._fence is None and not await self._ensure_lease():
+        if not await self._ensure_lease():
             return False
         self.rounds += 1
         busy = await self._apply_reports()
@@ -391,9 +391,12 @@ class Scheduler:
 
     def policy_for(self, task: Task) -> RetryPolicy:
         """The retry policy that governs ``task``: its own, its capability's, or the default."""
-        if task.retry is not None:
-            return RetryPolicy.from_mapping(task.retry, where=f"task {task.key!r} retry")
-        return self.config.capability_retry.get(task.capability, self.config.default_retry)
+        base = self.config.capability_retry.get(task.capability, self.config.default_retry)
+        if task.retry:
+            # The spec's keys are laid over the capability's policy, not over the default.
+            merged = {**base.to_dict(), **task.retry}
+            return RetryPolicy.from_mapping(merged, where=f"task {task.key!r} retry")
+        return base
 
     async def _failure_change(
         self, task_id: str, attempt: int, error: ErrorInfo, agent_id: str | None

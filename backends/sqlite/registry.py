@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from backends import redact_url
 from backends.memory import check_ttl, claim_lease
 from core.clock import Clock
 from core.errors import BackendUnavailable, ConfigError
 from core.models import AgentRecord, AgentState
 from core.ports import BreakerRecord, Lease
+from core.settings import redact_url
 
 T = TypeVar("T")
 
@@ -70,17 +70,29 @@ _AGENT_COLUMNS = (
 
 
 def sqlite_path(url: str) -> Path:
-    """The file of a ``sqlite:///abs/path.db`` URL. Raises ConfigError for any other form."""
+    """The database file of a ``sqlite:`` URL, in the forms the SQLite store accepts too.
+
+    ``sqlite:///abs/registry.db`` (or ``sqlite:////abs/registry.db``) is absolute,
+    ``sqlite://rel/registry.db`` relative to the working directory, ``sqlite://~/registry.db``
+    to the home directory. Raises ConfigError for anything else.
+    """
+    forms = (
+        "sqlite:///absolute/registry.db, sqlite://relative/registry.db or sqlite://~/registry.db"
+    )
     parts = urlsplit(url)
-    path = unquote(parts.path)
-    if parts.scheme != "sqlite" or parts.netloc or parts.query or not path.startswith("/"):
+    if parts.scheme != "sqlite" or "@" in parts.netloc or parts.query or parts.fragment:
         raise ConfigError(
-            "expected 'sqlite:///absolute/path/to/file.db' (three slashes, no host), "
-            f"got {redact_url(url)!r}"
+            f"{redact_url(url)!r} is not a SQLite registry URL (no user, password or options); "
+            f"expected {forms}"
         )
-    if path.endswith("/"):
-        raise ConfigError(f"the sqlite URL {redact_url(url)!r} names a folder, not a file")
-    return Path(path)
+    raw = unquote(parts.netloc + parts.path)
+    if ":memory:" in raw:
+        raise ConfigError("for a registry kept in this process only, use registry_url memory://")
+    if not raw.strip("/") or raw.endswith("/"):
+        raise ConfigError(f"{redact_url(url)!r} names no database file; expected {forms}")
+    if raw.startswith("/"):
+        return Path("/" + raw.lstrip("/"))  # a fourth slash is harmless: sqlite:////abs.db
+    return Path(raw).expanduser().absolute()
 
 
 class SqliteRegistry:

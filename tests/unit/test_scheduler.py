@@ -17,7 +17,7 @@ from core.client import Client
 from core.clock import FakeClock
 from core.errors import LeaseLost
 from core.messages import Control, Report, TaskMessage, decode, encode
-from core.models import CommandStatus
+from core.models import Change, CommandStatus
 from core.ports import Delivery
 from core.retry import RetryPolicy
 from core.scheduler import Scheduler, SchedulerConfig
@@ -60,6 +60,7 @@ class Deck:
         it = self.bus.consume_tasks([capability], prefetch=1000)
         for _ in range(n):
             delivery = await asyncio.wait_for(anext(it), 2)
+            await delivery.ack()  # the hand-played agent owns the attempt from here
             taken.append((decode(delivery.body, TaskMessage), delivery))
         await it.aclose()  # type: ignore[attr-defined]
         return taken
@@ -338,10 +339,16 @@ async def test_only_one_leader_and_a_deposed_one_cannot_write(deck: Deck) -> Non
     assert standby.is_leader and standby._fence is not None and old_token is not None
     assert standby._fence > old_token
     wf = await deck.submit(A_TO_B)
-    with pytest.raises(LeaseLost):
-        await deck.store.apply([], deck.clock.now(), fence=old_token)
-    await standby.tick()
+    await standby.tick()  # the new leader writes with its newer token
     assert await deck.status(f"{wf}/a") == T.DISPATCHED
+    with pytest.raises(LeaseLost):  # a stalled old leader's write is refused by the Store
+        await deck.store.apply(
+            [Change(f"{wf}/b", T.READY, frozenset({T.BLOCKED}))], deck.clock.now(), fence=old_token
+        )
+    assert await deck.status(f"{wf}/b") == T.BLOCKED
+    with pytest.raises(LeaseLost):  # and the old leader learns it lost the lease
+        await deck.scheduler.tick()
+    assert [e.kind for e in await deck.store.task_events(f"{wf}/a")].count("dispatched") == 1
     await standby.stop()
 
 
