@@ -6,22 +6,55 @@ Written against core.ports.BlobStore only: a new engine is one more entry in ``B
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from backends import open_blobs
 from backends.files import TEMP_PREFIX, FileBlobStore, check_key
 from core.clock import FakeClock
 from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
+from core.models import new_id
 from core.ports import BlobStore
 
 pytestmark = pytest.mark.contract
 
+
+@functools.cache
+def _moto_endpoint() -> str:
+    """An S3 server (moto) in this process, started on first use with a bucket ``contract``;
+    dummy credentials go in the environment so nothing can reach a real AWS account."""
+    os.environ.pop("AWS_PROFILE", None)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    atexit.register(server.stop)
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="contract")
+    return endpoint
+
+
+def _s3_url(folder: Path) -> str:
+    """The moto server's bucket, under a key prefix private to the test."""
+    return f"s3://contract/{new_id()}?endpoint_url={_moto_endpoint()}"
+
+
 #: Each backend as a function of a folder private to the test -> the store's URL.
 BLOB_URLS: list[object] = [
     pytest.param(lambda folder: f"file://{folder}/blobs", id="file"),
+    pytest.param(_s3_url, id="s3"),
 ]
 
 BAD_KEYS = ["", "/etc/passwd", "a//b", "a/", "../outside", "a/../../b", "./a", "a/./b", "a\\b"]

@@ -7,10 +7,14 @@ Time is the test's FakeClock, handed to the backend, so expiry is tested without
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 import backends
 from backends import open_registry
@@ -18,15 +22,46 @@ from backends.sqlite import SqliteRegistry
 from backends.sqlite.registry import sqlite_path
 from core.clock import FakeClock
 from core.errors import ConfigError
-from core.models import AgentRecord, AgentState
+from core.models import AgentRecord, AgentState, new_id
 from core.ports import BreakerRecord, Registry
+from tests.conftest import require_service
 
 pytestmark = pytest.mark.contract
+
+#: Every Redis key prefix of this test process starts with this; they go when it exits.
+REDIS_RUN = f"contract-{new_id()}"
+
+
+def _redis_url(folder: Path) -> str:
+    """Redis on 127.0.0.1:6379, database 15, under a key prefix private to the test (skipped
+    when Redis is absent, a failure in CI)."""
+    require_service("Redis", "127.0.0.1", 6379)
+    _delete_redis_keys_at_exit()
+    return f"redis://127.0.0.1:6379/15?prefix={REDIS_RUN}-{new_id()}"
+
+
+@functools.cache
+def _delete_redis_keys_at_exit() -> None:
+    atexit.register(_delete_redis_run_keys)
+
+
+def _delete_redis_run_keys() -> None:
+    """Delete the keys this process's tests left in Redis (breakers and lease counters never
+    expire by themselves)."""
+    with (
+        contextlib.suppress(redis.RedisError),
+        redis.Redis(host="127.0.0.1", port=6379, db=15) as client,
+    ):
+        keys = list(client.scan_iter(match=f"{REDIS_RUN}-*", count=1000))
+        if keys:
+            client.unlink(*keys)
+
 
 #: Each backend as a function of a folder private to the test -> the registry's URL.
 REGISTRY_URLS: list[object] = [
     pytest.param(lambda folder: "memory://", id="memory"),
     pytest.param(lambda folder: f"sqlite:///{folder}/registry.db", id="sqlite"),
+    pytest.param(_redis_url, id="redis"),
 ]
 
 TTL = 10.0
