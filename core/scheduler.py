@@ -167,6 +167,8 @@ class Scheduler:
 
     async def _take_over(self) -> None:
         """Become leader: rebuild what memory holds from the Store and start taking reports."""
+        # Record our token at once, so a deposed leader's next write is refused.
+        await self.store.apply([], self.clock.now(), fence=self._fence)
         inflight = await self.store.list_tasks(status=IN_FLIGHT, limit=1_000_000)
         self._timeouts = {t.id: t.timeout for t in inflight}
         if not self.bus.durable and inflight:

@@ -47,11 +47,11 @@ class Node:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start_daemon(self) -> subprocess.Popen[bytes]:
-        log = (self.home / f"daemon-{len(self.procs)}.log").open("wb")
-        proc = subprocess.Popen(
-            [*AGENTDECK, "--config", str(self.config), "--daemon"],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-        )
+        with (self.home / f"daemon-{len(self.procs)}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [*AGENTDECK, "--config", str(self.config), "--daemon"],
+                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
         self.procs.append(proc)
         return proc
 

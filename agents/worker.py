@@ -1,0 +1,608 @@
+"""The agent runtime: takes task messages for its capabilities, runs their handlers, reports.
+
+One :class:`Worker` serves a set of capabilities with ``concurrency`` slots::
+
+    async with Worker(bus, registry, {"echo": echo}, name="edge-1", concurrency=4) as worker:
+        await worker.run()          # until stop() (see agents.main for signals)
+
+For each message it publishes a ``started`` report, runs the handler under the task's timeout,
+publishes ``succeeded`` or ``failed``, and only then acks: a crash at any point leaves the
+message unacked, so the broker hands it to another agent (at-least-once). It keeps an
+:class:`~core.models.AgentRecord` alive in the registry with heartbeats, and obeys control
+messages: ``drain`` (stop taking work, finish what runs), ``resume`` and ``cancel``.
+
+The worker does not start or close the bus and registry: whoever made them owns them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from structlog.typing import FilteringBoundLogger
+
+from agents.context import Handler, TaskContext
+from core.clock import Clock, SystemClock
+from core.errors import BackendUnavailable, ConfigError, MessageError, TaskFailed
+from core.logs import get_logger
+from core.messages import Control, ErrorModel, Report, TaskMessage, decode, encode, peek_ids
+from core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
+from core.ports import Bus, Delivery, Registry
+from core.spec import CAPABILITY_PATTERN, check_name
+
+TRACE_HEADER = "traceparent"
+"""The W3C trace context header, carried from the task message to its reports."""
+
+
+class _Cancelled(Exception):
+    """The handler was cancelled while the worker itself goes on (an operator's cancel)."""
+
+    def __init__(self, by_operator: bool) -> None:
+        super().__init__("cancelled by an operator" if by_operator else "the handler cancelled")
+        self.by_operator = by_operator
+
+
+class _TimedOut(Exception):
+    """The task's timeout passed on the worker's clock (a handler's own TimeoutError is not
+    this: it is reported like any other exception)."""
+
+
+@dataclass(eq=False, slots=True)
+class _Job:
+    """One delivery this worker holds, from receipt until it is settled."""
+
+    delivery: Delivery
+    task: asyncio.Task[None] | None = None
+    message: TaskMessage | None = None
+    handler_task: asyncio.Task[JSON] | None = None
+    cancel_requested: bool = False
+
+    @property
+    def task_id(self) -> str | None:
+        """The task's id once the body has been decoded."""
+        return self.message.task_id if self.message else None
+
+
+class Worker:
+    """Runs the handlers of its capabilities for task messages taken from the bus.
+
+    ``handlers`` maps each capability to its handler. ``concurrency`` is how many tasks run at
+    once; it is also the prefetch, so the broker never hands this worker more than it can
+    start. ``heartbeat_interval`` and ``ttl`` (seconds) keep its registry record alive: the
+    record lapses ``ttl`` seconds after the last heartbeat. Raises ConfigError for bad values.
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        registry: Registry,
+        handlers: Mapping[str, Handler],
+        *,
+        name: str,
+        concurrency: int = 1,
+        clock: Clock | None = None,
+        heartbeat_interval: float = 2.0,
+        ttl: float = 10.0,
+        agent_id: str | None = None,
+    ) -> None:
+        _check_settings(name, handlers, concurrency, heartbeat_interval, ttl)
+        self.name = name
+        self.id = agent_id or f"{name}-{new_id()}"
+        self.concurrency = concurrency
+        self.capabilities = tuple(sorted(handlers))
+        self._bus = bus
+        self._registry = registry
+        self._handlers = dict(handlers)
+        self._clock: Clock = clock or SystemClock()
+        self._interval = heartbeat_interval
+        self._ttl = ttl
+        self._log = get_logger("agentdeck.agent", agent=self.id)
+        self._started_at = self._clock.now()
+
+        self.state = AgentState.UP
+        self.succeeded = 0
+        self.failed = 0
+        self._running: dict[int, _Job] = {}
+        """Every delivery held, by a sequence number (one task may be delivered twice)."""
+        self._seq = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+        self._tg: asyncio.TaskGroup | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._consumer_closing = False
+        self._closer: asyncio.Task[None] | None = None
+        self._held: list[Delivery] = []
+        """Deliveries that arrived while draining: not started, given back when draining ends."""
+
+        self._stop_requested = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._deadline = float("inf")
+        self._running_run = False
+        self._finished = asyncio.Event()
+
+    # ------------------------------------------------------------------------ public surface
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries held and not yet settled."""
+        return len(self._running)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop(grace=0)
+
+    async def run(self) -> None:
+        """Serve until :meth:`stop`: register, heartbeat, obey control messages, run tasks.
+
+        The control subscription is open once the agent is in the registry, so a control
+        message published after that reaches it. Raises BackendUnavailable if the bus ends
+        the task consumer on its own (the process should exit and be restarted).
+        """
+        if self._running_run or self._finished.is_set():
+            raise RuntimeError(f"{self!r} has already run; make a new Worker")
+        self._running_run = True
+        control = self._bus.subscribe_control()  # before registering: see the docstring
+        try:
+            await self._registry.register(self._record(), self._ttl)
+            self._log.info(
+                "agent_started",
+                name=self.name,
+                capabilities=list(self.capabilities),
+                concurrency=self.concurrency,
+            )
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                beats = tg.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat")
+                orders = tg.create_task(self._control_loop(control), name=f"{self.id}:control")
+                if self.state is AgentState.UP:  # else drain() came first: wait for resume()
+                    self._start_consumer()
+                await self._stop_requested.wait()
+                await self._shut_down()
+                beats.cancel()
+                orders.cancel()
+        except BaseExceptionGroup as group:
+            # The caller wants the one error that ended the worker, not a group of one.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+                raise group.exceptions[0] from None
+            raise
+        finally:
+            self._tg = None
+            with contextlib.suppress(Exception):
+                await _aclose(control)
+            await self._deregister()
+            self._finished.set()
+            self._log.info("agent_stopped", succeeded=self.succeeded, failed=self.failed)
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking tasks, give running ones up to ``grace`` seconds, then cancel the rest.
+
+        Cancelled tasks are not reported: their messages go back to the queue for another
+        agent. Returns once :meth:`run` has ended. Calling again with a shorter grace hurries
+        a stop already under way (a second Ctrl-C).
+        """
+        self._deadline = min(self._deadline, self._clock.now() + max(0.0, grace))
+        self._stop_requested.set()
+        self._hurry.set()
+        if self._running_run:
+            await self._finished.wait()
+
+    async def drain(self) -> None:
+        """Stop taking new tasks and let the running ones finish; :meth:`resume` undoes it."""
+        if self.state is AgentState.DRAINING:
+            return
+        self.state = AgentState.DRAINING
+        self._log.info("agent_draining", in_flight=self.in_flight)
+        if self._tg is not None and not self._stop_requested.is_set():
+            self._closer = self._tg.create_task(self._close_when_idle())
+        await self._beat()
+
+    async def resume(self) -> None:
+        """Take tasks again after :meth:`drain` (not after :meth:`stop`)."""
+        if self.state is not AgentState.DRAINING or self._stop_requested.is_set():
+            return
+        self.state = AgentState.UP
+        self._log.info("agent_resumed")
+        if self._tg is None:  # not running yet: run() starts consuming
+            return
+        if self._closer is not None:
+            self._closer.cancel()
+            await asyncio.wait([self._closer])
+            self._closer = None
+        if self._consumer is not None and not self._consumer.done() and not self._consumer_closing:
+            # Still subscribed: start what arrived while draining, in order.
+            held, self._held = self._held, []
+            for delivery in held:
+                self._start(delivery)
+        else:
+            await self._stop_consumer()
+            self._start_consumer()
+        await self._beat()
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel the running handler(s) of ``task_id``; each is reported failed ``cancelled``
+        (not retryable). False if this worker is not running that task."""
+        found = False
+        for job in self._running.values():
+            if job.task_id == task_id:
+                found = True
+                job.cancel_requested = True
+                if job.handler_task is not None:
+                    job.handler_task.cancel()
+        return found
+
+    def __repr__(self) -> str:
+        return (
+            f"<Worker name={self.name} id={self.id} state={self.state.value}"
+            f" in_flight={self.in_flight} succeeded={self.succeeded} failed={self.failed}>"
+        )
+
+    # ------------------------------------------------------------------------- consuming
+
+    def _start_consumer(self) -> None:
+        assert self._tg is not None
+        self._consumer_closing = False
+        self._consumer = self._tg.create_task(self._consume(), name=f"{self.id}:consumer")
+
+    async def _stop_consumer(self) -> None:
+        """Close the task consumer; deliveries it holds that no handler took go back."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        self._consumer_closing = True
+        consumer.cancel()
+        await asyncio.wait([consumer])
+        self._consumer = None
+
+    async def _consume(self) -> None:
+        deliveries = self._bus.consume_tasks(self.capabilities, prefetch=self.concurrency)
+        try:
+            async for delivery in deliveries:
+                if self.state is AgentState.DRAINING:
+                    # The consumer stays open until the running handlers finish, because
+                    # some buses (the memory bus) give back every unacked message when a
+                    # consumer closes, running ones included. What arrives meanwhile waits
+                    # here unstarted, holding a prefetch slot, and goes back at the close.
+                    self._held.append(delivery)
+                else:
+                    self._start(delivery)
+        finally:
+            held, self._held = self._held, []
+            for delivery in held:
+                with contextlib.suppress(Exception):
+                    await delivery.requeue()
+            with contextlib.suppress(Exception):
+                await _aclose(deliveries)
+        if not self._consumer_closing:
+            raise BackendUnavailable("the bus ended the task consumer")
+
+    async def _close_when_idle(self) -> None:
+        """Finish a drain: once no handler runs, close the consumer."""
+        await self._idle.wait()
+        await self._stop_consumer()
+        self._log.info("agent_drained")
+
+    def _start(self, delivery: Delivery) -> None:
+        assert self._tg is not None
+        self._seq += 1
+        job = _Job(delivery)
+        self._running[self._seq] = job
+        self._idle.clear()
+        job.task = self._tg.create_task(self._work(self._seq, job), name=f"{self.id}:job")
+
+    # ----------------------------------------------------------------------------- a task
+
+    async def _work(self, seq: int, job: _Job) -> None:
+        try:
+            try:
+                job.message = decode(job.delivery.body, TaskMessage)
+            except MessageError as exc:
+                await self._dead_letter(job.delivery, str(exc))
+                return
+            await self._attempt(job, job.message)
+        except asyncio.CancelledError:
+            # A shutdown, not the task's fault: no report, so the attempt is not spent and the
+            # message is given back for another agent to run. Should the requeue fail (the
+            # bus is gone), the broker still redelivers it: it was never acked.
+            with contextlib.suppress(Exception):
+                await job.delivery.requeue()
+            raise
+        finally:
+            del self._running[seq]
+            if not self._running:
+                self._idle.set()
+
+    async def _attempt(self, job: _Job, message: TaskMessage) -> None:
+        log = self._log.bind(task_id=message.task_id, attempt=message.attempt)
+        handler = self._handlers.get(message.capability)
+        if handler is None:
+            # Routed to a queue we consume but not ours to run: a wiring bug, kept for a human.
+            await self._dead_letter(
+                job.delivery,
+                f"no handler for capability {message.capability!r} on agent {self.id} "
+                f"(it serves {', '.join(self.capabilities)})",
+            )
+            return
+        await self._report(job.delivery, message, "started")
+        context = TaskContext.for_message(
+            message, agent_id=self.id, now=self._clock.now(), log=self._log
+        )
+        output: JSON = None
+        error: ErrorInfo | None = None
+        try:
+            output = await self._call(job, handler, context, message.timeout)
+        except _TimedOut:
+            error = ErrorInfo("timeout", f"no result within {message.timeout:g}s")
+        except _Cancelled as exc:
+            error = ErrorInfo("cancelled", str(exc), retryable=not exc.by_operator)
+        except TaskFailed as exc:
+            error = ErrorInfo(exc.kind, exc.message, not exc.non_retryable, exc.retry_after)
+        except Exception as exc:
+            log.warning("task_handler_raised", exc_info=True)
+            error = ErrorInfo(type(exc).__name__, str(exc) or repr(exc))
+        else:
+            error = _check_output(output)
+        published = await self._report(
+            job.delivery,
+            message,
+            "failed" if error else "succeeded",
+            output=None if error else output,
+            error=error,
+        )
+        if error is None:
+            self.succeeded += 1
+            log.info("task_succeeded")
+        else:
+            self.failed += 1
+            log.info(
+                "task_failed", kind=error.kind, retryable=error.retryable, message=error.message
+            )
+        if published:
+            await _settle(job.delivery.ack(), log)
+        else:
+            # Without its result on the bus the attempt must run again somewhere.
+            await _settle(job.delivery.requeue(), log)
+
+    async def _call(
+        self, job: _Job, handler: Handler, context: TaskContext, seconds: float
+    ) -> JSON:
+        """The handler's output, or _TimedOut after ``seconds`` of this worker's clock, or
+        _Cancelled. A timed-out or cancelled handler is cancelled and waited for, so its
+        clean-up (a shell agent ending its processes) is done when this returns."""
+        if job.cancel_requested:
+            raise _Cancelled(by_operator=True)
+        handler_task = asyncio.ensure_future(handler(context))
+        job.handler_task = handler_task
+        timer = asyncio.ensure_future(self._clock.sleep(seconds))
+        try:
+            await asyncio.wait({handler_task, timer}, return_when=asyncio.FIRST_COMPLETED)
+            timed_out = not handler_task.done()
+        finally:
+            timer.cancel()
+            if not handler_task.done():
+                handler_task.cancel()
+                # Let it clean up, even when we are being cancelled ourselves (shutdown).
+                await asyncio.wait([handler_task])
+        if timed_out:
+            if not handler_task.cancelled():
+                handler_task.exception()  # what it did after the deadline no longer counts
+            raise _TimedOut
+        if handler_task.cancelled():
+            raise _Cancelled(by_operator=job.cancel_requested)
+        return handler_task.result()
+
+    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        """Fail the attempt (when its ids can be read) and dead-letter the message."""
+        ids = peek_ids(delivery.body)
+        self.failed += 1
+        self._log.warning("task_message_rejected", reason=reason, ids=ids)
+        if ids is not None:
+            error = ErrorInfo("malformed", reason, retryable=False)
+            report = Report(
+                kind="failed",
+                task_id=ids[0],
+                attempt=ids[1],
+                agent_id=self.id,
+                at=self._clock.now(),
+                error=ErrorModel.of(error),
+            )
+            await self._publish(report, delivery)
+        await _settle(delivery.reject(reason), self._log)
+
+    async def _report(
+        self,
+        delivery: Delivery,
+        message: TaskMessage,
+        kind: Literal["started", "succeeded", "failed"],
+        *,
+        output: JSON = None,
+        error: ErrorInfo | None = None,
+    ) -> bool:
+        report = Report(
+            kind=kind,
+            task_id=message.task_id,
+            attempt=message.attempt,
+            agent_id=self.id,
+            at=self._clock.now(),
+            output=output,
+            error=ErrorModel.of(error) if error else None,
+        )
+        return await self._publish(report, delivery)
+
+    async def _publish(self, report: Report, delivery: Delivery) -> bool:
+        """Publish a report; False (logged) when the bus refused it."""
+        headers = {}
+        if TRACE_HEADER in delivery.headers:
+            headers[TRACE_HEADER] = delivery.headers[TRACE_HEADER]
+        try:
+            await self._bus.publish_report(encode(report), headers)
+        except Exception as exc:
+            self._log.error(
+                "report_publish_failed", task_id=report.task_id, kind=report.kind, error=str(exc)
+            )
+            return False
+        return True
+
+    # ------------------------------------------------------------------ control, heartbeat
+
+    async def _control_loop(self, control: AsyncIterator[bytes]) -> None:
+        async for body in control:
+            try:
+                order = decode(body, Control)
+            except MessageError as exc:
+                self._log.warning("control_message_ignored", reason=str(exc))
+                continue
+            if order.action == "cancel":
+                if self.cancel(order.target):
+                    self._log.info("task_cancel_requested", task_id=order.target)
+            elif order.target in (self.id, "*"):
+                await (self.drain() if order.action == "drain" else self.resume())
+        if not self._stop_requested.is_set():
+            self._log.warning("control_subscription_ended")
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await self._clock.sleep(self._interval)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        """Refresh the registry record, registering again if it lapsed."""
+        try:
+            alive = await self._registry.heartbeat(
+                self.id,
+                self._ttl,
+                in_flight=self.in_flight,
+                state=self.state,
+                succeeded=self.succeeded,
+                failed=self.failed,
+            )
+            if not alive:
+                self._log.warning("agent_reregistered")
+                await self._registry.register(self._record(), self._ttl)
+        except Exception as exc:
+            # The registry is rebuildable and work does not depend on it: keep working and
+            # try again at the next beat.
+            self._log.warning("heartbeat_failed", error=str(exc))
+
+    def _record(self) -> AgentRecord:
+        now = self._clock.now()
+        return AgentRecord(
+            id=self.id,
+            name=self.name,
+            capabilities=self.capabilities,
+            concurrency=self.concurrency,
+            state=self.state,
+            started_at=self._started_at,
+            last_seen=now,
+            in_flight=self.in_flight,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            succeeded=self.succeeded,
+            failed=self.failed,
+        )
+
+    async def _deregister(self) -> None:
+        try:
+            await self._registry.deregister(self.id)
+        except Exception as exc:
+            self._log.warning("deregister_failed", error=str(exc))  # it lapses after ttl anyway
+
+    # ---------------------------------------------------------------------------- shutdown
+
+    async def _shut_down(self) -> None:
+        self.state = AgentState.DRAINING
+        if self._closer is not None:
+            self._closer.cancel()
+        self._log.info("agent_stopping", in_flight=self.in_flight)
+        await self._beat()
+        while self._running:
+            remaining = self._deadline - self._clock.now()
+            if remaining <= 0:
+                break
+            self._hurry.clear()
+            waits = [
+                asyncio.ensure_future(self._idle.wait()),
+                asyncio.ensure_future(self._clock.sleep(remaining)),
+                asyncio.ensure_future(self._hurry.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waits:
+                    waiter.cancel()
+        # Close the consumer first, so a message given back below cannot come straight back
+        # to this worker; then cancel what still runs.
+        await self._stop_consumer()
+        jobs = [job.task for job in self._running.values() if job.task is not None]
+        for task in jobs:
+            task.cancel()
+        if jobs:
+            self._log.warning("tasks_given_back", count=len(jobs))
+            await asyncio.wait(jobs)
+
+
+def _check_output(output: JSON) -> ErrorInfo | None:
+    """None when ``output`` can travel as JSON; else the ``bad_output`` error saying why."""
+    try:
+        json.dumps(output, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        # The same handler returns the same kind of value next time: retrying cannot help.
+        return ErrorInfo("bad_output", f"the handler's output is not JSON: {exc}", retryable=False)
+    return None
+
+
+async def _settle(action: Awaitable[None], log: FilteringBoundLogger) -> None:
+    """Ack, reject or requeue; a failure is logged, since the broker redelivers what was not
+    settled and nothing here can do better."""
+    try:
+        await action
+    except Exception as exc:
+        log.warning("settle_failed", error=str(exc))
+
+
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
+    """Close an async iterator that may or may not have ``aclose``."""
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _check_settings(
+    name: str, handlers: Mapping[str, Handler], concurrency: int, interval: float, ttl: float
+) -> None:
+    if not name:
+        raise ConfigError("agent name must not be empty")
+    if not handlers:
+        raise ConfigError(f"agent {name!r} has no handlers; give at least one capability")
+    for capability, handler in handlers.items():
+        try:
+            check_name("capability", capability, CAPABILITY_PATTERN)
+        except ValueError as exc:
+            raise ConfigError(f"agent {name!r}: {exc}") from None
+        if not callable(handler):
+            raise ConfigError(f"agent {name!r}: the handler of {capability!r} is not callable")
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ConfigError(
+            f"agent {name!r}: concurrency must be a whole number >= 1, got {concurrency!r}"
+        )
+    if not interval > 0:
+        raise ConfigError(f"agent {name!r}: heartbeat_interval must be > 0, got {interval!r}")
+    if not ttl > interval:
+        raise ConfigError(
+            f"agent {name!r}: ttl ({ttl!r}) must be longer than heartbeat_interval "
+            f"({interval!r}), or the record lapses between heartbeats"
+        )
