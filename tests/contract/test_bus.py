@@ -19,12 +19,16 @@ from core.clock import FakeClock
 from core.errors import BackendUnavailable, ConfigError, NotFound
 from core.models import new_id
 from core.ports import Bus, Delivery, OutgoingTask
+from tests.conftest import require_service
 
 pytestmark = pytest.mark.contract
 
 T = TypeVar("T")
 
-BUS_URLS = [pytest.param("memory://", id="memory")]
+BUS_URLS = [
+    pytest.param("memory://", id="memory"),
+    pytest.param("amqp://guest:guest@127.0.0.1:5672/", id="rabbitmq"),
+]
 
 #: How long "nothing arrives" is watched for. Long enough for a networked broker to have
 #: delivered; a bug makes such a check pass wrongly at worst, never fail wrongly.
@@ -35,11 +39,19 @@ LIMIT = 2.0
 
 @pytest.fixture(params=BUS_URLS)
 async def bus(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[Bus]:
-    """A started bus of each backend, closed after the test."""
-    instance = open_bus(request.param, clock=clock)
+    """A started bus of each backend, closed after the test. A broker's bus works under a
+    prefix of its own, whose queues and exchanges are deleted after the test."""
+    url = request.param
+    if url.startswith("amqp://"):
+        require_service("RabbitMQ", "127.0.0.1", 5672)
+        url += f"?prefix=contract-{new_id()}"
+    instance = open_bus(url, clock=clock)
     await instance.start()
     yield instance
     await instance.close()
+    delete_topology = getattr(instance, "delete_topology", None)
+    if delete_topology is not None:
+        await delete_topology()
 
 
 @pytest.fixture
