@@ -18,10 +18,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from backends.sqlite.store import MEMORY, SqliteStore
 from core.clock import Clock
 from core.ports import Store
+from tests.conftest import require_service
 
 StoreOpener = Callable[[Path, Clock], AbstractAsyncContextManager[Store]]
 
@@ -48,8 +50,23 @@ async def _sqlite_memory(directory: Path, clock: Clock) -> AsyncIterator[Store]:
         yield store
 
 
+@asynccontextmanager
+async def _postgres(directory: Path, clock: Clock) -> AsyncIterator[Store]:
+    # Imported here: asyncpg loads only when a PostgreSQL test runs.
+    from backends.postgres import PostgresStore, testing
+
+    server = urlsplit(testing.server_url())
+    require_service("PostgreSQL", server.hostname or "127.0.0.1", server.port or 5432)
+    # A schema per test directory, kept until the test run ends (see schema_for).
+    url = await testing.schema_for(str(directory))
+    async with PostgresStore.from_url(url, clock=clock) as store:
+        await store.migrate()
+        yield store
+
+
 STORE_BACKENDS: dict[str, StoreBackend] = {
     "sqlite-file": StoreBackend(_sqlite_file),
     "sqlite-memory": StoreBackend(_sqlite_memory, shared=False),
+    "postgres": StoreBackend(_postgres),
 }
 """Every Store backend, by the id the tests show."""

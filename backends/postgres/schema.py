@@ -1,0 +1,176 @@
+"""The PostgreSQL store's schema: numbered migrations and the routine that applies them.
+
+``MIGRATIONS[n - 1]`` upgrades schema version ``n - 1`` to ``n``; each version applied is a
+row of ``schema_migrations``. Append new migrations; never edit one that shipped.
+
+Why the tables look as they do:
+
+- Times are ``double precision`` seconds since the epoch, as in :mod:`core.models`: they read
+  back bit-for-bit equal, and every backend orders by the same numbers.
+- JSON-shaped fields are ``jsonb`` (queryable, compact); ``needs`` is a ``text[]`` of keys.
+  ``jsonb`` keeps numbers and strings exactly but not the order of an object's keys.
+- ``task_deps`` (``needs_id`` -> ``task_id``) answers "who waits on this task" from its
+  primary key, which is what releasing dependents asks on every success.
+- No foreign keys: tasks, dependencies and created events are written in the transaction that
+  writes their workflow, after checks in Python, and a foreign key would cost a lookup per row
+  of a 10,000-task ``COPY``.
+- Partial indexes keep the scheduler's hot queries (ready, retry due, deadline due)
+  proportional to the rows they return, however many finished tasks the table holds.
+- ``seq`` columns give insertion order where times tie (workflows, commands) and the global
+  order of events.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from core.errors import ConfigError
+
+__all__ = [
+    "EVENTS_LOCK",
+    "LOCK_NAMESPACE",
+    "MIGRATE_LOCK",
+    "MIGRATIONS",
+    "latest_version",
+    "migrate",
+]
+
+#: ``pg_advisory_xact_lock(LOCK_NAMESPACE, n)`` keys used by this store ("adk" in ASCII).
+LOCK_NAMESPACE = 0x61646B
+#: Held while migrating, so two nodes starting at once apply each migration once.
+MIGRATE_LOCK = 1
+#: Held from the first event a transaction inserts until it commits, so events commit in
+#: ``seq`` order (see :mod:`backends.postgres.store`).
+EVENTS_LOCK = 2
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE workflows (
+            id          text PRIMARY KEY,
+            seq         bigint GENERATED ALWAYS AS IDENTITY,  -- insertion order breaks ties
+            name        text NOT NULL,
+            status      text NOT NULL,
+            created_at  double precision NOT NULL,
+            updated_at  double precision NOT NULL,
+            task_count  integer NOT NULL,
+            finished_at double precision,
+            labels      jsonb NOT NULL
+        )
+        """,
+        "CREATE INDEX workflows_created ON workflows (created_at DESC, seq DESC)",
+        "CREATE INDEX workflows_status ON workflows (status, created_at DESC, seq DESC)",
+        """
+        CREATE TABLE tasks (
+            id            text PRIMARY KEY,
+            workflow_id   text NOT NULL,
+            key           text NOT NULL,
+            capability    text NOT NULL,
+            status        text NOT NULL,
+            input         jsonb NOT NULL,
+            needs         text[] NOT NULL,
+            pending       integer NOT NULL,
+            created_at    double precision NOT NULL,
+            updated_at    double precision NOT NULL,
+            timeout       double precision NOT NULL,
+            attempt       integer NOT NULL,
+            first_attempt integer NOT NULL,
+            retry         jsonb,
+            output        jsonb,
+            error         jsonb,                          -- ErrorInfo.to_dict()
+            agent_id      text,
+            not_before    double precision,
+            deadline      double precision,
+            started_at    double precision,
+            finished_at   double precision,
+            UNIQUE (workflow_id, key)                     -- also the index by workflow
+        )
+        """,
+        # The UI's listings: all tasks, by status, by capability, by agent (oldest first).
+        "CREATE INDEX tasks_created ON tasks (created_at, key, id)",
+        "CREATE INDEX tasks_status ON tasks (status, created_at, key)",
+        "CREATE INDEX tasks_capability ON tasks (capability, status)",
+        "CREATE INDEX tasks_agent ON tasks (agent_id) WHERE agent_id IS NOT NULL",
+        # The scheduler's rounds.
+        "CREATE INDEX tasks_ready ON tasks (created_at, id) WHERE status = 'ready'",
+        "CREATE INDEX tasks_retry_due ON tasks (not_before) WHERE status = 'retrying'",
+        """
+        CREATE INDEX tasks_deadline_due ON tasks (deadline)
+            WHERE status IN ('dispatched', 'running')
+        """,
+        """
+        CREATE TABLE task_deps (
+            needs_id text NOT NULL,  -- the task waited for
+            task_id  text NOT NULL,  -- the dependent that waits
+            PRIMARY KEY (needs_id, task_id)
+        )
+        """,
+        """
+        CREATE TABLE task_events (
+            seq         bigserial PRIMARY KEY,  -- global order, in commit order (see store)
+            task_id     text NOT NULL,
+            workflow_id text NOT NULL,
+            at          double precision NOT NULL,
+            kind        text NOT NULL,
+            attempt     integer NOT NULL,
+            from_status text,
+            to_status   text,
+            agent_id    text,
+            detail      jsonb NOT NULL
+        )
+        """,
+        "CREATE INDEX task_events_task ON task_events (task_id, seq)",
+        "CREATE INDEX task_events_workflow ON task_events (workflow_id, seq)",
+        """
+        CREATE TABLE commands (
+            seq         bigserial PRIMARY KEY,  -- insertion order breaks ties
+            id          text NOT NULL UNIQUE,
+            action      text NOT NULL,
+            target      text NOT NULL,
+            created_at  double precision NOT NULL,
+            actor       text NOT NULL,
+            args        jsonb NOT NULL,
+            status      text NOT NULL,
+            result      text NOT NULL,
+            finished_at double precision
+        )
+        """,
+        "CREATE INDEX commands_pending ON commands (created_at, seq) WHERE status = 'pending'",
+        "CREATE INDEX commands_created ON commands (created_at DESC, seq DESC)",
+        "CREATE TABLE fence (name text PRIMARY KEY, token bigint NOT NULL)",
+    ),
+)
+
+
+def latest_version() -> int:
+    """The schema version this code writes."""
+    return len(MIGRATIONS)
+
+
+async def migrate(conn: asyncpg.Connection, now: float, where: str) -> list[int]:
+    """Bring the schema to :func:`latest_version`; returns the versions applied (often none).
+
+    Runs in one transaction under an advisory lock, so a second node migrating at the same
+    moment waits, then finds nothing left to do; a failing migration leaves the schema as it
+    was. Raises ConfigError when the database was written by a newer agentdeck (``where``
+    names it in the message).
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", LOCK_NAMESPACE, MIGRATE_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            "version integer PRIMARY KEY, applied_at double precision NOT NULL)"
+        )
+        current = await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations")
+        latest = latest_version()
+        if current > latest:
+            raise ConfigError(
+                f"PostgreSQL database {where} has schema version {current}, newer than version "
+                f"{latest} that this agentdeck knows; upgrade agentdeck to use it"
+            )
+        applied = list(range(current + 1, latest + 1))
+        for version in applied:
+            for statement in MIGRATIONS[version - 1]:
+                await conn.execute(statement)
+            await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2)", version, now)
+        return applied
