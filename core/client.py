@@ -68,9 +68,7 @@ class Client:
                     return workflow
                 await asyncio.sleep(self._poll)
 
-    async def command(
-        self, action: str, target: str, *, wait: float | None = 10.0
-    ) -> Command:
+    async def command(self, action: str, target: str, *, wait: float | None = 10.0) -> Command:
         """Queue ``action`` on ``target`` (a workflow id, or a task id ``wf/key`` for retry)
         and, unless ``wait`` is None, wait that long for the scheduler to carry it out.
 
@@ -104,8 +102,9 @@ class Client:
         try:
             return await self.store.get_workflow(target)
         except NotFound:
-            matches = [w for w in await self.store.list_workflows(limit=10_000)
-                       if w.id.startswith(target)]
+            matches = [
+                w for w in await self.store.list_workflows(limit=10_000) if w.id.startswith(target)
+            ]
             if len(matches) == 1:
                 return matches[0]
             raise NotFound(

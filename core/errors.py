@@ -14,7 +14,7 @@ class AgentdeckError(Exception):
 
 
 class ConfigError(AgentdeckError):
-    """A setting, config file or URL is malformed; the message names the field and the allowed forms."""
+    """A setting, config file or URL is malformed; it names the field and what is allowed."""
 
 
 class SpecError(AgentdeckError):

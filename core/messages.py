@@ -71,7 +71,7 @@ class Report(_Message):
 
 
 class Event(_Message):
-    """A fact for watchers (UI, ``--watch``, metrics): ``topic`` is task/workflow/agent/command/log."""
+    """A fact for watchers (UI, --watch, metrics); topic: task, workflow, agent, command, log."""
 
     type: Literal["event"] = "event"
     topic: str

@@ -191,9 +191,7 @@ class Store(Protocol):
         """Tasks matching every filter given, oldest first (by creation, then key)."""
         ...
 
-    async def count_tasks(
-        self, workflow_ids: Collection[str]
-    ) -> dict[str, dict[TaskStatus, int]]:
+    async def count_tasks(self, workflow_ids: Collection[str]) -> dict[str, dict[TaskStatus, int]]:
         """For each workflow, how many of its tasks are in each status (absent: zero)."""
         ...
 
@@ -311,8 +309,14 @@ class Registry(Protocol):
         ...
 
     async def heartbeat(
-        self, agent_id: str, ttl: float, *, in_flight: int, state: AgentState,
-        succeeded: int = 0, failed: int = 0,
+        self,
+        agent_id: str,
+        ttl: float,
+        *,
+        in_flight: int,
+        state: AgentState,
+        succeeded: int = 0,
+        failed: int = 0,
     ) -> bool:
         """Refresh an agent's record; False if it had expired or was never registered (the
         agent then registers again)."""

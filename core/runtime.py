@@ -64,8 +64,7 @@ class Runtime:
         self.grace = grace
         self.scheduler = Scheduler(store, bus, registry, clock, node=node, config=config)
         self._schedule = schedule
-        self.client = Client(store, clock, limits=limits, actor=node,
-                             on_submit=self.scheduler.wake)
+        self.client = Client(store, clock, limits=limits, actor=node, on_submit=self.scheduler.wake)
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = asyncio.Event()
         self._started: list[Store | Bus | Registry | BlobStore] = []
@@ -108,8 +107,7 @@ class Runtime:
     async def shutdown(self) -> None:
         """Stop services (draining within the grace), then the scheduler, then the backends."""
         self._closed.set()
-        await asyncio.gather(*(s.stop(self.grace) for s in self.services),
-                             return_exceptions=True)
+        await asyncio.gather(*(s.stop(self.grace) for s in self.services), return_exceptions=True)
         await self.scheduler.stop()
         for task in self._tasks:
             task.cancel()

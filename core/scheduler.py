@@ -246,8 +246,13 @@ class Scheduler:
                 T.DISPATCHED,
                 frozenset({T.READY}),
                 attempt=t.attempt,
-                values={"attempt": t.attempt + 1, "agent_id": None, "deadline": None,
-                        "not_before": None, "error": None},
+                values={
+                    "attempt": t.attempt + 1,
+                    "agent_id": None,
+                    "deadline": None,
+                    "not_before": None,
+                    "error": None,
+                },
                 detail={"node": self.node},
             )
             for t in ready
@@ -372,15 +377,18 @@ class Scheduler:
                 if report.error
                 else ErrorInfo("error", "agent reported failure without a reason")
             )
-            change = await self._failure_change(report.task_id, report.attempt, error,
-                                                report.agent_id)
+            change = await self._failure_change(
+                report.task_id, report.attempt, error, report.agent_id
+            )
             if change is not None:
                 changes.append(change)
         moved, _ = await self._apply(changes)
         await self._after_changes(moved)
         stale = len(reports) - len(moved)
         if stale:
-            log.info("reports_ignored", count=stale, reason="duplicate, stale attempt or finished task")
+            log.info(
+                "reports_ignored", count=stale, reason="duplicate, stale attempt or finished task"
+            )
         for _, delivery in reports:
             await delivery.ack()
         return True
@@ -419,11 +427,18 @@ class Scheduler:
         if decision.retry:
             detail["delay"] = round(decision.delay, 3)
             values["not_before"] = now + decision.delay
-            return Change(task.id, T.RETRYING, frozenset(IN_FLIGHT), attempt=attempt,
-                          values=values, detail=detail)
+            return Change(
+                task.id,
+                T.RETRYING,
+                frozenset(IN_FLIGHT),
+                attempt=attempt,
+                values=values,
+                detail=detail,
+            )
         values["finished_at"] = now
-        return Change(task.id, T.FAILED, frozenset(IN_FLIGHT), attempt=attempt,
-                      values=values, detail=detail)
+        return Change(
+            task.id, T.FAILED, frozenset(IN_FLIGHT), attempt=attempt, values=values, detail=detail
+        )
 
     async def _after_changes(self, moved: Sequence[Task]) -> None:
         """Skip dependents of tasks that failed for good, then finish workflows that are done."""
@@ -487,8 +502,15 @@ class Scheduler:
         changes: list[Change] = []
         for t in due:
             if t.status == T.RETRYING:
-                changes.append(Change(t.id, T.READY, frozenset({T.RETRYING}), attempt=t.attempt,
-                                      values={"not_before": None}))
+                changes.append(
+                    Change(
+                        t.id,
+                        T.READY,
+                        frozenset({T.RETRYING}),
+                        attempt=t.attempt,
+                        values={"not_before": None},
+                    )
+                )
                 continue
             error = ErrorInfo(
                 "lost",
@@ -519,14 +541,31 @@ class Scheduler:
                 status = CommandStatus.DONE
             except AgentdeckError as exc:
                 result, status = str(exc), CommandStatus.FAILED
-            finished = replace(command, status=status, result=result,
-                               finished_at=self.clock.now())
+            finished = replace(command, status=status, result=result, finished_at=self.clock.now())
             await self.store.finish_command(finished)
-            log.info("command_done", action=command.action, target=command.target,
-                     status=status.value, result=result, actor=command.actor)
-            await self._publish_events([Event(topic="command", at=self.clock.now(), data={
-                "id": command.id, "action": command.action, "target": command.target,
-                "status": status.value, "result": result})])
+            log.info(
+                "command_done",
+                action=command.action,
+                target=command.target,
+                status=status.value,
+                result=result,
+                actor=command.actor,
+            )
+            await self._publish_events(
+                [
+                    Event(
+                        topic="command",
+                        at=self.clock.now(),
+                        data={
+                            "id": command.id,
+                            "action": command.action,
+                            "target": command.target,
+                            "status": status.value,
+                            "result": result,
+                        },
+                    )
+                ]
+            )
         return bool(commands)
 
     async def execute(self, command: Command) -> str:
@@ -539,15 +578,14 @@ class Scheduler:
             return await self._pause_workflow(command.target, pause=action == "pause")
         if action == "retry":
             return await self._retry(command.target)
-        raise AgentdeckError(
-            f"unknown action {action!r}; known: cancel, pause, resume, retry"
-        )
+        raise AgentdeckError(f"unknown action {action!r}; known: cancel, pause, resume, retry")
 
     async def _cancel_workflow(self, workflow_id: str) -> str:
         workflow = await self.store.get_workflow(workflow_id)
         now = self.clock.now()
-        if not await self.store.set_workflow_status(workflow.id, {W.RUNNING, W.PAUSED},
-                                                    W.CANCELLED, now):
+        if not await self.store.set_workflow_status(
+            workflow.id, {W.RUNNING, W.PAUSED}, W.CANCELLED, now
+        ):
             raise AgentdeckError(
                 f"workflow {workflow_id} is {workflow.status.value}; only running or paused "
                 "workflows can be cancelled"
@@ -558,17 +596,23 @@ class Scheduler:
             limit=1_000_000,
         )
         changes = [
-            Change(t.id, T.CANCELLED, frozenset({t.status}), attempt=t.attempt,
-                   values={"finished_at": now, "deadline": None},
-                   detail={"reason": "workflow cancelled"})
+            Change(
+                t.id,
+                T.CANCELLED,
+                frozenset({t.status}),
+                attempt=t.attempt,
+                values={"finished_at": now, "deadline": None},
+                detail={"reason": "workflow cancelled"},
+            )
             for t in open_tasks
         ]
         moved, _ = await self._apply(changes)
         for t in open_tasks:
             if t.status in IN_FLIGHT:
                 await self._control("cancel", t.id)
-        await self._publish_events([workflow_event(await self.store.get_workflow(workflow_id),
-                                                   now)])
+        await self._publish_events(
+            [workflow_event(await self.store.get_workflow(workflow_id), now)]
+        )
         return f"cancelled workflow {workflow_id} ({len(moved)} unfinished task(s) cancelled)"
 
     async def _pause_workflow(self, workflow_id: str, *, pause: bool) -> str:
@@ -608,20 +652,33 @@ class Scheduler:
         graph = {t.key: t.needs for t in tasks}
         revived: set[str] = set(keys)
         for key in keys:
-            revived |= {k for k in descendants(graph, key)
-                        if by_key[k].status in (T.SKIPPED, T.CANCELLED)}
+            revived |= {
+                k for k in descendants(graph, key) if by_key[k].status in (T.SKIPPED, T.CANCELLED)
+            }
         changes = []
         for key in sorted(revived):
             t = by_key[key]
             pending = sum(1 for n in t.needs if n in revived or by_key[n].status != T.SUCCEEDED)
-            values: dict[str, Any] = {"pending": pending, "error": None, "output": None,
-                                      "finished_at": None, "not_before": None}
+            values: dict[str, Any] = {
+                "pending": pending,
+                "error": None,
+                "output": None,
+                "finished_at": None,
+                "not_before": None,
+            }
             if key in keys:
                 values["first_attempt"] = t.attempt + 1
-            changes.append(Change(t.id, T.READY if pending == 0 else T.BLOCKED,
-                                  frozenset({t.status}), attempt=t.attempt, values=values,
-                                  event="retried" if key in keys else None,
-                                  detail={"by": "operator"}))
+            changes.append(
+                Change(
+                    t.id,
+                    T.READY if pending == 0 else T.BLOCKED,
+                    frozenset({t.status}),
+                    attempt=t.attempt,
+                    values=values,
+                    event="retried" if key in keys else None,
+                    detail={"by": "operator"},
+                )
+            )
         now = self.clock.now()
         await self.store.set_workflow_status(workflow_id, {W.FAILED, W.CANCELLED}, W.RUNNING, now)
         moved, _ = await self._apply(changes)

@@ -39,9 +39,10 @@ T = TaskStatus
 W = WorkflowStatus
 
 #: Every legal task transition. Why the less obvious ones exist:
-#: - dispatched/running -> dispatched: the message was lost with a non-durable bus (restart), and the
+#: - dispatched/running -> dispatched: a non-durable bus lost the message (restart) and the
 #:   same attempt is published again ("redelivered");
-#: - dispatched -> succeeded/failed/retrying: a fast agent's result can overtake its "running" report;
+#: - dispatched -> succeeded/failed/retrying: a fast agent's result can overtake its report
+#:   that it started;
 #: - failed/cancelled/skipped -> ready/blocked: an operator retries by hand.
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.BLOCKED: frozenset({T.READY, T.SKIPPED, T.CANCELLED}),

@@ -86,17 +86,16 @@ class Context:
 pass_ctx = click.make_pass_decorator(Context)
 
 
-def _client_call(
-    ctx: Context, fn: Callable[[Any], Awaitable[R]]
-) -> R:
+def _client_call(ctx: Context, fn: Callable[[Any], Awaitable[R]]) -> R:
     """Open the Store, hand a Client to ``fn``, close the Store."""
     from core.client import Client
     from tui.wiring import store_only
 
     async def go() -> R:
         async with store_only(ctx.settings) as store:
-            client = Client(store, SystemClock(), limits=ctx.settings.limits,
-                            actor=f"cli@{ctx.settings.node}")
+            client = Client(
+                store, SystemClock(), limits=ctx.settings.limits, actor=f"cli@{ctx.settings.node}"
+            )
             return await fn(client)
 
     return run(go())
@@ -106,15 +105,20 @@ def _client_call(
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config", type=click.Path(dir_okay=False, path_type=Path),
-              envvar="AGENTDECK_CONFIG", help="TOML config file (default ./agentdeck.toml, "
-              "then /etc/agentdeck/agentdeck.toml).")
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AGENTDECK_CONFIG",
+    help="TOML config file (default ./agentdeck.toml, then /etc/agentdeck/agentdeck.toml).",
+)
 @click.option("--daemon", is_flag=True, help="Run headless: scheduler and configured agents.")
 @click.option("--demo", is_flag=True, help="Add the built-in agents and a stream of examples.")
 @click.option("--read-only", is_flag=True, help="Control centre without any actions.")
 @click.pass_context
-def main(ctx: click.Context, config: Path | None, daemon: bool, demo: bool,
-         read_only: bool) -> None:
+def main(
+    ctx: click.Context, config: Path | None, daemon: bool, demo: bool, read_only: bool
+) -> None:
     """agentdeck: a control centre for fleets of autonomous agents."""
     ctx.obj = Context(config)
     if ctx.invoked_subcommand is not None:
@@ -157,17 +161,35 @@ def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
 
 
 @main.command("agent")
-@click.option("--kind", required=True, help="Built-in agent: echo, sleep, chaos, shell, http, python.")
+@click.option(
+    "--kind", required=True, help="Built-in agent: echo, sleep, chaos, shell, http, python."
+)
 @click.option("--name", default=None, help="Agent name (default: the kind).")
-@click.option("--capability", "capabilities", multiple=True,
-              help="Capability to serve (repeatable; default: the kind).")
+@click.option(
+    "--capability",
+    "capabilities",
+    multiple=True,
+    help="Capability to serve (repeatable; default: the kind).",
+)
 @click.option("--concurrency", default=4, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Agent option (repeatable); VALUE is parsed as JSON when it can be.")
+@click.option(
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Agent option (repeatable); VALUE is parsed as JSON when it can be.",
+)
 @click.option("--grace", default=30.0, show_default=True, help="Seconds to drain on SIGTERM.")
 @pass_ctx
-def agent_cmd(ctx: Context, kind: str, name: str | None, capabilities: tuple[str, ...],
-              concurrency: int, options: tuple[str, ...], grace: float) -> None:
+def agent_cmd(
+    ctx: Context,
+    kind: str,
+    name: str | None,
+    capabilities: tuple[str, ...],
+    concurrency: int,
+    options: tuple[str, ...],
+    grace: float,
+) -> None:
     """Run one agent worker process that takes tasks from the bus."""
     from agents.main import run_worker
     from backends import open_bus, open_registry
@@ -177,9 +199,11 @@ def agent_cmd(ctx: Context, kind: str, name: str | None, capabilities: tuple[str
     settings = ctx.settings
     configure_logging(settings.log_level, settings.log_format, node=settings.node)
     if settings.bus_url.startswith("memory:"):
-        click.echo("error: bus_url is memory://, which lives inside one process; an agent "
-                   "process needs a shared bus (AGENTDECK_BUS_URL=amqp://user:pass@host:5672/)",
-                   err=True)
+        click.echo(
+            "error: bus_url is memory://, which lives inside one process; an agent "
+            "process needs a shared bus (AGENTDECK_BUS_URL=amqp://user:pass@host:5672/)",
+            err=True,
+        )
         sys.exit(EXIT_USAGE)
     opts: dict[str, Any] = {}
     for item in options:
@@ -192,9 +216,15 @@ def agent_cmd(ctx: Context, kind: str, name: str | None, capabilities: tuple[str
         except ValueError:
             opts[key] = raw
     try:
-        spec = AgentSpec.model_validate({"kind": kind, "name": name, "concurrency": concurrency,
-                                         "capabilities": list(capabilities) or [kind],
-                                         "options": opts})
+        spec = AgentSpec.model_validate(
+            {
+                "kind": kind,
+                "name": name,
+                "concurrency": concurrency,
+                "capabilities": list(capabilities) or [kind],
+                "options": opts,
+            }
+        )
     except Exception as exc:  # pydantic's ValidationError: one line for the user
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_USAGE)
@@ -231,11 +261,24 @@ def agents_cmd(ctx: Context, capability: str | None, as_json: bool) -> None:
         emit_json(agents)
         return
     now = SystemClock().now()
-    click.echo(format_table(
-        ["id", "name", "state", "capabilities", "busy", "ok", "failed", "heartbeat"],
-        [[a.id, a.name, a.state.value, ",".join(a.capabilities),
-          f"{a.in_flight}/{a.concurrency}", a.succeeded, a.failed, ago(a.last_seen, now)]
-         for a in agents]))
+    click.echo(
+        format_table(
+            ["id", "name", "state", "capabilities", "busy", "ok", "failed", "heartbeat"],
+            [
+                [
+                    a.id,
+                    a.name,
+                    a.state.value,
+                    ",".join(a.capabilities),
+                    f"{a.in_flight}/{a.concurrency}",
+                    a.succeeded,
+                    a.failed,
+                    ago(a.last_seen, now),
+                ]
+                for a in agents
+            ],
+        )
+    )
 
 
 # ------------------------------------------------------------------------- workflows
@@ -247,8 +290,7 @@ def agents_cmd(ctx: Context, capability: str | None, as_json: bool) -> None:
 @click.option("--timeout", default=None, type=float, help="With --wait: give up after SECONDS.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def submit_cmd(ctx: Context, file: Path, wait: bool, timeout: float | None,
-               as_json: bool) -> None:
+def submit_cmd(ctx: Context, file: Path, wait: bool, timeout: float | None, as_json: bool) -> None:
     """Validate a workflow spec (YAML or JSON) and submit it."""
 
     async def go(client: Any) -> Any:
@@ -260,15 +302,22 @@ def submit_cmd(ctx: Context, file: Path, wait: bool, timeout: float | None,
         except TimeoutError:
             raise AgentdeckError(
                 f"workflow {workflow.id} did not finish within {timeout:g}s "
-                "(is a daemon running? agentdeck --daemon)") from None
+                "(is a daemon running? agentdeck --daemon)"
+            ) from None
         tasks = await client.store.list_tasks(workflow_id=workflow.id, limit=1_000_000)
         return {"workflow": workflow, "tasks": tasks}
 
     result = _client_call(ctx, go)
     workflow = result["workflow"]
     if as_json:
-        emit_json({**_jsonable(workflow), **({"tasks": [_task_json(t) for t in result["tasks"]]}
-                                               if "tasks" in result else {})})
+        emit_json(
+            {
+                **_jsonable(workflow),
+                **(
+                    {"tasks": [_task_json(t) for t in result["tasks"]]} if "tasks" in result else {}
+                ),
+            }
+        )
     elif "tasks" in result:
         click.echo(f"workflow {workflow.id} {workflow.name}: {workflow.status.value}")
         click.echo(_tasks_table(result["tasks"]))
@@ -286,14 +335,28 @@ def _task_json(task: Any) -> dict[str, Any]:
 def _tasks_table(tasks: list[Any]) -> str:
     return format_table(
         ["task", "capability", "status", "attempt", "agent", "output / error"],
-        [[t.id, t.capability, t.status.value, t.attempt, t.agent_id,
-          (f"{t.error.kind}: {t.error.message}" if t.error else json.dumps(t.output))]
-         for t in tasks])
+        [
+            [
+                t.id,
+                t.capability,
+                t.status.value,
+                t.attempt,
+                t.agent_id,
+                (f"{t.error.kind}: {t.error.message}" if t.error else json.dumps(t.output)),
+            ]
+            for t in tasks
+        ],
+    )
 
 
 @main.command("workflows")
-@click.option("--status", "statuses", multiple=True,
-              type=click.Choice([s.value for s in WorkflowStatus]), help="Filter (repeatable).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in WorkflowStatus]),
+    help="Filter (repeatable).",
+)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
@@ -303,7 +366,8 @@ def workflows_cmd(ctx: Context, statuses: tuple[str, ...], limit: int, as_json: 
 
     async def go(client: Any) -> list[dict[str, Any]]:
         wfs = await client.store.list_workflows(
-            status=[WorkflowStatus(s) for s in statuses] or None, limit=limit)
+            status=[WorkflowStatus(s) for s in statuses] or None, limit=limit
+        )
         counts = await client.store.count_tasks([w.id for w in wfs]) if wfs else {}
         return [summarize(w, counts.get(w.id, {})) for w in wfs]
 
@@ -311,10 +375,22 @@ def workflows_cmd(ctx: Context, statuses: tuple[str, ...], limit: int, as_json: 
     if as_json:
         emit_json(rows)
         return
-    click.echo(format_table(
-        ["id", "name", "status", "progress", "created", "finished"],
-        [[r["id"], r["name"], r["status"], f"{r['done']}/{r['tasks']}", when(r["created_at"]),
-          when(r["finished_at"])] for r in rows]))
+    click.echo(
+        format_table(
+            ["id", "name", "status", "progress", "created", "finished"],
+            [
+                [
+                    r["id"],
+                    r["name"],
+                    r["status"],
+                    f"{r['done']}/{r['tasks']}",
+                    when(r["created_at"]),
+                    when(r["finished_at"]),
+                ]
+                for r in rows
+            ],
+        )
+    )
 
 
 @main.command("show")
@@ -339,40 +415,75 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
         return
     if "task" in result:
         t = result["task"]
-        for label, value in [("task", t.id), ("capability", t.capability),
-                             ("status", t.status.value), ("attempt", t.attempt),
-                             ("agent", t.agent_id), ("needs", ", ".join(t.needs) or "-"),
-                             ("input", json.dumps(t.input)), ("output", json.dumps(t.output)),
-                             ("error", f"{t.error.kind}: {t.error.message}" if t.error else "-")]:
+        for label, value in [
+            ("task", t.id),
+            ("capability", t.capability),
+            ("status", t.status.value),
+            ("attempt", t.attempt),
+            ("agent", t.agent_id),
+            ("needs", ", ".join(t.needs) or "-"),
+            ("input", json.dumps(t.input)),
+            ("output", json.dumps(t.output)),
+            ("error", f"{t.error.kind}: {t.error.message}" if t.error else "-"),
+        ]:
             click.echo(f"{label:>10}  {value}")
         click.echo("")
-        click.echo(format_table(
-            ["at", "event", "attempt", "from", "to", "agent", "detail"],
-            [[when(e.at), e.kind, e.attempt, e.from_status, e.to_status, e.agent_id,
-              json.dumps(dict(e.detail)) if e.detail else ""] for e in result["events"]]))
+        click.echo(
+            format_table(
+                ["at", "event", "attempt", "from", "to", "agent", "detail"],
+                [
+                    [
+                        when(e.at),
+                        e.kind,
+                        e.attempt,
+                        e.from_status,
+                        e.to_status,
+                        e.agent_id,
+                        json.dumps(dict(e.detail)) if e.detail else "",
+                    ]
+                    for e in result["events"]
+                ],
+            )
+        )
         return
     wf = result["workflow"]
-    click.echo(f"workflow {wf.id} {wf.name}: {wf.status.value} "
-               f"(created {when(wf.created_at)}, finished {when(wf.finished_at)})")
+    click.echo(
+        f"workflow {wf.id} {wf.name}: {wf.status.value} "
+        f"(created {when(wf.created_at)}, finished {when(wf.finished_at)})"
+    )
     click.echo(_tasks_table(result["tasks"]))
 
 
 @main.command("tasks")
-@click.option("--status", "statuses", multiple=True,
-              type=click.Choice([s.value for s in TaskStatus]), help="Filter (repeatable).")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice([s.value for s in TaskStatus]),
+    help="Filter (repeatable).",
+)
 @click.option("--capability", default=None)
 @click.option("--workflow", "workflow_id", default=None)
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1_000_000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def tasks_cmd(ctx: Context, statuses: tuple[str, ...], capability: str | None,
-              workflow_id: str | None, limit: int, as_json: bool) -> None:
+def tasks_cmd(
+    ctx: Context,
+    statuses: tuple[str, ...],
+    capability: str | None,
+    workflow_id: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """List tasks, filtered by status, capability or workflow."""
 
     async def go(client: Any) -> list[Any]:
         result: list[Any] = await client.store.list_tasks(
-            workflow_id=workflow_id, status=[TaskStatus(s) for s in statuses] or None,
-            capability=capability, limit=limit)
+            workflow_id=workflow_id,
+            status=[TaskStatus(s) for s in statuses] or None,
+            capability=capability,
+            limit=limit,
+        )
         return result
 
     tasks = _client_call(ctx, go)
@@ -386,12 +497,15 @@ def _command(action: str, help_text: str) -> None:
     @main.command(action, help=help_text)
     @click.argument("target")
     @click.option("--no-wait", is_flag=True, help="Queue the command and return at once.")
-    @click.option("--timeout", default=10.0, show_default=True,
-                  help="Seconds to wait for the scheduler to carry it out.")
+    @click.option(
+        "--timeout",
+        default=10.0,
+        show_default=True,
+        help="Seconds to wait for the scheduler to carry it out.",
+    )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @pass_ctx
-    def command(ctx: Context, target: str, no_wait: bool, timeout: float,
-                as_json: bool) -> None:
+    def command(ctx: Context, target: str, no_wait: bool, timeout: float, as_json: bool) -> None:
         from core.models import CommandStatus
 
         async def go(client: Any) -> Any:

@@ -50,8 +50,10 @@ class DemoFeeder:
             except AgentdeckError as exc:
                 log.error("demo_submit_failed", error=str(exc))
             stop = asyncio.ensure_future(self._stopping.wait())
-            await asyncio.wait([stop, asyncio.ensure_future(self.clock.sleep(self.interval))],
-                               return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                [stop, asyncio.ensure_future(self.clock.sleep(self.interval))],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             stop.cancel()
 
     async def stop(self, grace: float) -> None:

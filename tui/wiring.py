@@ -59,7 +59,7 @@ def build_worker(
     return Worker(
         bus,
         registry,
-        {cap: handler for cap in spec.capabilities},
+        dict.fromkeys(spec.capabilities, handler),
         name=f"{name}@{settings.node}",
         concurrency=spec.concurrency,
         clock=clock,
@@ -104,8 +104,9 @@ def build_runtime(
     registry = open_registry(settings.registry_url, clock=clock)
     services: list[Service] = []
     if with_agents:
-        services += [build_worker(s, bus, registry, clock, settings)
-                     for s in agent_specs(settings, demo)]
+        services += [
+            build_worker(s, bus, registry, clock, settings) for s in agent_specs(settings, demo)
+        ]
     services += list((extra_services or {}).values())
     return Runtime(
         store=open_store(settings.store_url, clock=clock),

@@ -50,7 +50,10 @@ class Node:
         with (self.home / f"daemon-{len(self.procs)}.log").open("wb") as log:
             proc = subprocess.Popen(
                 [*AGENTDECK, "--config", str(self.config), "--daemon"],
-                cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.procs.append(proc)
         return proc
@@ -58,7 +61,11 @@ class Node:
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*AGENTDECK, "--config", str(self.config), *args],
-            cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout,
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def store(self) -> SqliteStore:
@@ -83,10 +90,22 @@ def wide_workflow(path: Path, width: int = 198) -> Path:
     tasks: list[dict[str, object]] = [{"key": "root", "capability": "echo"}]
     for i in range(width):
         needs = ["root"] if i < 10 else [f"s-{i - 10:03d}"]
-        tasks.append({"key": f"s-{i:03d}", "capability": "sleep", "needs": needs,
-                      "input": {"seconds": 0.03}, "timeout": 20})
-    tasks.append({"key": "join", "capability": "echo",
-                  "needs": [f"s-{i:03d}" for i in range(width - 10, width)]})
+        tasks.append(
+            {
+                "key": f"s-{i:03d}",
+                "capability": "sleep",
+                "needs": needs,
+                "input": {"seconds": 0.03},
+                "timeout": 20,
+            }
+        )
+    tasks.append(
+        {
+            "key": "join",
+            "capability": "echo",
+            "needs": [f"s-{i:03d}" for i in range(width - 10, width)],
+        }
+    )
     path.write_text(yaml.safe_dump({"name": "two-hundred", "tasks": tasks}))
     return path
 
@@ -101,8 +120,9 @@ async def wait_for(predicate, timeout: float) -> None:  # type: ignore[no-untype
 def test_cli_submit_wait_json_runs_on_a_running_daemon(node: Node) -> None:
     """A second process submits to the daemon's SQLite file; the daemon runs A then B."""
     node.start_daemon()
-    done = node.cli("submit", str(ROOT / "examples" / "a_to_b.yaml"), "--wait", "--json",
-                    "--timeout", "60")
+    done = node.cli(
+        "submit", str(ROOT / "examples" / "a_to_b.yaml"), "--wait", "--json", "--timeout", "60"
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["status"] == "succeeded"
@@ -124,6 +144,7 @@ async def test_sigkill_mid_workflow_then_restart_finishes_from_sqlite(node: Node
     store = node.store()
     await store.migrate()
     try:
+
         async def some_done() -> bool:
             counts = (await store.count_tasks([wf]))[wf]
             return counts.get(TaskStatus.SUCCEEDED, 0) >= 40
@@ -148,10 +169,13 @@ async def test_sigkill_mid_workflow_then_restart_finishes_from_sqlite(node: Node
             kinds = [e.kind for e in await store.task_events(task.id)]
             assert kinds[0] == "created" and kinds[-1] == "succeeded", (task.id, kinds)
             assert kinds.count("succeeded") == 1, (task.id, kinds)
-        redelivered = [t.id for t in tasks
-                       if "redelivered" in [e.kind for e in await store.task_events(t.id)]]
+        redelivered = [
+            t.id for t in tasks if "redelivered" in [e.kind for e in await store.task_events(t.id)]
+        ]
         # Work that was in flight at the kill was published again by the new daemon.
-        assert redelivered or before.get(TaskStatus.DISPATCHED, 0) + before.get(
-            TaskStatus.RUNNING, 0) == 0
+        assert (
+            redelivered
+            or before.get(TaskStatus.DISPATCHED, 0) + before.get(TaskStatus.RUNNING, 0) == 0
+        )
     finally:
         await store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,9 @@ async def run(rt: Runtime, spec: dict[str, Any] | str, timeout: float = 60) -> W
 
 
 async def statuses(rt: Runtime, workflow_id: str) -> dict[str, TaskStatus]:
-    return {t.key: t.status
-            for t in await rt.store.list_tasks(workflow_id=workflow_id, limit=100_000)}
+    return {
+        t.key: t.status for t in await rt.store.list_tasks(workflow_id=workflow_id, limit=100_000)
+    }
 
 
 async def test_a_to_b_hands_a_output_to_b(runtime: Runtime) -> None:
@@ -72,8 +74,10 @@ async def test_diamond_joins_both_branches(runtime: Runtime) -> None:
 async def test_fan_out_of_1000_with_a_join(runtime: Runtime) -> None:
     """1,000 parallel tasks and a join that waits for all of them."""
     tasks: list[dict[str, Any]] = [{"key": "split", "capability": "echo"}]
-    tasks += [{"key": f"p{i}", "capability": "echo", "needs": ["split"], "input": {"i": i}}
-              for i in range(1000)]
+    tasks += [
+        {"key": f"p{i}", "capability": "echo", "needs": ["split"], "input": {"i": i}}
+        for i in range(1000)
+    ]
     tasks.append({"key": "join", "capability": "echo", "needs": [f"p{i}" for i in range(1000)]})
     wf = await run(runtime, {"name": "fan-out-1000", "tasks": tasks}, timeout=120)
     assert wf.status == WorkflowStatus.SUCCEEDED
@@ -84,12 +88,19 @@ async def test_fan_out_of_1000_with_a_join(runtime: Runtime) -> None:
 
 async def test_chain_of_100_runs_in_order(runtime: Runtime) -> None:
     """A chain of 100: each task starts only after the one before it succeeded."""
-    tasks = [{"key": f"c{i:03d}", "capability": "echo", "input": {"i": i},
-              **({"needs": [f"c{i - 1:03d}"]} if i else {})} for i in range(100)]
+    tasks = [
+        {
+            "key": f"c{i:03d}",
+            "capability": "echo",
+            "input": {"i": i},
+            **({"needs": [f"c{i - 1:03d}"]} if i else {}),
+        }
+        for i in range(100)
+    ]
     wf = await run(runtime, {"name": "chain-100", "tasks": tasks})
     assert wf.status == WorkflowStatus.SUCCEEDED
     done = [await runtime.store.get_task(f"{wf.id}/c{i:03d}") for i in range(100)]
-    for prev, cur in zip(done, done[1:], strict=False):
+    for prev, cur in itertools.pairwise(done):
         assert prev.finished_at is not None and cur.started_at is not None
         assert prev.finished_at <= cur.started_at
         assert cur.output["upstream"][prev.key] == prev.output
@@ -97,16 +108,29 @@ async def test_chain_of_100_runs_in_order(runtime: Runtime) -> None:
 
 async def test_failure_skips_dependents_and_fails_the_workflow(runtime: Runtime) -> None:
     """A permanent failure: the task fails, everything downstream is skipped, the workflow fails."""
-    wf = await run(runtime, {"name": "doomed", "tasks": [
-        {"key": "bad", "capability": "chaos", "input": {"fail_rate": 1.0, "permanent": True}},
-        {"key": "next", "capability": "echo", "needs": ["bad"]},
-        {"key": "last", "capability": "echo", "needs": ["next"]},
-        {"key": "free", "capability": "echo"},
-    ]})
+    wf = await run(
+        runtime,
+        {
+            "name": "doomed",
+            "tasks": [
+                {
+                    "key": "bad",
+                    "capability": "chaos",
+                    "input": {"fail_rate": 1.0, "permanent": True},
+                },
+                {"key": "next", "capability": "echo", "needs": ["bad"]},
+                {"key": "last", "capability": "echo", "needs": ["next"]},
+                {"key": "free", "capability": "echo"},
+            ],
+        },
+    )
     assert wf.status == WorkflowStatus.FAILED
     assert await statuses(runtime, wf.id) == {
-        "bad": TaskStatus.FAILED, "next": TaskStatus.SKIPPED, "last": TaskStatus.SKIPPED,
-        "free": TaskStatus.SUCCEEDED}
+        "bad": TaskStatus.FAILED,
+        "next": TaskStatus.SKIPPED,
+        "last": TaskStatus.SKIPPED,
+        "free": TaskStatus.SUCCEEDED,
+    }
     bad = await runtime.store.get_task(f"{wf.id}/bad")
     assert bad.attempt == 1 and bad.error is not None and not bad.error.retryable
 
@@ -123,10 +147,21 @@ async def test_retry_after_chaos_failures(runtime: Runtime) -> None:
 
 async def test_task_outliving_its_timeout_fails_that_attempt(runtime: Runtime) -> None:
     """A handler still running at its timeout fails that attempt as a timeout."""
-    wf = await run(runtime, {"name": "slow", "tasks": [
-        {"key": "slow", "capability": "sleep", "input": {"seconds": 30}, "timeout": 0.2,
-         "retry": {"max_attempts": 2, "initial_delay": 0.05, "jitter": 0}},
-    ]})
+    wf = await run(
+        runtime,
+        {
+            "name": "slow",
+            "tasks": [
+                {
+                    "key": "slow",
+                    "capability": "sleep",
+                    "input": {"seconds": 30},
+                    "timeout": 0.2,
+                    "retry": {"max_attempts": 2, "initial_delay": 0.05, "jitter": 0},
+                },
+            ],
+        },
+    )
     assert wf.status == WorkflowStatus.FAILED
     slow = await runtime.store.get_task(f"{wf.id}/slow")
     assert slow.attempt == 2
@@ -141,16 +176,21 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
 
 
 async def submit(rt: Runtime, spec: dict[str, Any]) -> Workflow:
-    return await rt.client.submit(parse_spec(yaml.safe_dump(spec), fmt="yaml",
-                                             limits=SpecLimits()))
+    return await rt.client.submit(parse_spec(yaml.safe_dump(spec), fmt="yaml", limits=SpecLimits()))
 
 
 async def test_cancel_mid_flight_stops_the_workflow(runtime: Runtime) -> None:
     """Cancelling a running workflow cancels what has not finished, including running tasks."""
-    workflow = await submit(runtime, {"name": "long", "tasks": [
-        {"key": "long", "capability": "sleep", "input": {"seconds": 30}},
-        {"key": "after", "capability": "echo", "needs": ["long"]},
-    ]})
+    workflow = await submit(
+        runtime,
+        {
+            "name": "long",
+            "tasks": [
+                {"key": "long", "capability": "sleep", "input": {"seconds": 30}},
+                {"key": "after", "capability": "echo", "needs": ["long"]},
+            ],
+        },
+    )
 
     async def running() -> bool:
         return (await runtime.store.get_task(f"{workflow.id}/long")).status == TaskStatus.RUNNING
@@ -165,10 +205,16 @@ async def test_cancel_mid_flight_stops_the_workflow(runtime: Runtime) -> None:
 
 async def test_pause_then_resume(runtime: Runtime) -> None:
     """A paused workflow lets running work finish but dispatches nothing new until resumed."""
-    workflow = await submit(runtime, {"name": "pausable", "tasks": [
-        {"key": "one", "capability": "sleep", "input": {"seconds": 0.3}},
-        {"key": "two", "capability": "echo", "needs": ["one"]},
-    ]})
+    workflow = await submit(
+        runtime,
+        {
+            "name": "pausable",
+            "tasks": [
+                {"key": "one", "capability": "sleep", "input": {"seconds": 0.3}},
+                {"key": "two", "capability": "echo", "needs": ["one"]},
+            ],
+        },
+    )
 
     async def one_is(status: TaskStatus) -> bool:
         return (await runtime.store.get_task(f"{workflow.id}/one")).status == status

@@ -8,7 +8,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN_IN_CORE = {"textual", "tui", "backends", "agents", "aio_pika", "asyncpg", "redis", "boto3"}
+FORBIDDEN_IN_CORE = {
+    "textual",
+    "tui",
+    "backends",
+    "agents",
+    "aio_pika",
+    "asyncpg",
+    "redis",
+    "boto3",
+}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -36,7 +45,11 @@ def test_core_imports_no_engine_screen_or_outer_package() -> None:
 def _modules_after(code: str) -> set[str]:
     out = subprocess.run(
         [sys.executable, "-c", code + "\nimport sys\nprint('\\n'.join(sys.modules))"],
-        cwd=ROOT, capture_output=True, text=True, check=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     )
     return set(out.stdout.split())
 
@@ -44,7 +57,9 @@ def _modules_after(code: str) -> set[str]:
 def test_import_core_loads_no_textual() -> None:
     """Importing every core module in a fresh interpreter leaves textual unloaded."""
     mods = " ".join(f"core.{p.stem}" for p in (ROOT / "core").glob("*.py") if p.stem != "__init__")
-    loaded = _modules_after(f"import importlib\nfor m in '{mods}'.split(): importlib.import_module(m)")
+    loaded = _modules_after(
+        f"import importlib\nfor m in '{mods}'.split(): importlib.import_module(m)"
+    )
     assert "textual" not in loaded
 
 

@@ -67,8 +67,14 @@ class Deck:
 
     async def report(self, msg: TaskMessage, kind: str, **fields: Any) -> None:
         """Publish an agent's report on ``msg``'s attempt."""
-        report = Report(kind=kind, task_id=msg.task_id, attempt=fields.pop("attempt", msg.attempt),
-                        agent_id="agent-1", at=self.clock.now(), **fields)
+        report = Report(
+            kind=kind,
+            task_id=msg.task_id,
+            attempt=fields.pop("attempt", msg.attempt),
+            agent_id="agent-1",
+            at=self.clock.now(),
+            **fields,
+        )
         await self.bus.publish_report(encode(report), {})
 
     async def finish(self, msg: TaskMessage, output: Any = None) -> None:
@@ -90,7 +96,11 @@ async def deck(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Deck]:
     await registry.start()
     held: set[str] = set()
     scheduler = Scheduler(
-        store, bus, registry, clock, node="node-1",
+        store,
+        bus,
+        registry,
+        clock,
+        node="node-1",
         config=SchedulerConfig(default_retry=NO_JITTER, lost_grace=5.0),
         hold=lambda: held,
     )
@@ -130,11 +140,13 @@ async def test_a_output_reaches_b_and_workflow_succeeds(deck: Deck) -> None:
 
 
 async def test_permanent_failure_skips_dependents_and_fails_workflow(deck: Deck) -> None:
-    """A non-retryable failure fails the task at once, skips what depends on it, fails the workflow."""
+    """A non-retryable failure fails the task at once, skips its dependents, fails the workflow."""
     wf = await deck.submit(A_TO_B)
     await deck.settle()
     [(a, _)] = await deck.take("echo")
-    await deck.report(a, "failed", error={"kind": "permanent", "message": "bad", "retryable": False})
+    await deck.report(
+        a, "failed", error={"kind": "permanent", "message": "bad", "retryable": False}
+    )
     await deck.settle()
     assert await deck.status(f"{wf}/a") == T.FAILED
     assert await deck.status(f"{wf}/b") == T.SKIPPED
@@ -158,7 +170,7 @@ async def test_retryable_failure_waits_its_backoff_then_runs_again(deck: Deck) -
     await deck.settle()
     [(again, _)] = await deck.take("echo")
     assert (again.key, again.attempt) == ("a", 2)
-    retry_event = [e for e in await deck.store.task_events(f"{wf}/a") if e.kind == "retrying"][0]
+    retry_event = next(e for e in await deck.store.task_events(f"{wf}/a") if e.kind == "retrying")
     assert retry_event.detail["delay"] == 1.0
     assert retry_event.detail["error"]["message"] == "flaky"
 
@@ -304,7 +316,7 @@ async def test_retry_of_a_task_that_has_not_failed_is_refused(deck: Deck) -> Non
 
 async def test_restart_with_non_durable_bus_redelivers_in_flight_work(deck: Deck) -> None:
     """A new leader on a bus that lost its messages publishes in-flight attempts again."""
-    wf = await deck.submit(A_TO_B)
+    await deck.submit(A_TO_B)
     await deck.settle()
     [(a, _)] = await deck.take("echo")
     await deck.report(a, "started")
@@ -313,8 +325,14 @@ async def test_restart_with_non_durable_bus_redelivers_in_flight_work(deck: Deck
     fresh_bus = MemoryBus.from_url("memory://", clock=deck.clock)
     await fresh_bus.start()
     deck.bus = fresh_bus
-    deck.scheduler = Scheduler(deck.store, fresh_bus, deck.registry, deck.clock, node="node-2",
-                               config=deck.scheduler.config)
+    deck.scheduler = Scheduler(
+        deck.store,
+        fresh_bus,
+        deck.registry,
+        deck.clock,
+        node="node-2",
+        config=deck.scheduler.config,
+    )
     await deck.settle()
     [(again, _)] = await deck.take("echo")
     assert (again.task_id, again.attempt) == (a.task_id, 1)
