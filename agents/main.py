@@ -8,8 +8,9 @@ signals). The first signal stops the worker gracefully: no new tasks, running on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from agents.worker import Worker
 from core.logs import get_logger
@@ -21,8 +22,18 @@ async def run_worker(
     worker: Worker, *, grace: float = 30.0, signals: Iterable[signal.Signals] = STOP_SIGNALS
 ) -> None:
     """Run ``worker`` until it is stopped by one of ``signals`` (or ends with an error)."""
+    await run_workers([worker], grace=grace, signals=signals)
+
+
+async def run_workers(
+    workers: Sequence[Worker],
+    *,
+    grace: float = 30.0,
+    signals: Iterable[signal.Signals] = STOP_SIGNALS,
+) -> None:
+    """Run every worker of this process until one of ``signals`` stops them all."""
     loop = asyncio.get_running_loop()
-    log = get_logger("agentdeck.agent", agent=worker.id)
+    log = get_logger("agentdeck.agent", agents=[w.id for w in workers])
     stoppers: set[asyncio.Task[None]] = set()  # strong references until each is done
     received: list[signal.Signals] = []
 
@@ -30,17 +41,20 @@ async def run_worker(
         received.append(signum)
         wait = grace if len(received) == 1 else 0.0
         log.info("agent_stop_requested", signal=signum.name, grace=wait)
-        stopper = loop.create_task(worker.stop(wait))
-        stoppers.add(stopper)
-        stopper.add_done_callback(stoppers.discard)
+        for worker in workers:
+            stopper = loop.create_task(worker.stop(wait))
+            stoppers.add(stopper)
+            stopper.add_done_callback(stoppers.discard)
 
     installed = []
     for signum in signals:
         loop.add_signal_handler(signum, on_signal, signum)
         installed.append(signum)
     try:
-        async with worker:
-            await worker.run()
+        async with contextlib.AsyncExitStack() as stack:
+            for worker in workers:
+                await stack.enter_async_context(worker)
+            await asyncio.gather(*(worker.run() for worker in workers))
     finally:
         for signum in installed:
             loop.remove_signal_handler(signum)

@@ -267,6 +267,10 @@ class Settings(BaseSettings):
     agents: list[AgentSpec] = Field(default_factory=list)
     """Agents the daemon runs on this node."""
 
+    agent_modules: list[str] = Field(default_factory=list)
+    """Python modules whose ``@agent``-decorated functions the daemon also runs (one worker
+    each), e.g. ``["myproject.agents"]``."""
+
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """The least severe log level written."""
 

@@ -307,6 +307,13 @@ def _check_tasks(
             task = _TASK.validate_python(raw)
         except ValidationError as exc:
             problems += [_describe(e, TaskSpec, where) for e in exc.errors()]
+            # Its needs are still checked: one bad field must not hide another problem.
+            key = raw.get("key")
+            problems += [
+                f"{where}: needs {need!r}, which is not a task in this workflow"
+                for need in (written.get(key, []) if isinstance(key, str) else [])
+                if need not in written
+            ]
             continue
         if task.key in first_index:
             first = first_index[task.key]

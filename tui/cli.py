@@ -162,7 +162,13 @@ def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
 
 @main.command("agent")
 @click.option(
-    "--kind", required=True, help="Built-in agent: echo, sleep, chaos, shell, http, python."
+    "--kind", default=None, help="Built-in agent: echo, sleep, chaos, shell, http, python."
+)
+@click.option(
+    "--module",
+    "modules",
+    multiple=True,
+    help="Run the @agent functions of this Python module instead (repeatable).",
 )
 @click.option("--name", default=None, help="Agent name (default: the kind).")
 @click.option(
@@ -183,19 +189,24 @@ def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
 @pass_ctx
 def agent_cmd(
     ctx: Context,
-    kind: str,
+    kind: str | None,
+    modules: tuple[str, ...],
     name: str | None,
     capabilities: tuple[str, ...],
     concurrency: int,
     options: tuple[str, ...],
     grace: float,
 ) -> None:
-    """Run one agent worker process that takes tasks from the bus."""
-    from agents.main import run_worker
+    """Run an agent worker process that takes tasks from the bus: a built-in (--kind) or
+    your own @agent functions (--module)."""
+    from agents.main import run_workers
     from backends import open_bus, open_registry
     from core.settings import AgentSpec
-    from tui.wiring import build_worker
+    from tui.wiring import build_worker, decorated_workers
 
+    if bool(kind) == bool(modules):
+        click.echo("error: give either --kind KIND or --module MODULE (not both)", err=True)
+        sys.exit(EXIT_USAGE)
     settings = ctx.settings
     configure_logging(settings.log_level, settings.log_format, node=settings.node)
     if settings.bus_url.startswith("memory:"):
@@ -215,19 +226,21 @@ def agent_cmd(
             opts[key] = json.loads(raw)
         except ValueError:
             opts[key] = raw
-    try:
-        spec = AgentSpec.model_validate(
-            {
-                "kind": kind,
-                "name": name,
-                "concurrency": concurrency,
-                "capabilities": list(capabilities) or [kind],
-                "options": opts,
-            }
-        )
-    except Exception as exc:  # pydantic's ValidationError: one line for the user
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
+    spec = None
+    if kind:
+        try:
+            spec = AgentSpec.model_validate(
+                {
+                    "kind": kind,
+                    "name": name or kind,
+                    "concurrency": concurrency,
+                    "capabilities": list(capabilities) or [kind],
+                    "options": opts,
+                }
+            )
+        except ValueError as exc:  # pydantic's ValidationError: its text names the field
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
 
     async def go() -> None:
         clock = SystemClock()
@@ -236,7 +249,13 @@ def agent_cmd(
         await bus.start()
         await registry.start()
         try:
-            await run_worker(build_worker(spec, bus, registry, clock, settings), grace=grace)
+            if spec is not None:
+                workers = [build_worker(spec, bus, registry, clock, settings)]
+            else:
+                workers = decorated_workers(modules, bus, registry, clock, settings)
+                if not workers:
+                    raise AgentdeckError(f"no @agent functions in {', '.join(modules)}")
+            await run_workers(workers, grace=grace)
         finally:
             await bus.close()
             await registry.close()

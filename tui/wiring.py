@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from agents.builtin import build as build_handler
+from agents.decorator import import_agents
 from agents.worker import Worker
 from backends import open_blobs, open_bus, open_registry, open_store
 from core.clock import Clock, SystemClock
@@ -90,6 +91,25 @@ async def registry_only(settings: Settings, clock: Clock | None = None) -> Async
         await registry.close()
 
 
+def decorated_workers(
+    modules: Sequence[str], bus: Bus, registry: Registry, clock: Clock, settings: Settings
+) -> list[Worker]:
+    """One worker per ``@agent`` function found in ``modules`` (ConfigError if one is missing)."""
+    return [
+        Worker(
+            bus,
+            registry,
+            {d.capability: d.handler},
+            name=f"{d.capability}@{settings.node}",
+            concurrency=d.concurrency,
+            clock=clock,
+            heartbeat_interval=settings.scheduler.heartbeat_interval,
+            ttl=settings.scheduler.agent_ttl,
+        )
+        for d in import_agents(modules).values()
+    ]
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -107,6 +127,7 @@ def build_runtime(
         services += [
             build_worker(s, bus, registry, clock, settings) for s in agent_specs(settings, demo)
         ]
+        services += decorated_workers(settings.agent_modules, bus, registry, clock, settings)
     services += list((extra_services or {}).values())
     return Runtime(
         store=open_store(settings.store_url, clock=clock),
