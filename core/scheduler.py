@@ -384,10 +384,14 @@ class Scheduler:
                 changes.append(change)
         moved, _ = await self._apply(changes)
         await self._after_changes(moved)
-        stale = len(reports) - len(moved)
-        if stale:
+        # A "started" report that arrives after its result is expected and harmless; only
+        # tasks none of whose reports applied are worth a line (duplicates, stale attempts).
+        ignored = {r.task_id for r, _ in reports if r.kind != "started"} - {t.id for t in moved}
+        if ignored:
             log.info(
-                "reports_ignored", count=stale, reason="duplicate, stale attempt or finished task"
+                "reports_ignored",
+                count=len(ignored),
+                reason="duplicate, stale attempt or finished task",
             )
         for _, delivery in reports:
             await delivery.ack()
