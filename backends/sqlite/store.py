@@ -51,6 +51,8 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
+from backends._checks import check_page as _check_page
+from backends._checks import check_tasks as _check_tasks
 from backends.sqlite import schema
 from backends.sqlite.rows import (
     COMMAND_COLUMNS,
@@ -568,36 +570,6 @@ def _fetch_tasks(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> l
     return [task_from_row(r) for r in conn.execute(sql, params)]
 
 
-def _check_page(limit: int, offset: int = 0) -> None:
-    if limit < 0:
-        raise ValueError(f"limit must be 0 or more, got {limit}")
-    if offset < 0:
-        raise ValueError(f"offset must be 0 or more, got {offset}")
-
-
-def _check_tasks(workflow: Workflow, tasks: Sequence[Task]) -> dict[str, str]:
-    """Check that ``tasks`` fit ``workflow``; returns task id by key. Raises ValueError."""
-    if workflow.task_count != len(tasks):
-        raise ValueError(
-            f"workflow {workflow.id!r} says task_count={workflow.task_count} "
-            f"but {len(tasks)} task(s) were given"
-        )
-    ids: dict[str, str] = {}
-    for t in tasks:
-        if t.workflow_id != workflow.id:
-            raise ValueError(
-                f"task {t.id!r} belongs to workflow {t.workflow_id!r}, not {workflow.id!r}"
-            )
-        if t.key in ids:
-            raise ValueError(f"workflow {workflow.id!r} has two tasks with key {t.key!r}")
-        ids[t.key] = t.id
-    for t in tasks:
-        unknown = [need for need in t.needs if need not in ids]
-        if unknown:
-            raise ValueError(
-                f"task {t.id!r} needs unknown task key(s) {', '.join(map(repr, unknown))}"
-            )
-    return ids
 
 
 def _create_workflow(conn: sqlite3.Connection, workflow: Workflow, tasks: list[Task]) -> None:

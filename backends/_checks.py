@@ -1,0 +1,40 @@
+"""Argument checks both SQL stores make before they touch their database."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from core.models import Task, Workflow
+
+
+def check_page(limit: int, offset: int = 0) -> None:
+    """Raise ValueError for a negative limit or offset."""
+    if limit < 0:
+        raise ValueError(f"limit must be 0 or more, got {limit}")
+    if offset < 0:
+        raise ValueError(f"offset must be 0 or more, got {offset}")
+
+
+def check_tasks(workflow: Workflow, tasks: Sequence[Task]) -> dict[str, str]:
+    """Check that ``tasks`` fit ``workflow``; returns task id by key. Raises ValueError."""
+    if workflow.task_count != len(tasks):
+        raise ValueError(
+            f"workflow {workflow.id!r} says task_count={workflow.task_count} "
+            f"but {len(tasks)} task(s) were given"
+        )
+    ids: dict[str, str] = {}
+    for t in tasks:
+        if t.workflow_id != workflow.id:
+            raise ValueError(
+                f"task {t.id!r} belongs to workflow {t.workflow_id!r}, not {workflow.id!r}"
+            )
+        if t.key in ids:
+            raise ValueError(f"workflow {workflow.id!r} has two tasks with key {t.key!r}")
+        ids[t.key] = t.id
+    for t in tasks:
+        unknown = [need for need in t.needs if need not in ids]
+        if unknown:
+            raise ValueError(
+                f"task {t.id!r} needs unknown task key(s) {', '.join(map(repr, unknown))}"
+            )
+    return ids
