@@ -1,0 +1,79 @@
+"""Wiring metrics and traces into a node: what the settings ask for, attached to its parts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from agents.worker import Worker
+from core.metrics import Metrics, MetricsSampler, MetricsServer
+from core.runtime import Runtime
+from core.settings import Settings
+from core.tracing import Tracing, enabled_by_env
+
+SAMPLE_INTERVAL = 5.0
+"""Seconds between samples of queue depth, agents, breakers, leader and dead letters."""
+
+
+@dataclass(eq=False)
+class Telemetry:
+    """One process's metrics (None when ``metrics_port`` is 0) and tracing (None when off)."""
+
+    metrics: Metrics | None
+    tracing: Tracing | None
+    server: MetricsServer | None
+
+    @classmethod
+    def for_settings(
+        cls, settings: Settings, service: str, metrics_port: int | None = None
+    ) -> Telemetry:
+        """What ``settings`` ask for; ``service`` names the process in traces, and
+        ``metrics_port`` (when not None) overrides the setting: processes sharing one
+        environment on a host each need their own port."""
+        port = settings.metrics_port if metrics_port is None else metrics_port
+        metrics = Metrics() if port else None
+        server = (
+            MetricsServer(metrics, port, settings.metrics_address) if metrics is not None else None
+        )
+        tracing = Tracing(service, settings.node) if settings.tracing and enabled_by_env() else None
+        return cls(metrics, tracing, server)
+
+    def attach(self, workers: Iterable[object]) -> None:
+        """Give every :class:`Worker` among ``workers`` this process's metrics and tracing."""
+        for worker in workers:
+            if isinstance(worker, Worker):
+                worker.metrics = self.metrics
+                worker.tracing = self.tracing
+
+    def close(self) -> None:
+        """Flush spans still buffered for export and free the metrics port."""
+        if self.server is not None:
+            self.server.close()
+        if self.tracing is not None:
+            self.tracing.shutdown()
+
+
+def instrument_runtime(
+    runtime: Runtime, settings: Settings, *, sample_interval: float = SAMPLE_INTERVAL
+) -> Telemetry:
+    """Metrics and tracing for a daemon: the scheduler and the runtime's workers feed them,
+    and (when metrics are on) ``/metrics`` and the sampler run as the runtime's services."""
+    telemetry = Telemetry.for_settings(settings, "agentdeck")
+    runtime.scheduler.metrics = telemetry.metrics
+    runtime.scheduler.tracing = telemetry.tracing
+    telemetry.attach(runtime.services)
+    if telemetry.metrics is not None and telemetry.server is not None:
+        runtime.services.append(
+            MetricsSampler(
+                telemetry.metrics,
+                runtime.clock,
+                store=runtime.store,
+                registry=runtime.registry,
+                bus=runtime.bus,
+                blobs=runtime.blobs,
+                snapshot_prefix=settings.snapshots.prefix,
+                interval=sample_interval,
+            )
+        )
+        runtime.services.append(telemetry.server)
+    return telemetry
