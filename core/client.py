@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from core.breakers import breaker_name
 from core.clock import Clock
 from core.errors import AgentdeckError, NotFound
 from core.models import Command, CommandStatus, Task, TaskEvent, Workflow, new_id
@@ -18,7 +19,9 @@ from core.ports import Store
 from core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
 from core.states import WORKFLOW_TERMINAL
 
-ACTIONS = ("cancel", "pause", "resume", "retry")
+ACTIONS = ("cancel", "pause", "resume", "retry", "trip", "reset")
+BREAKER_ACTIONS = ("trip", "reset")
+"""Actions whose target is a circuit breaker (``capability:<name>``, ``agent:<id>``)."""
 
 
 class CommandTimeout(AgentdeckError):
@@ -76,7 +79,10 @@ class Client:
         """
         if action not in ACTIONS:
             raise AgentdeckError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
-        await self.resolve(target)
+        if action in BREAKER_ACTIONS:
+            target = breaker_name(target)
+        else:
+            await self.resolve(target)
         command = Command(new_id(), action, target, self.clock.now(), actor=self.actor)
         await self.store.add_command(command)
         self._on_submit()

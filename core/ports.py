@@ -255,6 +255,40 @@ class Store(Protocol):
         """The action log, newest first."""
         ...
 
+    # Snapshots (core/snapshot.py) read everything page by page and load it back whole.
+
+    async def dump_workflows(self, *, after: str = "", limit: int = 1000) -> list[Workflow]:
+        """Up to ``limit`` workflows whose id sorts after ``after``, by id. Passing the last id
+        of each page as the next ``after`` visits every workflow once."""
+        ...
+
+    async def dump_tasks(self, *, after: str = "", limit: int = 1000) -> list[Task]:
+        """Up to ``limit`` tasks whose id sorts after ``after``, by id (so the tasks of one
+        workflow, ``<workflow>/<key>``, come together)."""
+        ...
+
+    async def dump_commands(self, *, after: str = "", limit: int = 1000) -> list[Command]:
+        """Up to ``limit`` commands whose id sorts after ``after``, by id."""
+        ...
+
+    async def load(
+        self,
+        *,
+        workflows: Sequence[Workflow] = (),
+        tasks: Sequence[Task] = (),
+        events: Sequence[TaskEvent] = (),
+        commands: Sequence[Command] = (),
+    ) -> None:
+        """Write records exactly as given, in one transaction: statuses, attempts, outputs,
+        each event's ``seq`` and each command's outcome are kept; dependency links are rebuilt
+        from the tasks' ``needs``; events written later get a ``seq`` above every loaded one.
+
+        A task's workflow, and the tasks it needs, must be loaded before it or in the same
+        call. Raises ConflictError, writing nothing, if a workflow, task, event seq or command
+        id already exists. Meant for restoring a snapshot into an empty store.
+        """
+        ...
+
 
 class StoreWatch(Protocol):
     """Optional ability of a Store: tell waiters that new work may be there (PostgreSQL

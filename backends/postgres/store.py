@@ -708,6 +708,67 @@ class PostgresStore:
         )
         return [command_from_row(r) for r in rows]
 
+    # ---------------------------------------------------------------------- snapshots
+
+    async def dump_workflows(self, *, after: str = "", limit: int = 1000) -> list[Workflow]:
+        """Workflows whose id sorts after ``after``, by id (byte order, as SQLite)."""
+        _check_page(limit)
+        rows = await self._fetch(
+            "dump_workflows",
+            f'SELECT {_WORKFLOWS} FROM workflows WHERE id > $1 COLLATE "C" '
+            'ORDER BY id COLLATE "C" LIMIT $2',
+            after,
+            limit,
+        )
+        return [workflow_from_row(r) for r in rows]
+
+    async def dump_tasks(self, *, after: str = "", limit: int = 1000) -> list[Task]:
+        """Tasks whose id sorts after ``after``, by id (byte order, as SQLite)."""
+        _check_page(limit)
+        rows = await self._fetch(
+            "dump_tasks",
+            f'SELECT {_TASKS} FROM tasks WHERE id > $1 COLLATE "C" '
+            'ORDER BY id COLLATE "C" LIMIT $2',
+            after,
+            limit,
+        )
+        return [task_from_row(r) for r in rows]
+
+    async def dump_commands(self, *, after: str = "", limit: int = 1000) -> list[Command]:
+        """Commands whose id sorts after ``after``, by id (byte order, as SQLite)."""
+        _check_page(limit)
+        rows = await self._fetch(
+            "dump_commands",
+            f'SELECT {_COMMANDS} FROM commands WHERE id > $1 COLLATE "C" '
+            'ORDER BY id COLLATE "C" LIMIT $2',
+            after,
+            limit,
+        )
+        return [command_from_row(r) for r in rows]
+
+    async def load(
+        self,
+        *,
+        workflows: Sequence[Workflow] = (),
+        tasks: Sequence[Task] = (),
+        events: Sequence[TaskEvent] = (),
+        commands: Sequence[Command] = (),
+    ) -> None:
+        """Write records as given in one transaction (see :meth:`core.ports.Store.load`), with
+        COPY. Raises ConflictError, writing nothing, when any of them exists already."""
+        tables = (  # encode everything before writing anything
+            ("workflows", WORKFLOW_COLUMNS, [workflow_to_row(w) for w in workflows]),
+            ("tasks", TASK_COLUMNS, [task_to_row(t) for t in tasks]),
+            (
+                "task_deps",
+                ("needs_id", "task_id"),
+                [(f"{t.workflow_id}/{n}", t.id) for t in tasks for n in dict.fromkeys(t.needs)],
+            ),
+            ("task_events", EVENT_COLUMNS, [_event_row(e) for e in events]),
+            ("commands", COMMAND_COLUMNS, [command_to_row(c) for c in commands]),
+        )
+        await self._write("load", _load, tables)
+
 
 # ------------------------------------------------------------ statements on a connection
 
@@ -764,6 +825,42 @@ async def _insert_rows(
         await conn.execute(insert_sql, *arrays)
     else:
         await conn.copy_records_to_table(table, records=rows, columns=list(columns))
+
+
+def _event_row(e: TaskEvent) -> tuple[Any, ...]:
+    """An event as a ``task_events`` row in :data:`EVENT_COLUMNS` order (its seq kept)."""
+    return (
+        e.seq,
+        e.task_id,
+        e.workflow_id,
+        e.at,
+        e.kind,
+        e.attempt,
+        None if e.from_status is None else TaskStatus(e.from_status).value,
+        None if e.to_status is None else TaskStatus(e.to_status).value,
+        e.agent_id,
+        json.dumps(dict(e.detail)),
+    )
+
+
+async def _load(
+    conn: asyncpg.Connection,
+    tables: Sequence[tuple[str, Sequence[str], list[tuple[Any, ...]]]],
+) -> None:
+    for table, columns, rows in tables:
+        if not rows:
+            continue
+        if table == "task_events":
+            await transitions.lock_events(conn)
+        try:
+            await conn.copy_records_to_table(table, records=rows, columns=list(columns))
+        except asyncpg.UniqueViolationError as exc:
+            raise ConflictError(f"cannot load: a row of {table} exists already: {exc}") from exc
+    # Events written from now on must sort after the loaded ones.
+    await conn.execute(
+        "SELECT setval(pg_get_serial_sequence('task_events', 'seq'), "
+        "GREATEST((SELECT MAX(seq) FROM task_events), 1))"
+    )
 
 
 async def _add_command(conn: asyncpg.Connection, row: tuple[Any, ...]) -> None:

@@ -66,6 +66,7 @@ from backends.sqlite.rows import (
     Row,
     command_from_row,
     command_to_row,
+    dumps,
     event_from_row,
     json_list,
     loads_or_none,
@@ -557,6 +558,56 @@ class SqliteStore:
         )
         return [command_from_row(r) for r in rows]
 
+    # ---------------------------------------------------------------------- snapshots
+
+    async def dump_workflows(self, *, after: str = "", limit: int = 1000) -> list[Workflow]:
+        """Workflows whose id sorts after ``after``, by id."""
+        _check_page(limit)
+        rows = await self._read(
+            _fetch_all,
+            f"SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [workflow_from_row(r) for r in rows]
+
+    async def dump_tasks(self, *, after: str = "", limit: int = 1000) -> list[Task]:
+        """Tasks whose id sorts after ``after``, by id."""
+        _check_page(limit)
+        return await self._read(
+            _fetch_tasks,
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+
+    async def dump_commands(self, *, after: str = "", limit: int = 1000) -> list[Command]:
+        """Commands whose id sorts after ``after``, by id."""
+        _check_page(limit)
+        rows = await self._read(
+            _fetch_all,
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE id > ? ORDER BY id LIMIT ?",
+            (after, limit),
+        )
+        return [command_from_row(r) for r in rows]
+
+    async def load(
+        self,
+        *,
+        workflows: Sequence[Workflow] = (),
+        tasks: Sequence[Task] = (),
+        events: Sequence[TaskEvent] = (),
+        commands: Sequence[Command] = (),
+    ) -> None:
+        """Write records as given in one transaction (see :meth:`core.ports.Store.load`).
+        Raises ConflictError, writing nothing, when any of them exists already."""
+        rows = (  # encode everything before writing anything
+            [workflow_to_row(w) for w in workflows],
+            [task_to_row(t) for t in tasks],
+            [(e.seq, *_event_row(e)) for e in events],
+            [command_to_row(c) for c in commands],
+            [(f"{t.workflow_id}/{need}", t.id) for t in tasks for need in dict.fromkeys(t.needs)],
+        )
+        await self._write(_load, *rows)
+
 
 # ---------------------------------------------------------- run on the worker thread
 
@@ -568,8 +619,6 @@ def _fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> lis
 def _fetch_tasks(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Task]:
     # Decoded on the worker thread, so parsing thousands of JSON columns stays off the loop.
     return [task_from_row(r) for r in conn.execute(sql, params)]
-
-
 
 
 def _create_workflow(conn: sqlite3.Connection, workflow: Workflow, tasks: list[Task]) -> None:
@@ -604,6 +653,49 @@ def _create_workflow(conn: sqlite3.Connection, workflow: Workflow, tasks: list[T
             for t, row in zip(tasks, task_rows, strict=True)
         ],
     )
+
+
+_INSERT_EVENT_WITH_SEQ = f"INSERT INTO task_events ({EVENT_COLUMNS}) VALUES ({', '.join('?' * 10)})"
+
+
+def _event_row(e: TaskEvent) -> Row:
+    return (
+        e.task_id,
+        e.workflow_id,
+        e.at,
+        e.kind,
+        e.attempt,
+        None if e.from_status is None else TaskStatus(e.from_status).value,
+        None if e.to_status is None else TaskStatus(e.to_status).value,
+        e.agent_id,
+        dumps(dict(e.detail), f"detail of an event of task {e.task_id!r}"),
+    )
+
+
+def _load(
+    conn: sqlite3.Connection,
+    workflows: list[Row],
+    tasks: list[Row],
+    events: list[Row],
+    commands: list[Row],
+    deps: list[tuple[str, str]],
+) -> None:
+    for what, sql, rows in (
+        ("workflow", INSERT_WORKFLOW, workflows),
+        ("task", INSERT_TASK, tasks),
+        ("event", _INSERT_EVENT_WITH_SEQ, events),
+        ("command", INSERT_COMMAND, commands),
+    ):
+        try:
+            conn.executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(
+                f"cannot load: a {what} exists already or is orphaned: {exc}"
+            ) from exc
+    try:
+        conn.executemany("INSERT INTO task_deps (needs_id, task_id) VALUES (?, ?)", deps)
+    except sqlite3.IntegrityError as exc:
+        raise ConflictError(f"cannot load: a task needs one that is not loaded: {exc}") from exc
 
 
 def _set_workflow_status(

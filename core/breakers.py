@@ -1,0 +1,331 @@
+"""The breaker service: the pure machine of :mod:`core.breaker`, shared through the Registry.
+
+Every change is a compare-and-set on the breaker's record version, retried when another node
+got there first, so all nodes and the control centre see one breaker. The scheduler leader
+uses it to hold the capabilities whose breaker is open, to let one trial through a half-open
+one, and to count each attempt's outcome; operators trip and reset through commands. Every
+change is published on the events stream (topic ``breaker``); an agent breaker that opens
+sends that agent a ``drain`` order, and ``resume`` when it half-opens or closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import structlog
+
+from core import breaker as machine
+from core.breaker import BreakerEvent, BreakerPolicy, BreakerState, BreakerStatus
+from core.clock import Clock
+from core.errors import AgentdeckError, ConflictError, NotFound
+from core.messages import Control, Event, encode
+from core.models import Task
+from core.ports import Bus, Registry
+from core.states import TaskStatus
+
+log = structlog.get_logger("agentdeck.breakers")
+
+CAS_ATTEMPTS = 20
+"""Compare-and-set tries before giving up on one breaker change (contention is rare)."""
+
+NOT_COUNTED = frozenset({"cancelled", "malformed", "permanent"})
+"""Error kinds that say nothing about the health of an agent or capability: the operator
+cancelled, the message was bad, or the input was refused for good."""
+
+KINDS = ("capability", "agent")
+
+
+def capability_breaker(capability: str) -> str:
+    """The breaker name of a capability."""
+    return f"capability:{capability}"
+
+
+def agent_breaker(agent_id: str) -> str:
+    """The breaker name of an agent."""
+    return f"agent:{agent_id}"
+
+
+def outcomes(tasks: Iterable[Task]) -> list[tuple[str, bool]]:
+    """``(breaker name, ok)`` for each finished attempt among ``tasks`` (just moved by the
+    scheduler): a success counts for its capability and agent, a failure too unless its kind is
+    in :data:`NOT_COUNTED`; other moves (started, promoted) count for nothing."""
+    result: list[tuple[str, bool]] = []
+    for t in tasks:
+        if t.status is TaskStatus.SUCCEEDED:
+            ok = True
+        elif t.status in (TaskStatus.RETRYING, TaskStatus.FAILED) and t.error is not None:
+            if t.error.kind in NOT_COUNTED:
+                continue
+            ok = False
+        else:
+            continue
+        result.append((capability_breaker(t.capability), ok))
+        if t.agent_id:
+            result.append((agent_breaker(t.agent_id), ok))
+    return result
+
+
+class Breakers:
+    """Breakers per capability and per agent, kept in the Registry.
+
+    ``policies`` maps a capability to its policy; ``default`` serves every other capability
+    and every agent. Reads of the whole set are cached for ``refresh`` seconds of ``clock``
+    time, so the dispatch loop does not ask the Registry every round; this node's own changes
+    update the cache at once.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        bus: Bus,
+        clock: Clock,
+        *,
+        default: BreakerPolicy | None = None,
+        policies: Mapping[str, BreakerPolicy] | None = None,
+        refresh: float = 0.5,
+    ) -> None:
+        self.registry, self.bus, self.clock = registry, bus, clock
+        self.default = default or BreakerPolicy()
+        self.policies = dict(policies or {})
+        self.refresh = refresh
+        self._cache: dict[str, BreakerState] = {}
+        self._dirty: set[str] = set()
+        self._cached_at: float | None = None
+
+    def __repr__(self) -> str:
+        open_ = sum(1 for s in self._cache.values() if s.status is not BreakerStatus.CLOSED)
+        return f"<Breakers known={len(self._cache)} not_closed={open_}>"
+
+    def policy(self, name: str) -> BreakerPolicy:
+        """The policy of breaker ``name``."""
+        kind, _, target = name.partition(":")
+        return self.policies.get(target, self.default) if kind == "capability" else self.default
+
+    # ------------------------------------------------------------------------- reads
+
+    async def get(self, name: str) -> BreakerState:
+        """Breaker ``name`` as stored (a fresh closed one if it has no record yet)."""
+        rec = await self.registry.get_breaker(name)
+        return BreakerState.from_record(rec) if rec else BreakerState(name)
+
+    async def all(self) -> list[BreakerState]:
+        """Every breaker with a record, sorted by name (this node's counts written first)."""
+        await self._flush()
+        states = [BreakerState.from_record(r) for r in await self.registry.breakers()]
+        self._cache = {s.name: s for s in states}
+        self._cached_at = self.clock.now()
+        return sorted(states, key=lambda s: s.name)
+
+    async def _states(self) -> dict[str, BreakerState]:
+        now = self.clock.now()
+        if self._cached_at is None or now - self._cached_at >= self.refresh:
+            await self.all()
+        return self._cache
+
+    # --------------------------------------------------------------------- the loop
+
+    async def hold(self) -> set[str]:
+        """Capabilities the scheduler must not dispatch now: their breaker is open, or
+        half-open with its trial out. Moves breakers whose cool-down is over to half-open."""
+        states = await self._states()
+        now = self.clock.now()
+        for name, state in list(states.items()):
+            policy = self.policy(name)
+            if machine.tick(state, now, policy)[0] != state:
+                states[name] = await self._change(name, _ticker(policy))
+        return {
+            s.target for s in states.values() if s.kind == "capability" and not machine.allows(s)
+        }
+
+    async def admit(self, ready: Sequence[Task]) -> list[Task]:
+        """The ready tasks that may be dispatched: all of those whose capability breaker is
+        closed, and one trial per half-open one (claimed in the Registry first, so two nodes
+        cannot both send one)."""
+        states = await self._states()
+        admitted: list[Task] = []
+        trials: set[str] = set()
+        for t in ready:
+            name = capability_breaker(t.capability)
+            state = states.get(name)
+            if state is None or state.status is BreakerStatus.CLOSED:
+                admitted.append(t)
+                continue
+            if t.capability in trials or not machine.allows(state):
+                continue
+            claimed = await self._claim_trial(name)
+            states[name] = claimed
+            if claimed.trial_in_flight and claimed.status is BreakerStatus.HALF_OPEN:
+                trials.add(t.capability)
+                admitted.append(t)
+                log.info("breaker_trial", breaker=name, task_id=t.id)
+        return admitted
+
+    async def record(self, tasks: Iterable[Task]) -> list[BreakerEvent]:
+        """Count the outcomes of ``tasks`` (just moved by the scheduler).
+
+        A change of state (opened, closed) is written to the Registry at once; mere counts
+        are kept here and written at most every ``refresh`` seconds, so the scheduler's hot
+        path does not pay a compare-and-set per breaker per round.
+        """
+        by_name: dict[str, list[bool]] = {}
+        for name, ok in outcomes(tasks):
+            by_name.setdefault(name, []).append(ok)
+        if not by_name:
+            return []
+        states = await self._states()
+        now = self.clock.now()
+        events: list[BreakerEvent] = []
+        for name, oks in by_name.items():
+            policy = self.policy(name)
+            before = states.get(name) or BreakerState(name)
+            after, found = _recorder(oks, policy)(before, now)
+            if found:
+                await self._change(name, _recorded(before, after, found, oks, policy), events)
+            elif after != before:
+                states[name] = after
+                self._dirty.add(name)
+        return events
+
+    # ------------------------------------------------------------------- operators
+
+    async def trip(self, name: str, reason: str = "tripped by an operator") -> BreakerState:
+        """Open breaker ``name`` by hand (it stays open until reset)."""
+        name = breaker_name(name)
+        return await self._change(name, lambda s, n: machine.trip(s, n, reason))
+
+    async def reset(self, name: str, reason: str = "reset by an operator") -> BreakerState:
+        """Close breaker ``name`` by hand. Raises NotFound if it has no record."""
+        name = breaker_name(name)
+        if await self.registry.get_breaker(name) is None:
+            raise NotFound(f"breaker {name!r} has no state (it was never opened or used)")
+        return await self._change(name, lambda s, n: machine.reset(s, n, reason))
+
+    # --------------------------------------------------------------------- plumbing
+
+    async def _flush(self) -> None:
+        """Write the counts recorded since the last flush (the stored state wins if it has
+        moved on meanwhile: an operator's trip, another node's transition)."""
+        dirty, self._dirty = self._dirty, set()
+        for name in sorted(dirty):
+            local = self._cache.get(name)
+            if local is not None:
+                await self._change(name, _counts_of(local))
+
+    async def _claim_trial(self, name: str) -> BreakerState:
+        def claim(state: BreakerState, now: float) -> machine.Result:
+            return machine.begin_trial(state, now), []
+
+        return await self._change(name, claim)
+
+    async def _change(
+        self,
+        name: str,
+        step: Callable[[BreakerState, float], machine.Result],
+        events_out: list[BreakerEvent] | None = None,
+    ) -> BreakerState:
+        """Apply ``step`` to the stored state under compare-and-set, retrying on conflict;
+        publish its events and send agents their orders."""
+        for _ in range(CAS_ATTEMPTS):
+            rec = await self.registry.get_breaker(name)
+            state = BreakerState.from_record(rec) if rec else BreakerState(name)
+            now = self.clock.now()
+            new, events = step(state, now)
+            if new == state:
+                self._cache[name] = state
+                return state
+            version = rec.version if rec else None
+            if await self.registry.put_breaker(new.to_record((version or 0) + 1), version):
+                self._cache[name] = new
+                for event in events:
+                    log.info("breaker_changed", breaker=name, kind=event.kind, reason=event.reason)
+                await self._announce(new, events)
+                if events_out is not None:
+                    events_out += events
+                return new
+        raise ConflictError(f"breaker {name!r} kept changing under us ({CAS_ATTEMPTS} tries)")
+
+    async def _announce(self, state: BreakerState, events: Sequence[BreakerEvent]) -> None:
+        for event in events:
+            body = Event(
+                topic="breaker",
+                at=event.at,
+                data={
+                    "name": state.name,
+                    "kind": event.kind,
+                    "status": state.status.value,
+                    "reason": event.reason,
+                },
+            )
+            try:
+                await self.bus.publish_event(encode(body))
+                if state.kind == "agent":
+                    order = Control(
+                        action="drain" if state.status is BreakerStatus.OPEN else "resume",
+                        target=state.target,
+                        at=event.at,
+                    )
+                    await self.bus.publish_control(encode(order))
+            except AgentdeckError as exc:  # watchers are best effort; the Registry has it
+                log.warning("breaker_publish_failed", breaker=state.name, error=str(exc))
+
+
+def _ticker(policy: BreakerPolicy) -> Callable[[BreakerState, float], machine.Result]:
+    def step(state: BreakerState, now: float) -> machine.Result:
+        return machine.tick(state, now, policy)
+
+    return step
+
+
+def _recorder(
+    oks: Sequence[bool], policy: BreakerPolicy
+) -> Callable[[BreakerState, float], machine.Result]:
+    def step(state: BreakerState, now: float) -> machine.Result:
+        events: list[BreakerEvent] = []
+        for ok in oks:
+            state, found = machine.record(state, ok, now, policy)
+            events += found
+        return state, events
+
+    return step
+
+
+def _same_phase(a: BreakerState, b: BreakerState) -> bool:
+    return (a.status, a.manual, a.opened_at) == (b.status, b.manual, b.opened_at)
+
+
+def _recorded(
+    before: BreakerState,
+    after: BreakerState,
+    events: list[BreakerEvent],
+    oks: Sequence[bool],
+    policy: BreakerPolicy,
+) -> Callable[[BreakerState, float], machine.Result]:
+    """Write ``after`` if the stored state is still in ``before``'s phase, else count ``oks``
+    again on top of what is stored."""
+
+    def step(stored: BreakerState, now: float) -> machine.Result:
+        if _same_phase(stored, before):
+            return after, events
+        return _recorder(oks, policy)(stored, now)
+
+    return step
+
+
+def _counts_of(local: BreakerState) -> Callable[[BreakerState, float], machine.Result]:
+    def step(stored: BreakerState, now: float) -> machine.Result:
+        return (local if _same_phase(stored, local) else stored), []
+
+    return step
+
+
+def breaker_name(text: str) -> str:
+    """The full breaker name ``text`` means: ``capability:<name>`` or ``agent:<id>`` as given,
+    a bare name meaning a capability. Raises AgentdeckError for anything else."""
+    kind, sep, target = text.partition(":")
+    if not sep:
+        kind, target = "capability", text
+    if kind not in KINDS or not target or any(c.isspace() for c in target):
+        raise AgentdeckError(
+            f"breaker name {text!r} is not capability:<name>, agent:<id> or a capability name"
+        )
+    return f"{kind}:{target}"
