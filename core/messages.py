@@ -68,6 +68,9 @@ class Report(_Message):
     at: float
     output: JSON = None
     error: ErrorModel | None = None
+    started_at: float | None = None
+    """On a result: when the attempt started (an agent may skip the ``started`` report for a
+    short task; older agents leave it out, older schedulers ignore it)."""
 
 
 class Event(_Message):

@@ -261,6 +261,9 @@ def delete_topology(prefix: str) -> None:
     async def go() -> None:
         bus = RabbitBus.from_url(f"{BROKER}?prefix={prefix}", clock=SystemClock())
         await bus.start()
+        # A fresh bus knows only the queues it declared: name the task queue the run used,
+        # or it is left on the broker after every run.
+        bus.declared.add(bus.names.task("echo"))
         try:
             await bus.delete_topology()
         finally:

@@ -1,0 +1,248 @@
+"""End-to-end benchmark: no-op tasks through RabbitMQ + PostgreSQL + Redis.
+
+The scheduler (``agentdeck --daemon`` with no agents) and the agents (``agentdeck agent --kind
+echo``) run as separate processes, exactly as in production; this process only submits
+workflows (through the Store, like ``agentdeck submit``) and reads the results. Everything
+lives under a random RabbitMQ prefix, a fresh PostgreSQL database and a random Redis prefix,
+all removed at the end.
+
+Two phases:
+
+- **light**: one single-task workflow at a time, the next submitted once the last finished:
+  the overhead a lone task pays (nothing to batch with).
+- **saturated**: ``--workflows`` workflows of ``--tasks`` independent tasks, submitted at once:
+  throughput with both cores busy.
+
+Latency is the task's ``created`` event (written by the submitting client) to its
+``succeeded`` event (written by the scheduler when it applied the agent's result), both from
+the Store, so how quickly this script notices a finished task does not count. Throughput is
+tasks succeeded over the time from the first submit to the last ``succeeded``.
+
+    .venv/bin/python scripts/bench.py                       # defaults: 200 light, 20 x 1,000
+    .venv/bin/python scripts/bench.py --light 50 --workflows 5   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aio_pika
+import asyncpg
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from backends.postgres import PostgresStore  # noqa: E402 - after the path is set
+from core.client import Client  # noqa: E402
+from core.clock import SystemClock  # noqa: E402
+from core.spec import SpecLimits, WorkflowSpec  # noqa: E402
+from core.states import TaskStatus, WorkflowStatus  # noqa: E402
+
+AGENTDECK = [sys.executable, "-m", "tui.cli"]
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--light", type=int, default=200, help="lone tasks, one after the other")
+    p.add_argument("--workflows", type=int, default=20, help="saturated: workflows")
+    p.add_argument("--tasks", type=int, default=1000, help="saturated: tasks per workflow")
+    p.add_argument("--agents", type=int, default=1, help="agent processes")
+    p.add_argument("--concurrency", type=int, default=200, help="each agent's concurrency")
+    p.add_argument("--batch-size", type=int, default=1000, help="scheduler batch size")
+    p.add_argument("--started-after", type=float, default=0.05, help="agents' --started-after")
+    p.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
+    p.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--keep-logs", action="store_true", help="print where the process logs are")
+    return p.parse_args()
+
+
+def spec(name: str, tasks: int) -> WorkflowSpec:
+    return WorkflowSpec.model_validate(
+        {"name": name, "tasks": [{"key": f"t{i}", "capability": "echo"} for i in range(tasks)]}
+    )
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def line(label: str, latencies: list[float], extra: str = "") -> str:
+    ms = [v * 1000 for v in latencies]
+    return (
+        f"{label:<10} n={len(ms):<6} p50={pct(ms, 0.5):7.2f} ms  p99={pct(ms, 0.99):7.2f} ms  "
+        f"mean={statistics.fmean(ms):7.2f} ms{extra}"
+    )
+
+
+async def latencies(
+    store: PostgresStore, workflow_ids: list[str], split: list[float] | None = None
+) -> tuple[list[float], float]:
+    """Per task, created -> succeeded (seconds), and the last ``succeeded`` time; ``split``
+    gets each task's created -> dispatched."""
+    pool = store._pool  # a bench may look behind the port: one query instead of 20,000
+    assert pool is not None
+    rows = await pool.fetch(
+        "SELECT task_id, kind, at FROM task_events WHERE workflow_id = ANY($1::text[]) "
+        "AND kind IN ('created', 'dispatched', 'succeeded')",
+        workflow_ids,
+    )
+    at: dict[str, dict[str, float]] = {"created": {}, "dispatched": {}, "succeeded": {}}
+    for r in rows:
+        at[r["kind"]][r["task_id"]] = r["at"]
+    created, done = at["created"], at["succeeded"]
+    if split is not None:
+        split += [at["dispatched"][t] - created[t] for t in done]
+    return [done[t] - created[t] for t in done], max(done.values(), default=0.0)
+
+
+async def wait_done(store: PostgresStore, workflow_id: str, poll: float) -> None:
+    while (await store.get_workflow(workflow_id)).status == WorkflowStatus.RUNNING:
+        await asyncio.sleep(poll)
+
+
+async def bench(args: argparse.Namespace, store_url: str, env: dict[str, str]) -> None:
+    store = PostgresStore.from_url(store_url, clock=SystemClock())
+    await store.migrate()
+    client = Client(store, SystemClock(), limits=SpecLimits(max_tasks=max(args.tasks, 10_000)))
+    try:
+        # Warm up: every process connected and the queues declared.
+        warm = await client.submit(spec("warm-up", 10))
+        await asyncio.wait_for(wait_done(store, warm.id, 0.05), 60)
+
+        light_ids = []
+        for i in range(args.light):
+            wf = await client.submit(spec(f"light-{i}", 1))
+            await asyncio.wait_for(wait_done(store, wf.id, 0.001), 30)
+            light_ids.append(wf.id)
+        if light_ids:
+            to_dispatch: list[float] = []
+            lat, _ = await latencies(store, light_ids, to_dispatch)
+            print(line("light", lat, "   (one task at a time)"))
+            print(line("  of which", to_dispatch, "   (created -> dispatched)"))
+
+        if args.workflows:
+            started = time.time()
+            ids = [
+                (await client.submit(spec(f"load-{i}", args.tasks))).id
+                for i in range(args.workflows)
+            ]
+            submitted = time.time() - started
+            for wf_id in ids:
+                await asyncio.wait_for(wait_done(store, wf_id, 0.05), 600)
+            lat, last = await latencies(store, ids)
+            ok = sum(
+                c.get(TaskStatus.SUCCEEDED, 0) for c in (await store.count_tasks(ids)).values()
+            )
+            elapsed = last - started
+            print(
+                line(
+                    "saturated",
+                    lat,
+                    f"\n           {ok} tasks in {elapsed:.2f} s = {ok / elapsed:,.0f} tasks/s "
+                    f"({args.workflows} x {args.tasks}; submitting took {submitted:.2f} s)",
+                )
+            )
+    finally:
+        await store.close()
+
+
+async def cleanup(args: argparse.Namespace, prefix: str, database: str) -> None:
+    connection = await aio_pika.connect(args.amqp)
+    try:
+        channel = await connection.channel()
+        for queue in ("task.echo", "reports", "dead"):
+            await channel.queue_delete(f"{prefix}.{queue}")
+        for exchange in ("events", "control", "dlx"):
+            await channel.exchange_delete(f"{prefix}.{exchange}")
+    finally:
+        await connection.close()
+    r = aioredis.Redis.from_url(args.redis)
+    try:
+        keys = [k async for k in r.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await r.delete(*keys)
+    finally:
+        await r.aclose()
+    conn = await asyncpg.connect(args.postgres)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+async def create_database(admin: str, name: str) -> str:
+    conn = await asyncpg.connect(admin)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return admin.rsplit("/", 1)[0] + f"/{name}"
+
+
+def main() -> None:
+    args = parse_args()
+    prefix = f"bench-{secrets.token_hex(4)}"
+    database = f"agentdeck_bench_{secrets.token_hex(4)}"
+    store_url = asyncio.run(create_database(args.postgres, database))
+    logs = Path(tempfile.mkdtemp(prefix="agentdeck-bench-"))
+    env: dict[str, Any] = {
+        **os.environ,
+        "AGENTDECK_HOME": str(logs),
+        "AGENTDECK_BUS_URL": f"{args.amqp}?prefix={prefix}",
+        "AGENTDECK_STORE_URL": store_url,
+        "AGENTDECK_REGISTRY_URL": f"{args.redis}?prefix={prefix}",
+        "AGENTDECK_LOG_LEVEL": "warning",
+        "AGENTDECK_LOG_FORMAT": "json",
+        "AGENTDECK_TRACING": "false",
+        "AGENTDECK_SCHEDULER__BATCH_SIZE": str(args.batch_size),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *cmd: str) -> None:
+        with (logs / f"{name}.log").open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*AGENTDECK, *cmd], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            )
+
+    print(
+        f"agentdeck bench: scheduler + {args.agents} agent process(es) x concurrency "
+        f"{args.concurrency}, batch {args.batch_size}, started-after {args.started_after}; "
+        f"{os.cpu_count()} CPU(s)"
+    )
+    try:
+        start("daemon", "--daemon")
+        for i in range(args.agents):
+            start(f"agent{i}", "agent", "--kind", "echo", "--name", f"bench{i}",
+                  "--concurrency", str(args.concurrency),
+                  "--started-after", str(args.started_after))  # fmt: skip
+        asyncio.run(bench(args, store_url, env))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        asyncio.run(cleanup(args, prefix, database))
+        if args.keep_logs:
+            print(f"process logs: {logs}")
+
+
+if __name__ == "__main__":
+    main()
