@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: setup demo test check fmt services lock bench
+.PHONY: setup demo test check fmt services tools lock bench
 
 setup: $(STAMP)
 
@@ -20,7 +20,15 @@ demo: setup
 services:
 	bash scripts/services.sh
 
-test: setup services
+# End-to-end throughput and latency on RabbitMQ + PostgreSQL + Redis (docs/performance.md).
+bench: setup services
+	$(PY) scripts/bench.py
+
+# promtool and prometheus for the metrics tests (apt-get when missing).
+tools:
+	bash scripts/tools.sh
+
+test: setup services tools
 	bash scripts/test.sh
 
 check: setup

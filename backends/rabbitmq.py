@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import socket
@@ -63,10 +64,23 @@ from tenacity import (
 
 from core.clock import Clock
 from core.errors import AgentdeckError, BackendUnavailable, ConfigError, NotFound
+from core.metrics import backend_reconnected
 from core.ports import DeadLetter, Delivery, OutgoingTask
 from core.settings import redact_url
 
 log = structlog.get_logger("agentdeck.rabbitmq")
+
+
+class _QuietConnectFailures(logging.Filter):
+    """Drop aiormq's "error when creating transport" line: every failed connect is already
+    reported by us (the start-up error, or aio-pika's reconnect warnings), and the raw line,
+    printed once per try, would bury the one clear error a failed start-up ends with."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("error when creating transport")
+
+
+logging.getLogger("aiormq.connection").addFilter(_QuietConnectFailures())
 
 T = TypeVar("T")
 
@@ -87,6 +101,11 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 #: The topic of an encoded core.messages.Event: the first keys of its JSON (``v``, ``type``,
 #: ``topic``), so a look at its start is enough and the body is never parsed.
 _TOPIC_RE = re.compile(rb'"topic"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
+#: Header of an events message that carries several events, one per line (see publish_event).
+EVENT_BATCH_HEADER = "x-agentdeck-events"
+#: The most events in one message. A subscriber keeps at most ``subscriber_buffer`` events of a
+#: message it splits (the oldest go first, as in its queue), so this stays under the default.
+EVENT_BATCH_MAX = 256
 #: Query options handed to aiormq untouched (TLS files, heartbeat, connection name, auth).
 _DRIVER_OPTIONS = frozenset(
     {
@@ -476,11 +495,17 @@ class _Subscription:
     the rest in the queue, dropping the oldest past ``SUBSCRIBER_BUFFER``.
     """
 
-    def __init__(self, bus: RabbitBus, exchange: str) -> None:
+    def __init__(
+        self, bus: RabbitBus, exchange: str, after: asyncio.Future[None] | None = None
+    ) -> None:
         self._bus = bus
         self._exchange = exchange
+        self._after = after
+        """Events published before this subscription, still being sent: it binds after them."""
         self._channel: AbstractRobustChannel | None = None
         self._buffer: deque[AbstractIncomingMessage] = deque()
+        self._parts: deque[bytes] = deque(maxlen=bus.subscriber_buffer)
+        """The rest of a message that carried several events."""
         self._wakeup = asyncio.Event()
         self._ended = False
         self._closing: asyncio.Future[None] | None = None
@@ -488,6 +513,8 @@ class _Subscription:
         self.ready.add_done_callback(_retrieve)
 
     async def _open(self) -> None:
+        if self._after is not None:
+            await asyncio.wait({self._after})
         channel = await self._bus._open_channel(self._bus._consume_connection(), confirms=False)
         self._channel = channel
         if self._ended:
@@ -525,6 +552,8 @@ class _Subscription:
             raise failure
         if failure is not None:
             raise self._bus._unavailable("subscribe", failure)
+        if self._parts:
+            return self._parts.popleft()
         while not self._buffer and not self._ended:
             self._wakeup.clear()
             await self._wakeup.wait()
@@ -534,6 +563,9 @@ class _Subscription:
         if not _stale(message):
             with contextlib.suppress(*_RETRYABLE):
                 await message.ack()
+        if (message.headers or {}).get(EVENT_BATCH_HEADER):
+            self._parts.extend(message.body.split(b"\n"))
+            return self._parts.popleft()
         return message.body
 
     def end(self) -> None:
@@ -647,6 +679,8 @@ class RabbitBus:
         """Every queue name this bus declared (see :meth:`delete_topology`)."""
         self._consumers: weakref.WeakSet[_Consumer] = weakref.WeakSet()
         self._subscriptions: set[_Subscription] = set()
+        self._event_batches: dict[str, list[bytes]] = {}
+        self._event_flush: asyncio.Task[None] | None = None
         self.closed = False
         self.published = 0
 
@@ -704,6 +738,9 @@ class RabbitBus:
         to their queues) and disconnect."""
         if self.closed:
             return
+        if self._event_flush is not None:  # events published just before closing still go
+            with contextlib.suppress(Exception):
+                await self._event_flush
         self.closed = True
         consumers, subscriptions = list(self._consumers), list(self._subscriptions)
         self._subscriptions.clear()
@@ -740,6 +777,8 @@ class RabbitBus:
                         reconnect_interval=self.config.reconnect_interval,
                         connection_class=_Connection,
                     )
+                    # aio-pika calls this after each reconnection (not the first connect).
+                    connection.reconnect_callbacks.add(lambda *_: backend_reconnected("rabbitmq"))
                     return connection
         except _RETRYABLE as exc:
             raise BackendUnavailable(
@@ -896,12 +935,69 @@ class RabbitBus:
 
     async def publish_event(self, body: bytes) -> None:
         """Send the event to the topic exchange (routing key: its topic), transient and
-        unconfirmed: events are best effort and must never slow the scheduler."""
+        unconfirmed: events are best effort and must never slow the scheduler.
+
+        Returns at once: events published in one turn of the event loop leave together, one
+        message per topic with the events one per line (header ``x-agentdeck-events``), which
+        subscribers split again. The scheduler publishes several events per task; one message
+        each would cost it more than the tasks themselves. A failure is logged, not raised."""
         self._check_open()
-        await self._settle_subscriptions()
         match = _TOPIC_RE.search(body[:256])
         key = match.group(1).decode() if match else "event"
-        message = aio_pika.Message(body, delivery_mode=DeliveryMode.NOT_PERSISTENT)
+        if b"\n" in body:  # cannot share a message (compact JSON never has one)
+            await self._send_events(key, [body])
+            return
+        self._event_batches.setdefault(key, []).append(body)
+        if self._event_flush is None:
+            self._event_flush = asyncio.get_running_loop().create_task(self._flush_events())
+
+    async def _flush_events(self) -> None:
+        await asyncio.sleep(0)  # let the rest of this turn's events join
+        try:
+            while self._event_batches:
+                batches, self._event_batches = self._event_batches, {}
+                await self._send_batches(batches)
+        finally:
+            self._event_flush = None
+
+    def _seal_events(self) -> asyncio.Task[None] | None:
+        """Send the events not yet sent without waiting for a subscriber that is about to be
+        set up: they were published before it subscribed, so it must not see them."""
+        if not self._event_batches:
+            return None
+        batches, self._event_batches = self._event_batches, {}
+        settling = [s.ready for s in self._subscriptions if not s.ready.done()]
+        return asyncio.get_running_loop().create_task(self._send_batches(batches, settling))
+
+    async def _send_batches(
+        self,
+        batches: Mapping[str, list[bytes]],
+        settling: Sequence[asyncio.Future[None]] | None = None,
+    ) -> None:
+        for key, bodies in batches.items():
+            for at in range(0, len(bodies), EVENT_BATCH_MAX):
+                chunk = bodies[at : at + EVENT_BATCH_MAX]
+                try:
+                    await self._send_events(key, chunk, settling)
+                except AgentdeckError as exc:
+                    log.warning("event_publish_failed", count=len(chunk), error=str(exc))
+
+    async def _send_events(
+        self,
+        key: str,
+        bodies: list[bytes],
+        settling: Sequence[asyncio.Future[None]] | None = None,
+    ) -> None:
+        if settling is None:
+            await self._settle_subscriptions()
+        elif settling:
+            await asyncio.wait(settling, timeout=self._publish_timeout)
+        headers: dict[str, Any] | None = (
+            {EVENT_BATCH_HEADER: len(bodies)} if len(bodies) > 1 else None
+        )
+        message = aio_pika.Message(
+            b"\n".join(bodies), headers=headers, delivery_mode=DeliveryMode.NOT_PERSISTENT
+        )
 
         async def send() -> None:
             assert self._events is not None
@@ -933,7 +1029,8 @@ class RabbitBus:
         return self._subscribe(self.names.control)
 
     def _subscribe(self, exchange: str) -> _Subscription:
-        subscription = _Subscription(self, exchange)
+        after = self._seal_events() if exchange == self.names.events else None
+        subscription = _Subscription(self, exchange, after)
         if self.closed:
             subscription.end()
         else:
@@ -1127,6 +1224,13 @@ class RabbitBus:
         BackendUnavailable, or ConfigError for what retrying cannot fix."""
         try:
             async with asyncio.timeout(self._publish_timeout):
+                try:
+                    # The first try without the retry machinery: it is the hot path (every
+                    # task and report goes through here) and nearly always succeeds.
+                    return await action()
+                except Exception as exc:
+                    if not _transient(exc):
+                        raise
                 async for attempt in AsyncRetrying(
                     retry=retry_if_exception(_transient),
                     wait=wait_exponential(multiplier=0.05, max=1.0),

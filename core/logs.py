@@ -1,8 +1,9 @@
 """Logging: structlog, one line per event, to stderr.
 
-JSON lines (ISO timestamp, level, event, node and every bound key) for machines and log
-shippers; a coloured console for people at a terminal. Events are snake_case words and values
-are keys: ``log.info("task_dispatched", task_id=..., attempt=...)``.
+JSON lines (ISO timestamp, level, event, node and every bound key, with ``trace_id`` and
+``span_id`` inside an OpenTelemetry span) for machines and log shippers; a coloured console
+for people at a terminal. Events are snake_case words and values are keys:
+``log.info("task_dispatched", task_id=..., attempt=...)``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from typing import Any, Literal, TextIO
 
 import structlog
+from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 LogFormat = Literal["auto", "json", "console"]
@@ -47,6 +49,17 @@ def _add_logger_name(logger: WrappedLogger, _method: str, event: EventDict) -> E
     return event
 
 
+def _add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
+    # Lines written inside an OpenTelemetry span carry its ids, so logs and traces join up.
+    # Keys bound explicitly (the worker binds its run span's) win.
+    if "trace_id" not in event:
+        ctx = trace.get_current_span().get_span_context()
+        if ctx.is_valid:
+            event["trace_id"] = f"{ctx.trace_id:032x}"
+            event["span_id"] = f"{ctx.span_id:016x}"
+    return event
+
+
 def _leading_keys(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     # The same four keys open every JSON line, so people reading raw logs find them at a glance.
     head = {k: event.pop(k) for k in ("timestamp", "level", "event", "node") if k in event}
@@ -77,6 +90,7 @@ def configure_logging(
         structlog.processors.add_log_level,
         _add_node(node),
         _add_logger_name,
+        _add_trace_ids,
         structlog.processors.StackInfoRenderer(),
     ]
     if as_json:

@@ -14,9 +14,12 @@ from typing import Protocol
 
 import structlog
 
+from core.breakers import Breakers
 from core.client import Client
 from core.clock import Clock
+from core.outputs import OutputStore
 from core.ports import BlobStore, Bus, Registry, Store
+from core.recovery import LostAgents
 from core.scheduler import Scheduler, SchedulerConfig
 from core.spec import SpecLimits
 
@@ -52,6 +55,9 @@ class Runtime:
         clock: Clock,
         node: str,
         config: SchedulerConfig | None = None,
+        breakers: Breakers | None = None,
+        lost_agents: LostAgents | None = None,
+        outputs: OutputStore | None = None,
         limits: SpecLimits | None = None,
         services: Sequence[Service] = (),
         schedule: bool = True,
@@ -62,7 +68,17 @@ class Runtime:
         self.node = node
         self.services = list(services)
         self.grace = grace
-        self.scheduler = Scheduler(store, bus, registry, clock, node=node, config=config)
+        self.scheduler = Scheduler(
+            store,
+            bus,
+            registry,
+            clock,
+            node=node,
+            config=config,
+            breakers=breakers,
+            lost_agents=lost_agents,
+            outputs=outputs,
+        )
         self._schedule = schedule
         self.client = Client(store, clock, limits=limits, actor=node, on_submit=self.scheduler.wake)
         self._tasks: list[asyncio.Task[None]] = []

@@ -14,19 +14,27 @@ import contextlib
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
+from core.breakers import Breakers
 from core.clock import Clock
 from core.dag import descendants
 from core.errors import AgentdeckError, LeaseLost, MessageError, NotFound
 from core.events import task_event, workflow_event
 from core.messages import Control, Event, Report, TaskMessage, decode, encode
 from core.models import Change, Command, CommandStatus, ErrorInfo, Task, Workflow
-from core.ports import Bus, Delivery, OutgoingTask, Registry, Store
+from core.outputs import OutputStore
+from core.ports import Bus, Delivery, OutgoingTask, Registry, Store, StoreWatch
+from core.recovery import LostAgents, describe
 from core.retry import RetryPolicy, decide
 from core.states import TASK_IN_FLIGHT, TASK_TERMINAL, TaskStatus, WorkflowStatus
+from core.tracing import workflow_trace_id
+
+if TYPE_CHECKING:
+    from core.metrics import Metrics
+    from core.tracing import Tracing
 
 log = structlog.get_logger("agentdeck.scheduler")
 
@@ -69,12 +77,21 @@ class Scheduler:
         config: SchedulerConfig | None = None,
         rng: random.Random | None = None,
         hold: Callable[[], Iterable[str]] | None = None,
+        breakers: Breakers | None = None,
+        lost_agents: LostAgents | None = None,
+        outputs: OutputStore | None = None,
     ) -> None:
         self.store, self.bus, self.registry, self.clock = store, bus, registry, clock
         self.node = node
         self.config = config or SchedulerConfig()
         self.rng = rng or random.Random()
         self._hold = hold or (lambda: ())
+        self.breakers = breakers
+        self.lost_agents = lost_agents
+        self.outputs = outputs
+        """Keeps large outputs in the BlobStore by reference; None: every output inline."""
+        """Finds running work of agents that stopped heartbeating; None: wait for deadlines."""
+        """Circuit breakers: open ones hold their capability; None turns them off."""
         self._wake = asyncio.Event()
         self._inbox: list[Delivery] = []
         self._unpublished: list[OutgoingTask] = []
@@ -83,6 +100,16 @@ class Scheduler:
         self._lease_renewed = 0.0
         self._stopping = False
         self._consumer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # With a StoreWatch the rounds skip the queries nothing asked for (see tick()).
+        self._last_poll = float("-inf")
+        self._look_commands = True
+        self._maybe_ready = True
+        self._polling = True
+        self.metrics: Metrics | None = None
+        """Prometheus metrics to feed (set by the composition root; None: none kept)."""
+        self.tracing: Tracing | None = None
+        """Where workflow and attempt spans go (set by the composition root; None: no spans)."""
         self.rounds = 0
         self.dispatched = 0
         self.applied = 0
@@ -108,6 +135,7 @@ class Scheduler:
 
     def wake(self) -> None:
         """Ask for a round soon (new work, a report arrived)."""
+        self._maybe_ready = True
         self._wake.set()
 
     async def run(self) -> None:
@@ -159,9 +187,13 @@ class Scheduler:
                 raise LeaseLost(f"{self.node} lost the scheduler lease")
             return False
         self._lease_renewed = now
+        if self.metrics is not None:
+            self.metrics.lease_renewed()
         if self._fence is None:
             self._fence = lease.token
             log.info("leader_elected", node=self.node, token=lease.token)
+            if self.metrics is not None:
+                self.metrics.leadership(True)
             await self._take_over()
         return True
 
@@ -176,13 +208,16 @@ class Scheduler:
             # attempts again. No agent can still hold the old ones, so this duplicates nothing.
             await self._redeliver(inflight)
         self._consumer = asyncio.create_task(self._consume_reports(), name="scheduler-reports")
+        if callable(getattr(self.store, "changes", None)):
+            self._watcher = asyncio.create_task(self._watch_store(), name="scheduler-watch")
 
     async def _step_down(self, release: bool = False) -> None:
-        if self._consumer is not None:
-            self._consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._consumer
-            self._consumer = None
+        for task in (self._consumer, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._consumer = self._watcher = None
         for delivery in self._inbox:
             with contextlib.suppress(Exception):
                 await delivery.requeue()
@@ -190,12 +225,32 @@ class Scheduler:
         if release and self._fence is not None:
             with contextlib.suppress(Exception):
                 await self.registry.release_lease(LEASE_NAME, self.node)
+        if self._fence is not None and self.metrics is not None:
+            self.metrics.leadership(False)
         self._fence = None
 
     async def _consume_reports(self) -> None:
         async for delivery in self.bus.consume_reports():
             self._inbox.append(delivery)
             self._wake.set()
+
+    async def _watch_store(self) -> None:
+        """Wake at once when another process submits a workflow or queues a command (a Store
+        with :class:`core.ports.StoreWatch`, e.g. PostgreSQL LISTEN/NOTIFY). Polling every
+        ``poll_interval`` stays on as the fallback: a lost notification costs one interval."""
+        watch = cast(StoreWatch, self.store)
+        while not self._stopping:
+            try:
+                async for channel in watch.changes():
+                    if channel == "commands":
+                        self._look_commands = True
+                    else:
+                        self._maybe_ready = True
+                    self._wake.set()
+                return  # the store closed
+            except AgentdeckError as exc:
+                log.warning("store_watch_failed", error=str(exc), fallback="polling")
+            await self.clock.sleep(max(self.config.poll_interval, 1.0))
 
     # -------------------------------------------------------------------------- rounds
 
@@ -205,8 +260,20 @@ class Scheduler:
             return False
         self.rounds += 1
         busy = await self._apply_reports()
-        busy |= await self._run_commands()
-        busy |= await self._handle_due()
+        # Without a StoreWatch every round looks at everything. With one, a round under load
+        # (reports in, tasks out) skips the queries nothing asked for: commands only when one
+        # was notified, and the time-driven work (retries due, deadlines, lost agents) once per
+        # poll_interval, which is also the fallback for a notification that got lost.
+        now = self.clock.now()
+        self._polling = self._watcher is None or now - self._last_poll >= self.config.poll_interval
+        if self._polling:
+            self._last_poll = now
+        if self._polling or self._look_commands:
+            self._look_commands = False
+            busy |= await self._run_commands()
+        if self._polling:
+            busy |= await self._handle_due()
+            busy |= await self._recover_lost_agents()
         busy |= await self._flush_unpublished()
         busy |= await self._dispatch()
         return busy
@@ -216,6 +283,12 @@ class Scheduler:
             return [], []
         now = self.clock.now()
         result = await self.store.apply(changes, now, fence=self._fence)
+        if result.released or any(t.status == T.READY for t in result.tasks):
+            self._maybe_ready = True
+        if self.metrics is not None:
+            self.metrics.tasks_changed(result.tasks, now)
+        if self.tracing is not None:
+            self.tracing.tasks_changed(result.tasks, now)
         self.applied += len(result.tasks)
         kinds = {c.task_id: c.event for c in changes}
         await self._publish_events(
@@ -235,11 +308,31 @@ class Scheduler:
     # ----------------------------------------------------------------------- dispatch
 
     async def _dispatch(self) -> bool:
+        if not (self._polling or self._maybe_ready):
+            return False  # nothing became ready since the last look
+        self._maybe_ready = False
         hold = set(self._hold())
+        if self.breakers is not None:
+            hold |= await self.breakers.hold()
         ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
+        if ready and self.breakers is not None:
+            ready = await self.breakers.admit(ready)  # one trial per half-open breaker
         if not ready:
             return False
+        if len(ready) >= self.config.batch_size:
+            self._maybe_ready = True  # there may be more behind this batch
         now = self.clock.now()
+        # Publish first, record second: the Store never says `dispatched` for a message the
+        # broker does not hold, even if this process dies in between (then the task is still
+        # `ready` and the next leader sends the same attempt again; the (task, attempt)
+        # compare-and-set makes the copy harmless). A failed publish leaves the tasks ready.
+        try:
+            next_attempts = [replace(t, attempt=t.attempt + 1) for t in ready]
+            await self.bus.publish_tasks(await self._messages_for(next_attempts, now))
+        except AgentdeckError as exc:
+            log.warning("publish_failed", count=len(ready), error=str(exc))
+            self._maybe_ready = True  # still ready: try again next round
+            return False
         changes = [
             Change(
                 t.id,
@@ -258,13 +351,17 @@ class Scheduler:
             for t in ready
         ]
         moved, _ = await self._apply(changes)
-        await self._publish_tasks(moved, now)
+        if self.metrics is not None:
+            self.metrics.tasks_dispatched(ready, now)
         self.dispatched += len(moved)
         return True
 
-    async def _publish_tasks(self, tasks: Sequence[Task], now: float) -> None:
+    async def _messages_for(self, tasks: Sequence[Task], now: float) -> list[OutgoingTask]:
+        """One message per task, for its current attempt, with its upstream outputs."""
         needed = {f"{t.workflow_id}/{k}" for t in tasks for k in t.needs}
         outputs = await self.store.outputs(needed) if needed else {}
+        if self.outputs is not None:
+            outputs = await self.outputs.resolve_all(outputs)
         messages = []
         for t in tasks:
             self._timeouts[t.id] = t.timeout
@@ -279,13 +376,9 @@ class Scheduler:
                 timeout=t.timeout,
                 dispatched_at=now,
             )
-            messages.append(OutgoingTask(t.capability, encode(msg), {}))
-        try:
-            await self.bus.publish_tasks(messages)
-        except AgentdeckError as exc:
-            # The Store says dispatched; keep the messages and publish them next round.
-            log.warning("publish_failed", count=len(messages), error=str(exc))
-            self._unpublished.extend(messages)
+            headers = self.tracing.attempt_dispatched(t, now) if self.tracing else {}
+            messages.append(OutgoingTask(t.capability, encode(msg), headers))
+        return messages
 
     async def _flush_unpublished(self) -> bool:
         if not self._unpublished:
@@ -313,7 +406,13 @@ class Scheduler:
             for t in tasks
         ]
         moved, _ = await self._apply(changes)
-        await self._publish_tasks(moved, self.clock.now())
+        messages = await self._messages_for(moved, self.clock.now())
+        try:
+            await self.bus.publish_tasks(messages)
+        except AgentdeckError as exc:
+            # The Store says dispatched; keep the messages and publish them next round.
+            log.warning("publish_failed", count=len(messages), error=str(exc))
+            self._unpublished.extend(messages)
         log.info("redelivered", count=len(moved))
 
     # ------------------------------------------------------------------------ reports
@@ -333,7 +432,7 @@ class Scheduler:
         now = self.clock.now()
         changes: list[Change] = []
         failures: list[Report] = []
-        for report, _ in reports:
+        for report, delivery in reports:
             if report.kind == "started":
                 timeout = self._timeouts.get(report.task_id)
                 if timeout is None:
@@ -360,11 +459,20 @@ class Scheduler:
                         frozenset(IN_FLIGHT),
                         attempt=report.attempt,
                         values={
-                            "output": report.output,
+                            "output": report.output
+                            if self.outputs is None
+                            else await self.outputs.offload(
+                                report.task_id,
+                                report.attempt,
+                                report.output,
+                                size_hint=len(delivery.body),
+                            ),
                             "agent_id": report.agent_id,
                             "finished_at": report.at,
                             "deadline": None,
                             "error": None,
+                            # An agent that skipped `started` for a short task says it here.
+                            **({"started_at": report.started_at} if report.started_at else {}),
                         },
                         detail={"agent": report.agent_id},
                     )
@@ -383,6 +491,8 @@ class Scheduler:
             if change is not None:
                 changes.append(change)
         moved, _ = await self._apply(changes)
+        if self.breakers is not None:
+            await self.breakers.record(moved)
         await self._after_changes(moved)
         # A "started" report that arrives after its result is expected and harmless; only
         # tasks none of whose reports applied are worth a line (duplicates, stale attempts).
@@ -493,7 +603,16 @@ class Scheduler:
                 workflow_id, {W.RUNNING, W.PAUSED}, outcome, now
             ):
                 workflow = await self.store.get_workflow(workflow_id)
-                log.info("workflow_finished", workflow_id=workflow_id, status=outcome.value)
+                log.info(
+                    "workflow_finished",
+                    workflow_id=workflow_id,
+                    status=outcome.value,
+                    trace_id=f"{workflow_trace_id(workflow_id):032x}",
+                )
+                if self.metrics is not None:
+                    self.metrics.workflow_finished(outcome.value)
+                if self.tracing is not None:
+                    self.tracing.workflow_finished(workflow, now)
                 await self._publish_events([workflow_event(workflow, now)])
 
     # ------------------------------------------------------------------- due and lost
@@ -525,6 +644,29 @@ class Scheduler:
                 changes.append(change)
                 await self._control("cancel", t.id)
         moved, _ = await self._apply(changes)
+        if self.breakers is not None:
+            await self.breakers.record(moved)
+        await self._after_changes(moved)
+        return bool(moved)
+
+    async def _recover_lost_agents(self) -> bool:
+        """Fail as ``lost`` the running attempts of agents gone from the registry, at once
+        rather than at their deadline; the retry policy decides what comes next."""
+        if self.lost_agents is None:
+            return False
+        orphans = await self.lost_agents.orphans(self.store)
+        changes: list[Change] = []
+        for t in orphans:
+            error = ErrorInfo("lost", f"agent {t.agent_id} stopped sending heartbeats")
+            change = await self._failure_change(t.id, t.attempt, error, t.agent_id)
+            if change is not None:
+                changes.append(change)
+                await self._control("cancel", t.id)  # in case it is alive and cut off
+        moved, _ = await self._apply(changes)
+        if moved:
+            log.warning("lost_agents_work_recovered", agents=describe(moved), tasks=len(moved))
+        if self.breakers is not None:
+            await self.breakers.record(moved)
         await self._after_changes(moved)
         return bool(moved)
 
@@ -582,7 +724,15 @@ class Scheduler:
             return await self._pause_workflow(command.target, pause=action == "pause")
         if action == "retry":
             return await self._retry(command.target)
-        raise AgentdeckError(f"unknown action {action!r}; known: cancel, pause, resume, retry")
+        if action in ("trip", "reset") and self.breakers is not None:
+            state = await (self.breakers.trip if action == "trip" else self.breakers.reset)(
+                command.target
+            )
+            return f"breaker {state.name} is {state.status.value}"
+        raise AgentdeckError(
+            f"unknown action {action!r}; known: cancel, pause, resume, retry"
+            + (", trip, reset" if self.breakers is not None else "")
+        )
 
     async def _cancel_workflow(self, workflow_id: str) -> str:
         workflow = await self.store.get_workflow(workflow_id)
@@ -614,9 +764,12 @@ class Scheduler:
         for t in open_tasks:
             if t.status in IN_FLIGHT:
                 await self._control("cancel", t.id)
-        await self._publish_events(
-            [workflow_event(await self.store.get_workflow(workflow_id), now)]
-        )
+        cancelled = await self.store.get_workflow(workflow_id)
+        if self.metrics is not None:
+            self.metrics.workflow_finished(W.CANCELLED.value)
+        if self.tracing is not None:
+            self.tracing.workflow_finished(cancelled, now)
+        await self._publish_events([workflow_event(cancelled, now)])
         return f"cancelled workflow {workflow_id} ({len(moved)} unfinished task(s) cancelled)"
 
     async def _pause_workflow(self, workflow_id: str, *, pause: bool) -> str:

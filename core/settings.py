@@ -41,6 +41,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from core.breaker import BreakerPolicy
 from core.errors import ConfigError
 from core.retry import RetryPolicy
 from core.spec import CAPABILITY_PATTERN, SpecLimits, check_name
@@ -173,6 +174,11 @@ class AgentSpec(BaseModel):
     options: dict[str, JsonValue] = Field(default_factory=dict)
     """Settings for the agent itself (e.g. the shell agent's allowed commands)."""
 
+    started_after: float = Field(default=0.05, ge=0, le=3600)
+    """Seconds a task runs before the agent reports ``started`` (0: at once). Shorter tasks go
+    from dispatched straight to their result (no ``running`` state, no ``started_at``): one
+    message less each, for fleets of very short tasks."""
+
     @field_validator("capabilities")
     @classmethod
     def _check_capabilities(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -217,6 +223,56 @@ CapabilityName = Annotated[
     str, AfterValidator(lambda name: check_name("capability", name, CAPABILITY_PATTERN))
 ]
 """A capability name as a mapping key (``[retry.<capability>]``)."""
+
+
+def _to_breaker_policy(value: Any) -> BreakerPolicy:
+    if isinstance(value, BreakerPolicy):
+        return value
+    try:
+        return BreakerPolicy.from_mapping(value, where="")
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+
+
+BreakerSetting = Annotated[
+    BreakerPolicy,
+    PlainValidator(_to_breaker_policy),
+    PlainSerializer(lambda policy: policy.to_dict(), return_type=dict),
+]
+"""A breaker policy written as a mapping of :class:`core.breaker.BreakerPolicy` fields."""
+
+
+class BreakerSettings(BaseModel):
+    """Circuit breakers: ``[breakers]``, ``[breakers.default]``, ``[breakers.capabilities.X]``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """False: no breaker holds anything (outcomes are not counted either)."""
+
+    default: BreakerSetting = Field(default_factory=BreakerPolicy)
+    """The policy of every agent breaker and of capabilities without their own."""
+
+    capabilities: dict[CapabilityName, BreakerSetting] = Field(default_factory=dict)
+    """A policy per capability."""
+
+    refresh: float = Field(default=0.5, ge=0, le=60)
+    """Seconds the scheduler trusts its copy of the breakers before reading the Registry."""
+
+
+class SnapshotSettings(BaseModel):
+    """Periodic state snapshots in the BlobStore (``[snapshots]``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    interval: float = Field(default=0.0, ge=0, le=31 * 86_400)
+    """Seconds between snapshots the daemon takes; 0 turns them off."""
+
+    keep: int = Field(default=24, ge=1, le=10_000)
+    """Snapshots kept; older ones are deleted after each new one."""
+
+    prefix: str = Field(default="snapshots/", min_length=1, max_length=200)
+    """Where in the BlobStore snapshots live."""
 
 
 def _default_home() -> Path:
@@ -264,6 +320,16 @@ class Settings(BaseSettings):
     retry: dict[CapabilityName, RetrySetting] = Field(default_factory=dict)
     """Retry policy per capability (a task's own ``retry`` wins over it)."""
 
+    breakers: BreakerSettings = Field(default_factory=BreakerSettings)
+    """Circuit breaker policies."""
+
+    snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
+    """Periodic snapshots of the whole state."""
+
+    output_inline_limit: int = Field(default=1_048_576, ge=0, le=1_073_741_824)
+    """Task outputs whose JSON is larger than this many bytes are kept in the blob store and
+    the task holds a reference; 0 keeps every output in the Store."""
+
     agents: list[AgentSpec] = Field(default_factory=list)
     """Agents the daemon runs on this node."""
 
@@ -276,6 +342,19 @@ class Settings(BaseSettings):
 
     log_format: Literal["auto", "json", "console"] = "auto"
     """``json`` lines, a ``console`` for people, or ``auto``: console on a terminal."""
+
+    theme: str = Field(default="dark", min_length=1, max_length=1000)
+    """Control-centre theme: ``dark``, ``light``, ``high-contrast``, or a theme TOML file's path."""
+
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """TCP port of the Prometheus ``/metrics`` endpoint (daemon and agent processes); 0: off."""
+
+    metrics_address: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    """Address the ``/metrics`` endpoint binds (``0.0.0.0`` to let a remote Prometheus in)."""
+
+    tracing: bool = True
+    """OpenTelemetry spans for workflows, attempts and runs (exported when ``OTEL_*`` says
+    where; ``OTEL_SDK_DISABLED=true`` also turns them off)."""
 
     @field_validator("home", mode="after")
     @classmethod

@@ -80,6 +80,10 @@ class Context:
             except AgentdeckError as exc:
                 click.echo(f"error: {exc}", err=True)
                 sys.exit(EXIT_USAGE)
+            # Log lines go to stderr from the start: stdout is the command's output (ids,
+            # --json) that scripts read. --daemon and agent configure it again, the same way.
+            s = self._settings
+            configure_logging(s.log_level, s.log_format, node=s.node)
         return self._settings
 
 
@@ -141,9 +145,11 @@ def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
 
     async def go() -> None:
         from tui.demo import DemoFeeder, LivePrinter
+        from tui.telemetry import instrument_runtime
         from tui.wiring import build_runtime
 
         runtime = build_runtime(settings, demo=demo)
+        telemetry = instrument_runtime(runtime, settings)
         if live or demo:
             runtime.services.append(LivePrinter(runtime.bus))
         if demo:
@@ -151,8 +157,11 @@ def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.add_signal_handler(sig, runtime.close)
-        async with runtime:
-            await runtime.wait_closed()
+        try:
+            async with runtime:
+                await runtime.wait_closed()
+        finally:
+            telemetry.close()  # flush spans still waiting for export
 
     run(go())
 
@@ -186,6 +195,19 @@ def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
     help="Agent option (repeatable); VALUE is parsed as JSON when it can be.",
 )
 @click.option("--grace", default=30.0, show_default=True, help="Seconds to drain on SIGTERM.")
+@click.option(
+    "--started-after",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 3600),
+    help="Report `started` only for tasks still running after SECONDS (0: always).",
+)
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Serve /metrics on this port (default: the metrics_port setting; 0: off).",
+)
 @pass_ctx
 def agent_cmd(
     ctx: Context,
@@ -196,12 +218,15 @@ def agent_cmd(
     concurrency: int,
     options: tuple[str, ...],
     grace: float,
+    started_after: float,
+    metrics_port: int | None,
 ) -> None:
     """Run an agent worker process that takes tasks from the bus: a built-in (--kind) or
     your own @agent functions (--module)."""
     from agents.main import run_workers
     from backends import open_bus, open_registry
     from core.settings import AgentSpec
+    from tui.telemetry import Telemetry
     from tui.wiring import build_worker, decorated_workers
 
     if bool(kind) == bool(modules):
@@ -236,6 +261,7 @@ def agent_cmd(
                     "concurrency": concurrency,
                     "capabilities": list(capabilities) or [kind],
                     "options": opts,
+                    "started_after": started_after,
                 }
             )
         except ValueError as exc:  # pydantic's ValidationError: its text names the field
@@ -255,7 +281,14 @@ def agent_cmd(
                 workers = decorated_workers(modules, bus, registry, clock, settings)
                 if not workers:
                     raise AgentdeckError(f"no @agent functions in {', '.join(modules)}")
-            await run_workers(workers, grace=grace)
+            telemetry = Telemetry.for_settings(settings, "agentdeck-agent", metrics_port)
+            telemetry.attach(workers)
+            if telemetry.server is not None:
+                telemetry.server.start()
+            try:
+                await run_workers(workers, grace=grace)
+            finally:
+                telemetry.close()
         finally:
             await bus.close()
             await registry.close()
@@ -412,6 +445,19 @@ def workflows_cmd(ctx: Context, statuses: tuple[str, ...], limit: int, as_json: 
     )
 
 
+async def _with_output(settings: Settings, task: Any) -> Any:
+    """``task`` with its output fetched when the blob store keeps it (a large output)."""
+    from dataclasses import replace
+
+    from core.outputs import OutputStore, is_ref
+    from tui.wiring import blobs_only
+
+    if not is_ref(task.output):
+        return task
+    async with blobs_only(settings) as blobs:
+        return replace(task, output=await OutputStore(blobs, limit=1).resolve(task.output))
+
+
 @main.command("show")
 @click.argument("target")
 @click.option("--events", is_flag=True, help="With a task id: its whole event history.")
@@ -424,6 +470,7 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
     async def go(client: Any) -> dict[str, Any]:
         found = await client.resolve(target)
         if isinstance(found, Task):
+            found = await _with_output(ctx.settings, found)
             return {"task": found, "events": await client.history(found.id)}
         tasks = await client.store.list_tasks(workflow_id=found.id, limit=1_000_000)
         return {"workflow": found, "tasks": tasks}
@@ -546,6 +593,187 @@ _command("cancel", "Cancel a workflow: unfinished tasks are cancelled, running o
 _command("retry", "Retry a failed task (WF/KEY), or every failed task of a workflow.")
 _command("pause", "Pause a workflow: running tasks finish, nothing new is dispatched.")
 _command("resume", "Resume a paused workflow.")
+
+
+# -------------------------------------------------------------------------- breakers
+
+
+@main.group("breaker")
+def breaker_group() -> None:
+    """Circuit breakers: list them, trip or reset one by hand."""
+
+
+@breaker_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def breaker_list_cmd(ctx: Context, as_json: bool) -> None:
+    """Every breaker with shared state (a breaker never used has none: it is closed)."""
+    from core.breaker import BreakerState
+    from tui.wiring import registry_only
+
+    async def go() -> list[BreakerState]:
+        async with registry_only(ctx.settings) as registry:
+            records = await registry.breakers()
+        return sorted((BreakerState.from_record(r) for r in records), key=lambda s: s.name)
+
+    states = run(go())
+    if as_json:
+        emit_json(
+            [
+                {
+                    "name": s.name,
+                    "status": s.status.value,
+                    "consecutive_failures": s.consecutive_failures,
+                    "calls": s.calls(),
+                    "failure_rate": round(s.failure_rate(), 4),
+                    "opened_at": s.opened_at,
+                    "manual": s.manual,
+                    "reason": s.reason,
+                }
+                for s in states
+            ]
+        )
+        return
+    now = SystemClock().now()
+    click.echo(
+        format_table(
+            ["name", "status", "in a row", "window", "changed", "reason"],
+            [
+                [
+                    s.name,
+                    s.status.value + (" (by hand)" if s.manual else ""),
+                    s.consecutive_failures,
+                    f"{s.calls()} calls, {s.failure_rate():.0%} failed",
+                    ago(s.changed_at, now) if s.changed_at else "-",
+                    s.reason,
+                ]
+                for s in states
+            ],
+        )
+    )
+
+
+def _breaker_command(action: str, help_text: str) -> None:
+    @breaker_group.command(action, help=help_text)
+    @click.argument("name")
+    @click.option("--no-wait", is_flag=True, help="Queue the command and return at once.")
+    @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for it.")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    @pass_ctx
+    def command(ctx: Context, name: str, no_wait: bool, timeout: float, as_json: bool) -> None:
+        from core.models import CommandStatus
+
+        async def go(client: Any) -> Any:
+            return await client.command(action, name, wait=None if no_wait else timeout)
+
+        result = _client_call(ctx, go)
+        if as_json:
+            emit_json(result)
+        elif result.status == CommandStatus.PENDING:
+            click.echo(f"queued {action} {result.target} ({result.id})")
+        else:
+            click.echo(result.result)
+        if result.status == CommandStatus.FAILED:
+            click.echo(f"error: {result.result}", err=True)
+            sys.exit(EXIT_ERROR)
+
+
+_breaker_command(
+    "trip", "Open breaker NAME (capability:X, agent:ID or a capability) until it is reset."
+)
+_breaker_command("reset", "Close breaker NAME and clear its counts.")
+
+
+# ------------------------------------------------------------------------- snapshots
+
+
+@main.group("snapshot")
+def snapshot_group() -> None:
+    """Snapshots of the whole state in the blob store: create, list, restore."""
+
+
+@snapshot_group.command("create")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def snapshot_create_cmd(ctx: Context, as_json: bool) -> None:
+    """Write the whole state (workflows, tasks, events, commands) as a new snapshot."""
+    from core.snapshot import SnapshotInfo, create_snapshot
+    from tui.wiring import blobs_only, store_only
+
+    settings = ctx.settings
+
+    async def go() -> SnapshotInfo:
+        async with store_only(settings) as store, blobs_only(settings) as blobs:
+            return await create_snapshot(
+                store, blobs, SystemClock(), node=settings.node, prefix=settings.snapshots.prefix
+            )
+
+    info = run(go())
+    if as_json:
+        emit_json(info)
+        return
+    counts = ", ".join(f"{n} {kind}" for kind, n in info.counts.items())
+    click.echo(f"snapshot {info.id}: {counts} ({info.size} bytes)")
+
+
+@snapshot_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def snapshot_list_cmd(ctx: Context, as_json: bool) -> None:
+    """Complete snapshots in the blob store, oldest first."""
+    from core.snapshot import SnapshotInfo, list_snapshots
+    from tui.wiring import blobs_only
+
+    async def go() -> list[SnapshotInfo]:
+        async with blobs_only(ctx.settings) as blobs:
+            return await list_snapshots(blobs, prefix=ctx.settings.snapshots.prefix)
+
+    infos = run(go())
+    if as_json:
+        emit_json(infos)
+        return
+    click.echo(
+        format_table(
+            ["id", "created", "node", "workflows", "tasks", "events", "commands", "bytes"],
+            [
+                [
+                    i.id,
+                    when(i.created_at),
+                    i.node,
+                    *(i.counts.get(k, 0) for k in ("workflows", "tasks", "events", "commands")),
+                    i.size,
+                ]
+                for i in infos
+            ],
+        )
+    )
+
+
+@snapshot_group.command("restore")
+@click.argument("snapshot_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def snapshot_restore_cmd(ctx: Context, snapshot_id: str, as_json: bool) -> None:
+    """Load snapshot SNAPSHOT_ID into the configured store, which must be empty.
+
+    Everything is checked (format version, checksums, records) before anything is written.
+    Run it before starting a daemon on the new store.
+    """
+    from core.snapshot import SnapshotInfo, restore_snapshot
+    from tui.wiring import blobs_only, store_only
+
+    async def go() -> SnapshotInfo:
+        async with store_only(ctx.settings) as store, blobs_only(ctx.settings) as blobs:
+            return await restore_snapshot(
+                store, blobs, snapshot_id, prefix=ctx.settings.snapshots.prefix
+            )
+
+    info = run(go())
+    if as_json:
+        emit_json(info)
+        return
+    counts = ", ".join(f"{n} {kind}" for kind, n in info.counts.items())
+    click.echo(f"restored snapshot {info.id}: {counts}")
 
 
 @main.command("config")

@@ -11,12 +11,16 @@ from agents.builtin import build as build_handler
 from agents.decorator import import_agents
 from agents.worker import Worker
 from backends import open_blobs, open_bus, open_registry, open_store
+from core.breakers import Breakers
 from core.clock import Clock, SystemClock
-from core.ports import Bus, Registry, Store
+from core.outputs import OutputStore
+from core.ports import BlobStore, Bus, Registry, Store
+from core.recovery import LostAgents
 from core.retry import RetryPolicy
 from core.runtime import Runtime, Service
 from core.scheduler import SchedulerConfig
 from core.settings import AgentSpec, Settings
+from core.snapshot import SnapshotService
 
 #: The fleet ``--demo`` adds when the config declares none: one of each harmless built-in.
 DEMO_AGENTS: tuple[dict[str, Any], ...] = (
@@ -39,6 +43,18 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         lost_grace=s.lost_grace,
         lease_ttl=s.lease_ttl,
         capability_retry=per_cap,
+    )
+
+
+def build_breakers(
+    settings: Settings, registry: Registry, bus: Bus, clock: Clock
+) -> Breakers | None:
+    """The circuit breakers the scheduler consults, or None when turned off."""
+    b = settings.breakers
+    if not b.enabled:
+        return None
+    return Breakers(
+        registry, bus, clock, default=b.default, policies=b.capabilities, refresh=b.refresh
     )
 
 
@@ -66,6 +82,7 @@ def build_worker(
         clock=clock,
         heartbeat_interval=settings.scheduler.heartbeat_interval,
         ttl=settings.scheduler.agent_ttl,
+        started_after=spec.started_after,
     )
 
 
@@ -78,6 +95,17 @@ async def store_only(settings: Settings, clock: Clock | None = None) -> AsyncIte
         yield store
     finally:
         await store.close()
+
+
+@contextlib.asynccontextmanager
+async def blobs_only(settings: Settings, clock: Clock | None = None) -> AsyncIterator[BlobStore]:
+    """Just the BlobStore, started."""
+    blobs = open_blobs(settings.blob_url, clock=clock or SystemClock())
+    await blobs.start()
+    try:
+        yield blobs
+    finally:
+        await blobs.close()
 
 
 @contextlib.asynccontextmanager
@@ -129,14 +157,39 @@ def build_runtime(
         ]
         services += decorated_workers(settings.agent_modules, bus, registry, clock, settings)
     services += list((extra_services or {}).values())
-    return Runtime(
+    blobs = open_blobs(settings.blob_url, clock=clock)
+    limit = settings.output_inline_limit
+    runtime = Runtime(
         store=open_store(settings.store_url, clock=clock),
         bus=bus,
         registry=registry,
-        blobs=open_blobs(settings.blob_url, clock=clock),
+        breakers=build_breakers(settings, registry, bus, clock),
+        lost_agents=LostAgents(
+            registry,
+            clock,
+            grace=2 * settings.scheduler.heartbeat_interval,
+            interval=settings.scheduler.heartbeat_interval / 2,
+        ),
+        blobs=blobs,
+        outputs=OutputStore(blobs, limit=limit) if limit else None,
         clock=clock,
         node=settings.node or socket.gethostname(),
         config=scheduler_config(settings),
         limits=settings.limits,
         services=services,
     )
+    snap = settings.snapshots
+    if snap.interval > 0:
+        runtime.services.append(
+            SnapshotService(
+                runtime.store,
+                runtime.blobs,
+                clock,
+                interval=snap.interval,
+                keep=snap.keep,
+                prefix=snap.prefix,
+                node=runtime.node,
+                active=lambda: runtime.scheduler.is_leader,  # one node writes them
+            )
+        )
+    return runtime
