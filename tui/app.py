@@ -1,0 +1,591 @@
+"""The control centre: a Textual app over the Store, the Registry and the events stream.
+
+``agentdeck`` (no subcommand) calls :func:`run_app`, which builds the runtime from the settings
+(embedded backends when nothing is configured, the cluster's when URLs are) and runs it inside
+the app: started in a worker on mount, shut down when the app closes. Screens read the Store
+through a :class:`core.client.Client` and change nothing themselves: actions queue commands that
+the scheduler leader carries out, and those land in the action log.
+
+Refreshing is batched: events only mark the view dirty; a timer reloads the *visible* screen at
+most ``refresh_interval`` apart (and every few seconds anyway, for ages and heartbeats), and never
+while the view is paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import getpass
+import os
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import ClassVar
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.screen import Screen
+from textual.theme import Theme
+
+from core.client import Client
+from core.errors import AgentdeckError, ConfigError
+from core.logs import configure_logging
+from core.messages import Event, decode
+from core.settings import Settings
+from core.states import TaskStatus
+from themes import APP_CSS, BUILTIN, load_theme
+from tui.screens.actions import ActionsScreen
+from tui.screens.agents import AgentsScreen
+from tui.screens.base import DeckScreen, Sources
+from tui.screens.breakers import BreakersScreen
+from tui.screens.modals import ConfirmScreen, HelpScreen
+from tui.screens.overview import OverviewScreen
+from tui.screens.tasks import TasksScreen
+from tui.screens.workflows import WorkflowScreen, WorkflowsScreen
+from tui.widgets.command_line import CommandLine
+
+Connect = Callable[[], AbstractAsyncContextManager[Sources]]
+"""Opens the data sources (and whatever runs behind them) for as long as the app runs."""
+
+#: How an action reads in a confirmation: "Retry task wf/a?".
+VERBS = {
+    "retry": "Retry",
+    "cancel": "Cancel",
+    "pause": "Pause",
+    "resume": "Resume",
+    "trip": "Trip open",
+    "reset": "Reset closed",
+}
+#: Seconds between reloads when nothing happened (ages and heartbeats still move).
+IDLE_RELOAD = 2.0
+RATE_WINDOW = 60
+#: Seconds after SIGHUP/SIGTERM before the process ends itself if a clean exit is stuck
+#: (longer than the runtime's drain grace, so a clean shutdown always gets its chance).
+EXIT_WATCHDOG = 20.0
+
+
+def _key_label(binding: Binding) -> str:
+    return binding.key_display or binding.key.split(",")[0]
+
+
+def _textual_theme(data: dict[str, object]) -> Theme:
+    fields = {k: v for k, v in data.items() if k not in ("name", "variables")}
+    return Theme(
+        name=f"agentdeck-{data['name']}",
+        variables=dict(data.get("variables", {})),  # type: ignore[call-overload]
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+class AgentdeckApp(App[None]):
+    """The control centre."""
+
+    CSS_PATH = str(APP_CSS)
+    TITLE = "agentdeck"
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("colon", "command_line", "Command", key_display=":"),
+        Binding("slash", "filter", "Filter", key_display="/", show=False),
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("p", "toggle_pause", "Freeze"),
+        Binding("t", "cycle_theme", "Theme", show=False),
+        Binding("1", "goto('overview')", "Overview", show=False),
+        Binding("2", "goto('workflows')", "Workflows", show=False),
+        Binding("3", "goto('tasks')", "Tasks", show=False),
+        Binding("4", "goto('agents')", "Agents", show=False),
+        Binding("5", "goto('actions')", "Action log", show=False),
+        Binding("6", "goto('breakers')", "Breakers", show=False),
+        Binding("q", "quit", "Quit"),
+    ]
+
+    def __init__(
+        self,
+        connect: Connect,
+        *,
+        read_only: bool = False,
+        theme: str = "dark",
+        refresh_interval: float | None = 0.25,
+    ) -> None:
+        super().__init__()
+        self._connect_sources = connect
+        self.read_only = read_only
+        self.refresh_interval = refresh_interval
+        self.sources: Sources | None = None
+        self.connected = asyncio.Event()
+        self.paused = False
+        self._stack = AsyncExitStack()
+        self._dirty = True
+        self._last_reload = 0.0
+        self._reloading = False
+        self._themes: list[str] = []
+        self._theme_setting = theme
+        self._done: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
+        self._failed: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
+        self._rate_second: int | None = None
+
+    # ------------------------------------------------------------------------ lifecycle
+
+    def on_mount(self) -> None:
+        """Register the themes, show the overview, connect in the background."""
+        for name in BUILTIN:
+            self.add_theme(load_theme(name))
+        self.set_theme(self._theme_setting)
+        self.push_screen(OverviewScreen())
+        self.run_worker(self._connect(), name="connect", group="connect")
+
+    async def _connect(self) -> None:
+        try:
+            self.sources = await self._stack.enter_async_context(self._connect_sources())
+        except AgentdeckError as exc:
+            self.exit(return_code=1, message=f"error: {exc}")
+            return
+        self.connected.set()
+        if self.sources.events is not None:
+            self.run_worker(self._follow_events(self.sources.events), name="events", group="events")
+        if self.refresh_interval:
+            self.set_interval(self.refresh_interval, self._tick)
+        await self.refresh_now()
+
+    async def on_unmount(self) -> None:
+        """Shut down what :func:`run_app` started (the runtime), after the screens are gone."""
+        await self._stack.aclose()
+
+    def request_exit(self) -> None:
+        """Leave the app (safe from a signal handler: SIGHUP, SIGTERM)."""
+        self.exit()
+
+    # -------------------------------------------------------------------------- themes
+
+    def add_theme(self, data: dict[str, object]) -> str:
+        """Register a theme loaded by :func:`themes.load_theme`; returns its short name."""
+        self.register_theme(_textual_theme(data))
+        name = str(data["name"])
+        if name not in self._themes:
+            self._themes.append(name)
+        return name
+
+    def set_theme(self, name_or_path: str) -> None:
+        """Switch to a built-in theme by name or a theme file by path (ConfigError if neither)."""
+        name = (
+            name_or_path
+            if name_or_path in self._themes
+            else self.add_theme(load_theme(name_or_path))
+        )
+        self.theme = f"agentdeck-{name}"
+        for screen in self.screen_stack:
+            for table in screen.query("LiveTable"):
+                table.restyle()  # type: ignore[attr-defined]
+
+    @property
+    def theme_name(self) -> str:
+        """The short name of the current theme (``dark``, ``light``, ...)."""
+        return self.theme.removeprefix("agentdeck-")
+
+    def status_style(self, status: str) -> str:
+        """The colour of a task/workflow state in the current theme (empty if none)."""
+        return self.current_theme.variables.get(f"status-{status}", "")
+
+    def action_cycle_theme(self) -> None:
+        """Next theme."""
+        names = self._themes
+        current = names.index(self.theme_name) if self.theme_name in names else -1
+        self.set_theme(names[(current + 1) % len(names)])
+        self.notify(f"theme {self.theme_name}", timeout=1.5)
+        self.call_later(self.refresh_now)
+
+    # ---------------------------------------------------------------------- refreshing
+
+    def _count(self, event: Event) -> None:
+        second = int(event.at)
+        if self._rate_second is None:
+            self._rate_second = second
+        while self._rate_second < second:
+            self._rate_second += 1
+            self._done.append(0)
+            self._failed.append(0)
+        kind = event.data.get("kind")
+        if kind == "succeeded":
+            self._done[-1] += 1
+        elif kind in ("failed", "retrying"):
+            self._failed[-1] += 1
+
+    def rates(self) -> tuple[list[int], list[int]]:
+        """Tasks that succeeded and that failed, per second, over the last minute."""
+        return list(self._done), list(self._failed)
+
+    async def _follow_events(self, events: Callable[[], AsyncIterator[bytes]]) -> None:
+        async for body in events():
+            try:
+                event = decode(body, Event)
+            except AgentdeckError:
+                continue
+            self._dirty = True
+            if event.topic == "task":
+                self._count(event)
+            elif event.topic == "command":
+                d = event.data
+                failed = d.get("status") != "done"
+                self.notify(
+                    f"{d.get('action')} {d.get('target')}: {d.get('result')}",
+                    severity="error" if failed else "information",
+                )
+
+    async def _tick(self) -> None:
+        if self.paused or self._reloading or self.sources is None:
+            return
+        now = self.sources.clock.now()
+        if self._dirty or now - self._last_reload >= IDLE_RELOAD:
+            await self.refresh_now()
+
+    async def refresh_now(self) -> None:
+        """Reload the visible screen now (tests call this instead of waiting for the timer)."""
+        screen = self.screen
+        if self.sources is None or not isinstance(screen, DeckScreen):
+            self.update_bar()
+            return
+        self._reloading, self._dirty = True, False
+        try:
+            await screen.reload()
+        except AgentdeckError as exc:
+            self.notify(str(exc), severity="error", timeout=3)
+        finally:
+            self._reloading = False
+            self._last_reload = self.sources.clock.now()
+        self.update_bar()
+
+    def update_bar(self) -> None:
+        """Breadcrumbs and badges on the visible screen's status bar."""
+        screen = self.screen
+        if not isinstance(screen, DeckScreen):
+            return
+        crumbs = [s.crumb_text() for s in self.screen_stack if isinstance(s, DeckScreen)]
+        table = screen.table()
+        if table is not None and table.filter_text:
+            crumbs[-1] += f" /{table.filter_text}"
+        badges: list[tuple[str, str]] = []
+        if table is not None and table.tagged:
+            badges.append((f"{len(table.tagged)} tagged", "bold reverse"))
+        if table is not None and table.total > table.window:
+            badges.append((f"first {table.window} of {table.total}", "dim"))
+        if self.read_only:
+            badges.append(("READ-ONLY", "bold reverse"))
+        if self.paused:
+            badges.append(("PAUSED", f"bold reverse {self.status_style('failed')}".strip()))
+        if self.sources is None:
+            badges.append(("connecting…", "dim"))
+        with contextlib.suppress(Exception):  # the bar may not be mounted yet
+            from tui.widgets.status_bar import StatusBar
+
+            screen.query_one(StatusBar).show(crumbs, badges)
+
+    def action_toggle_pause(self) -> None:
+        """Freeze the view (data keeps flowing behind it); again to follow live."""
+        self.paused = not self.paused
+        self.update_bar()
+        if not self.paused:
+            self.call_later(self.refresh_now)
+
+    # ---------------------------------------------------------------------- navigation
+
+    async def goto(self, screen: DeckScreen) -> None:
+        """Make ``screen`` the top-level screen (drill-down screens above it close)."""
+        while len(self.screen_stack) > 2:
+            await self.pop_screen()
+        await self.switch_screen(screen)
+        await self.refresh_now()
+
+    async def action_goto(self, name: str) -> None:
+        """Jump to a top-level screen by name."""
+        screens: dict[str, Callable[[], DeckScreen]] = {
+            "overview": OverviewScreen,
+            "workflows": WorkflowsScreen,
+            "tasks": TasksScreen,
+            "agents": AgentsScreen,
+            "actions": ActionsScreen,
+            "breakers": BreakersScreen,
+        }
+        await self.goto(screens[name]())
+
+    def go_back(self) -> None:
+        """Close the top drill-down screen (the top-level screen stays)."""
+        if len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    async def drill(self, screen: DeckScreen) -> None:
+        """Open ``screen`` above the current one."""
+        await self.push_screen(screen)
+        await self.refresh_now()
+
+    def _command_line(self) -> CommandLine | None:
+        lines = self.screen.query(CommandLine)
+        return lines.first() if lines else None
+
+    def action_command_line(self) -> None:
+        """``:`` opens the command line."""
+        line = self._command_line()
+        if line is not None:
+            line.open("command")
+
+    def action_filter(self) -> None:
+        """``/`` opens the filter for the screen's table."""
+        line, screen = self._command_line(), self.screen
+        if line is not None and isinstance(screen, DeckScreen) and screen.table() is not None:
+            table = screen.table()
+            line.open("filter", table.filter_text if table else "")
+
+    def action_help(self) -> None:
+        """``?`` lists the keys that work on this screen: its own, its table's, then global ones."""
+        screen = self.screen
+        if not isinstance(screen, DeckScreen):
+            return
+        keys: list[tuple[str, str]] = []
+        own = [b for b in screen.BINDINGS if isinstance(b, Binding) and b.key != "escape"]
+        keys += [(_key_label(b), b.description) for b in own if screen.check_action(b.action, ())]
+        if screen.table() is not None:
+            keys += [
+                ("j / k", "Down / up"),
+                ("g / G", "Top / bottom"),
+                ("s / S", "Sort by next column / reverse"),
+            ]
+            keys += [("Enter", "Open"), ("/", "Filter rows")]
+        keys += [
+            ("Esc", "Back"),
+            (":", "Command line (Tab completes)"),
+            ("p", "Pause / follow the view"),
+        ]
+        keys += [
+            ("1-6", "Overview, workflows, tasks, agents, action log, breakers"),
+            ("t", "Next theme"),
+        ]
+        keys += [("ctrl+p", "Command palette"), ("?", "This help"), ("q", "Quit")]
+        self.push_screen(HelpScreen(screen.crumb_text(), keys))
+
+    async def on_command_line_typed(self, message: CommandLine.Typed) -> None:
+        """Filter as the user types."""
+        screen = self.screen
+        if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
+            table.set_filter(message.text)
+            self.update_bar()
+
+    async def on_command_line_run(self, message: CommandLine.Run) -> None:
+        """Run a ``:`` command or set a ``/`` filter."""
+        if message.mode == "filter":
+            screen = self.screen
+            if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
+                table.set_filter(message.text)
+                table.focus()
+            self.update_bar()
+        elif message.mode == "command" and message.text:
+            await self.run_command(message.text)
+
+    async def run_command(self, text: str) -> None:
+        """Carry out a ``:`` command (``agents``, ``tasks failed cap=echo``, ``wf <id>``...)."""
+        word, *args = text.split()
+        word = word.lower()
+        if word in ("q", "quit", "exit"):
+            self.exit()
+        elif word in ("o", "ov", "overview"):
+            await self.goto(OverviewScreen())
+        elif word in ("wf", "workflow", "workflows"):
+            await self.goto(WorkflowsScreen())
+            if args:
+                await self._open_workflow(args[0])
+        elif word in ("t", "task", "tasks"):
+            screen = self._tasks_screen(args)
+            if screen is not None:
+                await self.goto(screen)
+        elif word in ("a", "agent", "agents"):
+            await self.goto(AgentsScreen())
+        elif word in ("actions", "log", "history"):
+            await self.goto(ActionsScreen())
+        elif word in ("breakers", "breaker", "br"):
+            await self.goto(BreakersScreen())
+        elif word == "help":
+            self.action_help()
+        elif word == "theme" and args:
+            try:
+                self.set_theme(args[0])
+            except ConfigError as exc:
+                self.notify(str(exc), severity="error")
+            await self.refresh_now()
+        else:
+            self.notify(
+                f"unknown command {text!r}; known: overview, workflows, wf <id>, "
+                "tasks [status] [cap=x] [wf=id] [agent=id], agents, actions, breakers, "
+                "theme <name>, help, quit",
+                severity="error",
+            )
+
+    def _tasks_screen(self, args: Iterable[str]) -> TasksScreen | None:
+        statuses: list[TaskStatus] = []
+        capability = workflow = agent = None
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if eq and key in ("cap", "capability"):
+                capability = value
+            elif eq and key in ("wf", "workflow"):
+                workflow = value
+            elif eq and key == "agent":
+                agent = value
+            elif arg in TaskStatus.__members__.values():
+                statuses.append(TaskStatus(arg))
+            else:
+                self.notify(
+                    f"tasks: {arg!r} is not a filter; use a status "
+                    f"({', '.join(TaskStatus)}), cap=<capability>, wf=<workflow id> or agent=<id>",
+                    severity="error",
+                )
+                return None
+        return TasksScreen(statuses, capability, workflow, agent)
+
+    async def _open_workflow(self, target: str) -> None:
+        if self.sources is None:
+            return
+        try:
+            found = await self.sources.client.resolve(target)
+        except AgentdeckError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        await self.drill(WorkflowScreen(getattr(found, "workflow_id", found.id)))
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        """The command palette: the screens, the themes, pause, quit."""
+        yield SystemCommand(
+            "Overview",
+            "The fleet at a glance",
+            lambda: self.run_worker(self.action_goto("overview")),
+        )
+        yield SystemCommand(
+            "Workflows", "Every workflow", lambda: self.run_worker(self.action_goto("workflows"))
+        )
+        yield SystemCommand(
+            "Tasks", "Every task", lambda: self.run_worker(self.action_goto("tasks"))
+        )
+        yield SystemCommand(
+            "Failed tasks",
+            "Tasks that failed for good",
+            lambda: self.run_worker(self.run_command("tasks failed")),
+        )
+        yield SystemCommand(
+            "Agents", "The live fleet", lambda: self.run_worker(self.action_goto("agents"))
+        )
+        yield SystemCommand(
+            "Action log",
+            "Operator commands and results",
+            lambda: self.run_worker(self.action_goto("actions")),
+        )
+        for name in self._themes:
+            yield SystemCommand(
+                f"Theme: {name}", f"Switch to the {name} theme", lambda n=name: self.set_theme(n)
+            )
+        yield SystemCommand(
+            "Pause / follow", "Freeze or unfreeze the view", self.action_toggle_pause
+        )
+        yield SystemCommand("Quit", "Leave agentdeck", self.exit)
+
+    # ------------------------------------------------------------------------- actions
+
+    def request_action(self, action: str, targets: list[str], what: str) -> None:
+        """Ask to confirm ``action`` on ``targets`` naming them, then queue the command(s)."""
+        if self.read_only:
+            self.notify("read-only: actions are disabled", severity="warning")
+            return
+        if not targets:
+            self.notify("nothing selected", severity="warning")
+            return
+        plural = f"{len(targets)} {what}s" if len(targets) > 1 else f"{what} {targets[0]}"
+        question = f"{VERBS[action]} {plural}?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.run_worker(self._send(action, targets), group="actions")
+            else:
+                self.notify(f"{action} not sent", timeout=2)
+
+        self.push_screen(ConfirmScreen(question, targets), answered)
+
+    async def _send(self, action: str, targets: list[str]) -> None:
+        assert self.sources is not None
+        sent = 0
+        for target in targets:
+            try:
+                await self.sources.client.command(action, target, wait=None)
+                sent += 1
+            except AgentdeckError as exc:
+                self.notify(str(exc), severity="error")
+        if sent:
+            self.notify(f"{action} queued for {sent} target(s); see the action log", timeout=3)
+        screen = self.screen
+        if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
+            table.clear_tags()
+        await self.refresh_now()
+
+
+# ----------------------------------------------------------------------------- running
+
+
+@contextlib.asynccontextmanager
+async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[Sources]:
+    """Start the node's runtime (and the demo feed) and yield what the screens read."""
+    from tui.demo import DemoFeeder
+    from tui.wiring import build_runtime
+
+    runtime = build_runtime(settings, demo=demo)
+    if demo:
+        runtime.services.append(DemoFeeder(runtime.client, runtime.clock))
+    async with runtime:
+        client = Client(
+            runtime.store,
+            runtime.clock,
+            limits=settings.limits,
+            actor=f"tui:{getpass.getuser()}@{runtime.node}",
+            on_submit=runtime.scheduler.wake,
+        )
+        yield Sources(
+            client, runtime.registry, runtime.clock, runtime.bus.subscribe_events, runtime.node
+        )
+
+
+def run_app(settings: Settings, *, demo: bool, read_only: bool) -> None:
+    """Run the control centre until quit, SIGHUP/SIGTERM, or the terminal going away."""
+    try:
+        load_theme(settings.theme)  # a bad theme is a config error before the screen changes
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    # Logs would scribble over the screen: they go to a file while the TUI runs.
+    log_file = (home / "agentdeck-tui.log").open("a")
+    configure_logging(settings.log_level, "json", node=settings.node, stream=log_file)
+    app = AgentdeckApp(
+        lambda: runtime_sources(settings, demo=demo),
+        read_only=read_only,
+        theme=settings.theme,
+    )
+
+    def hang_up(code: int) -> None:
+        # The terminal is gone (SIGHUP) or we are told to stop (SIGTERM): leave cleanly, which
+        # stops the runtime. Seen under load: with the pty gone, interpreter teardown can then
+        # block for ever on a thread still tied to the dead terminal; a dropped SSH session must
+        # not leave a process behind, so a watchdog ends the process if leaving takes too long.
+        watchdog = threading.Timer(EXIT_WATCHDOG, os._exit, args=(code,))
+        watchdog.daemon = True
+        watchdog.start()
+        app.request_exit()
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGHUP, hang_up, 128 + signal.SIGHUP)
+        loop.add_signal_handler(signal.SIGTERM, hang_up, 128 + signal.SIGTERM)
+        await app.run_async()
+
+    try:
+        asyncio.run(go())
+    finally:
+        log_file.close()
+    if app.return_code:
+        raise SystemExit(app.return_code)

@@ -1,0 +1,1 @@
+"""Screens of the control centre, one per resource, plus the confirm and help dialogs."""

@@ -1,0 +1,84 @@
+"""Circuit breakers: per capability and per agent, their state, failures and why they opened."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+
+from core import client as client_module
+from tui.screens.base import DeckScreen
+from tui.table import ago
+from tui.widgets.live_table import LiveTable
+
+#: Breaker state -> the task-state colour that reads the same way.
+_COLOUR = {"closed": "succeeded", "open": "failed", "half_open": "retrying"}
+
+
+def breaker_actions() -> bool:
+    """True when this build's scheduler carries out ``trip`` and ``reset`` commands."""
+    return "trip" in client_module.ACTIONS
+
+
+class BreakersScreen(DeckScreen):
+    """Breakers from the registry, open ones first: ``o`` trips one open, ``c`` resets it closed."""
+
+    crumb: ClassVar[str] = "Breakers"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("o", "trip", "Trip open"),
+        Binding("c", "reset", "Reset closed"),
+    ]
+
+    def body(self) -> ComposeResult:
+        """The breaker table."""
+        yield LiveTable(
+            ["breaker", "state", "failures", "since", "reason"],
+            render=self._cell_text,
+            id="breakers",
+        )
+
+    def _cell_text(self, column: int, value: Any) -> str | Text:
+        if column == 1:
+            return Text(str(value), style=self.deck.status_style(_COLOUR.get(str(value), "")))
+        return "-" if value is None else str(value)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Trip and reset exist only when not read-only and the scheduler knows them."""
+        if action in ("trip", "reset"):
+            return not self.deck.read_only and breaker_actions()
+        return super().check_action(action, parameters)
+
+    async def reload(self) -> None:
+        """Read the breakers."""
+        now = self.sources.clock.now()
+        records = await self.sources.registry.breakers()
+        rank = {"open": 0, "half_open": 1}
+        rows = []
+        for b in sorted(records, key=lambda b: (rank.get(b.state, 2), b.name)):
+            data = dict(b.data)
+            since = data.get("changed_at") or data.get("opened_at")
+            rows.append(
+                (
+                    b.name,
+                    (
+                        b.name,
+                        b.state,
+                        data.get("consecutive_failures", "-"),
+                        ago(float(since), now) if isinstance(since, int | float) else "-",
+                        data.get("reason") or "",
+                    ),
+                )
+            )
+        self.query_one(LiveTable).sync(rows)
+
+    def action_trip(self) -> None:
+        """Open the breaker under the cursor (hold its capability or agent)."""
+        key = self.query_one(LiveTable).cursor_key
+        self.deck.request_action("trip", [key] if key else [], "breaker")
+
+    def action_reset(self) -> None:
+        """Close the breaker under the cursor (let work through again)."""
+        key = self.query_one(LiveTable).cursor_key
+        self.deck.request_action("reset", [key] if key else [], "breaker")

@@ -1,0 +1,70 @@
+"""Dialogs: the confirmation every action asks for, and the help for the current screen."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """Asks "retry task wf/a?" and answers True (y) or False (n, Esc)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n", "answer(False)", "No"),
+        Binding("escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, targets: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.question, self.targets = question, list(targets)
+
+    def compose(self) -> ComposeResult:
+        """The question, the targets (the first few), the keys."""
+        with Vertical():
+            yield Static(self.question, id="question")
+            if len(self.targets) > 1:
+                shown = "\n".join(f"  {t}" for t in self.targets[:8])
+                more = f"\n  … and {len(self.targets) - 8} more" if len(self.targets) > 8 else ""
+                yield Static(shown + more)
+            yield Static("y: yes    n / Esc: no", id="keys")
+
+    def action_answer(self, yes: bool) -> None:
+        """Close with the answer."""
+        self.dismiss(yes)
+
+
+class HelpScreen(ModalScreen[None]):
+    """The keys of the screen it was opened on (only those that work there)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,question_mark,q", "close", "Close"),
+    ]
+
+    def __init__(self, title: str, keys: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self.title_text, self.keys = title, list(keys)
+
+    def compose(self) -> ComposeResult:
+        """A table of key and what it does."""
+        text = Text(f"{self.title_text}: keys\n\n", style="bold")
+        for key, description in self.keys:
+            text.append(f"{key:>10}  ", style="bold")
+            text.append(f"{description}\n")
+        text.append("\n: commands  overview, workflows, wf <id>, tasks [status] [cap=x]\n")
+        text.append("           [wf=id] [agent=id], agents, actions, breakers, theme <name>,\n")
+        text.append("           help, quit\n")
+        text.append("Esc closes", style="dim")
+        with VerticalScroll():
+            yield Static(text)
+
+    def action_close(self) -> None:
+        """Close the help."""
+        self.dismiss(None)

@@ -1,0 +1,97 @@
+"""The overview: the fleet at a glance (workflows, queues, agents, throughput, the leader)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import Grid, Vertical
+from textual.widgets import Sparkline, Static
+
+from core.models import AgentState
+from core.scheduler import LEASE_NAME
+from core.states import TaskStatus, WorkflowStatus
+from tui.screens.base import DeckScreen
+
+#: How many workflows and open tasks the overview counts (beyond that it says "+").
+SCAN_LIMIT = 10_000
+_QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
+_IN_FLIGHT = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
+
+
+class OverviewScreen(DeckScreen):
+    """Workflows by state, queue depth per capability, agents up/down, throughput, the leader."""
+
+    crumb: ClassVar[str] = "Overview"
+
+    def body(self) -> ComposeResult:
+        """Four cards in a grid."""
+        with Grid(id="overview"):
+            card = Static(id="workflows", classes="card")
+            card.border_title = "Workflows"
+            yield card
+            card = Static(id="queues", classes="card")
+            card.border_title = "Queues (queued / in flight)"
+            yield card
+            card = Static(id="agents", classes="card")
+            card.border_title = "Agents"
+            yield card
+            with Vertical(id="throughput", classes="card") as box:
+                box.border_title = "Throughput (tasks/s, 60 s)"
+                yield Static(id="rates")
+                yield Sparkline([], id="done-rate")
+                yield Sparkline([], id="fail-rate")
+
+    async def reload(self) -> None:
+        """Count workflows, open tasks and agents; read the leader and the breakers."""
+        src = self.sources
+        workflows = await src.store.list_workflows(limit=SCAN_LIMIT)
+        by_status = Counter(w.status for w in workflows)
+        text = Text()
+        for status in WorkflowStatus:
+            text.append(f"{status.value:<10}", style=self.deck.status_style(status.value))
+            text.append(f"{by_status[status]:>6}\n")
+        lease = await src.registry.get_lease(LEASE_NAME)
+        text.append("\nleader     ", style="dim")
+        text.append(lease.holder if lease else "none (no scheduler)")
+        self.query_one("#workflows", Static).update(text)
+
+        open_tasks = await src.store.list_tasks(status=[*_QUEUED, *_IN_FLIGHT], limit=SCAN_LIMIT)
+        queued = Counter(t.capability for t in open_tasks if t.status in _QUEUED)
+        flying = Counter(t.capability for t in open_tasks if t.status in _IN_FLIGHT)
+        text = Text()
+        caps = sorted(set(queued) | set(flying))
+        for cap in caps[:8]:
+            text.append(f"{cap:<16}{queued[cap]:>6} / {flying[cap]:<6}\n")
+        if len(caps) > 8:
+            text.append(f"… {len(caps) - 8} more capabilities\n", style="dim")
+        if not caps:
+            text.append("nothing queued", style="dim")
+        self.query_one("#queues", Static).update(text)
+
+        agents = await src.registry.agents()
+        states = Counter(a.state for a in agents)
+        text = Text()
+        for state in AgentState:
+            text.append(f"{state.value:<10}{states[state]:>6}\n")
+        busy = sum(a.in_flight for a in agents)
+        slots = sum(a.concurrency for a in agents)
+        text.append(f"busy      {busy:>6} / {slots} slots\n")
+        breakers = [b for b in await src.registry.breakers() if b.state != "closed"]
+        text.append("breakers  ", style="dim")
+        text.append(", ".join(f"{b.name} {b.state}" for b in breakers) or "all closed")
+        self.query_one("#agents", Static).update(text)
+
+        done, failed = self.deck.rates()
+        self.query_one("#rates", Static).update(
+            Text.assemble(
+                ("succeeded ", self.deck.status_style("succeeded")),
+                f"{done[-1] if done else 0:>4}/s   ",
+                ("failed ", self.deck.status_style("failed")),
+                f"{failed[-1] if failed else 0:>4}/s",
+            )
+        )
+        self.query_one("#done-rate", Sparkline).data = done
+        self.query_one("#fail-rate", Sparkline).data = failed

@@ -1,0 +1,228 @@
+"""Tasks: the filtered list (status, capability, workflow, agent) and one task's whole story."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.widgets import DataTable, Static
+
+from core.models import JSON, Task, TaskEvent
+from core.states import TaskStatus
+from tui.screens.base import DeckScreen
+from tui.table import ago, when
+from tui.widgets.live_table import LiveTable
+
+WINDOW = 1000
+
+
+class TasksScreen(DeckScreen):
+    """Tasks matching the filters, oldest first: Enter opens one, ``r`` retries."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "retry", "Retry"),
+        Binding("space", "tag", "Tag"),
+        Binding("u", "clear_tags", "Untag all", show=False),
+    ]
+
+    def __init__(
+        self,
+        status: Sequence[TaskStatus] = (),
+        capability: str | None = None,
+        workflow_id: str | None = None,
+        agent_id: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.status, self.capability, self.workflow_id = list(status), capability, workflow_id
+        self.agent_id = agent_id
+
+    def crumb_text(self) -> str:
+        """``Tasks failed cap=echo``."""
+        parts = ["Tasks", *(s.value for s in self.status)]
+        if self.capability:
+            parts.append(f"cap={self.capability}")
+        if self.workflow_id:
+            parts.append(f"wf={self.workflow_id}")
+        if self.agent_id:
+            parts.append(f"agent={self.agent_id}")
+        return " ".join(parts)
+
+    def body(self) -> ComposeResult:
+        """The task table."""
+        yield LiveTable(
+            ["task", "capability", "status", "att", "agent", "updated"],
+            render=self._cell_text,
+            window=WINDOW,
+            taggable=True,
+            id="tasks",
+        )
+
+    def _cell_text(self, column: int, value: Any) -> str | Text:
+        return self.status_text(value) if column == 2 else "-" if value is None else str(value)
+
+    async def reload(self) -> None:
+        """Read the matching tasks."""
+        now = self.sources.clock.now()
+        tasks = await self.sources.store.list_tasks(
+            status=self.status or None,
+            capability=self.capability,
+            workflow_id=self.workflow_id,
+            agent_id=self.agent_id,
+            limit=WINDOW,
+        )
+        self.query_one(LiveTable).sync(
+            [
+                (
+                    t.id,
+                    (
+                        t.id,
+                        t.capability,
+                        t.status.value,
+                        t.attempt,
+                        t.agent_id,
+                        ago(t.updated_at, now),
+                    ),
+                )
+                for t in tasks
+            ]
+        )
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter: open the task."""
+        if event.row_key.value:
+            self.app.push_screen(TaskScreen(event.row_key.value))
+
+    def action_tag(self) -> None:
+        """Tag the task under the cursor for a bulk retry."""
+        self.query_one(LiveTable).toggle_tag()
+        self.deck.update_bar()
+
+    def action_clear_tags(self) -> None:
+        """Untag every task."""
+        self.query_one(LiveTable).clear_tags()
+        self.deck.update_bar()
+
+    def action_retry(self) -> None:
+        """Retry the tagged tasks, or the one under the cursor."""
+        table = self.query_one(LiveTable)
+        targets = table.tagged_keys() or ([table.cursor_key] if table.cursor_key else [])
+        self.deck.request_action("retry", targets, "task")
+
+
+def _json(value: JSON) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str)
+
+
+def attempts(events: Sequence[TaskEvent]) -> list[dict[str, Any]]:
+    """One entry per attempt from a task's history: agent, dispatched, started, ended, outcome,
+    and the retry delay chosen after it."""
+    out: dict[int, dict[str, Any]] = {}
+    for e in events:
+        if e.attempt < 1:
+            continue
+        a = out.setdefault(
+            e.attempt,
+            {
+                "attempt": e.attempt,
+                "agent": None,
+                "dispatched": None,
+                "started": None,
+                "ended": None,
+                "outcome": "",
+                "delay": None,
+            },
+        )
+        a["agent"] = e.agent_id or a["agent"]
+        if e.kind == "dispatched":
+            a["dispatched"] = e.at
+        elif e.kind == "running":
+            a["started"] = e.at
+        elif e.kind in ("succeeded", "failed", "retrying", "cancelled"):
+            a["ended"], a["outcome"] = e.at, e.kind
+            if e.kind == "retrying" and e.detail.get("delay") is not None:
+                a["delay"] = e.detail.get("delay")
+    return [out[k] for k in sorted(out)]
+
+
+class TaskScreen(DeckScreen):
+    """One task: its input, its output or error, every attempt, its history."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "retry", "Retry"),
+        Binding("j", "scroll('down')", "Down", show=False),
+        Binding("k", "scroll('up')", "Up", show=False),
+        Binding("g", "scroll('home')", "Top", show=False),
+        Binding("G", "scroll('end')", "Bottom", show=False),
+    ]
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self.task_record: Task | None = None
+
+    def crumb_text(self) -> str:
+        """The task's key."""
+        return self.task_id.rpartition("/")[2]
+
+    def body(self) -> ComposeResult:
+        """A scrolling page of sections."""
+        with VerticalScroll(id="task-detail"):
+            yield Static(id="task-text")
+
+    async def reload(self) -> None:
+        """Read the task and its history."""
+        store = self.sources.store
+        task = self.task_record = await store.get_task(self.task_id)
+        events = await store.task_events(self.task_id)
+        now = self.sources.clock.now()
+        text = Text()
+        text.append(f"{task.id}  ", style="bold")
+        text.append_text(self.status_text(task.status))
+        text.append(
+            f"\ncapability {task.capability}  attempt {task.attempt} "
+            f"({task.attempts_used} in this budget)  timeout {task.timeout:g}s  "
+            f"agent {task.agent_id or '-'}\n"
+            f"needs {', '.join(task.needs) or '-'}  updated {ago(task.updated_at, now)} ago\n"
+        )
+        if task.error is not None:
+            text.append("\nError\n", style="bold")
+            text.append(
+                f"{task.error.kind}: {task.error.message}"
+                f"{'' if task.error.retryable else ' (not retryable)'}\n",
+                style=self.deck.status_style("failed"),
+            )
+        text.append("\nInput\n", style="bold")
+        text.append(_json(task.input) + "\n")
+        if task.output is not None:
+            text.append("\nOutput\n", style="bold")
+            text.append(_json(task.output) + "\n")
+        text.append("\nAttempts\n", style="bold")
+        rows = attempts(events)
+        if not rows:
+            text.append("none yet\n", style="dim")
+        for a in rows:
+            took = (
+                f"{a['ended'] - (a['started'] or a['dispatched']):.2f}s"
+                if a["ended"] is not None and (a["started"] or a["dispatched"]) is not None
+                else "-"
+            )
+            delay = f"  then wait {a['delay']:.2f}s" if a["delay"] is not None else ""
+            text.append(
+                f"#{a['attempt']:<3} {a['agent'] or '-':<18} {when(a['dispatched'])}  "
+                f"took {took:<8} {a['outcome'] or 'in flight'}{delay}\n"
+            )
+        text.append("\nHistory\n", style="bold")
+        for e in events:
+            move = f"{e.from_status or '-'} → {e.to_status or '-'}"
+            detail = f"  {json.dumps(dict(e.detail), default=str)}" if e.detail else ""
+            text.append(f"{when(e.at)}  #{e.attempt:<2} {e.kind:<11} {move:<24}{detail}\n")
+        self.query_one("#task-text", Static).update(text)
+
+    def action_retry(self) -> None:
+        """Retry this task."""
+        self.deck.request_action("retry", [self.task_id], "task")
