@@ -559,9 +559,13 @@ def tasks_cmd(
         click.echo(_tasks_table(tasks))
 
 
-def _command(action: str, help_text: str) -> None:
-    @main.command(action, help=help_text)
-    @click.argument("target")
+def _command(
+    action: str, help_text: str, *, group: click.Group | None = None, metavar: str = "TARGET"
+) -> None:
+    """Register a CLI command that queues ``action`` for the scheduler and waits for it."""
+
+    @(group or main).command(action, help=help_text)
+    @click.argument("target", metavar=metavar)
     @click.option("--no-wait", is_flag=True, help="Queue the command and return at once.")
     @click.option(
         "--timeout",
@@ -581,7 +585,7 @@ def _command(action: str, help_text: str) -> None:
         if as_json:
             emit_json(result)
         elif result.status == CommandStatus.PENDING:
-            click.echo(f"queued {action} {target} ({result.id})")
+            click.echo(f"queued {action} {result.target} ({result.id})")
         else:
             click.echo(result.result)
         if result.status == CommandStatus.FAILED:
@@ -654,28 +658,7 @@ def breaker_list_cmd(ctx: Context, as_json: bool) -> None:
 
 
 def _breaker_command(action: str, help_text: str) -> None:
-    @breaker_group.command(action, help=help_text)
-    @click.argument("name")
-    @click.option("--no-wait", is_flag=True, help="Queue the command and return at once.")
-    @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for it.")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    @pass_ctx
-    def command(ctx: Context, name: str, no_wait: bool, timeout: float, as_json: bool) -> None:
-        from core.models import CommandStatus
-
-        async def go(client: Any) -> Any:
-            return await client.command(action, name, wait=None if no_wait else timeout)
-
-        result = _client_call(ctx, go)
-        if as_json:
-            emit_json(result)
-        elif result.status == CommandStatus.PENDING:
-            click.echo(f"queued {action} {result.target} ({result.id})")
-        else:
-            click.echo(result.result)
-        if result.status == CommandStatus.FAILED:
-            click.echo(f"error: {result.result}", err=True)
-            sys.exit(EXIT_ERROR)
+    _command(action, help_text, group=breaker_group, metavar="NAME")
 
 
 _breaker_command(
