@@ -31,9 +31,10 @@ from opentelemetry.trace import Status, StatusCode, use_span
 from structlog.typing import FilteringBoundLogger
 
 from agents.context import Handler, TaskContext
+from agents.logstream import LogStream
 from core.clock import Clock, SystemClock
 from core.errors import BackendUnavailable, ConfigError, MessageError, TaskFailed
-from core.logs import get_logger
+from core.logs import get_logger, tee_logs
 from core.messages import Control, ErrorModel, Report, TaskMessage, decode, encode, peek_ids
 from core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
 from core.ports import Bus, Delivery, Registry
@@ -126,6 +127,8 @@ class Worker:
         """Prometheus metrics to feed (None: none kept)."""
         self.tracing = tracing
         """Where run spans go (None: no spans)."""
+        self.log_stream = LogStream(bus, self._clock, self.id, on_drop=self._log_line_dropped)
+        """Copies this agent's log lines to the events stream while :meth:`run` runs."""
 
         self.state = AgentState.UP
         self.succeeded = 0
@@ -186,8 +189,10 @@ class Worker:
                 capabilities=list(self.capabilities),
                 concurrency=self.concurrency,
             )
-            async with asyncio.TaskGroup() as tg:
+            # Tasks made in the group inherit the tee: handlers' lines reach the stream too.
+            async with asyncio.TaskGroup() as tg, _teeing(self.log_stream):
                 self._tg = tg
+                shipper = tg.create_task(self.log_stream.run(), name=f"{self.id}:logs")
                 beats = tg.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat")
                 orders = tg.create_task(self._control_loop(control), name=f"{self.id}:control")
                 if self.state is AgentState.UP:  # else drain() came first: wait for resume()
@@ -196,6 +201,7 @@ class Worker:
                 await self._shut_down()
                 beats.cancel()
                 orders.cancel()
+                shipper.cancel()
         except BaseExceptionGroup as group:
             # The caller wants the one error that ended the worker, not a group of one.
             if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
@@ -560,6 +566,10 @@ class Worker:
             return False
         return True
 
+    def _log_line_dropped(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.log_line_dropped(reason)
+
     # ------------------------------------------------------------------ control, heartbeat
 
     async def _control_loop(self, control: AsyncIterator[bytes]) -> None:
@@ -656,6 +666,13 @@ class Worker:
         if jobs:
             self._log.warning("tasks_given_back", count=len(jobs))
             await asyncio.wait(jobs)
+
+
+@contextlib.asynccontextmanager
+async def _teeing(stream: LogStream) -> AsyncIterator[None]:
+    """Log lines of this task and the tasks it starts go to ``stream`` too."""
+    with tee_logs(stream.offer):
+        yield
 
 
 def _outcome(error: ErrorInfo | None) -> str:

@@ -14,14 +14,31 @@ from pathlib import Path
 from core.breakers import breaker_name
 from core.clock import Clock
 from core.errors import AgentdeckError, NotFound
+from core.holds import check_capability
 from core.models import Command, CommandStatus, Task, TaskEvent, Workflow, new_id
 from core.ports import Store
 from core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
 from core.states import WORKFLOW_TERMINAL
 
-ACTIONS = ("cancel", "pause", "resume", "retry", "trip", "reset")
+ACTIONS = (
+    "cancel",
+    "pause",
+    "resume",
+    "retry",
+    "trip",
+    "reset",
+    "drain",
+    "undrain",
+    "pause-capability",
+    "resume-capability",
+    "requeue",
+)
 BREAKER_ACTIONS = ("trip", "reset")
 """Actions whose target is a circuit breaker (``capability:<name>``, ``agent:<id>``)."""
+AGENT_ACTIONS = ("drain", "undrain")
+"""Actions whose target is an agent id (``*``: every agent); the scheduler checks it exists."""
+CAPABILITY_ACTIONS = ("pause-capability", "resume-capability")
+"""Actions whose target is a capability name."""
 
 
 class CommandTimeout(AgentdeckError):
@@ -81,6 +98,11 @@ class Client:
             raise AgentdeckError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
         if action in BREAKER_ACTIONS:
             target = breaker_name(target)
+        elif action in CAPABILITY_ACTIONS:
+            check_capability(target)
+        elif action in AGENT_ACTIONS or action == "requeue":
+            if not target or any(c.isspace() for c in target):
+                raise AgentdeckError(f"{action} target {target!r} is not an id")
         else:
             await self.resolve(target)
         command = Command(new_id(), action, target, self.clock.now(), actor=self.actor)

@@ -8,8 +8,11 @@ for people at a terminal. Events are snake_case words and values are keys:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Callable, Iterator, MutableMapping
+from contextvars import ContextVar
 from typing import Any, Literal, TextIO
 
 import structlog
@@ -17,6 +20,11 @@ from opentelemetry import trace
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 LogFormat = Literal["auto", "json", "console"]
+
+LogTee = Callable[[str, MutableMapping[str, Any]], None]
+"""Takes a copy of a log line: its method name (``info``...) and its keys so far."""
+
+_tee: ContextVar[LogTee | None] = ContextVar("agentdeck_log_tee", default=None)
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -60,6 +68,28 @@ def _add_trace_ids(_logger: WrappedLogger, _method: str, event: EventDict) -> Ev
     return event
 
 
+@contextlib.contextmanager
+def tee_logs(sink: LogTee | None) -> Iterator[None]:
+    """Hand every line logged in this context, and in tasks started from it, to ``sink`` too.
+
+    Only lines that pass the level filter reach it, with their bound keys and trace ids; the
+    sink must be quick and must not raise. ``None`` stops the tee (for the task that ships the
+    lines, so its own lines do not loop back).
+    """
+    token = _tee.set(sink)
+    try:
+        yield
+    finally:
+        _tee.reset(token)
+
+
+def _to_tee(_logger: WrappedLogger, method: str, event: EventDict) -> EventDict:
+    sink = _tee.get()
+    if sink is not None:
+        sink(method, event)
+    return event
+
+
 def _leading_keys(_logger: WrappedLogger, _method: str, event: EventDict) -> EventDict:
     # The same four keys open every JSON line, so people reading raw logs find them at a glance.
     head = {k: event.pop(k) for k in ("timestamp", "level", "event", "node") if k in event}
@@ -91,6 +121,7 @@ def configure_logging(
         _add_node(node),
         _add_logger_name,
         _add_trace_ids,
+        _to_tee,
         structlog.processors.StackInfoRenderer(),
     ]
     if as_json:

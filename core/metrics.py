@@ -211,6 +211,12 @@ class Metrics:
             "Task messages an agent of this process rejected to the dead-letter queue.",
             registry=r,
         )
+        self.log_lines_dropped = Counter(
+            "agentdeck_agent_log_lines_dropped",
+            "Agent log lines not put on the events stream, by reason (rate, queue, publish).",
+            ["reason"],
+            registry=r,
+        )
         self.reconnects = Counter(
             "agentdeck_backend_reconnects",
             "Reconnections to a backend after it was lost, by backend.",
@@ -280,6 +286,10 @@ class Metrics:
     def message_rejected(self) -> None:
         """An agent dead-lettered a task message it could not run."""
         self.rejected.inc()
+
+    def log_line_dropped(self, reason: str) -> None:
+        """An agent's log line did not reach the events stream (``reason``: rate, queue...)."""
+        self.log_lines_dropped.labels(reason).inc()
 
     def reconnected(self, backend: str) -> None:
         """A backend connection was restored (``backend``: rabbitmq, postgres, redis, ...)."""

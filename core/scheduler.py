@@ -23,6 +23,7 @@ from core.clock import Clock
 from core.dag import descendants
 from core.errors import AgentdeckError, LeaseLost, MessageError, NotFound
 from core.events import task_event, workflow_event
+from core.holds import CapabilityHolds
 from core.messages import Control, Event, Report, TaskMessage, decode, encode
 from core.models import Change, Command, CommandStatus, ErrorInfo, Task, Workflow
 from core.outputs import OutputStore
@@ -30,7 +31,7 @@ from core.ports import Bus, Delivery, OutgoingTask, Registry, Store, StoreWatch
 from core.recovery import LostAgents, describe
 from core.retry import RetryPolicy, decide
 from core.states import TASK_IN_FLIGHT, TASK_TERMINAL, TaskStatus, WorkflowStatus
-from core.tracing import workflow_trace_id
+from core.tracing import attempt_span_id, workflow_trace_id
 
 if TYPE_CHECKING:
     from core.metrics import Metrics
@@ -86,6 +87,8 @@ class Scheduler:
         self.config = config or SchedulerConfig()
         self.rng = rng or random.Random()
         self._hold = hold or (lambda: ())
+        self.holds = CapabilityHolds(registry, clock)
+        """Capabilities an operator paused (pause-capability): held like an open breaker."""
         self.breakers = breakers
         self.lost_agents = lost_agents
         self.outputs = outputs
@@ -311,7 +314,7 @@ class Scheduler:
         if not (self._polling or self._maybe_ready):
             return False  # nothing became ready since the last look
         self._maybe_ready = False
-        hold = set(self._hold())
+        hold = set(self._hold()) | await self.holds.paused()
         if self.breakers is not None:
             hold |= await self.breakers.hold()
         ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
@@ -503,8 +506,9 @@ class Scheduler:
                 count=len(ignored),
                 reason="duplicate, stale attempt or finished task",
             )
-        for _, delivery in reports:
-            await delivery.ack()
+        # Acked together, not one awaited ack after another: the acks' frames then leave in
+        # one pass of the bus's writer instead of one event-loop round trip each.
+        await asyncio.gather(*(delivery.ack() for _, delivery in reports))
         return True
 
     async def _timeout_of(self, task_id: str) -> float:
@@ -537,6 +541,14 @@ class Scheduler:
         decision = decide(self.policy_for(task), task.attempts_used, error, self.rng)
         now = self.clock.now()
         detail: dict[str, Any] = {"error": error.to_dict(), "reason": decision.reason}
+        log.info(
+            "task_attempt_failed",
+            **self._log_ids(task),
+            attempt=attempt,
+            kind=error.kind,
+            then="retrying" if decision.retry else "failed",
+            reason=decision.reason,
+        )
         values: dict[str, Any] = {"error": error, "deadline": None, "agent_id": agent_id}
         if decision.retry:
             detail["delay"] = round(decision.delay, 3)
@@ -553,6 +565,14 @@ class Scheduler:
         return Change(
             task.id, T.FAILED, frozenset(IN_FLIGHT), attempt=attempt, values=values, detail=detail
         )
+
+    def _log_ids(self, task: Task) -> dict[str, str]:
+        """Keys that tie a log line to ``task``: its ids and, when traced, its attempt's span."""
+        ids = {"task_id": task.id, "workflow_id": task.workflow_id}
+        if self.tracing is not None:
+            ids["trace_id"] = f"{workflow_trace_id(task.workflow_id):032x}"
+            ids["span_id"] = f"{attempt_span_id(task.id, task.attempt):016x}"
+        return ids
 
     async def _after_changes(self, moved: Sequence[Task]) -> None:
         """Skip dependents of tasks that failed for good, then finish workflows that are done."""
@@ -729,10 +749,31 @@ class Scheduler:
                 command.target
             )
             return f"breaker {state.name} is {state.status.value}"
+        if action in ("drain", "undrain"):
+            return await self._drain_agent(command.target, drain=action == "drain")
+        if action in ("pause-capability", "resume-capability"):
+            pause = action == "pause-capability"
+            changed = await self.holds.set(command.target, paused=pause, actor=command.actor)
+            self._maybe_ready = True  # resuming may release ready tasks at once
+            done = "paused" if pause else "resumed"
+            return f"capability {command.target} {done}" + ("" if changed else " already")
+        if action == "requeue":
+            await self.bus.requeue_dead_letter(command.target)
+            return f"dead letter {command.target} requeued"
         raise AgentdeckError(
-            f"unknown action {action!r}; known: cancel, pause, resume, retry"
+            f"unknown action {action!r}; known: cancel, pause, resume, retry, drain, undrain, "
+            "pause-capability, resume-capability, requeue"
             + (", trip, reset" if self.breakers is not None else "")
         )
+
+    async def _drain_agent(self, agent_id: str, *, drain: bool) -> str:
+        # The agent carries it out (agents/worker.py obeys drain/resume control messages); the
+        # registry shows it as draining from its next heartbeat.
+        if agent_id != "*" and agent_id not in {a.id for a in await self.registry.agents()}:
+            raise NotFound(f"no live agent {agent_id!r}")
+        order = Control(action="drain" if drain else "resume", target=agent_id, at=self.clock.now())
+        await self.bus.publish_control(encode(order))  # a failure fails the command, visibly
+        return f"{'drain' if drain else 'resume'} sent to agent {agent_id}"
 
     async def _cancel_workflow(self, workflow_id: str) -> str:
         workflow = await self.store.get_workflow(workflow_id)

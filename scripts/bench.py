@@ -65,6 +65,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     p.add_argument("--keep-logs", action="store_true", help="print where the process logs are")
+    p.add_argument(
+        "--telemetry",
+        action="store_true",
+        help="tracing on and /metrics served by every process (default: both off)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=19400,
+        help="with --telemetry: the daemon's port; agent i gets this + 1 + i",
+    )
     return p.parse_args()
 
 
@@ -206,7 +217,9 @@ def main() -> None:
         "AGENTDECK_REGISTRY_URL": f"{args.redis}?prefix={prefix}",
         "AGENTDECK_LOG_LEVEL": "warning",
         "AGENTDECK_LOG_FORMAT": "json",
-        "AGENTDECK_TRACING": "false",
+        # Spans go to the in-process buffer (and to OTLP when OTEL_* says so).
+        "AGENTDECK_TRACING": "true" if args.telemetry else "false",
+        "AGENTDECK_METRICS_PORT": str(args.metrics_port if args.telemetry else 0),
         "AGENTDECK_SCHEDULER__BATCH_SIZE": str(args.batch_size),
     }
     procs: list[subprocess.Popen[bytes]] = []
@@ -221,15 +234,18 @@ def main() -> None:
 
     print(
         f"agentdeck bench: scheduler + {args.agents} agent process(es) x concurrency "
-        f"{args.concurrency}, batch {args.batch_size}, started-after {args.started_after}; "
+        f"{args.concurrency}, batch {args.batch_size}, started-after {args.started_after}, "
+        f"telemetry {'on' if args.telemetry else 'off'}; "
         f"{os.cpu_count()} CPU(s)"
     )
     try:
         start("daemon", "--daemon")
         for i in range(args.agents):
+            port = args.metrics_port + 1 + i if args.telemetry else 0
             start(f"agent{i}", "agent", "--kind", "echo", "--name", f"bench{i}",
                   "--concurrency", str(args.concurrency),
-                  "--started-after", str(args.started_after))  # fmt: skip
+                  "--started-after", str(args.started_after),
+                  "--metrics-port", str(port))  # fmt: skip
         asyncio.run(bench(args, store_url, env))
     finally:
         for proc in procs:

@@ -41,9 +41,13 @@ from tui.screens.actions import ActionsScreen
 from tui.screens.agents import AgentsScreen
 from tui.screens.base import DeckScreen, Sources
 from tui.screens.breakers import BreakersScreen
+from tui.screens.capabilities import CapabilitiesScreen
+from tui.screens.dead_letters import DeadLettersScreen
+from tui.screens.logs import LEVELS, LOG_CAP, LogLine, LogsScreen, log_line
 from tui.screens.modals import ConfirmScreen, HelpScreen
 from tui.screens.overview import OverviewScreen
 from tui.screens.tasks import TasksScreen
+from tui.screens.traces import TracesScreen
 from tui.screens.workflows import WorkflowScreen, WorkflowsScreen
 from tui.widgets.command_line import CommandLine
 
@@ -58,6 +62,11 @@ VERBS = {
     "resume": "Resume",
     "trip": "Trip open",
     "reset": "Reset closed",
+    "drain": "Drain",
+    "undrain": "Undrain",
+    "pause-capability": "Pause",
+    "resume-capability": "Resume",
+    "requeue": "Requeue",
 }
 #: Seconds between reloads when nothing happened (ages and heartbeats still move).
 IDLE_RELOAD = 2.0
@@ -98,6 +107,10 @@ class AgentdeckApp(App[None]):
         Binding("4", "goto('agents')", "Agents", show=False),
         Binding("5", "goto('actions')", "Action log", show=False),
         Binding("6", "goto('breakers')", "Breakers", show=False),
+        Binding("7", "goto('capabilities')", "Capabilities", show=False),
+        Binding("8", "goto('dead')", "Dead letters", show=False),
+        Binding("9", "goto('logs')", "Logs", show=False),
+        Binding("0", "goto('traces')", "Traces", show=False),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -125,6 +138,9 @@ class AgentdeckApp(App[None]):
         self._done: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._failed: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._rate_second: int | None = None
+        self.logbook: deque[LogLine] = deque(maxlen=LOG_CAP)
+        """The newest events as log lines, for the logs screen (capped)."""
+        self._log_seq = 0
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -222,7 +238,7 @@ class AgentdeckApp(App[None]):
                 event = decode(body, Event)
             except AgentdeckError:
                 continue
-            self._dirty = True
+            self.record(event)
             if event.topic == "task":
                 self._count(event)
             elif event.topic == "command":
@@ -232,6 +248,12 @@ class AgentdeckApp(App[None]):
                     f"{d.get('action')} {d.get('target')}: {d.get('result')}",
                     severity="error" if failed else "information",
                 )
+
+    def record(self, event: Event) -> None:
+        """Keep ``event`` in the (capped) log and mark the view dirty."""
+        self._log_seq += 1
+        self.logbook.append(log_line(self._log_seq, event))
+        self._dirty = True
 
     async def _tick(self) -> None:
         if self.paused or self._reloading or self.sources is None:
@@ -306,6 +328,10 @@ class AgentdeckApp(App[None]):
             "agents": AgentsScreen,
             "actions": ActionsScreen,
             "breakers": BreakersScreen,
+            "capabilities": CapabilitiesScreen,
+            "dead": DeadLettersScreen,
+            "logs": LogsScreen,
+            "traces": TracesScreen,
         }
         await self.goto(screens[name]())
 
@@ -358,6 +384,7 @@ class AgentdeckApp(App[None]):
         ]
         keys += [
             ("1-6", "Overview, workflows, tasks, agents, action log, breakers"),
+            ("7 8 9 0", "Capabilities, dead letters, logs, traces"),
             ("t", "Next theme"),
         ]
         keys += [("ctrl+p", "Command palette"), ("?", "This help"), ("q", "Quit")]
@@ -399,10 +426,20 @@ class AgentdeckApp(App[None]):
                 await self.goto(screen)
         elif word in ("a", "agent", "agents"):
             await self.goto(AgentsScreen())
-        elif word in ("actions", "log", "history"):
+        elif word in ("actions", "history"):
             await self.goto(ActionsScreen())
         elif word in ("breakers", "breaker", "br"):
             await self.goto(BreakersScreen())
+        elif word in ("caps", "capabilities", "capability", "cap"):
+            await self.goto(CapabilitiesScreen())
+        elif word in ("dead", "dead-letters", "dlq"):
+            await self.goto(DeadLettersScreen())
+        elif word in ("traces", "trace", "tr"):
+            await self.goto(TracesScreen())
+        elif word in ("logs", "log"):
+            logs = self._logs_screen(args)
+            if logs is not None:
+                await self.goto(logs)
         elif word == "help":
             self.action_help()
         elif word == "theme" and args:
@@ -414,8 +451,9 @@ class AgentdeckApp(App[None]):
         else:
             self.notify(
                 f"unknown command {text!r}; known: overview, workflows, wf <id>, "
-                "tasks [status] [cap=x] [wf=id] [agent=id], agents, actions, breakers, "
-                "theme <name>, help, quit",
+                "tasks [status] [cap=x] [wf=id] [agent=id], agents, actions, breakers, caps, "
+                "dead, logs [task=id] [wf=id] [agent=id] [level=x], traces, theme <name>, help, "
+                "quit",
                 severity="error",
             )
 
@@ -440,6 +478,24 @@ class AgentdeckApp(App[None]):
                 )
                 return None
         return TasksScreen(statuses, capability, workflow, agent)
+
+    def _logs_screen(self, args: Iterable[str]) -> LogsScreen | None:
+        filters: dict[str, str] = {}
+        names = {"task": "task", "wf": "workflow", "workflow": "workflow", "agent": "agent"}
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if eq and key in names and value:
+                filters[names[key]] = value
+            elif eq and key == "level" and value in LEVELS:
+                filters["level"] = value
+            else:
+                self.notify(
+                    f"logs: {arg!r} is not a filter; use task=<id>, wf=<id>, agent=<id> or "
+                    f"level=<{'|'.join(LEVELS)}>",
+                    severity="error",
+                )
+                return None
+        return LogsScreen(**filters)
 
     async def _open_workflow(self, target: str) -> None:
         if self.sources is None:
@@ -471,6 +527,24 @@ class AgentdeckApp(App[None]):
         )
         yield SystemCommand(
             "Agents", "The live fleet", lambda: self.run_worker(self.action_goto("agents"))
+        )
+        yield SystemCommand(
+            "Capabilities",
+            "Queues per capability; pause or resume one",
+            lambda: self.run_worker(self.action_goto("capabilities")),
+        )
+        yield SystemCommand(
+            "Dead letters",
+            "Messages the bus gave up on; requeue them",
+            lambda: self.run_worker(self.action_goto("dead")),
+        )
+        yield SystemCommand(
+            "Logs", "The events stream", lambda: self.run_worker(self.action_goto("logs"))
+        )
+        yield SystemCommand(
+            "Traces",
+            "Recent traces and their spans",
+            lambda: self.run_worker(self.action_goto("traces")),
         )
         yield SystemCommand(
             "Action log",
@@ -531,12 +605,14 @@ class AgentdeckApp(App[None]):
 async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[Sources]:
     """Start the node's runtime (and the demo feed) and yield what the screens read."""
     from tui.demo import DemoFeeder
+    from tui.telemetry import instrumented
     from tui.wiring import build_runtime
 
     runtime = build_runtime(settings, demo=demo)
     if demo:
         runtime.services.append(DemoFeeder(runtime.client, runtime.clock))
-    async with runtime:
+    # /metrics and the spans buffer, as in the daemon (the settings say which are on).
+    async with instrumented(runtime, settings) as telemetry, runtime:
         client = Client(
             runtime.store,
             runtime.clock,
@@ -545,7 +621,13 @@ async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[So
             on_submit=runtime.scheduler.wake,
         )
         yield Sources(
-            client, runtime.registry, runtime.clock, runtime.bus.subscribe_events, runtime.node
+            client,
+            runtime.registry,
+            runtime.clock,
+            runtime.bus.subscribe_events,
+            runtime.node,
+            runtime.bus,
+            telemetry.tracing.recent if telemetry.tracing is not None else None,
         )
 
 

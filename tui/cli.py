@@ -597,6 +597,19 @@ _command("cancel", "Cancel a workflow: unfinished tasks are cancelled, running o
 _command("retry", "Retry a failed task (WF/KEY), or every failed task of a workflow.")
 _command("pause", "Pause a workflow: running tasks finish, nothing new is dispatched.")
 _command("resume", "Resume a paused workflow.")
+_command(
+    "drain",
+    "Drain agent AGENT (* for all): it finishes what runs, takes nothing new.",
+    metavar="AGENT",
+)
+_command("undrain", "Let a drained agent AGENT (* for all) take tasks again.", metavar="AGENT")
+_command(
+    "pause-capability",
+    "Pause capability CAP: none of its ready tasks is dispatched until resumed.",
+    metavar="CAP",
+)
+_command("resume-capability", "Resume a paused capability CAP.", metavar="CAP")
+_command("requeue", "Put dead letter ID back on its queue.", metavar="ID")
 
 
 # -------------------------------------------------------------------------- breakers
@@ -616,8 +629,10 @@ def breaker_list_cmd(ctx: Context, as_json: bool) -> None:
     from tui.wiring import registry_only
 
     async def go() -> list[BreakerState]:
+        from core.holds import is_hold_record
+
         async with registry_only(ctx.settings) as registry:
-            records = await registry.breakers()
+            records = [r for r in await registry.breakers() if not is_hold_record(r.name)]
         return sorted((BreakerState.from_record(r) for r in records), key=lambda s: s.name)
 
     states = run(go())

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from agents.worker import Worker
@@ -77,3 +78,14 @@ def instrument_runtime(
         )
         runtime.services.append(telemetry.server)
     return telemetry
+
+
+@contextlib.asynccontextmanager
+async def instrumented(runtime: Runtime, settings: Settings) -> AsyncIterator[Telemetry]:
+    """:func:`instrument_runtime` for the length of the block; closed (spans flushed, port
+    freed) at its end. Enter it before the runtime, so the runtime starts what it adds."""
+    telemetry = instrument_runtime(runtime, settings)
+    try:
+        yield telemetry
+    finally:
+        telemetry.close()

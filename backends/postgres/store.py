@@ -274,6 +274,12 @@ class PostgresStore:
             max_size=target.max_size,
             command_timeout=target.command_timeout,
             timeout=target.connect_timeout,
+            # asyncpg prepares every statement; after five runs PostgreSQL may switch to a
+            # generic plan and keep it until the next ANALYZE. A plan made while `tasks` held
+            # a few hundred rows (a seq scan) then stays in use at 20,000 rows: the row-lock
+            # query of every transition became the database's main cost under load (see
+            # docs/performance.md). Custom plans follow the table's current size instead.
+            server_settings={"plan_cache_mode": "force_custom_plan"},
         )
         try:
             await pool.execute("SELECT 1")  # with min_size=0 nothing has connected yet

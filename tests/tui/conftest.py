@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
 
@@ -27,11 +28,12 @@ from core.models import (
     CommandStatus,
     ErrorInfo,
 )
-from core.ports import BreakerRecord
+from core.ports import BreakerRecord, OutgoingTask
 from core.scheduler import Scheduler
 from core.spec import SpecLimits, build, parse_spec
 from core.states import TaskStatus as T
 from core.states import WorkflowStatus as W
+from core.tracing import Tracing
 from tui.app import AgentdeckApp
 from tui.screens.base import Sources
 
@@ -39,6 +41,7 @@ START = 1_700_000_000.0
 WF_FAILED = "a1b2c3d4e5f6"
 WF_RUNNING = "0f1e2d3c4b5a"
 WF_DONE = "99aa88bb77cc"
+DEAD_LETTER = "dead1e77e001"
 
 ETL = """
 name: nightly-etl
@@ -78,9 +81,11 @@ class World:
     scheduler: Scheduler
     clock: FakeClock
     sources: Sources
+    tracing: Tracing
 
     async def close(self) -> None:
         """Stop everything."""
+        self.tracing.shutdown()
         await self.scheduler.stop()
         await self.bus.close()
         await self.registry.close()
@@ -104,6 +109,28 @@ async def _walk(
 
 def _attempt(n: int, agent: str) -> list[tuple[T, dict[str, Any]]]:
     return [(T.DISPATCHED, {"attempt": n}), (T.RUNNING, {"agent_id": agent})]
+
+
+async def _dead_letter(bus: MemoryBus, capability: str, body: bytes, reason: str) -> None:
+    """Publish a message and reject it, so it becomes a dead letter (with a fixed id)."""
+    await bus.publish_tasks([OutgoingTask(capability, body, {})])
+    deliveries = bus.consume_tasks([capability], prefetch=1)
+    delivery = await anext(deliveries)
+    with mock.patch("backends.memory.new_id", return_value=DEAD_LETTER):
+        await delivery.reject(reason)
+    await deliveries.aclose()  # type: ignore[attr-defined]
+
+
+async def _traced(store: SqliteStore, clock: FakeClock) -> Tracing:
+    """Spans for the failed ETL workflow, as the scheduler would record them (fixed times)."""
+    tracing = Tracing("agentdeck", "node-1", env={})
+    workflow = await store.get_workflow(WF_FAILED)
+    for key, start, end in (("extract", 1, 3), ("transform", 4, 20)):
+        task = await store.get_task(f"{WF_FAILED}/{key}")
+        tracing.attempt_dispatched(task, workflow.created_at + start)
+        tracing.tasks_changed([task], workflow.created_at + end)
+    tracing.workflow_finished(workflow, workflow.created_at + 21)
+    return tracing
 
 
 async def build_world(path: Path, clock: FakeClock) -> World:
@@ -231,9 +258,12 @@ async def build_world(path: Path, clock: FakeClock) -> World:
     ):
         await registry.put_breaker(BreakerRecord(name, state, data, 1), expected_version=None)
 
+    await _dead_letter(bus, "echo", b'{"not": "a task"}', "malformed task message")
     scheduler = Scheduler(store, bus, registry, clock, node="node-1")
     client = Client(store, clock, actor="tui:test@node-1", poll=0.001)
-    return World(store, bus, registry, scheduler, clock, Sources(client, registry, clock))
+    tracing = await _traced(store, clock)
+    sources = Sources(client, registry, clock, bus=bus, recent=tracing.recent)
+    return World(store, bus, registry, scheduler, clock, sources, tracing)
 
 
 def make_app(world: World, **kwargs: Any) -> AgentdeckApp:

@@ -43,6 +43,21 @@ def steps(*commands: str, keys: Iterable[str] = ()) -> Callable[[Pilot[None]], A
     return run
 
 
+def with_logs(run: Callable[[Pilot[None]], Any]) -> Callable[[Pilot[None]], Any]:
+    """``run`` after the fixed sample events are in the app's log."""
+
+    async def fed(pilot: Pilot[None]) -> None:
+        from tests.tui.test_logs import feed
+
+        app = pilot.app
+        assert isinstance(app, AgentdeckApp)
+        await app.connected.wait()
+        feed(app)
+        await run(pilot)
+
+    return fed
+
+
 SCREENS = {
     "overview": steps(),
     "workflows": steps("workflows"),
@@ -55,6 +70,13 @@ SCREENS = {
     "breakers": steps("breakers"),
     "help": steps(f"wf {WF_FAILED}", keys=["question_mark"]),
     "confirm": steps(f"wf {WF_FAILED}", keys=["n", "r"]),
+    "capabilities": steps("caps"),
+    "dead_letters": steps("dead"),
+    "confirm_drain": steps("agents", keys=["d"]),
+    "logs": with_logs(steps("logs")),
+    "logs_task": with_logs(steps(f"wf {WF_FAILED}", keys=["n", "enter", "l"])),
+    "traces": steps("traces"),
+    "trace": steps("traces", keys=["enter"]),
 }
 
 

@@ -7,6 +7,7 @@ import io
 import json
 import shutil
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -387,6 +388,29 @@ async def test_a_tasks_log_lines_carry_its_trace_and_ids(node: Node) -> None:
     assert done and all(line["trace_id"] == trace_hex for line in done)
 
 
+async def test_a_failed_tasks_scheduler_line_carries_its_trace(node: Node) -> None:
+    """The scheduler's line about a failed attempt names the task, workflow, trace and span."""
+    out = io.StringIO()
+    configure_logging("info", "json", node="node-1", stream=out)
+    try:
+        workflow_id = await node.run_workflow()
+    finally:
+        configure_logging("warning", "json", stream=io.StringIO())
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    failed = [
+        line
+        for line in lines
+        if line["event"] == "task_attempt_failed" and line["logger"] == "agentdeck.scheduler"
+    ]
+    assert [(line["attempt"], line["then"]) for line in failed] == [(1, "retrying"), (2, "failed")]
+    task_id = failed[0]["task_id"]
+    assert task_id.startswith(workflow_id)
+    for line in failed:
+        assert line["workflow_id"] == workflow_id
+        assert line["trace_id"] == f"{workflow_trace_id(workflow_id):032x}"
+        assert line["span_id"] == f"{attempt_span_id(task_id, line['attempt']):016x}"
+
+
 def test_lines_inside_a_span_carry_its_ids() -> None:
     """Any line logged while a span is current carries that span's trace and span ids."""
     from core.logs import get_logger
@@ -421,3 +445,32 @@ def test_settings_switch_telemetry(tmp_path: Path) -> None:
     assert Telemetry.for_settings(Settings.load(home=tmp_path), "x", metrics_port=0).metrics is None
     with pytest.raises(ConfigError, match="metrics_port"):
         Settings.load(home=tmp_path, metrics_port=70000)
+
+
+async def test_the_control_centre_serves_metrics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TUI's runtime is instrumented like the daemon's: its /metrics answers."""
+    import socket
+
+    from core.settings import Settings
+    from tui.app import runtime_sources
+
+    with socket.socket() as probe:  # a free port (0 means "off" in the settings)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("AGENTDECK_HOME", str(tmp_path))
+    settings = Settings.load(config_path=None, metrics_port=port, metrics_address="127.0.0.1")
+
+    def scrape() -> str | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return str(r.read().decode())
+        except urllib.error.URLError:
+            return None  # not serving yet: the server starts as one of the runtime's services
+
+    async with runtime_sources(settings, demo=False):
+        for _ in range(500):
+            if (text := await asyncio.to_thread(scrape)) is not None:
+                break
+    assert text is not None and "agentdeck_scheduler_is_leader" in text

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 
 from tui.screens.base import DeckScreen
 from tui.table import ago
@@ -16,6 +17,10 @@ class AgentsScreen(DeckScreen):
     """The fleet as the registry sees it (heartbeats keep it fresh)."""
 
     crumb: ClassVar[str] = "Agents"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("d", "drain", "Drain"),
+        Binding("u", "undrain", "Undrain"),
+    ]
 
     def body(self) -> ComposeResult:
         """The agent table."""
@@ -55,3 +60,13 @@ class AgentsScreen(DeckScreen):
                 )
             )
         self.query_one(LiveTable).sync(rows)
+
+    def action_drain(self) -> None:
+        """Drain the agent under the cursor: it finishes what runs and takes nothing new."""
+        key = self.query_one(LiveTable).cursor_key
+        self.deck.request_action("drain", [key] if key else [], "agent")
+
+    def action_undrain(self) -> None:
+        """Let the drained agent under the cursor take tasks again."""
+        key = self.query_one(LiveTable).cursor_key
+        self.deck.request_action("undrain", [key] if key else [], "agent")

@@ -15,8 +15,9 @@ from textual.widgets import Footer
 
 from core.client import Client
 from core.clock import Clock
-from core.ports import Registry, Store
+from core.ports import Bus, Registry, Store
 from core.states import TaskStatus, WorkflowStatus
+from core.tracing import RecentSpans
 from tui.widgets.command_line import CommandLine
 from tui.widgets.live_table import LiveTable
 from tui.widgets.status_bar import StatusBar
@@ -25,7 +26,22 @@ if TYPE_CHECKING:
     from tui.app import AgentdeckApp
 
 #: Screen actions that change something; ``--read-only`` disables (and hides) all of them.
-MUTATING = frozenset({"retry", "cancel", "pause_resume", "tag", "clear_tags", "trip", "reset"})
+MUTATING = frozenset(
+    {
+        "retry",
+        "cancel",
+        "pause_resume",
+        "tag",
+        "clear_tags",
+        "trip",
+        "reset",
+        "drain",
+        "undrain",
+        "pause_capability",
+        "resume_capability",
+        "requeue",
+    }
+)
 
 
 @dataclass
@@ -38,6 +54,10 @@ class Sources:
     clock: Clock
     events: Callable[[], AsyncIterator[bytes]] | None = None
     node: str = ""
+    bus: Bus | None = None
+    """The bus, for reading dead letters (None: this node cannot see them)."""
+    recent: RecentSpans | None = None
+    """This process's recent spans, for the traces screen (None: tracing is off)."""
 
     @property
     def store(self) -> Store:

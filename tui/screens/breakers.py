@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
 from core import client as client_module
+from core.holds import is_hold_record
 from tui.screens.base import DeckScreen
 from tui.table import ago
 from tui.widgets.live_table import LiveTable
@@ -53,7 +54,9 @@ class BreakersScreen(DeckScreen):
     async def reload(self) -> None:
         """Read the breakers."""
         now = self.sources.clock.now()
-        records = await self.sources.registry.breakers()
+        # Paused capabilities share the breaker records (core/holds.py): the capabilities
+        # screen shows those.
+        records = [r for r in await self.sources.registry.breakers() if not is_hold_record(r.name)]
         rank = {"open": 0, "half_open": 1}
         rows = []
         for b in sorted(records, key=lambda b: (rank.get(b.state, 2), b.name)):

@@ -59,7 +59,9 @@ class HelpScreen(ModalScreen[None]):
             text.append(f"{key:>10}  ", style="bold")
             text.append(f"{description}\n")
         text.append("\n: commands  overview, workflows, wf <id>, tasks [status] [cap=x]\n")
-        text.append("           [wf=id] [agent=id], agents, actions, breakers, theme <name>,\n")
+        text.append("           [wf=id] [agent=id], agents, actions, breakers, caps, dead,\n")
+        text.append("           logs [task=id] [wf=id] [agent=id] [level=x], traces,\n")
+        text.append("           theme <name>,\n")
         text.append("           help, quit\n")
         text.append("Esc closes", style="dim")
         with VerticalScroll():

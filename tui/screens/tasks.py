@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 from core.models import JSON, Task, TaskEvent
 from core.states import TaskStatus
 from tui.screens.base import DeckScreen
+from tui.screens.logs import LogsScreen
 from tui.table import ago, when
 from tui.widgets.live_table import LiveTable
 
@@ -154,6 +155,7 @@ class TaskScreen(DeckScreen):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry", "Retry"),
+        Binding("l", "logs", "Logs"),
         Binding("j", "scroll('down')", "Down", show=False),
         Binding("k", "scroll('up')", "Up", show=False),
         Binding("g", "scroll('home')", "Top", show=False),
@@ -226,3 +228,7 @@ class TaskScreen(DeckScreen):
     def action_retry(self) -> None:
         """Retry this task."""
         self.deck.request_action("retry", [self.task_id], "task")
+
+    async def action_logs(self) -> None:
+        """Open the logs narrowed to this task."""
+        await self.deck.drill(LogsScreen(task=self.task_id))

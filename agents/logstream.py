@@ -1,0 +1,157 @@
+"""An agent's log lines on the events stream (topic ``log``), so watchers see the whole fleet.
+
+The worker runs with :func:`core.logs.tee_logs` pointing at :meth:`LogStream.offer`: every
+line it and its handlers log (after the level filter) is copied into a bounded queue, which
+:meth:`LogStream.run` drains with ``bus.publish_event``. Logging never waits for the bus: a
+token bucket caps the lines per second, a full queue drops, and every dropped line is counted
+(``dropped`` and the ``on_drop`` hook, which feeds a metric). Lines logged while a task runs
+carry its ``task_id``, ``workflow_id`` and, when traced, ``trace_id``/``span_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import threading
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+from core.clock import Clock
+from core.logs import tee_logs
+from core.messages import Event, encode
+from core.models import JSON
+from core.ports import Bus
+
+RATE = 50.0
+"""Lines per second an agent publishes in the long run."""
+BURST = 200
+"""Lines an agent may publish at once after a quiet spell (the bucket's size)."""
+QUEUE = 1000
+"""Lines waiting to be published at most; more are dropped."""
+MAX_KEYS = 32
+"""Keys kept per line (the first ones: event, level, ids come first)."""
+MAX_CHARS = 2000
+"""Longest string value kept; longer ones are cut."""
+
+_SKIP = frozenset({"event", "level", "timestamp", "exc_info", "stack_info"})
+_LEVELS = {"warn": "warning", "exception": "error", "msg": "info", "critical": "critical"}
+
+
+class LogStream:
+    """The bounded, rate-limited pipe from one agent's log lines to the events stream."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        clock: Clock,
+        agent_id: str,
+        *,
+        rate: float = RATE,
+        burst: int = BURST,
+        queue: int = QUEUE,
+        on_drop: Callable[[str], None] | None = None,
+    ) -> None:
+        self.agent_id = agent_id
+        self.rate = rate
+        self.burst = burst
+        self.on_drop = on_drop
+        """Called with the reason (``rate``, ``queue``, ``publish``) for each dropped line."""
+        self.published = 0
+        self.dropped: collections.Counter[str] = collections.Counter()
+        self._bus = bus
+        self._clock = clock
+        self._size = queue
+        self._lines: collections.deque[Event] = collections.deque()
+        self._ready = asyncio.Event()
+        self._tokens = float(burst)
+        self._filled_at = clock.now()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.get_ident()
+
+    def __repr__(self) -> str:
+        return (
+            f"<LogStream agent={self.agent_id} queued={len(self._lines)}"
+            f" published={self.published} dropped={sum(self.dropped.values())}>"
+        )
+
+    def offer(self, method: str, event: MutableMapping[str, Any]) -> None:
+        """Queue a copy of one log line, or drop it (over the rate, or the queue is full).
+
+        Called by the logging pipeline: never blocks and never raises.
+        """
+        try:
+            if threading.get_ident() != self._thread:
+                # A line from a thread started with this context (asyncio.to_thread): the
+                # queue belongs to the event loop's thread.
+                if self._loop is not None:
+                    self._loop.call_soon_threadsafe(self.offer, method, dict(event))
+                return
+            if not self._take_token():
+                self._drop("rate")
+                return
+            if len(self._lines) >= self._size:
+                self._drop("queue")
+                return
+            self._lines.append(
+                Event(topic="log", at=self._clock.now(), data=self._data(method, event))
+            )
+            self._ready.set()
+        except Exception:  # a log line must never break the code that logs it
+            self._drop("invalid")
+
+    async def run(self) -> None:
+        """Publish queued lines until cancelled (run it in the worker's TaskGroup)."""
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        with tee_logs(None):  # the bus's own lines while publishing must not come back here
+            while True:
+                await self._ready.wait()
+                while self._lines:
+                    line = self._lines.popleft()
+                    try:
+                        await self._bus.publish_event(encode(line))
+                    except Exception:
+                        self._drop("publish")
+                    else:
+                        self.published += 1
+                self._ready.clear()
+
+    # ---------------------------------------------------------------------------- internals
+
+    def _take_token(self) -> bool:
+        now = self._clock.now()
+        self._tokens = min(float(self.burst), self._tokens + (now - self._filled_at) * self.rate)
+        self._filled_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _drop(self, reason: str) -> None:
+        self.dropped[reason] += 1
+        if self.on_drop is not None:
+            self.on_drop(reason)
+
+    def _data(self, method: str, event: MutableMapping[str, Any]) -> dict[str, JSON]:
+        data: dict[str, JSON] = {
+            "agent_id": self.agent_id,
+            "level": _LEVELS.get(method, method),
+            "event": _json(event.get("event")),
+        }
+        for key, value in event.items():
+            if len(data) >= MAX_KEYS:
+                break
+            if key not in _SKIP and key not in data:
+                data[key] = _json(value)
+        return data
+
+
+def _json(value: Any) -> JSON:
+    """``value`` as JSON: scalars as they are, short lists of them, anything else as text."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return value[:MAX_CHARS]
+    if isinstance(value, list | tuple) and len(value) <= MAX_KEYS:
+        return [_json(v) for v in value]
+    return str(value)[:MAX_CHARS]

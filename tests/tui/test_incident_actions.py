@@ -1,0 +1,176 @@
+"""Agent drain/undrain, capability pause/resume and dead-letter requeue from the keyboard (and
+the CLI), checked against what the scheduler did in the core."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from core.client import Client
+from core.holds import CapabilityHolds
+from core.messages import Control, decode
+from core.models import CommandStatus
+from core.states import TaskStatus as T
+from tests.tui.conftest import DEAD_LETTER, WF_RUNNING, World
+from tests.tui.test_app import ready, settle, table
+from tui.app import AgentdeckApp
+from tui.cli import main
+from tui.screens.agents import AgentsScreen
+from tui.screens.capabilities import CapabilitiesScreen
+from tui.screens.dead_letters import DeadLettersScreen
+from tui.screens.modals import ConfirmScreen
+
+pytestmark = pytest.mark.tui
+SIZE = (80, 24)
+P1 = f"{WF_RUNNING}/p1"  # a ready echo task in the fixed world
+
+
+async def confirm(pilot: object, key: str, question: str, *, yes: bool = True) -> None:
+    """Press ``key``, check the confirmation names the target, answer it."""
+    await pilot.press(key)  # type: ignore[attr-defined]
+    await pilot.pause()  # type: ignore[attr-defined]
+    app = pilot.app  # type: ignore[attr-defined]
+    assert isinstance(app.screen, ConfirmScreen)
+    assert app.screen.question == question
+    await pilot.press("y" if yes else "n")  # type: ignore[attr-defined]
+    await settle(pilot)  # type: ignore[arg-type]
+
+
+async def test_drain_and_undrain_an_agent_send_control_orders(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """`d` then `u` on the agents screen: the scheduler tells that agent to drain, then resume."""
+    control = world.bus.subscribe_control()
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("4")
+        await settle(pilot)
+        assert isinstance(app.screen, AgentsScreen)
+        assert table(app).cursor_key == "chaos-1"
+        await confirm(pilot, "d", "Drain agent chaos-1?")
+        await world.scheduler.tick()
+        await confirm(pilot, "u", "Undrain agent chaos-1?")
+        await world.scheduler.tick()
+    orders = [decode(await anext(control), Control) for _ in range(2)]
+    assert [(o.action, o.target) for o in orders] == [("drain", "chaos-1"), ("resume", "chaos-1")]
+    undrain, drain, _old = await world.store.list_commands()
+    assert (drain.action, drain.status) == ("drain", CommandStatus.DONE)
+    assert (undrain.action, undrain.status) == ("undrain", CommandStatus.DONE)
+
+
+async def test_draining_an_unknown_agent_fails_the_command(world: World) -> None:
+    """The scheduler refuses to drain an agent the registry does not know."""
+    await world.sources.client.command("drain", "ghost-9", wait=None)
+    await world.scheduler.tick()
+    newest = (await world.store.list_commands())[0]
+    assert newest.status == CommandStatus.FAILED
+    assert "no live agent 'ghost-9'" in newest.result
+
+
+async def test_a_paused_capability_keeps_its_ready_tasks_ready(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """`z` pauses the capability under the cursor: its ready task stays ready; `a` frees it."""
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("7")
+        await settle(pilot)
+        assert isinstance(app.screen, CapabilitiesScreen)
+        assert table(app).keys == ["chaos", "echo", "sleep"]
+        await pilot.press("j")
+        await confirm(pilot, "z", "Pause capability echo?")
+        await world.scheduler.tick()
+        await world.scheduler.tick()
+        assert await world.status(P1) == T.READY
+        assert await CapabilityHolds(world.registry, world.clock).paused() == {"echo"}
+        await settle(pilot)
+        assert str(table(app).get_row("echo")[1]) == "paused"
+        await pilot.press("6")  # the pause is not shown as a breaker
+        await settle(pilot)
+        assert table(app).keys == ["capability:chaos", "capability:echo"]
+        await pilot.press("7")
+        await settle(pilot)
+        await pilot.press("j")
+        await confirm(pilot, "a", "Resume capability echo?")
+        await world.scheduler.tick()
+        assert await world.status(P1) == T.DISPATCHED
+        assert await CapabilityHolds(world.registry, world.clock).paused() == set()
+
+
+async def test_a_bad_capability_name_is_refused_before_queueing(world: World) -> None:
+    """pause-capability names the bad value and what is allowed; nothing is queued."""
+    client: Client = world.sources.client
+    with pytest.raises(Exception, match="'a b' is not a capability name"):
+        await client.command("pause-capability", "a b", wait=None)
+    assert len(await world.store.list_commands()) == 1  # only the fixed world's old command
+
+
+async def test_requeue_a_dead_letter_after_confirmation(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """`8` lists dead letters; `n` leaves it, `r` + `y` puts it back on its queue."""
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("8")
+        await settle(pilot)
+        assert isinstance(app.screen, DeadLettersScreen)
+        assert table(app).keys == [DEAD_LETTER]
+        await confirm(pilot, "r", f"Requeue dead letter {DEAD_LETTER}?", yes=False)
+        assert len(await world.store.list_commands()) == 1
+        await confirm(pilot, "r", f"Requeue dead letter {DEAD_LETTER}?")
+        await world.scheduler.tick()
+        await settle(pilot)
+        assert table(app).keys == []
+    assert await world.bus.dead_letters() == []
+    newest = (await world.store.list_commands())[0]
+    assert (newest.action, newest.target, newest.status) == (
+        "requeue",
+        DEAD_LETTER,
+        CommandStatus.DONE,
+    )
+
+
+async def test_read_only_has_no_agent_capability_or_requeue_actions(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """With --read-only the new action keys do nothing and queue nothing."""
+    app = app_for(read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        for screen, key in (("4", "d"), ("7", "z"), ("8", "r")):
+            await pilot.press(screen)
+            await settle(pilot)
+            await pilot.press(key)
+            await settle(pilot)
+            assert not isinstance(app.screen, ConfirmScreen)
+    assert len(await world.store.list_commands()) == 1
+
+
+def test_cli_queues_drain_and_capability_commands(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentdeck drain`, `undrain`, `pause-capability`, `resume-capability` queue commands."""
+    monkeypatch.setenv("AGENTDECK_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for var in ("BUS", "STORE", "REGISTRY", "BLOB"):
+        monkeypatch.delenv(f"AGENTDECK_{var}_URL", raising=False)
+    runner = CliRunner()
+    for args, expected in (
+        (["drain", "echo-1"], "queued drain echo-1"),
+        (["undrain", "*"], "queued undrain *"),
+        (["pause-capability", "echo"], "queued pause-capability echo"),
+        (["resume-capability", "echo"], "queued resume-capability echo"),
+        (["requeue", "abc123"], "queued requeue abc123"),
+    ):
+        result = runner.invoke(main, [*args, "--no-wait"], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert result.output.startswith(expected)
+    bad = runner.invoke(main, ["pause-capability", "a:b", "--no-wait"])
+    assert bad.exit_code == 1
+    assert "is not a capability name" in bad.output

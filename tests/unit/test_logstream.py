@@ -1,0 +1,171 @@
+"""Agents' log lines on the events stream: with the task's ids, rate-limited, drops counted."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import structlog
+
+from agents.context import TaskContext
+from agents.logstream import LogStream
+from agents.worker import Worker
+from backends.memory import MemoryBus, MemoryRegistry
+from core.clock import FakeClock
+from core.logs import configure_logging, get_logger, tee_logs
+from core.messages import Event, TaskMessage, decode, encode
+from core.metrics import Metrics
+from core.models import JSON
+from core.ports import OutgoingTask
+from core.tracing import Tracing
+
+
+@pytest.fixture(autouse=True)
+def json_logging() -> Iterator[None]:
+    """Lines pass through agentdeck's pipeline (where the tee sits), written nowhere visible."""
+    configure_logging("info", "json", node="n1", stream=io.StringIO())
+    yield
+    structlog.reset_defaults()
+
+
+@pytest.fixture
+async def bus(clock: FakeClock) -> AsyncIterator[MemoryBus]:
+    bus = MemoryBus.from_url("memory://", clock=clock)
+    await bus.start()
+    yield bus
+    await bus.close()
+
+
+async def chatty(ctx: TaskContext) -> JSON:
+    ctx.log.info("thinking", step=1)
+    ctx.log.warning("hmm", detail={"not": "a scalar"})
+    return None
+
+
+async def flood(ctx: TaskContext) -> JSON:
+    for i in range(500):
+        ctx.log.info("spam", i=i)
+    return None
+
+
+async def run_one(bus: MemoryBus, clock: FakeClock, handler_name: str, **worker: object) -> Worker:
+    """Run one task of capability ``handler_name`` on a worker and return it once reported."""
+    registry = MemoryRegistry.from_url("memory://", clock=clock)
+    await registry.start()
+    handlers = {"chatty": chatty, "flood": flood}
+    agent = Worker(bus, registry, {handler_name: handlers[handler_name]}, name="w", clock=clock)
+    for name, value in worker.items():
+        setattr(agent, name, value)
+    reports = bus.consume_reports()
+    running = asyncio.create_task(agent.run())
+    message = TaskMessage(
+        task_id="t-1",
+        workflow_id="wf-1",
+        key="k",
+        capability=handler_name,
+        attempt=1,
+        input=None,
+        timeout=30.0,
+        dispatched_at=clock.now(),
+    )
+    await bus.publish_tasks([OutgoingTask(handler_name, encode(message), {})])
+    async for delivery in reports:
+        await delivery.ack()
+        if b'"succeeded"' in delivery.body:
+            break
+    for _ in range(50):  # let the shipper publish what is queued
+        await asyncio.sleep(0)
+    await agent.stop(0)
+    await running
+    await registry.close()
+    return agent
+
+
+async def collected(events: AsyncIterator[bytes]) -> list[Event]:
+    """The log events buffered so far on a subscription."""
+    found: list[Event] = []
+    while True:
+        try:
+            body = await asyncio.wait_for(anext(events), 0.01)
+        except TimeoutError:
+            return found
+        event = decode(body, Event)
+        if event.topic == "log":
+            found.append(event)
+
+
+async def test_a_handlers_log_lines_arrive_as_events_with_the_tasks_ids(
+    bus: MemoryBus, clock: FakeClock
+) -> None:
+    """ctx.log lines become ``log`` events naming the agent, the task, the workflow, the trace."""
+    events = bus.subscribe_events()
+    tracing = Tracing("test", "n1", env={})
+    try:
+        agent = await run_one(bus, clock, "chatty", tracing=tracing)
+    finally:
+        tracing.shutdown()
+    lines = {e.data["event"]: e for e in await collected(events)}
+    thinking, hmm = lines["thinking"], lines["hmm"]
+    assert thinking.data["level"] == "info" and thinking.data["step"] == 1
+    assert hmm.data["level"] == "warning" and hmm.data["detail"] == "{'not': 'a scalar'}"
+    for line in (thinking, hmm):
+        assert line.data["agent_id"] == agent.id
+        assert line.data["task_id"] == "t-1"
+        assert line.data["workflow_id"] == "wf-1"
+        assert isinstance(line.data["trace_id"], str) and len(line.data["trace_id"]) == 32
+    assert "task_succeeded" in lines  # the worker's own lines about the task too
+    assert sum(agent.log_stream.dropped.values()) == 0
+
+
+async def test_a_flood_is_capped_and_the_drops_are_counted(
+    bus: MemoryBus, clock: FakeClock
+) -> None:
+    """500 lines at one instant: ``burst`` get through, the rest are dropped and counted."""
+    events = bus.subscribe_events()
+    metrics = Metrics()
+    agent = await run_one(bus, clock, "flood", metrics=metrics)
+    spam = [e for e in await collected(events) if e.data["event"] == "spam"]
+    assert len(spam) == agent.log_stream.burst
+    dropped = metrics.registry.get_sample_value(
+        "agentdeck_agent_log_lines_dropped_total", {"reason": "rate"}
+    )
+    assert dropped is not None and dropped >= 500 - agent.log_stream.burst
+    assert agent.log_stream.dropped["rate"] == dropped
+
+
+async def test_the_bucket_refills_with_time(bus: MemoryBus, clock: FakeClock) -> None:
+    """After an empty bucket, ``rate`` lines per second get through again."""
+    stream = LogStream(bus, clock, "a-1", rate=2.0, burst=3)
+    log = get_logger("t")
+    with tee_logs(stream.offer):
+        for _ in range(5):
+            log.info("x")
+        clock.advance(1.0)
+        for _ in range(5):
+            log.info("y")
+    assert len(stream._lines) == 3 + 2
+    assert stream.dropped["rate"] == 5
+
+
+async def test_a_full_queue_drops_instead_of_blocking(bus: MemoryBus, clock: FakeClock) -> None:
+    """With nobody draining, lines beyond the queue's size are dropped as ``queue``."""
+    stream = LogStream(bus, clock, "a-1", queue=4)
+    with tee_logs(stream.offer):
+        for i in range(10):
+            get_logger("t").info("line", i=i)
+    assert len(stream._lines) == 4
+    assert stream.dropped == {"queue": 6}
+
+
+async def test_lines_outside_the_tee_and_below_the_level_are_not_offered(
+    bus: MemoryBus, clock: FakeClock
+) -> None:
+    """Only lines logged inside tee_logs that pass the level filter reach the stream."""
+    stream = LogStream(bus, clock, "a-1")
+    get_logger("t").info("before")
+    with tee_logs(stream.offer):
+        get_logger("t").debug("quiet")
+        get_logger("t").info("kept")
+    assert [e.data["event"] for e in stream._lines] == ["kept"]
