@@ -86,6 +86,8 @@ def pids_using(marker: str) -> list[str]:
 def terminal(tmp_path: Path) -> Iterator[tuple[Terminal, Path]]:
     """``agentdeck`` (echo and chaos agents, no demo) running in a fresh tmux session."""
     if shutil.which("tmux") is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("tmux is not installed (apt-get install tmux)")
         pytest.skip("tmux is not installed")
     (tmp_path / "agentdeck.toml").write_text(CONFIG)
     name = f"agentdeck-e2e-{uuid.uuid4().hex[:8]}"

@@ -8,7 +8,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
-from core import client as client_module
 from core.holds import is_hold_record
 from tui.screens.base import DeckScreen
 from tui.table import ago
@@ -16,11 +15,6 @@ from tui.widgets.live_table import LiveTable
 
 #: Breaker state -> the task-state colour that reads the same way.
 _COLOUR = {"closed": "succeeded", "open": "failed", "half_open": "retrying"}
-
-
-def breaker_actions() -> bool:
-    """True when this build's scheduler carries out ``trip`` and ``reset`` commands."""
-    return "trip" in client_module.ACTIONS
 
 
 class BreakersScreen(DeckScreen):
@@ -48,7 +42,7 @@ class BreakersScreen(DeckScreen):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Trip and reset exist only when not read-only and the scheduler knows them."""
         if action in ("trip", "reset"):
-            return not self.deck.read_only and breaker_actions()
+            return not self.deck.read_only
         return super().check_action(action, parameters)
 
     async def reload(self) -> None:
