@@ -112,6 +112,21 @@ class DeckScreen(Screen[None]):
     async def reload(self) -> None:
         """Read the current state and show it."""
 
+    def selected_keys(self) -> list[str]:
+        """What an action applies to: the tagged rows, else the row under the cursor."""
+        table = self.query_one(LiveTable)
+        return table.tagged_keys() or ([table.cursor_key] if table.cursor_key else [])
+
+    def action_tag(self) -> None:
+        """Tag or untag the row under the cursor for a bulk action."""
+        self.query_one(LiveTable).toggle_tag()
+        self.deck.update_bar()
+
+    def action_clear_tags(self) -> None:
+        """Untag every row."""
+        self.query_one(LiveTable).clear_tags()
+        self.deck.update_bar()
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode actions that change something do not exist."""
         return not (action in MUTATING and self.deck.read_only)

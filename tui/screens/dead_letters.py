@@ -47,11 +47,6 @@ class DeadLettersScreen(DeckScreen):
             [(d.id, (d.id, d.queue, ago(d.at, now), d.reason, len(d.body))) for d in letters]
         )
 
-    def action_tag(self) -> None:
-        """Tag or untag the row under the cursor (requeue then acts on every tagged one)."""
-        self.query_one(LiveTable).toggle_tag()
-        self.deck.update_bar()
-
     def action_requeue(self) -> None:
         """Requeue the tagged dead letters, or the one under the cursor."""
         table = self.query_one(LiveTable)

@@ -98,21 +98,9 @@ class TasksScreen(DeckScreen):
         if event.row_key.value:
             self.app.push_screen(TaskScreen(event.row_key.value))
 
-    def action_tag(self) -> None:
-        """Tag the task under the cursor for a bulk retry."""
-        self.query_one(LiveTable).toggle_tag()
-        self.deck.update_bar()
-
-    def action_clear_tags(self) -> None:
-        """Untag every task."""
-        self.query_one(LiveTable).clear_tags()
-        self.deck.update_bar()
-
     def action_retry(self) -> None:
         """Retry the tagged tasks, or the one under the cursor."""
-        table = self.query_one(LiveTable)
-        targets = table.tagged_keys() or ([table.cursor_key] if table.cursor_key else [])
-        self.deck.request_action("retry", targets, "task")
+        self.deck.request_action("retry", self.selected_keys(), "task")
 
 
 def _json(value: JSON) -> str:

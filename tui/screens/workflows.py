@@ -87,31 +87,17 @@ class WorkflowsScreen(DeckScreen):
         if event.row_key.value:
             self.app.push_screen(WorkflowScreen(event.row_key.value))
 
-    def _targets(self) -> list[str]:
-        table = self.query_one(LiveTable)
-        return table.tagged_keys() or ([table.cursor_key] if table.cursor_key else [])
-
-    def action_tag(self) -> None:
-        """Tag the workflow under the cursor for a bulk action."""
-        self.query_one(LiveTable).toggle_tag()
-        self.deck.update_bar()
-
-    def action_clear_tags(self) -> None:
-        """Untag every workflow."""
-        self.query_one(LiveTable).clear_tags()
-        self.deck.update_bar()
-
     def action_retry(self) -> None:
         """Retry every failed task of the selected workflow(s)."""
-        self.deck.request_action("retry", self._targets(), "failed tasks of workflow")
+        self.deck.request_action("retry", self.selected_keys(), "failed tasks of workflow")
 
     def action_cancel(self) -> None:
         """Cancel the selected workflow(s)."""
-        self.deck.request_action("cancel", self._targets(), "workflow")
+        self.deck.request_action("cancel", self.selected_keys(), "workflow")
 
     def action_pause_resume(self) -> None:
         """Pause a running workflow, resume a paused one."""
-        targets = self._targets()
+        targets = self.selected_keys()
         paused = [t for t in targets if self._is_paused(t)]
         if paused:
             self.deck.request_action("resume", paused, "workflow")
@@ -218,23 +204,9 @@ class WorkflowScreen(DeckScreen):
         if event.row_key.value:
             self.app.push_screen(TaskScreen(event.row_key.value))
 
-    def _targets(self) -> list[str]:
-        table = self.query_one(LiveTable)
-        return table.tagged_keys() or ([table.cursor_key] if table.cursor_key else [])
-
-    def action_tag(self) -> None:
-        """Tag the task under the cursor."""
-        self.query_one(LiveTable).toggle_tag()
-        self.deck.update_bar()
-
-    def action_clear_tags(self) -> None:
-        """Untag every task."""
-        self.query_one(LiveTable).clear_tags()
-        self.deck.update_bar()
-
     def action_retry(self) -> None:
         """Retry the task under the cursor (or the tagged ones)."""
-        self.deck.request_action("retry", self._targets(), "task")
+        self.deck.request_action("retry", self.selected_keys(), "task")
 
     def action_cancel(self) -> None:
         """Cancel this workflow."""
