@@ -774,6 +774,45 @@ def snapshot_restore_cmd(ctx: Context, snapshot_id: str, as_json: bool) -> None:
     click.echo(f"restored snapshot {info.id}: {counts}")
 
 
+@main.command("dead-letters")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 10_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_ctx
+def dead_letters_cmd(ctx: Context, limit: int, as_json: bool) -> None:
+    """List dead-lettered messages, newest first (requeue one with `agentdeck requeue ID`)."""
+    from backends import open_bus
+
+    async def go() -> list[Any]:
+        bus = open_bus(ctx.settings.bus_url, clock=SystemClock())
+        await bus.start()
+        try:
+            return await bus.dead_letters(limit)
+        finally:
+            await bus.close()
+
+    letters = run(go())
+    if as_json:
+        emit_json(
+            [
+                {
+                    "id": d.id,
+                    "queue": d.queue,
+                    "reason": d.reason,
+                    "at": d.at,
+                    "body": d.body.decode(errors="replace"),
+                }
+                for d in letters
+            ]
+        )
+        return
+    click.echo(
+        format_table(
+            ["id", "queue", "dead since", "reason", "bytes"],
+            [[d.id, d.queue, when(d.at), d.reason, len(d.body)] for d in letters],
+        )
+    )
+
+
 @main.command("config")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx

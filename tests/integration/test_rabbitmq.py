@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import shutil
 import sys
@@ -394,6 +395,33 @@ async def test_a_consumer_whose_queue_was_deleted_resumes_on_the_redeclared_queu
 
 
 # --------------------------------------------------------------------------- dead letters
+
+
+async def test_the_cli_lists_dead_letters_with_their_reasons(
+    open_bus_: Opener, prefix: str, tmp_path: Path
+) -> None:
+    """`agentdeck dead-letters --json` shows each dead letter's id, queue and reason, and the
+    id it shows is the one `agentdeck requeue` takes."""
+    from click.testing import CliRunner
+
+    from tui.cli import main
+
+    bus = await open_bus_()
+    await publish(bus, "echo", "bad")
+    consumer = bus.consume_tasks(["echo"], prefetch=1)
+    await within((await take(consumer)).reject("malformed: not JSON"))
+    env = {"AGENTDECK_HOME": str(tmp_path), "AGENTDECK_BUS_URL": f"{BROKER}?prefix={prefix}"}
+    result = await asyncio.to_thread(
+        CliRunner().invoke, main, ["dead-letters", "--json"], env=env, catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+    (shown,) = json.loads(result.stdout)
+    assert (shown["queue"], shown["reason"], shown["body"]) == (
+        f"{prefix}.task.echo",
+        "malformed: not JSON",
+        "bad",
+    )
+    assert [d.id for d in await within(bus.dead_letters())] == [shown["id"]]
 
 
 async def test_rejected_message_goes_to_the_dead_queue_with_its_reason_and_is_not_redelivered(
