@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from core.models import Task, Workflow
+from core.states import WORKFLOW_TERMINAL, WorkflowStatus, check_workflow
 
 
 def check_page(limit: int, offset: int = 0) -> None:
@@ -38,3 +39,15 @@ def check_tasks(workflow: Workflow, tasks: Sequence[Task]) -> dict[str, str]:
                 f"task {t.id!r} needs unknown task key(s) {', '.join(map(repr, unknown))}"
             )
     return ids
+
+
+def workflow_change(
+    expect: Collection[WorkflowStatus], to: WorkflowStatus, at: float
+) -> tuple[WorkflowStatus, list[WorkflowStatus], float | None]:
+    """For ``set_workflow_status``: the target, the sorted sources and the ``finished_at`` to
+    write. Raises InvalidTransition when a source cannot go to the target."""
+    target = WorkflowStatus(to)
+    sources = sorted(WorkflowStatus(s) for s in expect)
+    for source in sources:
+        check_workflow(source, target)
+    return target, sources, at if target in WORKFLOW_TERMINAL else None

@@ -193,6 +193,23 @@ class Command:
     finished_at: float | None = None
 
 
+#: Columns a Change may set through ``values``; Store.apply itself sets status and updated_at.
+CHANGE_VALUES = frozenset(
+    {
+        "attempt",
+        "first_attempt",
+        "output",
+        "error",
+        "agent_id",
+        "not_before",
+        "deadline",
+        "started_at",
+        "finished_at",
+        "pending",
+    }
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One compare-and-set task transition for :meth:`core.ports.Store.apply`.

@@ -53,6 +53,7 @@ import tenacity
 
 from backends._checks import check_page as _check_page
 from backends._checks import check_tasks as _check_tasks
+from backends._checks import workflow_change as _workflow_change
 from backends.postgres import schema, transitions
 from backends.postgres.rows import (
     COMMAND_COLUMNS,
@@ -74,7 +75,7 @@ from core.clock import Clock
 from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
 from core.models import JSON, Change, Command, CommandStatus, Task, TaskEvent, Workflow
 from core.ports import Applied
-from core.states import WORKFLOW_TERMINAL, TaskStatus, WorkflowStatus, check_workflow
+from core.states import TaskStatus, WorkflowStatus
 
 __all__ = ["COPY_THRESHOLD", "PostgresStore"]
 
@@ -484,11 +485,7 @@ class PostgresStore:
         """Compare-and-set a workflow's status; True if it changed. ``finished_at`` is set when
         ``to`` is terminal and cleared otherwise. Raises NotFound, and InvalidTransition when
         a status in ``expect`` cannot go to ``to``."""
-        target = WorkflowStatus(to)
-        sources = sorted(WorkflowStatus(s) for s in expect)
-        for source in sources:
-            check_workflow(source, target)
-        finished_at = at if target in WORKFLOW_TERMINAL else None
+        target, sources, finished_at = _workflow_change(expect, to, at)
         # One statement: the UPDATE and the existence check see the same snapshot.
         changed, exists = (
             await self._write(

@@ -38,27 +38,12 @@ from backends.postgres.rows import (
 )
 from backends.postgres.schema import EVENTS_LOCK, LOCK_NAMESPACE
 from core.errors import LeaseLost
-from core.models import Change
+from core.models import CHANGE_VALUES, Change
 from core.ports import Applied
 from core.states import TaskStatus, check_task
 
 __all__ = ["CHANGE_VALUES", "FENCE_NAME", "Plan", "apply", "insert_events", "lock_events", "plan"]
 
-#: Columns a Change may set through ``values``; apply itself sets status and updated_at.
-CHANGE_VALUES = frozenset(
-    {
-        "attempt",
-        "first_attempt",
-        "output",
-        "error",
-        "agent_id",
-        "not_before",
-        "deadline",
-        "started_at",
-        "finished_at",
-        "pending",
-    }
-)
 
 #: The value columns kept in :class:`_State` and written back as they are at the end.
 _SCALARS = (

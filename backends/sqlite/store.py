@@ -53,6 +53,7 @@ from urllib.parse import unquote, urlsplit
 
 from backends._checks import check_page as _check_page
 from backends._checks import check_tasks as _check_tasks
+from backends._checks import workflow_change as _workflow_change
 from backends.sqlite import schema
 from backends.sqlite.rows import (
     COMMAND_COLUMNS,
@@ -80,7 +81,7 @@ from core.clock import Clock
 from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
 from core.models import JSON, Change, Command, CommandStatus, Task, TaskEvent, Workflow
 from core.ports import Applied
-from core.states import WORKFLOW_TERMINAL, TaskStatus, WorkflowStatus, check_workflow
+from core.states import TaskStatus, WorkflowStatus
 
 __all__ = ["MEMORY", "SqliteStore", "path_from_url"]
 
@@ -350,11 +351,7 @@ class SqliteStore:
         """Compare-and-set a workflow's status; True if it changed. ``finished_at`` is set when
         ``to`` is terminal and cleared otherwise. Raises NotFound, and InvalidTransition when
         a status in ``expect`` cannot go to ``to``."""
-        target = WorkflowStatus(to)
-        sources = sorted(WorkflowStatus(s) for s in expect)
-        for source in sources:
-            check_workflow(source, target)
-        finished_at = at if target in WORKFLOW_TERMINAL else None
+        target, sources, finished_at = _workflow_change(expect, to, at)
         return await self._write(
             _set_workflow_status,
             workflow_id,

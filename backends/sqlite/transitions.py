@@ -19,26 +19,11 @@ from typing import Any
 
 from backends.sqlite.rows import INSERT_EVENT, Row, dumps, dumps_or_null, error_or_null, json_list
 from core.errors import LeaseLost
-from core.models import Change
+from core.models import CHANGE_VALUES, Change
 from core.states import TaskStatus, check_task
 
 __all__ = ["CHANGE_VALUES", "FENCE_NAME", "Plan", "apply_plans", "check_fence", "plan"]
 
-#: Columns a Change may set through ``values``; apply itself sets status and updated_at.
-CHANGE_VALUES = frozenset(
-    {
-        "attempt",
-        "first_attempt",
-        "output",
-        "error",
-        "agent_id",
-        "not_before",
-        "deadline",
-        "started_at",
-        "finished_at",
-        "pending",
-    }
-)
 
 #: The row of the ``fence`` table that ``apply(fence=...)`` checks and advances.
 FENCE_NAME = "scheduler"
