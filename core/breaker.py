@@ -9,7 +9,8 @@ A breaker guards one capability (``capability:<name>``) or one agent (``agent:<i
   operator tripped it by hand: then it stays open until reset.
 - **half_open**: one trial goes through (``trial_in_flight``); a success closes the breaker, a
   failure opens it again for another cool-down. A trial that never reports back (its task was
-  cancelled) is given up after ``trial_timeout`` and another one may go.
+  cancelled) is given up after ``trial_timeout`` and another one may go; a trial whose task
+  was never sent (the publish failed) is given back at once (:func:`give_back_trial`).
 
 Nothing here does I/O or reads a clock: every function takes ``now``. :mod:`core.breakers`
 persists the state in the Registry and runs these functions under compare-and-set.
@@ -352,6 +353,23 @@ def begin_trial(state: BreakerState, now: float) -> BreakerState:
     if state.status is not BreakerStatus.HALF_OPEN or state.trial_in_flight:
         return state
     return replace(state, trial_in_flight=True, trial_at=now)
+
+
+def give_back_trial(state: BreakerState, trial_at: float) -> BreakerState:
+    """Free the half-open trial claimed at ``trial_at`` whose task never left (its publish
+    failed): another trial may go at once instead of after ``trial_timeout``.
+
+    ``trial_at`` (the claim's time, from :func:`begin_trial`) names the trial, so a claim made
+    since (by another node, once this one's was given up) or a breaker that moved on (the trial
+    reported, an operator tripped it) is returned unchanged.
+    """
+    if (
+        state.status is not BreakerStatus.HALF_OPEN
+        or not state.trial_in_flight
+        or state.trial_at != trial_at
+    ):
+        return state
+    return replace(state, trial_in_flight=False, trial_at=None)
 
 
 def trip(state: BreakerState, now: float, reason: str = "tripped by an operator") -> Result:

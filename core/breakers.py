@@ -91,6 +91,8 @@ class Breakers:
         self._cache: dict[str, BreakerState] = {}
         self._dirty: set[str] = set()
         self._cached_at: float | None = None
+        self._trials: dict[str, tuple[str, float]] = {}
+        """The trials the last :meth:`admit` claimed: task id -> (breaker name, trial_at)."""
 
     def __repr__(self) -> str:
         open_ = sum(1 for s in self._cache.values() if s.status is not BreakerStatus.CLOSED)
@@ -144,6 +146,7 @@ class Breakers:
         states = await self._states()
         admitted: list[Task] = []
         trials: set[str] = set()
+        self._trials = {}
         for t in ready:
             name = capability_breaker(t.capability)
             state = states.get(name)
@@ -157,8 +160,32 @@ class Breakers:
             if claimed.trial_in_flight and claimed.status is BreakerStatus.HALF_OPEN:
                 trials.add(t.capability)
                 admitted.append(t)
+                if claimed.trial_at is not None:  # always, once begin_trial took it
+                    self._trials[t.id] = (name, claimed.trial_at)
                 log.info("breaker_trial", breaker=name, task_id=t.id)
         return admitted
+
+    async def give_back(self, tasks: Iterable[Task]) -> None:
+        """The tasks the last :meth:`admit` let through were not sent (their publish failed):
+        free the trials among them, so the next dispatch may send one at once rather than wait
+        for ``trial_timeout``. Best effort: should the Registry fail, the timeout still frees
+        them."""
+        for t in tasks:
+            claim = self._trials.pop(t.id, None)
+            if claim is None:
+                continue
+            name, trial_at = claim
+
+            def step(state: BreakerState, now: float, at: float = trial_at) -> machine.Result:
+                return machine.give_back_trial(state, at), []
+
+            try:
+                state = await self._change(name, step)
+            except AgentdeckError as exc:
+                log.warning("breaker_trial_give_back_failed", breaker=name, error=str(exc))
+                continue
+            if state.status is BreakerStatus.HALF_OPEN and not state.trial_in_flight:
+                log.info("breaker_trial_given_back", breaker=name, task_id=t.id)
 
     async def record(self, tasks: Iterable[Task]) -> list[BreakerEvent]:
         """Count the outcomes of ``tasks`` (just moved by the scheduler).

@@ -335,6 +335,8 @@ class Scheduler:
         except AgentdeckError as exc:
             log.warning("publish_failed", count=len(ready), error=str(exc))
             self._maybe_ready = True  # still ready: try again next round
+            if self.breakers is not None:
+                await self.breakers.give_back(ready)  # a trial never sent may go again at once
             return False
         changes = [
             Change(

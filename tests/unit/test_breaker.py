@@ -17,6 +17,7 @@ from core.breaker import (
     BreakerTripped,
     allows,
     begin_trial,
+    give_back_trial,
     record,
     reset,
     tick,
@@ -153,6 +154,32 @@ def test_unanswered_trial_is_given_up_after_trial_timeout(clock: FakeClock) -> N
     clock.advance(POLICY.trial_timeout)
     state, events = tick(state, clock.now(), POLICY)
     assert state.status is S.HALF_OPEN and allows(state) and events == []
+
+
+def test_a_trial_never_sent_is_given_back_at_once(clock: FakeClock) -> None:
+    """Giving back the trial claimed at its time frees the slot now, not after trial_timeout;
+    the breaker stays half-open and the next claim is a new trial."""
+    claimed = begin_trial(half_open(clock), clock.now())
+    assert claimed.trial_at is not None
+    clock.advance(1)
+    state = give_back_trial(claimed, claimed.trial_at)
+    assert state.status is S.HALF_OPEN and allows(state) and state.trial_at is None
+    again = begin_trial(state, clock.now())
+    assert again.trial_in_flight and again.trial_at == clock.now()
+
+
+def test_giving_back_touches_only_that_trial(clock: FakeClock) -> None:
+    """A give-back for another claim (made before, or since), or for a breaker that moved on
+    (the trial reported, an operator tripped it), changes nothing."""
+    claimed = begin_trial(half_open(clock), clock.now())
+    assert claimed.trial_at is not None
+    assert give_back_trial(claimed, claimed.trial_at - 1) == claimed
+    reported, _ = record(claimed, False, clock.now(), POLICY)
+    assert give_back_trial(reported, claimed.trial_at) == reported
+    tripped, _ = trip(claimed, clock.now())
+    assert give_back_trial(tripped, claimed.trial_at) == tripped
+    free = half_open(clock)
+    assert give_back_trial(free, clock.now()) == free
 
 
 def test_tripped_breaker_stays_open_until_reset(clock: FakeClock) -> None:

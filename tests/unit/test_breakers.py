@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,10 @@ from core.breaker import BreakerPolicy, BreakerStatus
 from core.breakers import Breakers, breaker_name, outcomes
 from core.client import Client
 from core.clock import FakeClock
-from core.errors import AgentdeckError, ConfigError, NotFound
+from core.errors import AgentdeckError, BackendUnavailable, ConfigError, NotFound
 from core.messages import Control, Event, Report, TaskMessage, decode, encode
 from core.models import CommandStatus, ErrorInfo, Task
-from core.ports import BreakerRecord
+from core.ports import BreakerRecord, OutgoingTask
 from core.retry import RetryPolicy
 from core.scheduler import Scheduler, SchedulerConfig
 from core.settings import Settings
@@ -37,6 +37,14 @@ class RecordingBus(MemoryBus):
         super().__init__(*args, **kwargs)
         self.events: list[Event] = []
         self.controls: list[Control] = []
+        self.refuse_tasks = 0
+        """Task publishes still to refuse (the broker down for that many rounds)."""
+
+    async def publish_tasks(self, messages: Sequence[OutgoingTask]) -> None:
+        if self.refuse_tasks:
+            self.refuse_tasks -= 1
+            raise BackendUnavailable("the broker refused the publish")
+        await super().publish_tasks(messages)
 
     async def publish_event(self, body: bytes) -> None:
         self.events.append(decode(body, Event))
@@ -197,6 +205,27 @@ async def test_failed_trial_opens_it_again(deck: Deck) -> None:
     await deck.settle()
     assert (await deck.breakers.get("capability:echo")).status is BreakerStatus.OPEN
     assert sorted(await deck.statuses(wf)) == [T.FAILED, T.READY]
+
+
+async def test_a_trial_whose_publish_failed_is_given_back_at_once(deck: Deck) -> None:
+    """The broker refuses the half-open trial's message: the claim is given back, so the next
+    round sends a trial at once (not after trial_timeout), and only one."""
+    await open_echo(deck)
+    wf = await deck.submit(2)
+    deck.clock.advance(30)
+    deck.bus.refuse_tasks = 1
+    await deck.settle()
+    assert deck.bus.refuse_tasks == 0  # the trial was taken and its publish refused
+    await deck.settle()
+    [trial] = await deck.take_all()
+    state = await deck.breakers.get("capability:echo")
+    assert state.status is BreakerStatus.HALF_OPEN and state.trial_in_flight
+    assert state.trial_at == deck.clock.now()
+    assert sorted(await deck.statuses(wf)) == sorted([T.DISPATCHED, T.READY])
+    await deck.report(trial, ok=True)
+    await deck.settle()
+    assert (await deck.breakers.get("capability:echo")).status is BreakerStatus.CLOSED
+    assert len(await deck.take_all()) == 1
 
 
 async def test_other_capabilities_flow_while_one_is_open(deck: Deck) -> None:
