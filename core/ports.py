@@ -129,6 +129,11 @@ class Applied:
     released: list[Task]
 
 
+TASK_SORTS = ("id", "capability", "status", "attempt", "agent_id", "updated_at")
+"""The columns :meth:`Store.list_tasks` can sort by (a control centre sorting a list of tasks
+too long to read whole)."""
+
+
 class Store(Protocol):
     """The truth: workflows, tasks, their event history and operators' commands.
 
@@ -163,6 +168,10 @@ class Store(Protocol):
         """Workflows, newest first."""
         ...
 
+    async def count_workflows(self) -> dict[WorkflowStatus, int]:
+        """How many workflows are in each status (absent: none), counted by the Store."""
+        ...
+
     async def set_workflow_status(
         self,
         workflow_id: str,
@@ -187,8 +196,32 @@ class Store(Protocol):
         agent_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        sort: str | None = None,
+        descending: bool = False,
     ) -> list[Task]:
-        """Tasks matching every filter given, oldest first (by creation, then key)."""
+        """Tasks matching every filter given, oldest first (by creation, then key); with
+        ``sort`` (one of :data:`TASK_SORTS`) by that column first, missing values last,
+        ``descending`` reversing it. Raises ValueError for another ``sort``."""
+        ...
+
+    async def total_tasks(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: Collection[TaskStatus] | None = None,
+        capability: str | None = None,
+        agent_id: str | None = None,
+    ) -> int:
+        """How many tasks match every filter given: the length of the list :meth:`list_tasks`
+        pages through (a screen shows a window of it and says how long it is)."""
+        ...
+
+    async def count_by_capability(
+        self, status: Collection[TaskStatus]
+    ) -> dict[str, dict[TaskStatus, int]]:
+        """For each capability with tasks in one of ``status``, how many are in each (statuses
+        with none are absent): queue depths, counted by the Store rather than read row by
+        row."""
         ...
 
     async def count_tasks(self, workflow_ids: Collection[str]) -> dict[str, dict[TaskStatus, int]]:

@@ -53,6 +53,7 @@ import tenacity
 
 from backends._checks import check_page as _check_page
 from backends._checks import check_tasks as _check_tasks
+from backends._checks import task_order as _task_order
 from backends._checks import workflow_change as _workflow_change
 from backends.postgres import schema, transitions
 from backends.postgres.rows import (
@@ -475,6 +476,13 @@ class PostgresStore:
         )
         return [workflow_from_row(r) for r in rows]
 
+    async def count_workflows(self) -> dict[WorkflowStatus, int]:
+        """How many workflows are in each status (absent: none)."""
+        rows = await self._fetch(
+            "count_workflows", "SELECT status, COUNT(*) AS n FROM workflows GROUP BY status"
+        )
+        return {WorkflowStatus(r["status"]): r["n"] for r in rows}
+
     async def set_workflow_status(
         self,
         workflow_id: str,
@@ -524,29 +532,50 @@ class PostgresStore:
         agent_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        sort: str | None = None,
+        descending: bool = False,
     ) -> list[Task]:
-        """Tasks matching every filter given, oldest first (by creation, then key)."""
+        """Tasks matching every filter given, oldest first (by creation, then key), or by
+        ``sort`` first (see :meth:`core.ports.Store.list_tasks`)."""
         _check_page(limit, offset)
-        clauses: list[str] = []
+        order = _task_order(sort, descending)
         params: list[Any] = [limit, offset]
-        for column, value in (
-            ("workflow_id", workflow_id),
-            ("capability", capability),
-            ("agent_id", agent_id),
-        ):
-            if value is not None:
-                params.append(value)
-                clauses.append(f"{column} = ${len(params)}")
-        if status is not None:
-            params.append(_values(TaskStatus, status))
-            clauses.append(f"status = ANY(${len(params)}::text[])")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where = _task_filter(params, workflow_id, status, capability, agent_id)
         rows = await self._fetch(
             "list_tasks",
-            f"SELECT {_TASKS} FROM tasks {where} ORDER BY created_at, key, id LIMIT $1 OFFSET $2",
+            f"SELECT {_TASKS} FROM tasks {where} ORDER BY {order} LIMIT $1 OFFSET $2",
             *params,
         )
         return [task_from_row(r) for r in rows]
+
+    async def total_tasks(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: Collection[TaskStatus] | None = None,
+        capability: str | None = None,
+        agent_id: str | None = None,
+    ) -> int:
+        """How many tasks match every filter given (what :meth:`list_tasks` pages through)."""
+        params: list[Any] = []
+        where = _task_filter(params, workflow_id, status, capability, agent_id)
+        rows = await self._fetch("total_tasks", f"SELECT COUNT(*) FROM tasks {where}", *params)
+        return int(rows[0][0])
+
+    async def count_by_capability(
+        self, status: Collection[TaskStatus]
+    ) -> dict[str, dict[TaskStatus, int]]:
+        """For each capability with tasks in one of ``status``, how many are in each."""
+        rows = await self._fetch(
+            "count_by_capability",
+            "SELECT capability, status, COUNT(*) AS n FROM tasks "
+            "WHERE status = ANY($1::text[]) GROUP BY capability, status",
+            _values(TaskStatus, status),
+        )
+        counts: dict[str, dict[TaskStatus, int]] = {}
+        for r in rows:
+            counts.setdefault(r["capability"], {})[TaskStatus(r["status"])] = r["n"]
+        return counts
 
     async def count_tasks(self, workflow_ids: Collection[str]) -> dict[str, dict[TaskStatus, int]]:
         """For each given workflow that exists, how many of its tasks are in each status
@@ -879,6 +908,30 @@ async def _add_command(conn: asyncpg.Connection, row: tuple[Any, ...]) -> None:
 
 def _loads(text: str | None) -> JSON:
     return None if text is None else json.loads(text)
+
+
+def _task_filter(
+    params: list[Any],
+    workflow_id: str | None,
+    status: Collection[TaskStatus] | None,
+    capability: str | None,
+    agent_id: str | None,
+) -> str:
+    """The WHERE clause of the task list filters; their values are appended to ``params``
+    (numbered after what is there already)."""
+    clauses: list[str] = []
+    for column, value in (
+        ("workflow_id", workflow_id),
+        ("capability", capability),
+        ("agent_id", agent_id),
+    ):
+        if value is not None:
+            params.append(value)
+            clauses.append(f"{column} = ${len(params)}")
+    if status is not None:
+        params.append(_values(TaskStatus, status))
+        clauses.append(f"status = ANY(${len(params)}::text[])")
+    return f"WHERE {' AND '.join(clauses)}" if clauses else ""
 
 
 def _values(kind: type[TaskStatus] | type[WorkflowStatus], statuses: Collection[str]) -> list[str]:

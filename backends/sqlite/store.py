@@ -53,6 +53,7 @@ from urllib.parse import unquote, urlsplit
 
 from backends._checks import check_page as _check_page
 from backends._checks import check_tasks as _check_tasks
+from backends._checks import task_order as _task_order
 from backends._checks import workflow_change as _workflow_change
 from backends.sqlite import schema
 from backends.sqlite.rows import (
@@ -341,6 +342,13 @@ class SqliteStore:
         )
         return [workflow_from_row(r) for r in rows]
 
+    async def count_workflows(self) -> dict[WorkflowStatus, int]:
+        """How many workflows are in each status (absent: none)."""
+        rows = await self._read(
+            _fetch_all, "SELECT status, COUNT(*) FROM workflows GROUP BY status", ()
+        )
+        return {WorkflowStatus(status): n for status, n in rows}
+
     async def set_workflow_status(
         self,
         workflow_id: str,
@@ -381,29 +389,47 @@ class SqliteStore:
         agent_id: str | None = None,
         limit: int = 100,
         offset: int = 0,
+        sort: str | None = None,
+        descending: bool = False,
     ) -> list[Task]:
-        """Tasks matching every filter given, oldest first (by creation, then key)."""
+        """Tasks matching every filter given, oldest first (by creation, then key), or by
+        ``sort`` first (see :meth:`core.ports.Store.list_tasks`)."""
         _check_page(limit, offset)
-        clauses: list[str] = []
-        params: list[Any] = []
-        for column, value in (
-            ("workflow_id", workflow_id),
-            ("capability", capability),
-            ("agent_id", agent_id),
-        ):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        if status is not None:
-            clauses.append("status IN (SELECT value FROM json_each(?))")
-            params.append(json_list(TaskStatus(s).value for s in status))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        order = _task_order(sort, descending)
+        where, params = _task_filter(workflow_id, status, capability, agent_id)
         return await self._read(
             _fetch_tasks,
-            f"SELECT {TASK_COLUMNS} FROM tasks {where} "
-            "ORDER BY created_at, key, id LIMIT ? OFFSET ?",
+            f"SELECT {TASK_COLUMNS} FROM tasks {where} ORDER BY {order} LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
+
+    async def total_tasks(
+        self,
+        *,
+        workflow_id: str | None = None,
+        status: Collection[TaskStatus] | None = None,
+        capability: str | None = None,
+        agent_id: str | None = None,
+    ) -> int:
+        """How many tasks match every filter given (what :meth:`list_tasks` pages through)."""
+        where, params = _task_filter(workflow_id, status, capability, agent_id)
+        rows = await self._read(_fetch_all, f"SELECT COUNT(*) FROM tasks {where}", params)
+        return int(rows[0][0])
+
+    async def count_by_capability(
+        self, status: Collection[TaskStatus]
+    ) -> dict[str, dict[TaskStatus, int]]:
+        """For each capability with tasks in one of ``status``, how many are in each."""
+        rows = await self._read(
+            _fetch_all,
+            "SELECT capability, status, COUNT(*) FROM tasks "
+            "WHERE status IN (SELECT value FROM json_each(?)) GROUP BY capability, status",
+            (json_list(TaskStatus(s).value for s in status),),
+        )
+        counts: dict[str, dict[TaskStatus, int]] = {}
+        for capability, state, n in rows:
+            counts.setdefault(capability, {})[TaskStatus(state)] = n
+        return counts
 
     async def count_tasks(self, workflow_ids: Collection[str]) -> dict[str, dict[TaskStatus, int]]:
         """For each given workflow that exists, how many of its tasks are in each status
@@ -607,6 +633,29 @@ class SqliteStore:
 
 
 # ---------------------------------------------------------- run on the worker thread
+
+
+def _task_filter(
+    workflow_id: str | None,
+    status: Collection[TaskStatus] | None,
+    capability: str | None,
+    agent_id: str | None,
+) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its parameters) of the task list filters."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for column, value in (
+        ("workflow_id", workflow_id),
+        ("capability", capability),
+        ("agent_id", agent_id),
+    ):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if status is not None:
+        clauses.append("status IN (SELECT value FROM json_each(?))")
+        params.append(json_list(TaskStatus(s).value for s in status))
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 
 
 def _fetch_all(conn: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[Row]:

@@ -326,6 +326,83 @@ async def test_list_tasks_filters_and_orders(store: Store, clock: FakeClock) -> 
     assert await store.list_tasks(status=[]) == []
 
 
+async def test_list_tasks_sorts_by_a_column_on_request(store: Store, clock: FakeClock) -> None:
+    """Sorted by a column (missing values last, either way), ties in creation order, paged;
+    any other column is refused by name."""
+    caps = {"a": "http", "b": "echo", "c": "http", "d": "echo"}
+    await submit(store, clock, "w1", {"a": [], "b": [], "c": [], "d": []}, capabilities=caps)
+    await store.apply(
+        [Change("w1/c", T.DISPATCHED, frozenset({T.READY}), values={"agent_id": "ag1"})],
+        clock.now(),
+    )
+
+    def ids(tasks: list[Task]) -> list[str]:
+        return [t.id for t in tasks]
+
+    assert ids(await store.list_tasks(sort="capability")) == ["w1/b", "w1/d", "w1/a", "w1/c"]
+    assert ids(await store.list_tasks(sort="capability", descending=True)) == [
+        "w1/a", "w1/c", "w1/b", "w1/d",
+    ]  # fmt: skip
+    assert ids(await store.list_tasks(sort="status", limit=1)) == ["w1/c"]  # dispatched < ready
+    assert ids(await store.list_tasks(sort="agent_id"))[0] == "w1/c"
+    assert ids(await store.list_tasks(sort="agent_id", descending=True))[0] == "w1/c"
+    assert ids(await store.list_tasks(sort="capability", offset=1, limit=2)) == ["w1/d", "w1/a"]
+    with pytest.raises(ValueError, match=r"'input'.*capability"):
+        await store.list_tasks(sort="input")
+
+
+async def test_total_tasks_counts_what_list_tasks_pages_through(
+    store: Store, clock: FakeClock
+) -> None:
+    """The total under the same filters is the length of the whole list, whatever the page."""
+    await submit(store, clock, "w1", {"b": [], "a": [], "c": ["a"]}, capabilities={"b": "http"})
+    await submit(store, clock, "w2", {"a": []})
+    await store.apply([dispatch("w1/a")], clock.now())
+
+    filters: list[dict[str, object]] = [
+        {},
+        {"workflow_id": "w1"},
+        {"status": [T.READY, T.BLOCKED]},
+        {"capability": "http"},
+        {"workflow_id": "w2", "status": [T.DISPATCHED]},
+        {"status": []},
+    ]
+    for f in filters:
+        whole = await store.list_tasks(limit=1000, **f)  # type: ignore[arg-type]
+        assert await store.total_tasks(**f) == len(whole), f  # type: ignore[arg-type]
+    assert await store.total_tasks() == 4
+    assert await store.total_tasks(status=[T.READY, T.BLOCKED]) == 3
+
+
+async def test_count_workflows_per_status(store: Store, clock: FakeClock) -> None:
+    """Every workflow counted once, under its status; statuses with none are absent."""
+    assert await store.count_workflows() == {}
+    for wid in ("w1", "w2", "w3"):
+        await submit(store, clock, wid, {"a": []})
+    await store.set_workflow_status("w2", {W.RUNNING}, W.PAUSED, clock.now())
+
+    assert await store.count_workflows() == {W.RUNNING: 2, W.PAUSED: 1}
+    assert sum((await store.count_workflows()).values()) == len(
+        await store.list_workflows(limit=1000)
+    )
+
+
+async def test_count_by_capability_counts_the_statuses_asked_for(
+    store: Store, clock: FakeClock
+) -> None:
+    """Per capability, per status asked for; other statuses and capabilities are absent."""
+    caps = {"a": "echo", "b": "http", "c": "http", "d": "echo"}
+    await submit(store, clock, "w1", {"a": [], "b": [], "c": [], "d": ["a"]}, capabilities=caps)
+    await store.apply([dispatch("w1/b")], clock.now())
+
+    assert await store.count_by_capability([T.READY, T.DISPATCHED]) == {
+        "echo": {T.READY: 1},
+        "http": {T.READY: 1, T.DISPATCHED: 1},
+    }
+    assert await store.count_by_capability([T.BLOCKED]) == {"echo": {T.BLOCKED: 1}}
+    assert await store.count_by_capability([]) == {}
+
+
 async def test_count_tasks_per_workflow_and_status(store: Store, clock: FakeClock) -> None:
     """Counts per status for each known workflow; empty statuses and unknown ids are absent."""
     await submit(store, clock, "w1", {"a": [], "b": [], "c": ["a"]})
