@@ -37,6 +37,7 @@ from core.errors import BackendUnavailable, ConfigError, MessageError, TaskFaile
 from core.logs import get_logger, tee_logs
 from core.messages import Control, ErrorModel, Report, TaskMessage, decode, encode, peek_ids
 from core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
+from core.outputs import OutputStore
 from core.ports import Bus, Delivery, Registry
 from core.spec import CAPABILITY_PATTERN, check_name
 from core.tracing import span_ids
@@ -47,6 +48,10 @@ if TYPE_CHECKING:
 
 TRACE_HEADER = "traceparent"
 """The W3C trace context header, carried from the task message to its reports."""
+
+INLINE_FALLBACK = 16 * 1024 * 1024
+"""The largest output (bytes of JSON) sent inside its report when the blob store fails:
+RabbitMQ 4's default ``max_message_size`` (3.x allows 128 MiB)."""
 
 
 class _Cancelled(Exception):
@@ -90,7 +95,14 @@ class Worker:
     ``started`` only once a task has run that long (0: at once); a task that finishes sooner
     goes straight from dispatched to its result, which saves a report per short task (a third
     of the broker's messages for no-op tasks), like Celery's ``task_track_started=False``.
-    Raises ConfigError for bad values.
+
+    ``outputs`` (the BlobStore of ``blob_url``) keeps an output over its limit in the blob store
+    and reports only the reference (:mod:`core.outputs`), so a large output does not cross the
+    bus in its report; None: every output goes inside its report (the scheduler then stores
+    large ones).
+    Should the blob store fail, an output of at most ``inline_fallback`` bytes of JSON goes
+    inside its report instead; a larger one fails the attempt as ``output_not_stored``
+    (retryable). Raises ConfigError for bad values.
     """
 
     def __init__(
@@ -108,9 +120,13 @@ class Worker:
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         started_after: float = 0.0,
+        outputs: OutputStore | None = None,
+        inline_fallback: int = INLINE_FALLBACK,
     ) -> None:
         _check_settings(name, handlers, concurrency, heartbeat_interval, ttl)
         self.started_after = max(0.0, started_after)
+        self.outputs = outputs
+        self.inline_fallback = inline_fallback
         self.name = name
         self.id = agent_id or f"{name}-{new_id()}"
         self.concurrency = concurrency
@@ -436,7 +452,9 @@ class Worker:
             log.warning("task_handler_raised", exc_info=True)
             error = ErrorInfo(type(exc).__name__, str(exc) or repr(exc))
         else:
-            error = _check_output(output)
+            error, encoded = _check_output(output)
+            if error is None and self.outputs is not None:
+                output, error = await self._offload(message, output, encoded, log)
         job.error = error
         published = await self._report(
             job.delivery,
@@ -459,6 +477,36 @@ class Worker:
         else:
             # Without its result on the bus the attempt must run again somewhere.
             await _settle(job.delivery.requeue(), log)
+
+    async def _offload(
+        self, message: TaskMessage, output: JSON, encoded: bytes, log: FilteringBoundLogger
+    ) -> tuple[JSON, ErrorInfo | None]:
+        """What the report carries: ``output``, or the reference to it in the blob store.
+
+        Should the store fail, the output itself if the bus takes it (the scheduler then tries
+        the store in its turn), else an error: a retryable failure reruns the handler, as a lost
+        result would, but counted against the task's attempts rather than forever.
+        """
+        assert self.outputs is not None
+        try:
+            ref = await self.outputs.offload(
+                message.task_id, message.attempt, output, encoded=encoded
+            )
+        except Exception as exc:  # any engine's error: the job must still report
+            size = len(encoded)
+            if size <= self.inline_fallback:
+                log.warning("output_offload_failed", size=size, fallback="inline", error=str(exc))
+                return output, None
+            log.error("output_offload_failed", size=size, fallback="none", error=str(exc))
+            return None, ErrorInfo(
+                "output_not_stored",
+                f"the output ({size} bytes of JSON) could not be stored in the blob store "
+                f"({exc}) and is too large to send inside the report "
+                f"(over {self.inline_fallback} bytes)",
+            )
+        if ref is not output:
+            log.info("output_offloaded", size=len(encoded))
+        return ref, None
 
     async def _start_report(self, job: _Job, message: TaskMessage) -> asyncio.Task[bool] | None:
         """Report ``started`` now, or start a timer that reports it after ``started_after``."""
@@ -682,14 +730,15 @@ def _outcome(error: ErrorInfo | None) -> str:
     return error.kind if error.kind in ("timeout", "cancelled") else "failed"
 
 
-def _check_output(output: JSON) -> ErrorInfo | None:
-    """None when ``output`` can travel as JSON; else the ``bad_output`` error saying why."""
+def _check_output(output: JSON) -> tuple[ErrorInfo | None, bytes]:
+    """``output``'s compact JSON, with None when it can travel as JSON; else the
+    ``bad_output`` error saying why."""
     try:
-        json.dumps(output, allow_nan=False)
+        return None, json.dumps(output, allow_nan=False, separators=(",", ":")).encode()
     except (TypeError, ValueError) as exc:
         # The same handler returns the same kind of value next time: retrying cannot help.
-        return ErrorInfo("bad_output", f"the handler's output is not JSON: {exc}", retryable=False)
-    return None
+        error = ErrorInfo("bad_output", f"the handler's output is not JSON: {exc}", retryable=False)
+        return error, b""
 
 
 async def _settle(action: Awaitable[None], log: FilteringBoundLogger) -> None:

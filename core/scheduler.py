@@ -24,7 +24,7 @@ from core.dag import descendants
 from core.errors import AgentdeckError, LeaseLost, MessageError, NotFound
 from core.events import task_event, workflow_event
 from core.holds import CapabilityHolds
-from core.messages import Control, Event, Report, TaskMessage, decode, encode
+from core.messages import Control, ErrorModel, Event, Report, TaskMessage, decode, encode
 from core.models import Change, Command, CommandStatus, ErrorInfo, Task, Workflow
 from core.outputs import OutputStore
 from core.ports import Bus, Delivery, OutgoingTask, Registry, Store, StoreWatch
@@ -58,7 +58,7 @@ class SchedulerConfig:
     poll_interval: float = 0.2
     batch_size: int = 500
     lost_grace: float = 5.0
-    lease_ttl: float = 10.0
+    lease_ttl: float = 4.0
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     capability_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
 
@@ -99,6 +99,9 @@ class Scheduler:
         self._inbox: list[Delivery] = []
         self._unpublished: list[OutgoingTask] = []
         self._timeouts: dict[str, float] = {}
+        # Tasks whose change is written but whose follow-up (skip dependents, finish the
+        # workflow) is not done yet: a round the Store failed half-way leaves them here.
+        self._follow_ups: dict[str, Task] = {}
         self._fence: int | None = None
         self._lease_renewed = 0.0
         self._stopping = False
@@ -277,6 +280,8 @@ class Scheduler:
         if self._polling:
             busy |= await self._handle_due()
             busy |= await self._recover_lost_agents()
+            if self._follow_ups:  # left by a round the Store failed half-way
+                await self._after_changes([])
         busy |= await self._flush_unpublished()
         busy |= await self._dispatch()
         return busy
@@ -425,14 +430,17 @@ class Scheduler:
     async def _apply_reports(self) -> bool:
         if not self._inbox:
             return False
+        # The batch stays in the inbox until its changes are written: a round that fails (the
+        # Store is restarting) leaves it for the next round, or for _step_down to requeue.
+        # Dropped, the reports would stay unacked on our channel and their tasks in flight.
         batch = self._inbox[: self.config.batch_size]
-        del self._inbox[: len(batch)]
         reports: list[tuple[Report, Delivery]] = []
         for delivery in batch:
             try:
                 reports.append((decode(delivery.body, Report), delivery))
             except MessageError as exc:
                 log.error("bad_report", error=str(exc))
+                self._inbox.remove(delivery)
                 await delivery.reject(str(exc))
         now = self.clock.now()
         changes: list[Change] = []
@@ -455,6 +463,11 @@ class Scheduler:
                         },
                     )
                 )
+            elif report.kind == "succeeded" and (
+                lost := await self.outputs.unreadable(report.output) if self.outputs else None
+            ):  # an agent's reference to an object we cannot read: as if the agent failed
+                update = {"kind": "failed", "output": None, "error": ErrorModel.of(lost)}
+                failures.append(report.model_copy(update=update))
             elif report.kind == "succeeded":
                 self._timeouts.pop(report.task_id, None)
                 changes.append(
@@ -466,7 +479,7 @@ class Scheduler:
                         values={
                             "output": report.output
                             if self.outputs is None
-                            else await self.outputs.offload(
+                            else await self.outputs.keep(
                                 report.task_id,
                                 report.attempt,
                                 report.output,
@@ -496,9 +509,17 @@ class Scheduler:
             if change is not None:
                 changes.append(change)
         moved, _ = await self._apply(changes)
-        if self.breakers is not None:
-            await self.breakers.record(moved)
-        await self._after_changes(moved)
+        written = {id(delivery) for _, delivery in reports}
+        self._inbox[:] = [d for d in self._inbox if id(d) not in written]
+        try:
+            if self.breakers is not None:
+                await self.breakers.record(moved)
+            await self._after_changes(moved)
+        finally:
+            # Written, so done with whatever follows. Acked together, not one awaited ack
+            # after another: the acks' frames then leave in one pass of the bus's writer
+            # instead of one event-loop round trip each.
+            await asyncio.gather(*(delivery.ack() for _, delivery in reports))
         # A "started" report that arrives after its result is expected and harmless; only
         # tasks none of whose reports applied are worth a line (duplicates, stale attempts).
         ignored = {r.task_id for r, _ in reports if r.kind != "started"} - {t.id for t in moved}
@@ -508,9 +529,6 @@ class Scheduler:
                 count=len(ignored),
                 reason="duplicate, stale attempt or finished task",
             )
-        # Acked together, not one awaited ack after another: the acks' frames then leave in
-        # one pass of the bus's writer instead of one event-loop round trip each.
-        await asyncio.gather(*(delivery.ack() for _, delivery in reports))
         return True
 
     async def _timeout_of(self, task_id: str) -> float:
@@ -577,7 +595,13 @@ class Scheduler:
         return ids
 
     async def _after_changes(self, moved: Sequence[Task]) -> None:
-        """Skip dependents of tasks that failed for good, then finish workflows that are done."""
+        """Skip dependents of tasks that failed for good, then finish workflows that are done.
+
+        The tasks stay in ``_follow_ups`` until both steps are done, so a Store failure half-way
+        is made good by a later round (each step is a compare-and-set: doing it twice is
+        harmless)."""
+        self._follow_ups.update((t.id, t) for t in moved)
+        moved = list(self._follow_ups.values())
         failed = [t for t in moved if t.status in (T.FAILED, T.CANCELLED)]
         by_workflow: dict[str, list[Task]] = {}
         for t in failed:
@@ -587,13 +611,17 @@ class Scheduler:
         touched = {t.workflow_id for t in moved if t.status in TASK_TERMINAL}
         if touched:
             await self._finish_workflows(touched)
+        self._follow_ups.clear()
 
     async def _skip_dependents(self, workflow_id: str, failed: Sequence[Task]) -> None:
         tasks = await self.store.list_tasks(workflow_id=workflow_id, limit=1_000_000)
         graph = {t.key: t.needs for t in tasks}
+        # As the Store has them now: a follow-up done late must not skip for a task retried since.
+        still_failed = {t.key for t in tasks if t.status in (T.FAILED, T.CANCELLED)}
         doomed: set[str] = set()
         for t in failed:
-            doomed |= descendants(graph, t.key)
+            if t.key in still_failed:
+                doomed |= descendants(graph, t.key)
         changes = [
             Change(
                 t.id,

@@ -134,7 +134,7 @@ class SchedulerSettings(BaseModel):
     lost_grace: float = Field(default=5.0, ge=0, le=3600)
     """Seconds past a task's timeout before its attempt counts as lost."""
 
-    lease_ttl: float = Field(default=10.0, gt=0, le=600)
+    lease_ttl: float = Field(default=4.0, gt=0, le=600)
     """Seconds the leader's lease lasts unless renewed."""
 
     heartbeat_interval: float = Field(default=2.0, gt=0, le=600)

@@ -1,31 +1,51 @@
-"""Large outputs by reference: kept in the blob store, resolved for upstream inputs and show."""
+"""Large outputs by reference: kept in the blob store (by the agent, else the scheduler),
+resolved for upstream inputs and show."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from agents.context import TaskContext
+from agents.worker import Worker
 from backends.files import FileBlobStore
 from backends.memory import MemoryBus, MemoryRegistry
 from backends.sqlite.store import SqliteStore
 from core.client import Client
 from core.clock import FakeClock
-from core.errors import AgentdeckError
-from core.messages import Report, TaskMessage, decode, encode
-from core.models import Change
+from core.errors import AgentdeckError, BackendUnavailable
+from core.messages import Event, Report, TaskMessage, decode, encode
+from core.models import JSON, Change
 from core.outputs import OutputStore, is_ref
-from core.scheduler import Scheduler
+from core.ports import OutgoingTask
+from core.retry import RetryPolicy
+from core.scheduler import Scheduler, SchedulerConfig
+from core.settings import Settings
 from core.spec import SpecLimits, parse_spec
+from core.states import TASK_TERMINAL
 from core.states import TaskStatus as T
 from tui.cli import main
+from tui.wiring import agent_blobs
 
 BIG = {"rows": ["x" * 50] * 20}  # about 1 kB of JSON
+TERMINAL = {s.value for s in TASK_TERMINAL}
+LIMIT = 10.0
+"""Seconds of real time a test waits for work done in a thread (it takes milliseconds)."""
+
+
+class BrokenBlobs(FileBlobStore):
+    """A blob store whose writes fail (S3 unreachable); reads still work."""
+
+    async def put(self, key: str, data: bytes) -> None:
+        raise BackendUnavailable(f"cannot reach S3 to put {key}")
 
 
 @pytest.fixture
@@ -51,6 +71,16 @@ async def test_small_outputs_stay_inline_and_large_ones_become_references(
     assert await outputs.resolve_all({"a": ref, "b": 3}) == {"a": BIG, "b": 3}
 
 
+async def test_limit_zero_stores_nothing_but_still_resolves(blobs: FileBlobStore) -> None:
+    """A scheduler set to keep outputs inline still resolves the references agents made."""
+    ref = await OutputStore(blobs, limit=10).offload("w/a", 1, BIG)
+    inline = OutputStore(blobs, limit=0)
+    assert await inline.offload("w/b", 1, BIG) == BIG
+    assert await inline.resolve(ref) == BIG
+    with pytest.raises(ValueError, match="got -1"):
+        OutputStore(blobs, limit=-1)
+
+
 async def test_a_damaged_or_missing_object_is_an_error(blobs: FileBlobStore) -> None:
     """Resolving a reference whose object changed or vanished names the object."""
     outputs = OutputStore(blobs, limit=10)
@@ -63,14 +93,19 @@ async def test_a_damaged_or_missing_object_is_an_error(blobs: FileBlobStore) -> 
         await outputs.resolve(ref)
 
 
+@pytest.mark.parametrize("s3_down", [False, True], ids=["stored", "blob-store-down"])
 async def test_scheduler_keeps_large_output_by_reference_and_hands_it_downstream(
-    tmp_path: Path, clock: FakeClock, blobs: FileBlobStore
+    tmp_path: Path, clock: FakeClock, blobs: FileBlobStore, s3_down: bool
 ) -> None:
-    """A's large output is a reference in the Store; B still receives the whole of it."""
+    """A's large output, sent inline by its agent, is a reference in the Store (or, with the
+    blob store down, kept inline there rather than lost); B receives the whole of it."""
     store = SqliteStore(tmp_path / "agentdeck.db", clock=clock)
     bus = MemoryBus.from_url("memory://", clock=clock)
     registry = MemoryRegistry.from_url("memory://", clock=clock)
     await store.migrate()
+    if s3_down:
+        blobs = BrokenBlobs(tmp_path / "broken")
+        await blobs.start()
     outputs = OutputStore(blobs, limit=200)
     scheduler = Scheduler(store, bus, registry, clock, node="n", outputs=outputs)
 
@@ -107,7 +142,8 @@ async def test_scheduler_keeps_large_output_by_reference_and_hands_it_downstream
             await bus.publish_report(encode(report), {})
         await settle()
         stored = await store.get_task(f"{wf.id}/a")
-        assert stored.status is T.SUCCEEDED and is_ref(stored.output)
+        assert stored.status is T.SUCCEEDED
+        assert stored.output == BIG if s3_down else is_ref(stored.output)
         b = await take()
         assert b.upstream == {"a": BIG}
     finally:
@@ -143,3 +179,217 @@ def test_show_resolves_a_referenced_output(tmp_path: Path, monkeypatch: pytest.M
     shown = runner.invoke(main, ["show", f"{wf}/a", "--json"], catch_exceptions=False)
     assert shown.exit_code == 0, shown.output
     assert json.loads(shown.output)["task"]["output"] == BIG
+
+
+# --------------------------------------------------------------- offloaded by the agent
+
+
+@dataclass
+class Wire:
+    """The reports an agent publishes, with the size of each message on the bus."""
+
+    reports: list[tuple[Report, int]] = field(default_factory=list)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once a final (succeeded or failed) report is in."""
+
+    async def publish_report(self, body: bytes, headers: Mapping[str, str]) -> None:
+        report = decode(body, Report)
+        self.reports.append((report, len(body)))
+        if report.kind != "started":
+            self.ended.set()
+
+    def final(self, task_id: str) -> tuple[Report, int]:
+        (last,) = [(r, n) for r, n in self.reports if r.task_id == task_id and r.kind != "started"]
+        return last
+
+
+async def run_one(
+    clock: FakeClock, outputs: OutputStore, output: JSON, **options: Any
+) -> tuple[Report, int]:
+    """Run task ``wf/a`` (attempt 1) returning ``output`` on a worker keeping its outputs in
+    ``outputs``; its final report and the size of that report on the bus."""
+    bus = MemoryBus.from_url("memory://", clock=clock)
+    registry = MemoryRegistry.from_url("memory://", clock=clock)
+    wire = Wire()
+    bus.publish_report = wire.publish_report  # type: ignore[method-assign]
+    await bus.start()
+
+    async def handler(ctx: TaskContext) -> JSON:
+        return output
+
+    worker = Worker(
+        bus, registry, {"make": handler}, name="w", clock=clock, outputs=outputs, **options
+    )
+    message = TaskMessage(
+        task_id="wf/a",
+        workflow_id="wf",
+        key="a",
+        capability="make",
+        attempt=1,
+        timeout=60,
+        dispatched_at=0.0,
+    )
+    await bus.publish_tasks([OutgoingTask("make", encode(message), {})])
+    running = asyncio.create_task(worker.run())
+    try:
+        # The offload compresses in a thread, so the fake clock alone cannot bring the report.
+        await asyncio.wait_for(wire.ended.wait(), LIMIT)
+        return wire.final("wf/a")
+    finally:
+        await worker.stop(0)
+        await running
+        await bus.close()
+
+
+async def test_the_agent_reports_only_the_reference_to_a_large_output(
+    clock: FakeClock, blobs: FileBlobStore
+) -> None:
+    """Over the limit, the agent stores the output itself under the scheduler's key scheme and
+    its report on the bus is small; under it, the output travels in the report."""
+    report, size = await run_one(clock, OutputStore(blobs, limit=200), BIG)
+    assert report.kind == "succeeded" and is_ref(report.output)
+    assert report.output["$blob"] == "outputs/wf/a/attempt-1.json.gz"
+    assert size < len(json.dumps(BIG)) / 2
+    assert await OutputStore(blobs, limit=200).resolve(report.output) == BIG
+    small, _ = await run_one(clock, OutputStore(blobs, limit=200), {"ok": True})
+    assert small.output == {"ok": True}
+
+
+async def test_a_failed_blob_write_sends_an_output_the_bus_takes_inline(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """S3 down: an output the bus can carry goes inside the report (the scheduler stores it
+    in its turn) rather than failing work that succeeded."""
+    broken = BrokenBlobs(tmp_path / "broken")
+    await broken.start()
+    report, size = await run_one(clock, OutputStore(broken, limit=200), BIG, inline_fallback=4096)
+    assert report.kind == "succeeded" and report.output == BIG
+    assert size > len(json.dumps(BIG, separators=(",", ":")))
+
+
+async def test_a_failed_blob_write_of_an_output_too_large_for_the_bus_fails_the_attempt(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """S3 down and the output over what the bus takes: the attempt fails, retryable, saying
+    why; the retry policy reruns it (bounded by its attempts), as after a lost result."""
+    broken = BrokenBlobs(tmp_path / "broken")
+    await broken.start()
+    report, _ = await run_one(clock, OutputStore(broken, limit=200), BIG, inline_fallback=500)
+    assert report.kind == "failed" and report.output is None and report.error is not None
+    assert (report.error.kind, report.error.retryable) == ("output_not_stored", True)
+    assert "cannot reach S3" in report.error.message and "over 500 bytes" in report.error.message
+
+
+@dataclass
+class Run:
+    """A workflow ``a -> b`` run by one agent and the scheduler on the memory bus."""
+
+    agent_outputs: OutputStore
+    scheduler_outputs: OutputStore
+    workflow_id: str
+    seen: list[TaskContext]
+    """The contexts the handler was called with, in order."""
+    final: dict[str, dict[str, Any]]
+    """The last task event of each task, by key, once both ended."""
+
+
+async def run_a_then_b(
+    tmp_path: Path, clock: FakeClock, agent_blobs: FileBlobStore, scheduler_blobs: FileBlobStore
+) -> Run:
+    """Run ``a`` (a large output) then ``b`` (the size of ``a``'s output as it got it), no
+    retries, until ``b`` has ended."""
+    store = SqliteStore(tmp_path / "agentdeck.db", clock=clock)
+    bus = MemoryBus.from_url("memory://", clock=clock)
+    registry = MemoryRegistry.from_url("memory://", clock=clock)
+    await store.migrate()
+    await bus.start()
+    scheduler_outputs = OutputStore(scheduler_blobs, limit=200)
+    config = SchedulerConfig(default_retry=RetryPolicy(max_attempts=1))
+    scheduler = Scheduler(
+        store, bus, registry, clock, node="n", outputs=scheduler_outputs, config=config
+    )
+    seen: list[TaskContext] = []
+
+    async def make(ctx: TaskContext) -> JSON:
+        seen.append(ctx)
+        return BIG if ctx.key == "a" else {"got": len(json.dumps(ctx.upstream["a"]))}
+
+    agent_outputs = OutputStore(agent_blobs, limit=200)
+    worker = Worker(bus, registry, {"make": make}, name="w", clock=clock, outputs=agent_outputs)
+    events = bus.subscribe_events()
+    running = asyncio.create_task(worker.run())
+    leading = asyncio.create_task(scheduler.run())
+    final: dict[str, dict[str, Any]] = {}
+
+    async def b_ended() -> None:
+        async for body in events:
+            event = decode(body, Event)
+            if event.topic == "task":
+                final[str(event.data["key"])] = event.data
+                if event.data["key"] == "b" and event.data["status"] in TERMINAL:
+                    return
+
+    try:
+        spec = (
+            "name: w\ntasks: [{key: a, capability: make}, {key: b, capability: make, needs: [a]}]"
+        )
+        client = Client(store, clock, on_submit=scheduler.wake)
+        wf = await client.submit(parse_spec(spec, fmt="yaml", limits=SpecLimits()))
+        # The SQLite store works in a thread: wait in real time, bounded.
+        await asyncio.wait_for(b_ended(), LIMIT)
+        return Run(agent_outputs, scheduler_outputs, wf.id, seen, final)
+    finally:
+        await worker.stop(0)
+        await running
+        await scheduler.stop()
+        leading.cancel()
+        await asyncio.gather(leading, return_exceptions=True)
+        await bus.close()
+        await store.close()
+
+
+async def test_an_agents_reference_reaches_the_store_and_the_next_task_gets_the_value(
+    tmp_path: Path, clock: FakeClock, blobs: FileBlobStore
+) -> None:
+    """The whole path on the memory bus: agent A stores its large output and reports the
+    reference; the scheduler keeps the reference as it is; B's upstream holds the value."""
+    run = await run_a_then_b(tmp_path, clock, blobs, blobs)
+    assert run.final["a"]["status"] == run.final["b"]["status"] == "succeeded"
+    assert (run.agent_outputs.offloaded, run.scheduler_outputs.offloaded) == (1, 0)
+    assert [c.key for c in run.seen] == ["a", "b"] and run.seen[1].upstream == {"a": BIG}
+    async with SqliteStore(tmp_path / "agentdeck.db", clock=clock) as store:
+        a = await store.get_task(f"{run.workflow_id}/a")
+        b = await store.get_task(f"{run.workflow_id}/b")
+    assert is_ref(a.output) and b.output == {"got": len(json.dumps(BIG))}
+
+
+async def test_a_reference_to_an_object_the_scheduler_cannot_read_fails_the_attempt(
+    tmp_path: Path, clock: FakeClock, blobs: FileBlobStore
+) -> None:
+    """An agent whose blob_url is not the daemon's: its success cannot be used downstream, so
+    the attempt fails as output_missing (naming the key and the fix) and B never runs with an
+    input nobody can read."""
+    elsewhere = FileBlobStore(tmp_path / "agent-only")
+    await elsewhere.start()
+    run = await run_a_then_b(tmp_path, clock, elsewhere, blobs)
+    assert run.final["a"]["status"] == "failed"
+    error = run.final["a"]["error"]
+    assert error["kind"] == "output_missing" and error["retryable"] is True
+    assert "outputs/" in error["message"] and "blob_url" in error["message"]
+    assert run.final["b"]["status"] == "skipped" and [c.key for c in run.seen] == ["a"]
+
+
+def test_an_agent_process_uses_only_a_configured_blob_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default blob_url is a folder on the agent's own machine, which a scheduler
+    elsewhere cannot read: only a configured one is used, and not with the limit at 0."""
+    monkeypatch.chdir(tmp_path)  # no agentdeck.toml here
+    for var in ("AGENTDECK_BLOB_URL", "AGENTDECK_OUTPUT_INLINE_LIMIT"):
+        monkeypatch.delenv(var, raising=False)
+    clock = FakeClock()
+    assert agent_blobs(Settings(home=tmp_path), clock) is None
+    configured = Settings(home=tmp_path, blob_url=f"file://{tmp_path}/shared")
+    assert isinstance(agent_blobs(configured, clock), FileBlobStore)
+    inline = Settings(home=tmp_path, blob_url=f"file://{tmp_path}/shared", output_inline_limit=0)
+    assert agent_blobs(inline, clock) is None

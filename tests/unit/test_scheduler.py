@@ -15,12 +15,13 @@ from backends.memory import MemoryBus, MemoryRegistry
 from backends.sqlite.store import SqliteStore
 from core.client import Client
 from core.clock import FakeClock
-from core.errors import LeaseLost
+from core.errors import BackendUnavailable, LeaseLost
 from core.messages import Control, Report, TaskMessage, decode, encode
 from core.models import Change, CommandStatus
 from core.ports import Delivery
 from core.retry import RetryPolicy
 from core.scheduler import Scheduler, SchedulerConfig
+from core.settings import SchedulerSettings
 from core.spec import SpecLimits, parse_spec
 from core.states import TaskStatus as T
 from core.states import WorkflowStatus as W
@@ -368,6 +369,91 @@ async def test_only_one_leader_and_a_deposed_one_cannot_write(deck: Deck) -> Non
         await deck.scheduler.tick()
     assert [e.kind for e in await deck.store.task_events(f"{wf}/a")].count("dispatched") == 1
     await standby.stop()
+
+
+async def test_by_default_a_standby_leads_within_five_seconds_of_the_leaders_death(
+    deck: Deck,
+) -> None:
+    """With the default settings, the lease of a leader that died just after renewing it is
+    taken by a polling standby, with a larger token, in under 5 s (the recovery goal in
+    docs/resilience.md; the fault-injection suite measures it on real processes)."""
+    defaults = SchedulerSettings()
+    config = SchedulerConfig(lease_ttl=defaults.lease_ttl, poll_interval=defaults.poll_interval)
+    nodes = [
+        Scheduler(deck.store, deck.bus, deck.registry, deck.clock, node=name, config=config)
+        for name in ("leader", "standby")
+    ]
+    leader, standby = nodes
+    try:
+        await leader.tick()
+        assert leader.is_leader and leader._fence is not None
+        died = deck.clock.now()  # its last renewal; it does nothing more
+        while not standby.is_leader:
+            assert deck.clock.now() - died < 5.0, "the standby did not take over within 5 s"
+            deck.clock.advance(config.poll_interval)
+            await standby.tick()
+        assert standby._fence is not None and standby._fence > leader._fence
+    finally:
+        for node in nodes:
+            await node.stop()
+
+
+async def test_reports_the_store_could_not_apply_are_applied_on_a_later_round(
+    deck: Deck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round whose write fails (PostgreSQL restarting) keeps the reports it took: the next
+    round applies them, and the broker gets each ack once, after the write. Dropped, they
+    would stay unacked on the scheduler's channel and their tasks in flight for ever."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.finish(a, {"said": "hi"})
+    for _ in range(5):
+        await asyncio.sleep(0)  # the report consumer takes both reports in
+    taken = list(deck.scheduler._inbox)
+    assert len(taken) == 2
+    apply = deck.store.apply
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise BackendUnavailable("PostgreSQL at 127.0.0.1:5432 failed during apply")
+
+    monkeypatch.setattr(deck.store, "apply", unavailable)
+    with pytest.raises(BackendUnavailable):
+        await deck.scheduler.tick()
+    assert await deck.status(f"{wf}/a") == T.DISPATCHED
+    monkeypatch.setattr(deck.store, "apply", apply)
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.SUCCEEDED
+    assert await deck.status(f"{wf}/b") == T.DISPATCHED
+    assert all(d.settled for d in taken) and not deck.scheduler._inbox  # type: ignore[attr-defined]
+
+
+async def test_what_follows_a_written_change_is_done_on_a_later_round_if_the_store_fails(
+    deck: Deck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Store goes away between writing a task's success and finishing its workflow: the
+    reports are acked (they are written), and a later round still finishes the workflow."""
+    wf = await deck.submit("name: one\ntasks:\n  - {key: a, capability: echo}\n")
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.finish(a, {"said": "hi"})
+    for _ in range(5):
+        await asyncio.sleep(0)
+    taken = list(deck.scheduler._inbox)
+    count_tasks = deck.store.count_tasks
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise BackendUnavailable("PostgreSQL at 127.0.0.1:5432 failed during count_tasks")
+
+    monkeypatch.setattr(deck.store, "count_tasks", unavailable)
+    with pytest.raises(BackendUnavailable):
+        await deck.scheduler.tick()
+    assert await deck.status(f"{wf}/a") == T.SUCCEEDED
+    assert all(d.settled for d in taken)  # type: ignore[attr-defined]
+    monkeypatch.setattr(deck.store, "count_tasks", count_tasks)
+    deck.clock.advance(1)  # the next polling round
+    await deck.settle()
+    assert (await deck.store.get_workflow(wf)).status == W.SUCCEEDED
 
 
 async def test_held_capability_keeps_its_tasks_ready(deck: Deck) -> None:

@@ -1,0 +1,91 @@
+"""An agent keeps its large output in S3 (moto, from ``s3_endpoint``) and reports only the
+reference; the scheduler's own S3 store resolves it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import boto3
+import pytest
+
+from agents.context import TaskContext
+from agents.worker import Worker
+from backends import open_blobs
+from backends.memory import MemoryBus, MemoryRegistry
+from core.clock import FakeClock
+from core.messages import Report, TaskMessage, decode, encode
+from core.models import JSON, new_id
+from core.outputs import OutputStore, is_ref
+from core.ports import OutgoingTask
+from core.settings import Settings
+from tui.wiring import agent_blobs
+
+pytestmark = pytest.mark.integration
+
+OUTPUT = {"rows": [{"id": i, "text": f"row {i} of a large result"} for i in range(60_000)]}
+"""About 2 MB of JSON."""
+
+
+async def test_an_agent_keeps_a_large_output_in_s3_and_reports_the_reference(
+    s3_endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent's blob store comes from its settings (blob_url); its report is a few hundred
+    bytes; the object is under the scheduler's key scheme, and another store resolves it."""
+    bucket = f"test-{new_id()}"
+    boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1").create_bucket(
+        Bucket=bucket
+    )
+    url = f"s3://{bucket}/deck?endpoint_url={s3_endpoint}&region=us-east-1"
+    monkeypatch.chdir(tmp_path)
+    clock = FakeClock()
+    blobs = agent_blobs(Settings(home=tmp_path, blob_url=url), clock)
+    assert blobs is not None
+    await blobs.start()
+    bus = MemoryBus.from_url("memory://", clock=clock)
+    registry = MemoryRegistry.from_url("memory://", clock=clock)
+    await bus.start()
+    reports: list[tuple[Report, int]] = []
+    ended = asyncio.Event()
+
+    async def publish_report(body: bytes, headers: Mapping[str, str]) -> None:
+        report = decode(body, Report)
+        reports.append((report, len(body)))
+        if report.kind != "started":
+            ended.set()
+
+    bus.publish_report = publish_report  # type: ignore[method-assign]
+
+    async def make(ctx: TaskContext) -> JSON:
+        return OUTPUT
+
+    outputs = OutputStore(blobs, limit=1_048_576)
+    worker = Worker(bus, registry, {"make": make}, name="w", clock=clock, outputs=outputs)
+    message = TaskMessage(
+        task_id="wf/a",
+        workflow_id="wf",
+        key="a",
+        capability="make",
+        attempt=1,
+        timeout=60,
+        dispatched_at=0.0,
+    )
+    await bus.publish_tasks([OutgoingTask("make", encode(message), {})])
+    running = asyncio.create_task(worker.run())
+    scheduler_blobs = open_blobs(url, clock=clock)
+    await scheduler_blobs.start()
+    try:
+        await asyncio.wait_for(ended.wait(), 30)  # real S3 calls: bounded real time
+        ((report, size),) = [(r, n) for r, n in reports if r.kind != "started"]
+        assert report.kind == "succeeded" and is_ref(report.output)
+        assert report.output["$blob"] == "outputs/wf/a/attempt-1.json.gz"
+        assert size < 1000 < report.output["size"] == len(json.dumps(OUTPUT, separators=(",", ":")))
+        assert await OutputStore(scheduler_blobs, limit=0).resolve(report.output) == OUTPUT
+    finally:
+        await worker.stop(0)
+        await running
+        await bus.close()
+        await scheduler_blobs.close()
+        await blobs.close()
