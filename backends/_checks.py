@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 
 from core.models import Task, Workflow
+from core.ports import TASK_SORTS
 from core.states import WORKFLOW_TERMINAL, WorkflowStatus, check_workflow
 
 
@@ -14,6 +15,16 @@ def check_page(limit: int, offset: int = 0) -> None:
         raise ValueError(f"limit must be 0 or more, got {limit}")
     if offset < 0:
         raise ValueError(f"offset must be 0 or more, got {offset}")
+
+
+def task_order(sort: str | None, descending: bool) -> str:
+    """The ORDER BY of a task list (ties and no ``sort``: creation order). Raises ValueError
+    for a ``sort`` not in :data:`core.ports.TASK_SORTS` (it goes into the SQL)."""
+    if sort is None:
+        return "created_at, key, id"
+    if sort not in TASK_SORTS:
+        raise ValueError(f"cannot sort tasks by {sort!r}; use one of {', '.join(TASK_SORTS)}")
+    return f"{sort} {'DESC' if descending else 'ASC'} NULLS LAST, created_at, key, id"
 
 
 def check_tasks(workflow: Workflow, tasks: Sequence[Task]) -> dict[str, str]:
