@@ -43,6 +43,11 @@ T = TaskStatus
 W = WorkflowStatus
 LEASE_NAME = "scheduler"
 IN_FLIGHT = frozenset(TASK_IN_FLIGHT)
+#: Open workflows the repair sweep looks at per round (one query for them, one for the counts
+#: of their tasks), so a big store's sweep is spread over rounds rather than stall one.
+REPAIR_PAGE = 1000
+#: Task statuses that still move a workflow forward with no follow-up needed.
+MOVING = frozenset({T.READY, T.DISPATCHED, T.RUNNING, T.RETRYING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,13 +57,15 @@ class SchedulerConfig:
     ``poll_interval``: the longest it idles before looking at the Store again (work submitted by
     another process is noticed within it). ``batch_size``: most tasks dispatched or reports
     applied per round. ``lost_grace``: seconds past a running attempt's timeout before it counts
-    as lost. ``lease_ttl``: how long the leader's lease lives unless renewed.
+    as lost. ``lease_ttl``: how long the leader's lease lives unless renewed. ``repair_interval``:
+    seconds between the leader's repair sweeps (the first runs when it takes the lease).
     """
 
     poll_interval: float = 0.2
     batch_size: int = 500
     lost_grace: float = 5.0
     lease_ttl: float = 4.0
+    repair_interval: float = 30.0
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     capability_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
 
@@ -102,6 +109,10 @@ class Scheduler:
         # Tasks whose change is written but whose follow-up (skip dependents, finish the
         # workflow) is not done yet: a round the Store failed half-way leaves them here.
         self._follow_ups: dict[str, Task] = {}
+        # When the next repair sweep is due (at once on taking the lease, then every
+        # repair_interval), and where the one under way goes on (None: none under way).
+        self._repair_due = float("inf")
+        self._repair_at: int | None = None
         self._fence: int | None = None
         self._lease_renewed = 0.0
         self._stopping = False
@@ -209,6 +220,8 @@ class Scheduler:
         await self.store.apply([], self.clock.now(), fence=self._fence)
         inflight = await self.store.list_tasks(status=IN_FLIGHT, limit=1_000_000)
         self._timeouts = {t.id: t.timeout for t in inflight}
+        self._repair_due = self.clock.now()  # a dead leader may have left follow-ups undone
+        self._repair_at = None
         if not self.bus.durable and inflight:
             # The bus lost every message with the process that held it: publish the same
             # attempts again. No agent can still hold the old ones, so this duplicates nothing.
@@ -282,6 +295,11 @@ class Scheduler:
             busy |= await self._recover_lost_agents()
             if self._follow_ups:  # left by a round the Store failed half-way
                 await self._after_changes([])
+        if self._repair_at is None and now >= self._repair_due:
+            self._repair_at, self._repair_due = 0, now + self.config.repair_interval
+        if self._repair_at is not None:  # a page a round; a page the Store failed comes again
+            await self._repair()
+            busy |= self._repair_at is not None
         busy |= await self._flush_unpublished()
         busy |= await self._dispatch()
         return busy
@@ -613,7 +631,8 @@ class Scheduler:
             await self._finish_workflows(touched)
         self._follow_ups.clear()
 
-    async def _skip_dependents(self, workflow_id: str, failed: Sequence[Task]) -> None:
+    async def _skip_dependents(self, workflow_id: str, failed: Sequence[Task]) -> int:
+        """Skip what depends on ``failed`` (those still failed or cancelled); how many."""
         tasks = await self.store.list_tasks(workflow_id=workflow_id, limit=1_000_000)
         graph = {t.key: t.needs for t in tasks}
         # As the Store has them now: a follow-up done late must not skip for a task retried since.
@@ -632,12 +651,15 @@ class Scheduler:
             for t in tasks
             if t.key in doomed and t.status not in TASK_TERMINAL
         ]
-        if changes:
-            await self._apply(changes)
+        moved, _ = await self._apply(changes)
+        return len(moved)
 
-    async def _finish_workflows(self, workflow_ids: Iterable[str]) -> None:
+    async def _finish_workflows(self, workflow_ids: Iterable[str]) -> int:
+        """Finish those of ``workflow_ids`` whose tasks are all final, with the status their
+        tasks give; how many it finished (a workflow finished already is left alone)."""
         counts = await self.store.count_tasks(list(workflow_ids))
         now = self.clock.now()
+        finished = 0
         for workflow_id, by_status in counts.items():
             open_tasks = sum(n for s, n in by_status.items() if s not in TASK_TERMINAL)
             if open_tasks:
@@ -652,6 +674,7 @@ class Scheduler:
             if await self.store.set_workflow_status(
                 workflow_id, {W.RUNNING, W.PAUSED}, outcome, now
             ):
+                finished += 1
                 workflow = await self.store.get_workflow(workflow_id)
                 log.info(
                     "workflow_finished",
@@ -664,6 +687,51 @@ class Scheduler:
                 if self.tracing is not None:
                     self.tracing.workflow_finished(workflow, now)
                 await self._publish_events([workflow_event(workflow, now)])
+        return finished
+
+    async def _repair(self) -> None:
+        """One page of the repair sweep: do the follow-ups a leader died before doing (or a node
+        crashed between a change and them), by the same code as :meth:`_after_changes`.
+
+        It pages through the running and paused workflows (:data:`REPAIR_PAGE` a round) and
+        counts their tasks by status in the Store. A workflow whose tasks are all final is
+        finished. One with blocked tasks and nothing moving (ready, dispatched, running,
+        retrying) can only be waiting on a failed or cancelled task whose dependents were never
+        skipped (a blocked task whose needs all succeeded is ready): only its tasks are read,
+        its failures' dependents skipped, and it is finished. A consistent store gets no write
+        and no task read. Writes carry the fencing token: a deposed leader writes nothing."""
+        offset = self._repair_at or 0
+        page = await self.store.list_workflows(
+            status={W.RUNNING, W.PAUSED}, limit=REPAIR_PAGE, offset=offset
+        )
+        counts = await self.store.count_tasks([w.id for w in page])
+        done = [w for w, by in counts.items() if by and not set(by) - TASK_TERMINAL]
+        skipped = finished = 0
+        for workflow_id, by in counts.items():
+            if (
+                by.get(T.BLOCKED)
+                and not set(by) & MOVING
+                and (by.get(T.FAILED) or by.get(T.CANCELLED))
+            ):
+                failed = await self.store.list_tasks(
+                    workflow_id=workflow_id, status=(T.FAILED, T.CANCELLED), limit=1_000_000
+                )
+                skipped += await self._skip_dependents(workflow_id, failed)
+                done.append(workflow_id)  # nothing open may be left now
+        if done:
+            # set_workflow_status takes no token: prove ours is still the newest first.
+            await self.store.apply([], self.clock.now(), fence=self._fence)
+            finished = await self._finish_workflows(done)
+        # Newest first: the workflows finished left the list, so the next page starts earlier.
+        self._repair_at = None if len(page) < REPAIR_PAGE else offset + len(page) - finished
+        if skipped or finished:
+            log.warning(
+                "repaired",
+                node=self.node,
+                workflows_finished=finished,
+                tasks_skipped=skipped,
+                reason="follow-ups a previous leader did not do",
+            )
 
     # ------------------------------------------------------------------- due and lost
 

@@ -143,6 +143,11 @@ class SchedulerSettings(BaseModel):
     agent_ttl: float = Field(default=10.0, gt=0, le=3600)
     """Seconds an agent's record lives without a heartbeat."""
 
+    repair_interval: float = Field(default=30.0, ge=1, le=3600)
+    """Seconds between the leader's repair sweeps, which finish what a dead leader left undone
+    (skip a failed task's dependents, finish a workflow whose tasks are all final); the first
+    runs when a node takes the lease."""
+
     @model_validator(mode="after")
     def _check_intervals(self) -> SchedulerSettings:
         # A heartbeat slower than the TTL it refreshes would let healthy agents and leaders expire.

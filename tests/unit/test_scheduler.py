@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from backends.memory import MemoryBus, MemoryRegistry
 from backends.sqlite.store import SqliteStore
+from core import scheduler as scheduler_module
 from core.client import Client
 from core.clock import FakeClock
 from core.errors import BackendUnavailable, LeaseLost
@@ -484,3 +487,320 @@ async def test_events_are_published_for_watchers(deck: Deck) -> None:
     seen = [json.loads(await asyncio.wait_for(anext(events), 2)) for _ in range(1)]
     assert seen[0]["data"]["task_id"] == f"{wf}/a"
     assert seen[0]["data"]["status"] == "dispatched"
+
+
+# ------------------------------------------------------------------------ repair sweep
+# A leader that dies between writing a change and its follow-ups (skip the dependents of a
+# failed task, finish a workflow whose tasks are all final) leaves the Store like this: the
+# change is written, nothing after it. These states are built by writing the change directly.
+
+FAN = """
+name: fan
+tasks:
+  - {key: a, capability: echo}
+  - {key: b, capability: echo, needs: [a]}
+  - {key: c, capability: echo, needs: [b]}
+  - {key: d, capability: slow}
+"""
+
+TWO_CHAINS = """
+name: two-chains
+tasks:
+  - {key: a, capability: echo}
+  - {key: b, capability: echo, needs: [a]}
+  - {key: d, capability: slow}
+  - {key: e, capability: slow, needs: [d]}
+"""
+
+
+async def _crashed_after_success(deck: Deck) -> tuple[str, dict[str, T], W]:
+    """The last task's success is written; the workflow was never finished."""
+    wf = await deck.submit("name: one\ntasks:\n  - {key: a, capability: echo}\n")
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.store.apply(
+        [Change(a.task_id, T.SUCCEEDED, frozenset({T.DISPATCHED}), attempt=a.attempt)],
+        deck.clock.now(),
+    )
+    return wf, {"a": T.SUCCEEDED}, W.SUCCEEDED
+
+
+async def _crashed_after_failure(deck: Deck) -> tuple[str, dict[str, T], W]:
+    """A task failed for good; its dependents were never skipped, nor the workflow failed."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.store.apply(
+        [Change(a.task_id, T.FAILED, frozenset({T.DISPATCHED}), attempt=a.attempt)],
+        deck.clock.now(),
+    )
+    return wf, {"a": T.FAILED, "b": T.SKIPPED}, W.FAILED
+
+
+async def _crashed_after_failure_beside_a_success(deck: Deck) -> tuple[str, dict[str, T], W]:
+    """The last running branch succeeded after another failed; a's chain was never skipped."""
+    wf = await deck.submit(FAN)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    [(d, _)] = await deck.take("slow")
+    await deck.store.apply(
+        [
+            Change(a.task_id, T.FAILED, frozenset({T.DISPATCHED}), attempt=a.attempt),
+            Change(d.task_id, T.SUCCEEDED, frozenset({T.DISPATCHED}), attempt=d.attempt),
+        ],
+        deck.clock.now(),
+    )
+    states = {"a": T.FAILED, "b": T.SKIPPED, "c": T.SKIPPED, "d": T.SUCCEEDED}
+    return wf, states, W.FAILED
+
+
+async def _crashed_in_a_paused_workflow(deck: Deck) -> tuple[str, dict[str, T], W]:
+    """The workflow was paused with its task in flight; the task's success was written."""
+    wf = await deck.submit("name: one\ntasks:\n  - {key: a, capability: echo}\n")
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await run_command(deck, "pause", wf)
+    await deck.store.apply(
+        [Change(a.task_id, T.SUCCEEDED, frozenset({T.DISPATCHED}), attempt=a.attempt)],
+        deck.clock.now(),
+    )
+    return wf, {"a": T.SUCCEEDED}, W.SUCCEEDED
+
+
+LEFT_BEHIND = pytest.mark.parametrize(
+    "crash",
+    [
+        _crashed_after_success,
+        _crashed_after_failure,
+        _crashed_after_failure_beside_a_success,
+        _crashed_in_a_paused_workflow,
+    ],
+    ids=["all-final", "dependents-pending", "dependents-pending-rest-final", "paused"],
+)
+
+
+async def _assert_repaired(deck: Deck, wf: str, tasks: dict[str, T], outcome: W) -> None:
+    assert {k: await deck.status(f"{wf}/{k}") for k in tasks} == tasks
+    workflow = await deck.store.get_workflow(wf)
+    assert (workflow.status, workflow.finished_at) == (outcome, deck.clock.now())
+
+
+@LEFT_BEHIND
+async def test_a_new_leader_does_the_follow_ups_a_dead_leader_left_undone(
+    deck: Deck, crash: Any
+) -> None:
+    """The leader dies right after writing a change: the node that takes the lease skips the
+    failed task's dependents and finishes the workflow as the leader would have, with the
+    same events and log line, at once rather than at its first periodic sweep."""
+    wf, tasks, outcome = await crash(deck)
+    workflow = await deck.store.get_workflow(wf)
+    assert workflow.status in (W.RUNNING, W.PAUSED)  # as the dead leader left it
+    deck.clock.advance(deck.scheduler.config.lease_ttl + 0.1)  # its lease lapses; no release
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    events = deck.bus.subscribe_events()
+    try:
+        with capture_logs() as logs:
+            await successor.tick()
+        assert successor.is_leader
+        await _assert_repaired(deck, wf, tasks, outcome)
+        skipped = [k for k, s in tasks.items() if s == T.SKIPPED]
+        for key in skipped:
+            [*_, last] = await deck.store.task_events(f"{wf}/{key}")
+            assert (last.kind, last.detail) == (
+                "skipped",
+                {"reason": "a task it needs did not succeed"},
+            )
+        [repaired] = [e for e in logs if e["event"] == "repaired"]
+        assert (repaired["workflows_finished"], repaired["tasks_skipped"]) == (1, len(skipped))
+        assert [e["status"] for e in logs if e["event"] == "workflow_finished"] == [outcome]
+        published = []
+        while len(published) < len(skipped) + 1:
+            published.append(json.loads(await asyncio.wait_for(anext(events), 2)))
+        assert published[-1]["data"]["status"] == outcome
+        assert [p["data"]["status"] for p in published[:-1]] == ["skipped"] * len(skipped)
+    finally:
+        await successor.stop()
+
+
+@LEFT_BEHIND
+async def test_the_leader_repairs_the_store_every_repair_interval(deck: Deck, crash: Any) -> None:
+    """A follow-up lost while the leader keeps its lease (a node that wrote and crashed) is done
+    by the periodic sweep: within repair_interval, not on every round."""
+    await deck.settle()  # elected; its first sweep found nothing
+    wf, tasks, outcome = await crash(deck)
+    deck.clock.advance(1)
+    await deck.settle()
+    assert (await deck.store.get_workflow(wf)).status in (W.RUNNING, W.PAUSED)  # not yet due
+    deck.clock.advance(deck.scheduler.config.repair_interval)
+    await deck.settle()
+    await _assert_repaired(deck, wf, tasks, outcome)
+
+
+def _count_writes(deck: Deck, monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the calls of every Store method that writes, from now on."""
+    calls: dict[str, int] = {}
+    for name in ("apply", "set_workflow_status", "create_workflow", "finish_command", "load"):
+        method = getattr(deck.store, name)
+
+        async def counted(*args: Any, _name: str = name, _m: Any = method, **kw: Any) -> Any:
+            calls[_name] = calls.get(_name, 0) + 1
+            return await _m(*args, **kw)
+
+        monkeypatch.setattr(deck.store, name, counted)
+    return calls
+
+
+async def test_a_consistent_store_is_left_untouched_by_the_sweep(
+    deck: Deck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finished, paused and running workflows (one with a failed branch beside a branch still
+    running) get no write from a sweep, and it reads no task: it looks at the open
+    workflows and the counts of their tasks only."""
+    done = await deck.submit("name: one\ntasks:\n  - {key: a, capability: echo}\n")
+    failed = await deck.submit(A_TO_B)
+    fan = await deck.submit(TWO_CHAINS)
+    paused = await deck.submit("name: held\ntasks:\n  - {key: a, capability: slow}\n")
+    await deck.settle()
+    by_wf = {m.workflow_id: m for m, _ in await deck.take("echo", 3)}
+    await deck.finish(by_wf[done], "ok")
+    for wf in (failed, fan):
+        error = {"kind": "permanent", "message": "bad", "retryable": False}
+        await deck.report(by_wf[wf], "failed", error=error)
+    await run_command(deck, "pause", paused)
+    await deck.settle()
+    statuses = {
+        wf: (await deck.store.get_workflow(wf)).status for wf in (done, failed, fan, paused)
+    }
+    assert statuses == {done: W.SUCCEEDED, failed: W.FAILED, fan: W.RUNNING, paused: W.PAUSED}
+    assert await deck.status(f"{fan}/e") == T.BLOCKED  # behind the branch still running
+    events = len(await deck.store.events_since(0, limit=10_000))
+    writes = _count_writes(deck, monkeypatch)
+    calls: dict[str, list[Any]] = {"list_workflows": [], "list_tasks": []}
+    for name, seen in calls.items():
+        method = getattr(deck.store, name)
+
+        async def spy(*args: Any, _m: Any = method, _seen: Any = seen, **kw: Any) -> Any:
+            result = await _m(*args, **kw)
+            _seen.extend(result)
+            return result
+
+        monkeypatch.setattr(deck.store, name, spy)
+    deck.clock.advance(deck.scheduler.config.repair_interval)
+    with capture_logs() as logs:
+        await deck.settle()
+    assert {w.id for w in calls["list_workflows"]} == {fan, paused}  # the sweep looked
+    assert calls["list_tasks"] == []
+    assert writes == {}
+    assert len(await deck.store.events_since(0, limit=10_000)) == events
+    assert not [e for e in logs if e["event"] in ("repaired", "workflow_finished")]
+
+
+async def test_a_deposed_leaders_sweep_writes_nothing(deck: Deck) -> None:
+    """A leader that stalled past its lease and sweeps before it notices is refused by the
+    fencing token: the Store stays as it was, and the new leader's sweep repairs it."""
+    await deck.settle()
+    deposed = deck.scheduler
+    deck.clock.advance(deposed.config.lease_ttl + 0.1)
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    deck.scheduler = successor  # the deck's rounds are the new leader's from here
+    try:
+        await successor.tick()  # elected: its token is in the Store
+        assert successor.is_leader and deposed.is_leader  # the old one does not know yet
+        wf, tasks, outcome = await _crashed_after_failure(deck)
+        events = len(await deck.store.events_since(0, limit=10_000))
+        with pytest.raises(LeaseLost):
+            await deposed._repair()
+        assert await deck.status(f"{wf}/b") == T.BLOCKED
+        assert (await deck.store.get_workflow(wf)).status == W.RUNNING
+        assert len(await deck.store.events_since(0, limit=10_000)) == events
+        deck.clock.advance(successor.config.repair_interval)
+        await successor.tick()
+        await _assert_repaired(deck, wf, tasks, outcome)
+    finally:
+        await deposed.stop()
+
+
+async def test_a_deposed_leaders_sweep_finishes_no_workflow(deck: Deck) -> None:
+    """Finishing a workflow is fenced too, though only the tasks' writes carry the token."""
+    await deck.settle()
+    deposed = deck.scheduler
+    deck.clock.advance(deposed.config.lease_ttl + 0.1)
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    deck.scheduler = successor
+    try:
+        await successor.tick()
+        wf, _, _ = await _crashed_after_success(deck)
+        with pytest.raises(LeaseLost):
+            await deposed._repair()
+        assert (await deck.store.get_workflow(wf)).status == W.RUNNING
+    finally:
+        await deposed.stop()
+
+
+def test_repair_interval_is_a_setting_with_a_range() -> None:
+    """The sweep's interval defaults alike in settings and config and is refused outside
+    1..3600 s, naming the field."""
+    assert SchedulerSettings().repair_interval == SchedulerConfig().repair_interval == 30.0
+    for bad in (0, 3601):
+        with pytest.raises(ValidationError, match="repair_interval"):
+            SchedulerSettings(repair_interval=bad)
+
+
+async def test_the_sweep_pages_through_the_workflows_it_finishes(
+    deck: Deck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workflows the sweep finishes leave the list of open ones as it pages through it: none
+    after them is passed over."""
+    monkeypatch.setattr(scheduler_module, "REPAIR_PAGE", 2)
+    one = "name: one\ntasks:\n  - {key: a, capability: echo}\n"
+    stuck = [await deck.submit(one) for _ in range(3)]
+    running = await deck.submit(A_TO_B)
+    stuck += [await deck.submit(one) for _ in range(3)]
+    await deck.settle()
+    taken = [m for m, _ in await deck.take("echo", 7)]
+    await deck.store.apply(
+        [
+            Change(m.task_id, T.SUCCEEDED, frozenset({T.DISPATCHED}), attempt=m.attempt)
+            for m in taken
+            if m.workflow_id != running
+        ],
+        deck.clock.now(),
+    )
+    deck.clock.advance(deck.scheduler.config.repair_interval)
+    await deck.settle()
+    assert {(await deck.store.get_workflow(wf)).status for wf in stuck} == {W.SUCCEEDED}
+    assert (await deck.store.get_workflow(running)).status == W.RUNNING
+
+
+async def test_a_lost_skip_beside_a_branch_still_running_is_done_once_that_branch_ends(
+    deck: Deck,
+) -> None:
+    """A failure's dependents are left blocked while another branch runs; the sweep, which
+    reads no tasks of a workflow still moving, skips them after that branch has ended and
+    the workflow fails (the normal path does not finish it: it has blocked tasks)."""
+    await deck.settle()
+    wf = await deck.submit(TWO_CHAINS)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    [(d, _)] = await deck.take("slow")
+    await deck.store.apply(
+        [Change(a.task_id, T.FAILED, frozenset({T.DISPATCHED}), attempt=a.attempt)],
+        deck.clock.now(),
+    )
+    deck.clock.advance(deck.scheduler.config.repair_interval)
+    await deck.settle()
+    await deck.finish(d, "ok")
+    await deck.settle()
+    [(e, _)] = await deck.take("slow")
+    await deck.finish(e, "ok")
+    await deck.settle()
+    deck.clock.advance(deck.scheduler.config.repair_interval)
+    await deck.settle()
+    states = {"a": T.FAILED, "b": T.SKIPPED, "d": T.SUCCEEDED, "e": T.SUCCEEDED}
+    await _assert_repaired(deck, wf, states, W.FAILED)
