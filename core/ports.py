@@ -178,9 +178,12 @@ class Store(Protocol):
         expect: Collection[WorkflowStatus],
         to: WorkflowStatus,
         at: float,
+        *,
+        fence: int | None = None,
     ) -> bool:
         """Compare-and-set a workflow's status; True if it changed. Sets ``finished_at`` when
-        ``to`` is terminal and clears it otherwise. Raises NotFound."""
+        ``to`` is terminal and clears it otherwise. Raises NotFound. ``fence`` as in
+        :meth:`apply`: refused with LeaseLost, nothing written, once a newer token wrote."""
         ...
 
     async def get_task(self, task_id: str) -> Task:

@@ -48,6 +48,8 @@ IN_FLIGHT = frozenset(TASK_IN_FLIGHT)
 REPAIR_PAGE = 1000
 #: Task statuses that still move a workflow forward with no follow-up needed.
 MOVING = frozenset({T.READY, T.DISPATCHED, T.RUNNING, T.RETRYING})
+#: Workflow statuses whose tasks may still move (the others' tasks are all final).
+OPEN_WORKFLOWS = frozenset({W.RUNNING, W.PAUSED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,10 @@ class Scheduler:
         # repair_interval), and where the one under way goes on (None: none under way).
         self._repair_due = float("inf")
         self._repair_at: int | None = None
+        # The workflows the sweep under way pages through, and whether the next one also reads
+        # the cancelled ones (on taking the lease, or after a cancel cut off half-way).
+        self._repair_statuses: frozenset[WorkflowStatus] = OPEN_WORKFLOWS
+        self._repair_cancelled = False
         self._fence: int | None = None
         self._lease_renewed = 0.0
         self._stopping = False
@@ -222,6 +228,7 @@ class Scheduler:
         self._timeouts = {t.id: t.timeout for t in inflight}
         self._repair_due = self.clock.now()  # a dead leader may have left follow-ups undone
         self._repair_at = None
+        self._repair_cancelled = True  # ... or a cancel half done
         if not self.bus.durable and inflight:
             # The bus lost every message with the process that held it: publish the same
             # attempts again. No agent can still hold the old ones, so this duplicates nothing.
@@ -297,6 +304,10 @@ class Scheduler:
                 await self._after_changes([])
         if self._repair_at is None and now >= self._repair_due:
             self._repair_at, self._repair_due = 0, now + self.config.repair_interval
+            self._repair_statuses = OPEN_WORKFLOWS | (
+                {W.CANCELLED} if self._repair_cancelled else set()
+            )
+            self._repair_cancelled = False
         if self._repair_at is not None:  # a page a round; a page the Store failed comes again
             await self._repair()
             busy |= self._repair_at is not None
@@ -654,12 +665,13 @@ class Scheduler:
         moved, _ = await self._apply(changes)
         return len(moved)
 
-    async def _finish_workflows(self, workflow_ids: Iterable[str]) -> int:
+    async def _finish_workflows(self, workflow_ids: Iterable[str]) -> dict[str, WorkflowStatus]:
         """Finish those of ``workflow_ids`` whose tasks are all final, with the status their
-        tasks give; how many it finished (a workflow finished already is left alone)."""
+        tasks give; the ones it finished, with that status (a workflow finished already is
+        left alone)."""
         counts = await self.store.count_tasks(list(workflow_ids))
         now = self.clock.now()
-        finished = 0
+        finished: dict[str, WorkflowStatus] = {}
         for workflow_id, by_status in counts.items():
             open_tasks = sum(n for s, n in by_status.items() if s not in TASK_TERMINAL)
             if open_tasks:
@@ -672,9 +684,9 @@ class Scheduler:
             else:
                 outcome = W.FAILED
             if await self.store.set_workflow_status(
-                workflow_id, {W.RUNNING, W.PAUSED}, outcome, now
+                workflow_id, OPEN_WORKFLOWS, outcome, now, fence=self._fence
             ):
-                finished += 1
+                finished[workflow_id] = outcome
                 workflow = await self.store.get_workflow(workflow_id)
                 log.info(
                     "workflow_finished",
@@ -691,22 +703,29 @@ class Scheduler:
 
     async def _repair(self) -> None:
         """One page of the repair sweep: do the follow-ups a leader died before doing (or a node
-        crashed between a change and them), by the same code as :meth:`_after_changes`.
+        crashed between a change and them), by the same code as :meth:`_after_changes` and
+        :meth:`_cancel_workflow`.
 
-        It pages through the running and paused workflows (:data:`REPAIR_PAGE` a round) and
-        counts their tasks by status in the Store. A workflow whose tasks are all final is
+        It pages through the running and paused workflows (:data:`REPAIR_PAGE` a round), and
+        the cancelled ones too in the sweep on taking the lease, and counts their tasks by
+        status in the Store. A running or paused workflow whose tasks are all final is
         finished. One with blocked tasks and nothing moving (ready, dispatched, running,
         retrying) can only be waiting on a failed or cancelled task whose dependents were never
         skipped (a blocked task whose needs all succeeded is ready): only its tasks are read,
-        its failures' dependents skipped, and it is finished. A consistent store gets no write
-        and no task read. Writes carry the fencing token: a deposed leader writes nothing."""
+        its failures' dependents skipped, and it is finished. A cancelled workflow with a task
+        not final was cancelled by a leader that died before cancelling its tasks: they are
+        cancelled now. A consistent store gets no write and no task read. Writes carry the
+        fencing token: a deposed leader writes nothing."""
         offset = self._repair_at or 0
         page = await self.store.list_workflows(
-            status={W.RUNNING, W.PAUSED}, limit=REPAIR_PAGE, offset=offset
+            status=self._repair_statuses, limit=REPAIR_PAGE, offset=offset
         )
         counts = await self.store.count_tasks([w.id for w in page])
+        cancelled = {w.id for w in page if w.status == W.CANCELLED}
+        half_cancelled = [w for w in cancelled if set(counts.get(w, {})) - TASK_TERMINAL]
+        counts = {w: by for w, by in counts.items() if w not in cancelled}
         done = [w for w, by in counts.items() if by and not set(by) - TASK_TERMINAL]
-        skipped = finished = 0
+        skipped = tasks_cancelled = 0
         for workflow_id, by in counts.items():
             if (
                 by.get(T.BLOCKED)
@@ -718,18 +737,19 @@ class Scheduler:
                 )
                 skipped += await self._skip_dependents(workflow_id, failed)
                 done.append(workflow_id)  # nothing open may be left now
-        if done:
-            # set_workflow_status takes no token: prove ours is still the newest first.
-            await self.store.apply([], self.clock.now(), fence=self._fence)
-            finished = await self._finish_workflows(done)
-        # Newest first: the workflows finished left the list, so the next page starts earlier.
-        self._repair_at = None if len(page) < REPAIR_PAGE else offset + len(page) - finished
-        if skipped or finished:
+        finished = await self._finish_workflows(done) if done else {}
+        for workflow_id in half_cancelled:
+            tasks_cancelled += await self._close_cancelled(workflow_id, self.clock.now())
+        # Newest first: the workflows that left the list, so the next page starts earlier.
+        left = sum(1 for status in finished.values() if status not in self._repair_statuses)
+        self._repair_at = None if len(page) < REPAIR_PAGE else offset + len(page) - left
+        if skipped or finished or tasks_cancelled:
             log.warning(
                 "repaired",
                 node=self.node,
-                workflows_finished=finished,
+                workflows_finished=len(finished),
                 tasks_skipped=skipped,
+                tasks_cancelled=tasks_cancelled,
                 reason="follow-ups a previous leader did not do",
             )
 
@@ -803,6 +823,8 @@ class Scheduler:
             try:
                 result = await self.execute(command)
                 status = CommandStatus.DONE
+            except LeaseLost:
+                raise  # not this command's failure: it stays pending for the new leader
             except AgentdeckError as exc:
                 result, status = str(exc), CommandStatus.FAILED
             finished = replace(command, status=status, result=result, finished_at=self.clock.now())
@@ -877,12 +899,24 @@ class Scheduler:
         workflow = await self.store.get_workflow(workflow_id)
         now = self.clock.now()
         if not await self.store.set_workflow_status(
-            workflow.id, {W.RUNNING, W.PAUSED}, W.CANCELLED, now
+            workflow.id, OPEN_WORKFLOWS, W.CANCELLED, now, fence=self._fence
         ):
             raise AgentdeckError(
                 f"workflow {workflow_id} is {workflow.status.value}; only running or paused "
                 "workflows can be cancelled"
             )
+        try:
+            cancelled = await self._close_cancelled(workflow.id, now)
+        except AgentdeckError:
+            # The workflow is cancelled, its tasks maybe not: the next sweep, at once, does it.
+            self._repair_cancelled, self._repair_due = True, now
+            raise
+        return f"cancelled workflow {workflow_id} ({cancelled} unfinished task(s) cancelled)"
+
+    async def _close_cancelled(self, workflow_id: str, now: float) -> int:
+        """The rest of cancelling a workflow once it is ``cancelled``: cancel its unfinished
+        tasks (telling agents to stop those in flight) and report the workflow finished; how
+        many tasks it cancelled."""
         open_tasks = await self.store.list_tasks(
             workflow_id=workflow_id,
             status=[s for s in TaskStatus if s not in TASK_TERMINAL],
@@ -909,12 +943,14 @@ class Scheduler:
         if self.tracing is not None:
             self.tracing.workflow_finished(cancelled, now)
         await self._publish_events([workflow_event(cancelled, now)])
-        return f"cancelled workflow {workflow_id} ({len(moved)} unfinished task(s) cancelled)"
+        return len(moved)
 
     async def _pause_workflow(self, workflow_id: str, *, pause: bool) -> str:
         workflow = await self.store.get_workflow(workflow_id)
         src, dst = (W.RUNNING, W.PAUSED) if pause else (W.PAUSED, W.RUNNING)
-        if not await self.store.set_workflow_status(workflow.id, {src}, dst, self.clock.now()):
+        if not await self.store.set_workflow_status(
+            workflow.id, {src}, dst, self.clock.now(), fence=self._fence
+        ):
             raise AgentdeckError(
                 f"workflow {workflow_id} is {workflow.status.value}; only a {src.value} "
                 f"workflow can be {'paused' if pause else 'resumed'}"
@@ -976,7 +1012,9 @@ class Scheduler:
                 )
             )
         now = self.clock.now()
-        await self.store.set_workflow_status(workflow_id, {W.FAILED, W.CANCELLED}, W.RUNNING, now)
+        await self.store.set_workflow_status(
+            workflow_id, {W.FAILED, W.CANCELLED}, W.RUNNING, now, fence=self._fence
+        )
         moved, _ = await self._apply(changes)
         self.wake()
         return f"retrying {len(keys)} task(s) of workflow {workflow_id} ({len(moved)} reset)"

@@ -1,14 +1,18 @@
 """Measure the leader's repair sweep on SQLite, or PostgreSQL (``--postgres``).
 
     .venv/bin/python scripts/repair_bench.py [--workflows 1000] [--tasks 100] [--broken 10]
-        [--postgres]   # a scratch database on AGENTDECK_TEST_POSTGRES (default 127.0.0.1:5432)
+        [--cancelled 0] [--postgres]   # PostgreSQL: a scratch database on
+        # AGENTDECK_TEST_POSTGRES (default 127.0.0.1:5432)
 
 Loads ``workflows`` running workflows of ``tasks`` tasks each in two chains: chain a a
 quarter succeeded, one task running, the rest blocked; chain b succeeded, or in every tenth
 workflow failed for good at its second task, its dependents skipped. The first ``broken`` were
 left by a dead leader instead: chain a done, chain b's second task failed, its dependents
 still blocked. Times one sweep that repairs those (skips, then fails each workflow), then
-one on the store it left, consistent, page by page as the leader runs it.
+one on the store it left, consistent, page by page as the leader runs it. With
+``cancelled``, that many cancelled workflows of ``tasks`` tasks (a quarter succeeded, the rest
+cancelled) are loaded too, and a third sweep is timed: the consistent store as the sweep on
+taking the lease reads it, cancelled workflows included.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from backends.sqlite.store import SqliteStore
 from core.clock import SystemClock
 from core.models import Task, Workflow
 from core.ports import Store
-from core.scheduler import REPAIR_PAGE, Scheduler
+from core.scheduler import OPEN_WORKFLOWS, REPAIR_PAGE, Scheduler
 from core.states import TaskStatus as T
 from core.states import WorkflowStatus as W
 
@@ -51,8 +55,14 @@ def chain(wid: str, prefix: str, n: int, now: float, statuses: list[T]) -> list[
     ]
 
 
-async def build(store: Store, workflows: int, tasks: int, broken: int) -> None:
+async def build(store: Store, workflows: int, tasks: int, broken: int, cancelled: int) -> None:
     now = time.time()
+    for w in range(cancelled):
+        wid = f"cx{w:05d}"
+        done = tasks // 4
+        rows = chain(wid, "a", tasks, now, [T.SUCCEEDED] * done + [T.CANCELLED] * (tasks - done))
+        workflow = Workflow(wid, wid, W.CANCELLED, now, now, tasks, finished_at=now)
+        await store.load(workflows=[workflow], tasks=rows)
     half = tasks // 2
     for w in range(workflows):
         wid = f"wf{w:05d}"
@@ -78,7 +88,9 @@ async def sweep(store: Store, clock: SystemClock) -> list[tuple[str, float, floa
     leader = Scheduler(store, bus, registry, clock, node="bench")
     assert await leader._ensure_lease()  # elected; the sweep runs in the next tick
     timings = []
-    for label in ("repairing", "consistent"):
+    for label in ("repairing", "consistent", "consistent, on taking the lease"):
+        if label.endswith("lease"):
+            leader._repair_statuses = OPEN_WORKFLOWS | {W.CANCELLED}
         pages = []
         while True:  # one sweep: a page per scheduler round
             started = time.perf_counter()
@@ -93,7 +105,7 @@ async def sweep(store: Store, clock: SystemClock) -> list[tuple[str, float, floa
     return timings
 
 
-async def main(workflows: int, tasks: int, broken: int, postgres: bool) -> None:
+async def main(workflows: int, tasks: int, broken: int, cancelled: int, postgres: bool) -> None:
     clock = SystemClock()
     async with contextlib.AsyncExitStack() as stack:
         store: Store
@@ -104,13 +116,14 @@ async def main(workflows: int, tasks: int, broken: int, postgres: bool) -> None:
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
             store = await stack.enter_async_context(SqliteStore(Path(tmp) / "a.db", clock=clock))
         await store.migrate()
-        await build(store, workflows, tasks, broken)
+        await build(store, workflows, tasks, broken, cancelled)
         timings = await sweep(store, clock)
         counts = await store.count_workflows()
         skipped = await store.total_tasks(status=[T.SKIPPED])
     engine = "PostgreSQL" if postgres else "SQLite"
     print(
-        f"{engine}: {workflows} running workflows x {tasks} tasks, {broken} left by a dead leader"
+        f"{engine}: {workflows} running workflows x {tasks} tasks, {broken} left by a dead "
+        f"leader; {cancelled} cancelled workflows"
     )
     for label, total, longest, rounds in timings:
         print(
@@ -125,6 +138,7 @@ if __name__ == "__main__":
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--tasks", type=int, default=100)
     parser.add_argument("--broken", type=int, default=10)
+    parser.add_argument("--cancelled", type=int, default=0)
     parser.add_argument("--postgres", action="store_true", help="on the test PostgreSQL server")
     args = parser.parse_args()
-    asyncio.run(main(args.workflows, args.tasks, args.broken, args.postgres))
+    asyncio.run(main(args.workflows, args.tasks, args.broken, args.cancelled, args.postgres))

@@ -489,16 +489,20 @@ class PostgresStore:
         expect: Collection[WorkflowStatus],
         to: WorkflowStatus,
         at: float,
+        *,
+        fence: int | None = None,
     ) -> bool:
         """Compare-and-set a workflow's status; True if it changed. ``finished_at`` is set when
-        ``to`` is terminal and cleared otherwise. Raises NotFound, and InvalidTransition when
-        a status in ``expect`` cannot go to ``to``."""
+        ``to`` is terminal and cleared otherwise. Raises NotFound, InvalidTransition when
+        a status in ``expect`` cannot go to ``to``, and LeaseLost (nothing written) when
+        ``fence`` is older than a token that has written (as :meth:`apply`)."""
         target, sources, finished_at = _workflow_change(expect, to, at)
         # One statement: the UPDATE and the existence check see the same snapshot.
         changed, exists = (
             await self._write(
                 "set_workflow_status",
-                _fetch,
+                _fenced_fetch,
+                fence,
                 "WITH moved AS (UPDATE workflows SET status = $2, updated_at = $3, "
                 "finished_at = $4 WHERE id = $1 AND status = ANY($5::text[]) RETURNING 1) "
                 "SELECT EXISTS (SELECT 1 FROM moved), "
@@ -807,6 +811,16 @@ class PostgresStore:
 
 async def _fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
     return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+
+async def _fenced_fetch(
+    conn: asyncpg.Connection, fence: int | None, sql: str, *args: Any
+) -> list[asyncpg.Record]:
+    """:func:`_fetch` after the fence check of ``apply`` (in the caller's transaction, so a
+    refused token writes nothing)."""
+    if fence is not None:
+        await transitions.check_fence(conn, fence)
+    return await _fetch(conn, sql, *args)
 
 
 async def _create_workflow(

@@ -355,10 +355,13 @@ class SqliteStore:
         expect: Collection[WorkflowStatus],
         to: WorkflowStatus,
         at: float,
+        *,
+        fence: int | None = None,
     ) -> bool:
         """Compare-and-set a workflow's status; True if it changed. ``finished_at`` is set when
-        ``to`` is terminal and cleared otherwise. Raises NotFound, and InvalidTransition when
-        a status in ``expect`` cannot go to ``to``."""
+        ``to`` is terminal and cleared otherwise. Raises NotFound, InvalidTransition when
+        a status in ``expect`` cannot go to ``to``, and LeaseLost (nothing written) when
+        ``fence`` is older than a token that has written (as :meth:`apply`)."""
         target, sources, finished_at = _workflow_change(expect, to, at)
         return await self._write(
             _set_workflow_status,
@@ -367,6 +370,7 @@ class SqliteStore:
             target.value,
             at,
             finished_at,
+            fence,
         )
 
     # -------------------------------------------------------------------------- tasks
@@ -751,7 +755,10 @@ def _set_workflow_status(
     to: str,
     at: float,
     finished_at: float | None,
+    fence: int | None,
 ) -> bool:
+    if fence is not None:
+        check_fence(conn, fence)
     cursor = conn.execute(
         "UPDATE workflows SET status = ?, updated_at = ?, finished_at = ? "
         "WHERE id = ? AND status IN (SELECT value FROM json_each(?))",

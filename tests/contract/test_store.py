@@ -842,6 +842,28 @@ async def test_writes_without_a_fence_are_not_fenced(store: Store, clock: FakeCl
     assert (await store.apply([dispatch(a.id)], clock.now())).tasks
 
 
+async def test_a_workflow_status_write_is_fenced_like_apply(store: Store, clock: FakeClock) -> None:
+    """``set_workflow_status`` with a token older than one that wrote gets LeaseLost and
+    changes nothing; the newest token writes, and its write locks older tokens out of
+    ``apply`` as well; a write without a token is not fenced."""
+    workflow, [a] = await submit(store, clock, "wf", {"a": []})
+    await store.apply([], clock.now(), fence=5)
+
+    with pytest.raises(LeaseLost):
+        await store.set_workflow_status("wf", {W.RUNNING}, W.CANCELLED, clock.now(), fence=4)
+    assert await store.get_workflow("wf") == workflow
+
+    clock.advance(1)
+    assert await store.set_workflow_status("wf", {W.RUNNING}, W.PAUSED, clock.now(), fence=5)
+    assert await store.set_workflow_status("wf", {W.PAUSED}, W.RUNNING, clock.now(), fence=6)
+    with pytest.raises(LeaseLost):
+        await store.apply([dispatch(a.id)], clock.now(), fence=5)
+    assert (await store.get_task(a.id)).status == T.READY
+
+    assert await store.set_workflow_status("wf", {W.RUNNING}, W.PAUSED, clock.now())
+    assert (await store.get_workflow("wf")).status == W.PAUSED
+
+
 # ------------------------------------------------------------------------------ commands
 
 

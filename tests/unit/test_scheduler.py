@@ -20,7 +20,7 @@ from core.client import Client
 from core.clock import FakeClock
 from core.errors import BackendUnavailable, LeaseLost
 from core.messages import Control, Report, TaskMessage, decode, encode
-from core.models import Change, CommandStatus
+from core.models import Change, Command, CommandStatus
 from core.ports import Delivery
 from core.retry import RetryPolicy
 from core.scheduler import Scheduler, SchedulerConfig
@@ -725,7 +725,7 @@ async def test_a_deposed_leaders_sweep_writes_nothing(deck: Deck) -> None:
 
 
 async def test_a_deposed_leaders_sweep_finishes_no_workflow(deck: Deck) -> None:
-    """Finishing a workflow is fenced too, though only the tasks' writes carry the token."""
+    """Finishing a workflow carries the fencing token too: a deposed leader finishes none."""
     await deck.settle()
     deposed = deck.scheduler
     deck.clock.advance(deposed.config.lease_ttl + 0.1)
@@ -804,3 +804,183 @@ async def test_a_lost_skip_beside_a_branch_still_running_is_done_once_that_branc
     await deck.settle()
     states = {"a": T.FAILED, "b": T.SKIPPED, "d": T.SUCCEEDED, "e": T.SUCCEEDED}
     await _assert_repaired(deck, wf, states, W.FAILED)
+
+
+# A cancel is two writes: the workflow's status, then its unfinished tasks. A leader that dies
+# between them leaves a cancelled workflow whose tasks would stay open for ever: nothing
+# dispatches the ready tasks of a workflow that is not running, nothing releases its blocked
+# ones. (The other finished statuses cannot be left with open tasks: a workflow succeeds or
+# fails only once its tasks are all final, and its tasks open again only by a retry, which
+# writes the workflow running first; a deposed leader's late writes are fenced.)
+
+CANCEL_MIX = """
+name: mix
+tasks:
+  - {key: a, capability: echo}
+  - {key: b, capability: echo, needs: [a]}
+  - {key: d, capability: slow}
+"""
+
+
+async def _cancelled_by_a_dead_leader(deck: Deck) -> tuple[str, TaskMessage]:
+    """The workflow is written cancelled, nothing after: a in flight, b blocked, d ready (its
+    capability held). Returns the workflow and a's message."""
+    deck.held.add("slow")
+    wf = await deck.submit(CANCEL_MIX)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    assert await deck.store.set_workflow_status(wf, {W.RUNNING}, W.CANCELLED, deck.clock.now())
+    return wf, a
+
+
+async def test_a_new_leader_cancels_the_tasks_a_dead_leader_left_open_in_a_cancelled_workflow(
+    deck: Deck,
+) -> None:
+    """The node that takes the lease cancels them as the cancel command does (the agent holding
+    one told to stop, the workflow reported finished), once; a workflow cancelled in full is
+    left untouched."""
+    whole = await deck.submit("name: one\ntasks:\n  - {key: a, capability: echo}\n")
+    await run_command(deck, "cancel", whole)
+    untouched = len(await deck.store.events_since(0, workflow_id=whole))
+    wf, a = await _cancelled_by_a_dead_leader(deck)
+    cancelled_at = (await deck.store.get_workflow(wf)).finished_at
+    deck.clock.advance(deck.scheduler.config.lease_ttl + 0.1)  # its lease lapses; no release
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    control = deck.bus.subscribe_control()
+    events = deck.bus.subscribe_events()
+    try:
+        with capture_logs() as logs:
+            await successor.tick()
+        for key in ("a", "b", "d"):
+            [*_, last] = await deck.store.task_events(f"{wf}/{key}")
+            assert (last.kind, last.detail) == ("cancelled", {"reason": "workflow cancelled"})
+        workflow = await deck.store.get_workflow(wf)
+        assert (workflow.status, workflow.finished_at) == (W.CANCELLED, cancelled_at)
+        order = decode(await asyncio.wait_for(anext(control), 2), Control)
+        assert (order.action, order.target) == ("cancel", a.task_id)
+        published = [json.loads(await asyncio.wait_for(anext(events), 2))]
+        while published[-1]["topic"] != "workflow":
+            published.append(json.loads(await asyncio.wait_for(anext(events), 2)))
+        cancelled = [p["data"]["key"] for p in published if p["data"].get("kind") == "cancelled"]
+        assert cancelled == ["a", "b", "d"]  # after a's redelivery: the bus is not durable
+        assert published[-1]["data"] == {"workflow_id": wf, "name": "mix", "status": "cancelled"}
+        [repaired] = [e for e in logs if e["event"] == "repaired"]
+        assert (repaired["tasks_cancelled"], repaired["workflows_finished"]) == (3, 0)
+        assert len(await deck.store.events_since(0, workflow_id=whole)) == untouched
+        deck.clock.advance(successor.config.repair_interval)
+        with capture_logs() as logs:
+            await successor.tick()
+        assert not [e for e in logs if e["event"] == "repaired"]
+    finally:
+        await successor.stop()
+
+
+async def test_a_cancel_the_store_cut_off_half_way_is_finished_by_the_next_round(
+    deck: Deck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Store fails once the workflow is written cancelled, before its tasks are: the
+    command fails, and the next round's sweep, not the one repair_interval later, cancels
+    them (the periodic sweep does not read cancelled workflows)."""
+    await deck.settle()  # elected; the sweep on taking the lease is done
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    list_tasks = deck.store.list_tasks
+
+    async def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise BackendUnavailable("PostgreSQL at 127.0.0.1:5432 failed during list_tasks")
+
+    monkeypatch.setattr(deck.store, "list_tasks", unavailable)
+    with pytest.raises(BackendUnavailable):
+        await deck.scheduler.execute(Command("c1", "cancel", wf, deck.clock.now()))
+    assert (await deck.store.get_workflow(wf)).status == W.CANCELLED
+    assert {await deck.status(f"{wf}/a"), await deck.status(f"{wf}/b")} == {
+        T.DISPATCHED,
+        T.BLOCKED,
+    }
+    monkeypatch.setattr(deck.store, "list_tasks", list_tasks)
+    await deck.scheduler.tick()
+    assert {await deck.status(f"{wf}/a"), await deck.status(f"{wf}/b")} == {T.CANCELLED}
+
+
+@pytest.mark.parametrize("action", ["cancel", "pause"])
+async def test_a_deposed_leader_cannot_write_a_workflow_status(deck: Deck, action: str) -> None:
+    """Every workflow status the leader writes carries its fencing token: a leader deposed
+    without knowing it is refused and the workflow and its tasks stay as they were."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    deposed = deck.scheduler
+    deck.clock.advance(deposed.config.lease_ttl + 0.1)
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    try:
+        await successor.tick()  # elected: its token is in the Store
+        events = len(await deck.store.events_since(0, limit=10_000))
+        with pytest.raises(LeaseLost):
+            await deposed.execute(Command("c1", action, wf, deck.clock.now()))
+        assert (await deck.store.get_workflow(wf)).status == W.RUNNING
+        assert len(await deck.store.events_since(0, limit=10_000)) == events
+    finally:
+        await successor.stop()
+        await deposed.stop()
+
+
+async def test_a_deposed_leader_leaves_the_command_to_the_new_one(deck: Deck) -> None:
+    """A command a deposed leader is refused on is not marked failed: it stays pending, and
+    the new leader carries it out."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    deposed = deck.scheduler
+    deck.clock.advance(deposed.config.lease_ttl + 0.1)
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    try:
+        await successor.tick()  # elected: its token is in the Store
+        await deck.store.add_command(Command("c1", "cancel", wf, deck.clock.now(), actor="ops"))
+        with pytest.raises(LeaseLost):
+            await deposed._run_commands()
+        assert [c.id for c in await deck.store.pending_commands(limit=10)] == ["c1"]
+        await successor.tick()
+        assert (await deck.store.get_workflow(wf)).status == W.CANCELLED
+        assert not await deck.store.pending_commands(limit=10)
+    finally:
+        await successor.stop()
+        await deposed.stop()
+
+
+async def test_the_sweep_on_taking_the_lease_pages_through_cancelled_workflows_too(
+    deck: Deck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled workflows stay in the list the sweep pages through while the ones it finishes
+    leave it: none is passed over."""
+    monkeypatch.setattr(scheduler_module, "REPAIR_PAGE", 2)
+    one = "name: one\ntasks:\n  - {key: a, capability: echo}\n"
+    stuck = [await deck.submit(one) for _ in range(2)]
+    half = [await deck.submit(A_TO_B) for _ in range(2)]
+    stuck += [await deck.submit(one) for _ in range(3)]
+    await deck.settle()
+    taken = [m for m, _ in await deck.take("echo", 7)]
+    await deck.store.apply(
+        [
+            Change(m.task_id, T.SUCCEEDED, frozenset({T.DISPATCHED}), attempt=m.attempt)
+            for m in taken
+            if m.workflow_id in stuck
+        ],
+        deck.clock.now(),
+    )
+    for wf in half:
+        await deck.store.set_workflow_status(wf, {W.RUNNING}, W.CANCELLED, deck.clock.now())
+    deck.clock.advance(deck.scheduler.config.lease_ttl + 0.1)
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    deck.scheduler = successor
+    try:
+        await deck.settle()
+        assert {(await deck.store.get_workflow(wf)).status for wf in stuck} == {W.SUCCEEDED}
+        assert {await deck.status(f"{wf}/{k}") for wf in half for k in "ab"} == {T.CANCELLED}
+    finally:
+        await successor.stop()
