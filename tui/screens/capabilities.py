@@ -14,8 +14,6 @@ from core.states import TaskStatus
 from tui.screens.base import DeckScreen
 from tui.widgets.live_table import LiveTable
 
-#: Open tasks counted per capability (bounded: the screen must stay cheap with 10,000 tasks).
-COUNT_LIMIT = 10_000
 _QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
 _RUNNING = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
 
@@ -51,12 +49,9 @@ class CapabilitiesScreen(DeckScreen):
         for agent in await self.sources.registry.agents():
             agents.update(agent.capabilities)
         store = self.sources.store
-        queued = Counter(
-            t.capability for t in await store.list_tasks(status=_QUEUED, limit=COUNT_LIMIT)
-        )
-        running = Counter(
-            t.capability for t in await store.list_tasks(status=_RUNNING, limit=COUNT_LIMIT)
-        )
+        counts = await store.count_by_capability([*_QUEUED, *_RUNNING])
+        queued = Counter({c: sum(by.get(s, 0) for s in _QUEUED) for c, by in counts.items()})
+        running = Counter({c: sum(by.get(s, 0) for s in _RUNNING) for c, by in counts.items()})
         names = sorted(set(agents) | paused | set(queued) | set(running))
         self.query_one(LiveTable).sync(
             [

@@ -149,7 +149,7 @@ class LogsScreen(DeckScreen):
             ]
         )
         if self.following and table.row_count:
-            table.move_cursor(row=0)
+            table.goto(0)
 
     def action_follow(self) -> None:
         """Stop or start following the newest line."""

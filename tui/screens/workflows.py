@@ -58,10 +58,19 @@ class WorkflowsScreen(DeckScreen):
         return self.status_text(value) if column == 2 else str(value)
 
     async def reload(self) -> None:
-        """Read the newest workflows and their task counts."""
+        """Read the window of workflows the table shows (newest first), how many there are,
+        and their task counts; sorted or ``/``-filtered, the newest ``WINDOW`` whole."""
         store = self.sources.store
         now = self.sources.clock.now()
-        workflows = await store.list_workflows(limit=WINDOW)
+        table = self.query_one(LiveTable)
+        whole = table.sort_column is not None or bool(table.filter_text)
+        if whole:
+            workflows = await store.list_workflows(limit=WINDOW)
+        else:
+            offset, limit = table.page
+            total = sum((await store.count_workflows()).values())
+            offset = max(0, min(offset, total - limit))
+            workflows = await store.list_workflows(limit=limit, offset=offset)
         counts = await store.count_tasks([w.id for w in workflows]) if workflows else {}
         self.workflows = {w.id: w for w in workflows}
         rows = []
@@ -79,7 +88,10 @@ class WorkflowsScreen(DeckScreen):
                     ),
                 )
             )
-        self.query_one(LiveTable).sync(rows)
+        if whole:
+            table.sync(rows)
+        else:
+            table.sync_page(rows, offset, total)
         self.add_completions(f"wf {w.id}" for w in workflows)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
@@ -231,11 +243,11 @@ class WorkflowScreen(DeckScreen):
         """Move the cursor to the next failed, retrying or cancelled task (wrapping round)."""
         table = self.query_one(LiveTable)
         status = {t.id: t.status for t in self.tasks}
-        keys = table.keys
-        start = table.cursor_row
+        keys = table.all_keys
+        start = table.position
         for step in range(1, len(keys) + 1):
             i = (start + step) % len(keys)
             if status.get(keys[i]) in TROUBLE:
-                table.move_cursor(row=i)
+                table.goto(i)
                 return
         self.notify("no failures in this workflow", timeout=2)

@@ -1,9 +1,20 @@
-"""A DataTable that follows live data cheaply: a window of rows, changed cells only, stable cursor.
+"""A DataTable that follows live data cheaply: it holds only the rows that can be seen.
 
-Screens hand :meth:`LiveTable.sync` the whole current list as ``(key, cells)`` rows; the table
-filters and sorts it, keeps at most ``window`` rows, and then either updates just the cells that
-changed (same rows in the same order: the common case while watching) or rebuilds its rows and
-puts the cursor back on the item it was on (rows came, went or moved after a re-sort).
+Textual's DataTable costs grow with the rows it holds (every width update measures the whole
+column), so a :class:`LiveTable` holds only a *window*: the rows that fit on screen. The list
+behind it has ``total`` rows and comes in one of two ways:
+
+- :meth:`LiveTable.sync`: the screen hands over the whole current list as ``(key, cells)`` rows
+  (agents, workflows, breakers: lists that fit in memory); the table filters and sorts it
+  itself and shows the window;
+- :meth:`LiveTable.sync_page`: the screen reads from the Store only the rows of the window
+  (:attr:`LiveTable.page`, an offset and a limit) and the total (the tasks list, which can be
+  huge). Moving past the window, sorting or filtering posts :class:`LiveTable.Reload`, and the
+  screen reads again.
+
+Either way a refresh updates only the cells that changed (same rows in the same order: the
+common case while watching), or rebuilds the window's few rows when rows came, went or moved,
+and puts the cursor back on the item it was on, at the same height on screen.
 """
 
 from __future__ import annotations
@@ -11,16 +22,28 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
+from rich.style import Style
 from rich.text import Text
+from textual import events
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
+from textual.geometry import Region
+from textual.message import Message
+from textual.strip import Strip
 from textual.widgets import DataTable
-from textual.widgets.data_table import RowKey
+from textual.widgets.data_table import ColumnKey, RowKey
 
 Row = tuple[str, tuple[Any, ...]]
 """A row: its key (a task or workflow id) and its cell values."""
 
 #: Renders one cell value as shown (plain values become text; status cells get colour).
 CellRenderer = Callable[[int, Any], str | Text]
+
+#: Rows a window holds before the table is laid out (then: as many as fit).
+UNSIZED_ROWS = 50
+#: Rows one turn of the mouse wheel moves the window.
+WHEEL_ROWS = 3
 
 
 def _sort_key(value: Any) -> tuple[int, Any]:
@@ -32,9 +55,28 @@ def _sort_key(value: Any) -> tuple[int, Any]:
     return (1, str(value).lower())
 
 
-class LiveTable(DataTable[str | Text]):
-    """A row-cursor table fed by :meth:`sync`, with filter, sort by column and tagged rows."""
+def _drop(cache: LRUCache[Any, Any], stale: Callable[[Any], bool]) -> None:
+    # (an LRUCache cannot be iterated over, only its keys)
+    keys = cache.keys()
+    for key in [k for k in keys if stale(k)]:
+        cache.discard(key)
 
+
+def _width(renderable: str | Text) -> int:
+    return renderable.cell_len if isinstance(renderable, Text) else cell_len(renderable)
+
+
+class LiveTable(DataTable[str | Text]):
+    """A row-cursor table fed by :meth:`sync` or :meth:`sync_page`, with filter, sort by column
+    and tagged rows, holding only the rows on screen."""
+
+    # Its height must come from the layout: sized to its content, a table holding only the
+    # rows that fit would shrink to them, and fewer would fit each time.
+    DEFAULT_CSS = """
+    LiveTable {
+        height: 1fr;
+    }
+    """
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("j", "cursor_down", "Down", show=False),
         Binding("k", "cursor_up", "Up", show=False),
@@ -44,31 +86,48 @@ class LiveTable(DataTable[str | Text]):
         Binding("S", "sort_reverse", "Reverse", show=False),
     ]
 
+    class Reload(Message):
+        """A paged table needs other rows (the window moved, the sort or the filter changed):
+        the screen should read again."""
+
     def __init__(
         self,
         columns: Sequence[str],
         *,
         render: CellRenderer | None = None,
-        window: int = 1000,
+        window: int | None = None,
         taggable: bool = False,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=False)
         self.column_names = list(columns)
         self.window = window
+        """The most rows held at once (None: as many as fit on screen)."""
         self.taggable = taggable
         self.filter_text = ""
         self.sort_column: int | None = None
         self.sort_reverse = False
         self.tagged: set[str] = set()
         self.total = 0
-        """How many rows matched before the window cut them (the table holds at most ``window``)."""
+        """How many rows the list has (after the filter), held or not."""
+        self.top = 0
+        """Where the window starts in the list (the index of the top row held)."""
+        self.paged = False
+        """True when the screen feeds the window only (:meth:`sync_page`)."""
         self._renderer = render or (lambda _i, v: "-" if v is None else str(v))
         self._source: list[Row] = []
+        self._ordered: list[Row] | None = None
+        self._index: dict[str, int] = {}
+        self._page_offset = 0
+        self._want: int | None = None
+        self._follow: str | None = None
         self._keys: list[str] = []
         self._cells: dict[str, tuple[Any, ...]] = {}
         self.cell_updates = 0
         """Cells written by in-place updates (a measure of how little a refresh redraws)."""
+        self.rebuilds = 0
+        """Times the window's rows were rebuilt (rows came, went or moved)."""
+        self._pass_style: Style | None = None
 
     def on_mount(self) -> None:
         """Create the columns (a narrow tag column first when rows can be tagged)."""
@@ -76,6 +135,11 @@ class LiveTable(DataTable[str | Text]):
             self.add_column(" ", key="_tag", width=1)
         for name in self.column_names:
             self.add_column(name, key=name)
+
+    def on_resize(self) -> None:
+        """More or fewer rows fit: hold as many as can be seen."""
+        if self.is_mounted and len(self._keys) != self.fits() and self.total:
+            self._moved()
 
     # ------------------------------------------------------------------------------ data
 
@@ -87,13 +151,60 @@ class LiveTable(DataTable[str | Text]):
         return self._keys[self.cursor_row]
 
     @property
+    def position(self) -> int:
+        """The cursor's index in the whole list (not just the window)."""
+        return self.top + self.cursor_row
+
+    @property
     def keys(self) -> list[str]:
-        """The keys of the rows shown, top to bottom."""
+        """The keys of the rows held (the window), top to bottom."""
         return list(self._keys)
 
+    @property
+    def all_keys(self) -> list[str]:
+        """Every key of the list in table order (a paged table knows only its window)."""
+        if self.paged:
+            return self.keys
+        return [key for key, _ in self._order()]
+
+    @property
+    def page(self) -> tuple[int, int]:
+        """What a paged table needs read: ``(offset, limit)`` of the rows to show."""
+        start = self.top if self._want is None else self._window_start(self._want)
+        return start, self.fits()
+
+    def fits(self) -> int:
+        """How many rows the window holds: those that fit on screen (capped by ``window``)."""
+        height = self.scrollable_content_region.height
+        if height <= 0:
+            height = UNSIZED_ROWS
+        elif self.show_header:
+            height -= self.header_height
+        rows = max(1, height)
+        return rows if self.window is None else max(1, min(rows, self.window))
+
+    def range_text(self) -> str:
+        """``rows 41\u201380 of 10,000`` (or ``no rows``)."""
+        if not self.total:
+            return "no rows"
+        last = min(self.total, self.top + max(len(self._keys), 1))
+        return f"rows {self.top + 1:,}\u2013{last:,} of {self.total:,}"  # an en dash
+
     def sync(self, rows: Sequence[Row]) -> None:
-        """Show ``rows`` (filtered, sorted, windowed), touching only what changed."""
+        """Show ``rows``, the whole list (filtered, sorted, windowed), touching only what
+        changed."""
+        self.paged = False
         self._source = list(rows)
+        self._ordered = None
+        self._refresh_rows()
+
+    def sync_page(self, rows: Sequence[Row], offset: int, total: int) -> None:
+        """Show ``rows``, the rows of the list from ``top`` on (read for :attr:`page`), out
+        of ``total``; filter and sort were the screen's to apply."""
+        self.paged = True
+        self._source = list(rows)
+        self._ordered = None
+        self._page_offset, self.total = offset, total
         self._refresh_rows()
 
     def restyle(self) -> None:
@@ -101,16 +212,36 @@ class LiveTable(DataTable[str | Text]):
         self._keys = []
         self._refresh_rows()
 
-    def _visible(self) -> list[Row]:
-        rows = self._source
-        if self.filter_text:
-            needle = self.filter_text.lower()
-            rows = [r for r in rows if any(needle in str(c).lower() for c in (r[0], *r[1]))]
-        if self.sort_column is not None:
-            col = self.sort_column
-            rows = sorted(rows, key=lambda r: _sort_key(r[1][col]), reverse=self.sort_reverse)
-        self.total = len(rows)
-        return rows[: self.window]
+    def _order(self) -> list[Row]:
+        # The whole list, filtered and sorted; kept until the rows, filter or sort change.
+        if self._ordered is None:
+            rows = self._source
+            if self.filter_text and not self.paged:
+                needle = self.filter_text.lower()
+                rows = [r for r in rows if any(needle in str(c).lower() for c in (r[0], *r[1]))]
+            if self.sort_column is not None and not self.paged:
+                col = self.sort_column
+                rows = sorted(rows, key=lambda r: _sort_key(r[1][col]), reverse=self.sort_reverse)
+            self._ordered = rows
+            self._index = {}
+        return self._ordered
+
+    def _index_of(self, key: str) -> int | None:
+        if self.paged:
+            return None
+        if not self._index:
+            self._index = {k: i for i, (k, _) in enumerate(self._order())}
+        return self._index.get(key)
+
+    def _window_start(self, pos: int) -> int:
+        # The smallest move of the window that shows row ``pos``.
+        n = self.fits()
+        start = self.top
+        if pos >= start + n:
+            start = pos - n + 1
+        elif pos < start:
+            start = pos
+        return max(0, min(start, self.total - n))
 
     def _shown(self, key: str, cells: tuple[Any, ...]) -> tuple[Any, ...]:
         return ((key in self.tagged), *cells) if self.taggable else cells
@@ -125,34 +256,128 @@ class LiveTable(DataTable[str | Text]):
     def _refresh_rows(self) -> None:
         if not self.is_mounted:
             return
-        rows = [(key, self._shown(key, cells)) for key, cells in self._visible()]
+        n = self.fits()
+        was_on, was_row = self.cursor_key, self.cursor_row
+        if self.paged:
+            self.top = self._page_offset
+            window = self._source[:n]
+            arrived = self._want is None or self._page_offset == self.page[0]
+            follow = self._follow if self._follow is not None and arrived else was_on
+            moved = next((i for i, (k, _) in enumerate(window) if k == follow), None)
+            if moved is not None and (self._want is None or self._follow is not None):
+                target = self.top + moved  # re-sorted within the window: follow the item
+            elif self._want is not None:
+                target = self._want
+            else:
+                target = self.top + was_row
+            if arrived:
+                self._follow = None
+        else:
+            ordered = self._order()
+            self.total = len(ordered)
+            found = self._index_of(was_on) if was_on is not None else None
+            if self._want is not None:
+                target = self._want
+                self.top = self._window_start(target)
+            elif found is not None:
+                # The item the cursor was on stays under it, at the same height if it can.
+                target = found
+                self.top = max(0, min(found - was_row, self.total - n))
+            else:
+                target = self.top + was_row
+                self.top = max(0, min(self.top, self.total - n))
+            window = ordered[self.top : self.top + n]
+        if not self.paged or self._want is None or self._page_offset == self.page[0]:
+            # (a paged table keeps a pending move until the page it asked for comes)
+            self._want = None
+        rows = [(key, self._shown(key, cells)) for key, cells in window]
         keys = [key for key, _ in rows]
         if keys == self._keys:
-            column_keys = list(self.columns)
-            for key, cells in rows:
-                old = self._cells[key]
-                for i, (before, after) in enumerate(zip(old, cells, strict=True)):
-                    if before != after:
-                        self.update_cell(
-                            key, column_keys[i], self._cell(i, after), update_width=True
-                        )
-                        self.cell_updates += 1
-                self._cells[key] = cells
-            return
-        was_on, was_row = self.cursor_key, self.cursor_row
+            self._update_cells(rows)
+        else:
+            self._rebuild(rows, keys)
+        if keys:
+            row = max(0, min(target - self.top, len(keys) - 1))
+            if row != self.cursor_row:
+                self.move_cursor(row=row, animate=False)
+
+    def _update_cells(self, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        column_keys = list(self.columns)
+        changed: dict[str, list[tuple[ColumnKey, str | Text]]] = {}
+        wider: list[tuple[str, ColumnKey, str | Text]] = []
+        for key, cells in rows:
+            old = self._cells[key]
+            for i, (before, after) in enumerate(zip(old, cells, strict=True)):
+                if before != after:
+                    shown = self._cell(i, after)
+                    column = self.columns[column_keys[i]]
+                    if column.auto_width and _width(shown) > column.content_width:
+                        wider.append((key, column_keys[i], shown))
+                    else:
+                        changed.setdefault(key, []).append((column_keys[i], shown))
+                    self.cell_updates += 1
+            self._cells[key] = cells
+        if changed:
+            self.write_cells(changed)
+        # A wider cell re-measures its column and redraws everything. Only wider cells go
+        # that way: DataTable shrinks a column to its widest cell when a narrower one is
+        # written through it, and the next wider value would then redraw everything again
+        # (with statuses coming and going, most batches did). So widths only grow.
+        for key, column_key, shown in wider:
+            self.update_cell(key, column_key, shown, update_width=True)
+
+    def write_cells(self, changed: dict[str, list[tuple[ColumnKey, str | Text]]]) -> None:
+        """Set the changed cells (rendered) of rows held, by row key, and repaint just those
+        rows."""
+        # DataTable.update_cell bumps a counter that every render cache is keyed on, so one
+        # changed cell redraws every cell on screen (the most of a batch's cost). Here the
+        # values are set, only the changed rows' cached renders are dropped, and only those
+        # rows are repainted. tests/tui/test_live_table.py checks the screen shows the new
+        # values, in case a Textual upgrade changes what the caches are keyed on.
+        rows = {RowKey(key) for key in changed}
+        cells: set[tuple[RowKey, ColumnKey]] = set()
+        for key, cells_changed in changed.items():
+            data = self._data[RowKey(key)]
+            for column_key, shown in cells_changed:
+                data[column_key] = shown
+                cells.add((RowKey(key), column_key))
+        indexes = {self._row_locations.get(RowKey(key)) for key in changed}
+        _drop(self._cell_render_cache, lambda k: k[:2] in cells)
+        _drop(self._row_render_cache, lambda k: k[0] in rows)
+        _drop(self._row_renderable_cache, lambda k: k[1] in indexes)
+        lines = {self.header_height + i for i in indexes if i is not None}  # rows are 1 high
+        _drop(self._line_cache, lambda k: k[0] in lines)
+        for index in indexes:
+            if index is not None:
+                self.refresh_row(index)
+
+    def _rebuild(self, rows: Sequence[tuple[str, tuple[Any, ...]]], keys: list[str]) -> None:
+        self.rebuilds += 1
         self.clear()
         self.add_rows_keyed(rows)
         self._keys = keys
         self._cells = dict(rows)
-        if was_on in self._cells:
-            self.move_cursor(row=keys.index(was_on), animate=False)
-        elif keys:
-            self.move_cursor(row=min(was_row, len(keys) - 1), animate=False)
 
     def add_rows_keyed(self, rows: Sequence[tuple[Hashable, tuple[Any, ...]]]) -> None:
         """Append rows with their keys, rendering every cell."""
         for key, cells in rows:
             self.add_row(*(self._cell(i, v) for i, v in enumerate(cells)), key=str(key))
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Render the lines in ``crop``, working out the table's own style once for them all."""
+        # DataTable.render_line asks for it for every line, and it is worked out afresh from
+        # every ancestor's styles each time: for a repainted row, about a tenth of its cost.
+        # Styles do not change while lines are rendered, so it is held for this pass only.
+        self._pass_style = super().rich_style
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass_style = None
+
+    @property
+    def rich_style(self) -> Style:
+        """The table's Rich style (held while lines are rendered)."""
+        return super().rich_style if self._pass_style is None else self._pass_style
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # Textual 8 widens auto-width columns on idle but keeps cells it rendered before that
@@ -163,12 +388,92 @@ class LiveTable(DataTable[str | Text]):
         self._update_count += 1
         self.refresh()
 
+    # ------------------------------------------------------------------------ moving
+
+    def goto(self, pos: int) -> None:
+        """Put the cursor on row ``pos`` of the whole list, moving the window if need be."""
+        if not self.total:
+            return
+        pos = max(0, min(pos, self.total - 1))
+        start = self._window_start(pos)
+        if start == self.top and pos - start < len(self._keys):
+            self.move_cursor(row=pos - start, animate=False)
+            return
+        self._want = pos
+        self._moved()
+
+    def goto_key(self, key: str) -> bool:
+        """Put the cursor on the row with ``key``; False if the table does not know it."""
+        index = self._index_of(key)
+        if index is None:
+            if key in self._keys:
+                self.move_cursor(row=self._keys.index(key), animate=False)
+                return True
+            return False
+        self.goto(index)
+        return True
+
+    def _moved(self) -> None:
+        # The window must show other rows: a paged table asks its screen for them.
+        if self.paged:
+            self.post_message(self.Reload())
+        else:
+            self._refresh_rows()
+
+    def action_cursor_down(self) -> None:
+        """Down one row (past the window: the window follows)."""
+        self.goto(self.position + 1)
+
+    def action_cursor_up(self) -> None:
+        """Up one row."""
+        self.goto(self.position - 1)
+
+    def action_page_down(self) -> None:
+        """Down one screenful."""
+        self.goto(self.position + self.fits())
+
+    def action_page_up(self) -> None:
+        """Up one screenful."""
+        self.goto(self.position - self.fits())
+
+    def action_scroll_top(self) -> None:
+        """The first row of the whole list."""
+        self.goto(0)
+
+    def action_scroll_bottom(self) -> None:
+        """The last row of the whole list."""
+        self.goto(self.total - 1)
+
+    def _on_mouse_scroll_down(self, event: events.MouseScrollDown) -> None:
+        if not (event.ctrl or event.shift):
+            event.stop()
+            self._wheel(WHEEL_ROWS)
+
+    def _on_mouse_scroll_up(self, event: events.MouseScrollUp) -> None:
+        if not (event.ctrl or event.shift):
+            event.stop()
+            self._wheel(-WHEEL_ROWS)
+
+    def _wheel(self, rows: int) -> None:
+        # The wheel moves the cursor a few rows, so it reaches rows the window does not hold.
+        self.goto(self.position + rows)
+
     # --------------------------------------------------------------------------- actions
+
+    def _reordered(self) -> None:
+        # Filter or sort changed: the order is stale. A paged table cannot tell where its item
+        # went in a list it does not hold: it reads the top again and keeps the cursor on the
+        # item if the item is there, else puts it on the first row.
+        self._ordered = None
+        if self.paged:
+            self._want, self._follow = 0, self.cursor_key
+            self.post_message(self.Reload())
+        self._refresh_rows()
 
     def set_filter(self, text: str) -> None:
         """Show only rows with a cell containing ``text`` (any case); empty shows all."""
         self.filter_text = text
-        self._refresh_rows()
+        self._reordered()
 
     def toggle_tag(self) -> None:
         """Tag or untag the row under the cursor, then move down (like a file manager)."""
@@ -180,8 +485,11 @@ class LiveTable(DataTable[str | Text]):
         self.action_cursor_down()
 
     def tagged_keys(self) -> list[str]:
-        """Tagged rows still in the data, in table order."""
-        present = [k for k, _ in self._source if k in self.tagged]
+        """Tagged rows still in the data, in table order (a paged table keeps every tag: it
+        cannot see the rows outside its window)."""
+        if self.paged:
+            return sorted(self.tagged)
+        present = [k for k, _ in self._order() if k in self.tagged]
         self.tagged = set(present)
         return present
 
@@ -197,7 +505,7 @@ class LiveTable(DataTable[str | Text]):
         if self.sort_column >= n:
             self.sort_column = None
         self.sort_reverse = False
-        self._refresh_rows()
+        self._reordered()
         self._notify_sort()
 
     def action_sort_reverse(self) -> None:
@@ -205,13 +513,13 @@ class LiveTable(DataTable[str | Text]):
         if self.sort_column is None:
             self.sort_column = 0
         self.sort_reverse = not self.sort_reverse
-        self._refresh_rows()
+        self._reordered()
         self._notify_sort()
 
     def sort_by(self, column: int, reverse: bool = False) -> None:
         """Sort by ``column`` (an index into the columns given at construction)."""
         self.sort_column, self.sort_reverse = column, reverse
-        self._refresh_rows()
+        self._reordered()
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         """A click on a header sorts by it (again: reverses)."""
@@ -222,7 +530,7 @@ class LiveTable(DataTable[str | Text]):
             self.sort_reverse = not self.sort_reverse
         else:
             self.sort_column, self.sort_reverse = index, False
-        self._refresh_rows()
+        self._reordered()
 
     def _notify_sort(self) -> None:
         if self.sort_column is None:

@@ -20,6 +20,10 @@ class StatusBar(Horizontal):
 
     def show(self, crumbs: Sequence[str], badges: Sequence[tuple[str, str]]) -> None:
         """Set the breadcrumbs and the badges (``(text, style)`` pairs)."""
+        # Unchanged, it is left alone: an update re-lays out the screen, 4 times a second.
+        if (shown := (list(crumbs), list(badges))) == getattr(self, "_shown", None):
+            return
+        self._shown = shown
         self.query_one("#crumbs", Static).update(Text(" \u203a ".join(["agentdeck", *crumbs])))
         line = Text()
         for text, style in badges:

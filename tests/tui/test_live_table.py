@@ -1,0 +1,321 @@
+"""Big lists stay light: the table holds only the rows on screen, says how many there are in
+all, reaches any of them, keeps the cursor on its item and rewrites only the cells that changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.widgets.data_table import ColumnKey
+
+from core.models import AgentRecord, AgentState, Change
+from core.spec import TaskSpec, WorkflowSpec, build
+from core.states import TaskStatus as T
+from tests.tui.conftest import START, World
+from tests.tui.test_app import command, crumbs, ready, settle, table
+from tui.app import AgentdeckApp
+from tui.screens.agents import AgentsScreen
+from tui.screens.tasks import TasksScreen
+from tui.widgets.live_table import LiveTable, Row
+
+pytestmark = pytest.mark.tui
+SIZE = (80, 24)
+BULK = 1_210
+"""More tasks than the old 1,000-row cut, and not a multiple of a screenful."""
+
+
+async def add_tasks(world: World, n: int = BULK) -> list[str]:
+    """``n`` more ready tasks in the store; every task id in list order."""
+    per = 400
+    for w in range(0, n, per):
+        spec = WorkflowSpec(
+            name=f"bulk-{w}",
+            tasks=tuple(
+                TaskSpec(key=f"t{i:04d}", capability="echo") for i in range(min(per, n - w))
+            ),
+        )
+        world.clock.advance(1)
+        workflow, tasks = build(spec, workflow_id=f"bulk{w:08d}", now=world.clock.now())
+        await world.store.create_workflow(workflow, tasks)
+    return [t.id for t in await world.store.list_tasks(limit=100_000)]
+
+
+def spy_on_list_tasks(world: World) -> list[int]:
+    """Record the ``limit`` of every ``list_tasks`` the screens ask the store for."""
+    limits: list[int] = []
+    real = world.store.list_tasks
+
+    async def list_tasks(**kwargs: Any) -> Any:
+        limits.append(kwargs.get("limit", 100))
+        return await real(**kwargs)
+
+    world.store.list_tasks = list_tasks  # type: ignore[method-assign]
+    return limits
+
+
+async def test_the_tasks_list_says_how_many_rows_there_are_and_holds_only_those_seen(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """Past 1,000 tasks the bar still gives the true total, and the table (and the store
+    query behind it) holds just the rows on screen."""
+    ids = await add_tasks(world)
+    limits = spy_on_list_tasks(world)
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        limits.clear()  # (the overview reads open tasks; only the tasks list is checked here)
+        await command(pilot, "tasks")
+        t = table(app)
+        shown = t.row_count
+        assert t.total == await world.store.total_tasks() == len(ids) > 1_000
+        assert 0 < shown == t.fits() < 24
+        assert t.keys == ids[:shown]
+        assert f"rows 1\u2013{shown} of {len(ids):,}" in crumbs(app)
+        assert limits and max(limits) == shown
+
+
+async def test_any_row_can_be_reached_beyond_the_first_window(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """G, g, page down and j past the last row held move the window over the whole list."""
+    ids = await add_tasks(world)
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await command(pilot, "tasks")
+        t = table(app)
+        n = t.fits()
+        await pilot.press("G")
+        await settle(pilot)
+        assert t.cursor_key == ids[-1] and t.position == len(ids) - 1
+        assert t.keys == ids[-n:]
+        assert f"rows {len(ids) - n + 1:,}\u2013{len(ids):,} of {len(ids):,}" in crumbs(app)
+
+        await pilot.press("g")
+        await settle(pilot)
+        assert t.cursor_key == ids[0] and t.keys == ids[:n]
+
+        await pilot.press("pagedown", "pagedown")
+        await settle(pilot)
+        assert t.cursor_key == ids[2 * n]
+
+        t.goto(5 * n - 1)  # the last row of a window, then one down: the window follows
+        await settle(pilot)
+        await pilot.press("j")
+        await settle(pilot)
+        assert t.cursor_key == ids[5 * n] and t.keys[-1] == ids[5 * n]
+
+        await pilot.press("enter")  # and the row reached opens as any other
+        await settle(pilot)
+        assert getattr(app.screen, "task_id", None) == ids[5 * n]
+
+
+async def test_a_long_list_is_sorted_by_the_store_a_window_at_a_time(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """Sorted by status, the first and the last rows are those of the whole list sorted, and
+    no read asks the store for more than a screenful; a new sort reads from the top, the
+    cursor staying on its item when that is there."""
+    await add_tasks(world)
+    every = await world.store.list_tasks(limit=100_000)
+    await world.store.apply(
+        [Change(every[i].id, T.DISPATCHED, frozenset({T.READY})) for i in (-1, 700, 400)],
+        world.clock.now(),
+    )
+    every = await world.store.list_tasks(limit=100_000)
+    by_status = [t.id for t in sorted(every, key=lambda t: t.status.value)]  # stable: by age
+    limits = spy_on_list_tasks(world)
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await command(pilot, "tasks")
+        t = table(app)
+        n = t.fits()
+        limits.clear()
+        await pilot.press("s", "s", "s")  # task, capability, status
+        await settle(pilot)
+        assert t.sort_column == 2
+        assert t.keys == by_status[:n]
+        await pilot.press("G")
+        await settle(pilot)
+        assert t.keys == by_status[-n:] and t.cursor_key == by_status[-1]
+        await pilot.press("S")  # reversed (ties still oldest first), read from the top again
+        await settle(pilot)
+        reversed_ = [t.id for t in sorted(every, key=lambda t: t.status.value, reverse=True)]
+        assert t.keys == reversed_[:n]
+        assert t.cursor_key == by_status[-1] in reversed_[:n]  # its item sorts in: followed
+        assert limits and max(limits) == n
+
+
+async def test_the_cursor_stays_on_its_item_when_a_change_re_sorts_the_list(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """Sorted by successes, an agent that gains some moves down the list: the cursor moves
+    with it, at the same height on screen, over more agents than the screen holds."""
+    for i in range(60):
+        record = AgentRecord(
+            f"bulk-{i:02d}", f"bulk-{i:02d}@n", ("echo",), 4, AgentState.UP, START, START,
+            succeeded=i,
+        )  # fmt: skip
+        await world.registry.register(record, ttl=3600)
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await command(pilot, "agents")
+        assert isinstance(app.screen, AgentsScreen)
+        t = table(app)
+        t.sort_by(5)  # "ok": successes, fewest first
+        await settle(pilot)
+        t.goto(10)
+        await settle(pilot)
+        on, row = t.cursor_key, t.cursor_row
+        assert on is not None and row > 0
+
+        await world.registry.heartbeat(
+            on, 3600, in_flight=0, state=AgentState.UP, succeeded=45, failed=0
+        )
+        await settle(pilot)
+
+        agents = await world.registry.agents()
+        order = [a.id for a in sorted(agents, key=lambda a: (a.succeeded, a.name))]
+        assert t.cursor_key == on and t.cursor_row == row
+        assert t.position == order.index(on) > 10
+        assert t.all_keys == order
+
+
+class SpyTable(LiveTable):
+    """A LiveTable that records every cell it writes in place, and every full-table write."""
+
+    def __init__(self) -> None:
+        super().__init__(["name", "state", "n"], id="spy")
+        self.written: list[tuple[str, str]] = []
+        self.update_cell_calls = 0
+
+    def write_cells(self, changed: dict[str, list[tuple[ColumnKey, str | Text]]]) -> None:
+        """Record, then write."""
+        self.written += [
+            (key, str(col.value)) for key, cells in changed.items() for col, _ in cells
+        ]
+        super().write_cells(changed)
+
+    def update_cell(self, *args: Any, **kwargs: Any) -> None:
+        """Count (this path redraws every cell on screen)."""
+        self.update_cell_calls += 1
+        super().update_cell(*args, **kwargs)
+
+
+class TableApp(App[None]):
+    """Just the table."""
+
+    def compose(self) -> ComposeResult:
+        """One spy table."""
+        yield SpyTable()
+
+
+def rows(n: int, changes: dict[int, tuple[Any, ...]] | None = None) -> list[Row]:
+    """``n`` rows ``r000``..., with some replaced."""
+    out: list[Row] = [(f"r{i:03d}", (f"r{i:03d}", "up", i % 3)) for i in range(n)]
+    for i, cells in (changes or {}).items():
+        out[i] = (out[i][0], cells)
+    return out
+
+
+def line(t: LiveTable, row: int) -> str:
+    """What the screen shows on the table's ``row``-th row."""
+    return t.render_line(t.header_height + row).text
+
+
+async def test_a_refresh_writes_only_the_cells_that_changed_and_the_screen_shows_them() -> None:
+    """Of 200 rows, one visible cell and one cell out of sight change: only the visible cell
+    is written, nothing is rebuilt or redrawn whole, and the screen shows the new value."""
+    app = TableApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        t = app.query_one(SpyTable)
+        t.sync(rows(200))
+        await pilot.pause()
+        assert t.row_count == t.fits() < 12 and t.total == 200
+        before = t.rebuilds
+        assert "up" in line(t, 2)
+
+        t.sync(rows(200, {2: ("r002", "down", 2), 150: ("r150", "gone", 0)}))
+        await pilot.pause()
+        assert t.written == [("r002", "state")]
+        assert t.update_cell_calls == 0 and t.rebuilds == before
+        assert "down" in line(t, 2) and "up" not in line(t, 2)
+        assert "up" in line(t, 1) and "up" in line(t, 3)
+
+        t.sync(rows(200, {2: ("r002", "down", 2), 150: ("r150", "gone", 0)}))
+        await pilot.pause()
+        assert t.written == [("r002", "state")]  # the same data writes nothing
+
+
+async def test_a_wider_value_widens_its_column() -> None:
+    """A value wider than its column re-measures it (the one case that redraws it all)."""
+    app = TableApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        t = app.query_one(SpyTable)
+        t.sync(rows(20))
+        await pilot.pause()
+        t.sync(rows(20, {0: ("r000", "draining-for-a-while", 0)}))
+        await pilot.pause()
+        await pilot.pause()
+        assert t.update_cell_calls == 1
+        assert "draining-for-a-while" in line(t, 0)
+
+
+async def test_a_column_widened_once_stays_wide_so_later_values_redraw_only_their_rows() -> None:
+    """A wider value widens its column; a narrower value in the same batch, and values up to
+    that width later, are written in place: the column does not shrink back, so the next wide
+    value does not redraw the whole table again."""
+    app = TableApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        t = app.query_one(SpyTable)
+        t.sync(rows(20))
+        await pilot.pause()
+        t.sync(rows(20, {0: ("r000", "dispatched", 0), 1: ("r001", "ok", 1)}))
+        await pilot.pause()
+        await pilot.pause()
+        assert t.update_cell_calls == 1  # "dispatched" only
+        assert t.written == [("r001", "state")]
+        assert "dispatched" in line(t, 0) and "ok" in line(t, 1)
+
+        t.written.clear()
+        t.sync(rows(20, {0: ("r000", "running", 0), 1: ("r001", "ok", 1)}))
+        await pilot.pause()
+        t.sync(
+            rows(20, {0: ("r000", "running", 0), 1: ("r001", "ok", 1), 2: ("r002", "retrying", 2)})
+        )
+        await pilot.pause()
+        assert t.update_cell_calls == 1
+        assert t.written == [("r000", "state"), ("r002", "state")]
+        assert "retrying" in line(t, 2) and "running" in line(t, 0)
+
+
+async def test_a_changed_task_rewrites_only_its_own_row(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """One task moving on changes cells of its row only, in place."""
+    await add_tasks(world, 50)
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await command(pilot, "tasks")
+        assert isinstance(app.screen, TasksScreen)
+        t = table(app)
+        statuses = {k: (await world.store.get_task(k)).status for k in t.keys}
+        row = next(i for i, k in enumerate(t.keys) if statuses[k] == T.READY)
+        target = t.keys[row]
+        rebuilds, cells = t.rebuilds, t.cell_updates
+        await world.store.apply(
+            [Change(target, T.DISPATCHED, frozenset({T.READY}), values={"attempt": 1})],
+            world.clock.now(),
+        )
+        await settle(pilot)
+        assert t.rebuilds == rebuilds
+        assert 1 <= t.cell_updates - cells <= 3  # status, attempt (and its age, if it moved)
+        assert "dispatched" in line(t, row)
+        assert (await world.store.get_task(target)).status == T.DISPATCHED
