@@ -119,9 +119,20 @@ def _client_call(ctx: Context, fn: Callable[[Any], Awaitable[R]]) -> R:
 @click.option("--daemon", is_flag=True, help="Run headless: scheduler and configured agents.")
 @click.option("--demo", is_flag=True, help="Add the built-in agents and a stream of examples.")
 @click.option("--read-only", is_flag=True, help="Control centre without any actions.")
+@click.option(
+    "--scheduler",
+    is_flag=True,
+    help="With backend URLs configured: run a scheduler (which may lead) and the configured "
+    "agents in the control centre too, instead of only attaching.",
+)
 @click.pass_context
 def main(
-    ctx: click.Context, config: Path | None, daemon: bool, demo: bool, read_only: bool
+    ctx: click.Context,
+    config: Path | None,
+    daemon: bool,
+    demo: bool,
+    read_only: bool,
+    scheduler: bool,
 ) -> None:
     """agentdeck: a control centre for fleets of autonomous agents."""
     ctx.obj = Context(config)
@@ -136,7 +147,9 @@ def main(
         # Until the control centre lands, the foreground mode is the daemon with a live log.
         run_daemon(ctx.obj.settings, demo=demo, live=True)
         return
-    run_app(ctx.obj.settings, demo=demo, read_only=read_only)  # pragma: no cover
+    run_app(
+        ctx.obj.settings, demo=demo, read_only=read_only, scheduler=scheduler
+    )  # pragma: no cover
 
 
 def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
@@ -225,9 +238,10 @@ def agent_cmd(
     your own @agent functions (--module)."""
     from agents.main import run_workers
     from backends import open_bus, open_registry
+    from core.outputs import OutputStore
     from core.settings import AgentSpec
     from tui.telemetry import Telemetry
-    from tui.wiring import build_worker, decorated_workers
+    from tui.wiring import agent_blobs, build_worker, decorated_workers
 
     if bool(kind) == bool(modules):
         click.echo("error: give either --kind KIND or --module MODULE (not both)", err=True)
@@ -272,13 +286,17 @@ def agent_cmd(
         clock = SystemClock()
         bus = open_bus(settings.bus_url, clock=clock)
         registry = open_registry(settings.registry_url, clock=clock)
+        blobs = agent_blobs(settings, clock)  # None: large outputs go in the reports
+        outputs = OutputStore(blobs, limit=settings.output_inline_limit) if blobs else None
         await bus.start()
         await registry.start()
         try:
+            if blobs is not None:
+                await blobs.start()
             if spec is not None:
-                workers = [build_worker(spec, bus, registry, clock, settings)]
+                workers = [build_worker(spec, bus, registry, clock, settings, outputs)]
             else:
-                workers = decorated_workers(modules, bus, registry, clock, settings)
+                workers = decorated_workers(modules, bus, registry, clock, settings, outputs)
                 if not workers:
                     raise AgentdeckError(f"no @agent functions in {', '.join(modules)}")
             telemetry = Telemetry.for_settings(settings, "agentdeck-agent", metrics_port)
@@ -292,6 +310,8 @@ def agent_cmd(
         finally:
             await bus.close()
             await registry.close()
+            if blobs is not None:
+                await blobs.close()
 
     run(go())
 

@@ -22,12 +22,27 @@ from core.scheduler import SchedulerConfig
 from core.settings import AgentSpec, Settings
 from core.snapshot import SnapshotService
 
+#: The settings that name backends; setting any of them (config file or environment) means a
+#: cluster the control centre attaches to instead of running the embedded core.
+BACKEND_URLS = frozenset({"bus_url", "store_url", "registry_url", "blob_url"})
+
 #: The fleet ``--demo`` adds when the config declares none: one of each harmless built-in.
 DEMO_AGENTS: tuple[dict[str, Any], ...] = (
     {"kind": "echo", "concurrency": 8},
     {"kind": "sleep", "concurrency": 8},
     {"kind": "chaos", "concurrency": 4, "options": {"fail_rate": 0.2}},
 )
+
+
+def attaches(settings: Settings) -> bool:
+    """True when the control centre should attach to a cluster rather than embed the core.
+
+    That is when a backend URL is configured (not left at its default), unless the registry is
+    ``memory://``: the lease lives there, and a registry inside one process has no cluster to
+    join (nobody else could lead it).
+    """
+    configured = bool(settings.model_fields_set & BACKEND_URLS)
+    return configured and not settings.registry_url.startswith("memory:")
 
 
 def scheduler_config(settings: Settings) -> SchedulerConfig:
@@ -42,6 +57,7 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         batch_size=s.batch_size,
         lost_grace=s.lost_grace,
         lease_ttl=s.lease_ttl,
+        repair_interval=s.repair_interval,
         capability_retry=per_cap,
     )
 
@@ -68,9 +84,15 @@ def agent_specs(settings: Settings, demo: bool) -> list[AgentSpec]:
 
 
 def build_worker(
-    spec: AgentSpec, bus: Bus, registry: Registry, clock: Clock, settings: Settings
+    spec: AgentSpec,
+    bus: Bus,
+    registry: Registry,
+    clock: Clock,
+    settings: Settings,
+    outputs: OutputStore | None = None,
 ) -> Worker:
-    """One agent worker serving its capabilities with the built-in handler of its kind."""
+    """One agent worker serving its capabilities with the built-in handler of its kind
+    (``outputs``: where it keeps its large outputs; None: it sends them in its reports)."""
     handler = build_handler(spec.kind, dict(spec.options))
     name = spec.name or spec.kind
     return Worker(
@@ -83,7 +105,18 @@ def build_worker(
         heartbeat_interval=settings.scheduler.heartbeat_interval,
         ttl=settings.scheduler.agent_ttl,
         started_after=spec.started_after,
+        outputs=outputs,
     )
+
+
+def agent_blobs(settings: Settings, clock: Clock) -> BlobStore | None:
+    """The BlobStore an agent process keeps its large outputs in (not started), or None: it
+    sends them inside its reports and the scheduler stores them. Only a ``blob_url`` that is
+    configured (config file or environment) counts: the default is a folder on this machine,
+    which a scheduler on another cannot read. ``output_inline_limit`` 0 keeps all inline."""
+    if not settings.output_inline_limit or "blob_url" not in settings.model_fields_set:
+        return None
+    return open_blobs(settings.blob_url, clock=clock)
 
 
 @contextlib.asynccontextmanager
@@ -119,8 +152,24 @@ async def registry_only(settings: Settings, clock: Clock | None = None) -> Async
         await registry.close()
 
 
+@contextlib.asynccontextmanager
+async def bus_only(settings: Settings, clock: Clock | None = None) -> AsyncIterator[Bus]:
+    """Just the Bus, started (no consumer: it only publishes, reads events and dead letters)."""
+    bus = open_bus(settings.bus_url, clock=clock or SystemClock())
+    await bus.start()
+    try:
+        yield bus
+    finally:
+        await bus.close()
+
+
 def decorated_workers(
-    modules: Sequence[str], bus: Bus, registry: Registry, clock: Clock, settings: Settings
+    modules: Sequence[str],
+    bus: Bus,
+    registry: Registry,
+    clock: Clock,
+    settings: Settings,
+    outputs: OutputStore | None = None,
 ) -> list[Worker]:
     """One worker per ``@agent`` function found in ``modules`` (ConfigError if one is missing)."""
     return [
@@ -133,6 +182,7 @@ def decorated_workers(
             clock=clock,
             heartbeat_interval=settings.scheduler.heartbeat_interval,
             ttl=settings.scheduler.agent_ttl,
+            outputs=outputs,
         )
         for d in import_agents(modules).values()
     ]
@@ -150,15 +200,20 @@ def build_runtime(
     clock = clock or SystemClock()
     bus = open_bus(settings.bus_url, clock=clock)
     registry = open_registry(settings.registry_url, clock=clock)
+    blobs = open_blobs(settings.blob_url, clock=clock)
+    # One for the agents here (they keep large outputs themselves) and the scheduler (which
+    # resolves references, and stores what an agent elsewhere sent inline); limit 0: none.
+    outputs = OutputStore(blobs, limit=settings.output_inline_limit)
     services: list[Service] = []
     if with_agents:
         services += [
-            build_worker(s, bus, registry, clock, settings) for s in agent_specs(settings, demo)
+            build_worker(s, bus, registry, clock, settings, outputs)
+            for s in agent_specs(settings, demo)
         ]
-        services += decorated_workers(settings.agent_modules, bus, registry, clock, settings)
+        services += decorated_workers(
+            settings.agent_modules, bus, registry, clock, settings, outputs
+        )
     services += list((extra_services or {}).values())
-    blobs = open_blobs(settings.blob_url, clock=clock)
-    limit = settings.output_inline_limit
     runtime = Runtime(
         store=open_store(settings.store_url, clock=clock),
         bus=bus,
@@ -171,7 +226,7 @@ def build_runtime(
             interval=settings.scheduler.heartbeat_interval / 2,
         ),
         blobs=blobs,
-        outputs=OutputStore(blobs, limit=limit) if limit else None,
+        outputs=outputs,
         clock=clock,
         node=settings.node or socket.gethostname(),
         config=scheduler_config(settings),

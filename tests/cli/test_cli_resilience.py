@@ -64,3 +64,24 @@ def test_snapshot_create_list_restore(home: Path, monkeypatch: pytest.MonkeyPatc
     assert [w["id"] for w in json.loads(cli("workflows", "--json").output)] == [wf]
     again = cli("snapshot", "restore", info["id"])
     assert again.exit_code == 1 and "not empty" in again.output
+
+
+def test_every_scheduler_setting_reaches_the_scheduler() -> None:
+    """A `[scheduler]` value set in config is the one the daemon's scheduler runs with, for
+    every setting the scheduler has (none silently left at the scheduler's own default)."""
+    import dataclasses
+
+    from core.scheduler import SchedulerConfig
+    from core.settings import SchedulerSettings, Settings
+    from tui.wiring import scheduler_config
+
+    shared = [
+        f.name
+        for f in dataclasses.fields(SchedulerConfig)
+        if f.name in SchedulerSettings.model_fields
+    ]
+    assert "repair_interval" in shared
+    defaults = SchedulerSettings()
+    changed = {name: getattr(defaults, name) * 2 for name in shared}
+    config = scheduler_config(Settings(scheduler=SchedulerSettings(**changed)))
+    assert {name: getattr(config, name) for name in shared} == changed

@@ -58,6 +58,9 @@ class Sources:
     """The bus, for reading dead letters (None: this node cannot see them)."""
     recent: RecentSpans | None = None
     """This process's recent spans, for the traces screen (None: tracing is off)."""
+    attached: bool = False
+    """True when this process runs no scheduler (attached to a cluster): a leader elsewhere
+    carries out the commands, and the app shows who leads, or warns that nobody does."""
 
     @property
     def store(self) -> Store:
@@ -126,6 +129,11 @@ class DeckScreen(Screen[None]):
         """Untag every row."""
         self.query_one(LiveTable).clear_tags()
         self.deck.update_bar()
+
+    def on_live_table_reload(self, message: LiveTable.Reload) -> None:
+        """A table that holds only a window needs other rows: read again now."""
+        message.stop()
+        self.call_later(self.deck.refresh_now)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode actions that change something do not exist."""

@@ -13,13 +13,23 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from core.models import JSON, Task, TaskEvent
+from core.ports import TASK_SORTS
 from core.states import TaskStatus
 from tui.screens.base import DeckScreen
 from tui.screens.logs import LogsScreen
+from tui.screens.traces import TraceScreen, task_trace_id
 from tui.table import ago, when
 from tui.widgets.live_table import LiveTable
 
-WINDOW = 1000
+#: The most tasks read for a ``/``-filtered list (the table filters and sorts them itself).
+SORT_LIMIT = 20_000
+
+
+def _row(t: Task, now: float) -> tuple[str, tuple[Any, ...]]:
+    return (
+        t.id,
+        (t.id, t.capability, t.status.value, t.attempt, t.agent_id, ago(t.updated_at, now)),
+    )
 
 
 class TasksScreen(DeckScreen):
@@ -29,6 +39,8 @@ class TasksScreen(DeckScreen):
         Binding("r", "retry", "Retry"),
         Binding("space", "tag", "Tag"),
         Binding("u", "clear_tags", "Untag all", show=False),
+        Binding("l", "logs", "Logs"),
+        Binding("T", "trace", "Trace"),
     ]
 
     def __init__(
@@ -54,11 +66,10 @@ class TasksScreen(DeckScreen):
         return " ".join(parts)
 
     def body(self) -> ComposeResult:
-        """The task table."""
+        """The task table (its columns are the Store's TASK_SORTS, in order)."""
         yield LiveTable(
             ["task", "capability", "status", "att", "agent", "updated"],
             render=self._cell_text,
-            window=WINDOW,
             taggable=True,
             id="tasks",
         )
@@ -67,31 +78,37 @@ class TasksScreen(DeckScreen):
         return self.status_text(value) if column == 2 else "-" if value is None else str(value)
 
     async def reload(self) -> None:
-        """Read the matching tasks."""
+        """Read the window of matching tasks the table shows, and how many match in all.
+
+        The list can hold every task there is, so the table holds only the rows on screen and
+        the Store is asked for those (and a count), sorted by the Store too: two small queries
+        whatever the size. A ``/`` filter (any cell containing the text) needs the whole list:
+        then it is read (up to ``SORT_LIMIT``) and the table filters and sorts it."""
         now = self.sources.clock.now()
-        tasks = await self.sources.store.list_tasks(
-            status=self.status or None,
-            capability=self.capability,
-            workflow_id=self.workflow_id,
-            agent_id=self.agent_id,
-            limit=WINDOW,
-        )
-        self.query_one(LiveTable).sync(
-            [
-                (
-                    t.id,
-                    (
-                        t.id,
-                        t.capability,
-                        t.status.value,
-                        t.attempt,
-                        t.agent_id,
-                        ago(t.updated_at, now),
-                    ),
-                )
-                for t in tasks
-            ]
-        )
+        store = self.sources.store
+        table = self.query_one(LiveTable)
+        filters: dict[str, Any] = {
+            "status": self.status or None,
+            "capability": self.capability,
+            "workflow_id": self.workflow_id,
+            "agent_id": self.agent_id,
+        }
+        if table.filter_text:
+            table.sync([_row(t, now) for t in await store.list_tasks(**filters, limit=SORT_LIMIT)])
+            return
+        offset, limit = table.page
+        total = await store.total_tasks(**filters)
+        offset = max(0, min(offset, total - limit))
+        sort: dict[str, Any] = {}
+        if table.sort_column is not None:
+            # The newest update is the smallest age: "updated" ascending is updated_at DESC.
+            newest_first = table.sort_column == len(TASK_SORTS) - 1
+            sort = {
+                "sort": TASK_SORTS[table.sort_column],
+                "descending": table.sort_reverse ^ newest_first,
+            }
+        tasks = await store.list_tasks(**filters, limit=limit, offset=offset, **sort)
+        table.sync_page([_row(t, now) for t in tasks], offset, total)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter: open the task."""
@@ -101,6 +118,16 @@ class TasksScreen(DeckScreen):
     def action_retry(self) -> None:
         """Retry the tagged tasks, or the one under the cursor."""
         self.deck.request_action("retry", self.selected_keys(), "task")
+
+    async def action_logs(self) -> None:
+        """Open the logs narrowed to the task under the cursor."""
+        if task_id := self.query_one(LiveTable).cursor_key:
+            await self.deck.drill(LogsScreen(task=task_id))
+
+    async def action_trace(self) -> None:
+        """Open the trace of the task under the cursor."""
+        if task_id := self.query_one(LiveTable).cursor_key:
+            await self.deck.drill(TraceScreen(task_trace_id(task_id), task_id=task_id))
 
 
 def _json(value: JSON) -> str:
@@ -144,6 +171,7 @@ class TaskScreen(DeckScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry", "Retry"),
         Binding("l", "logs", "Logs"),
+        Binding("T", "trace", "Trace"),
         Binding("j", "scroll('down')", "Down", show=False),
         Binding("k", "scroll('up')", "Up", show=False),
         Binding("g", "scroll('home')", "Top", show=False),
@@ -220,3 +248,7 @@ class TaskScreen(DeckScreen):
     async def action_logs(self) -> None:
         """Open the logs narrowed to this task."""
         await self.deck.drill(LogsScreen(task=self.task_id))
+
+    async def action_trace(self) -> None:
+        """Open this task's trace (its workflow's, with this task's spans marked)."""
+        await self.deck.drill(TraceScreen(task_trace_id(self.task_id), task_id=self.task_id))

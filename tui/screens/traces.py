@@ -2,8 +2,10 @@
 
 Spans come from the in-process ring buffer (``core.tracing.RecentSpans``): the scheduler's
 workflow and attempt spans and the built-in agents' run spans, when this process runs them.
-A TUI attached to a cluster whose leader runs elsewhere sees only its own spans; the full
-traces are in the OTLP backend the nodes export to.
+A TUI attached to a cluster runs no scheduler and records no spans; the full traces are in the
+OTLP backend the nodes export to. ``T`` on a task opens its trace (its workflow's: the trace id is
+derived from the workflow id, :func:`core.tracing.workflow_trace_id`), and says so plainly when
+the trace is not in this buffer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from core.tracing import RECENT_SPANS, workflow_trace_id
 from tui.screens.base import DeckScreen
 from tui.table import when
 from tui.widgets.live_table import LiveTable
@@ -47,6 +50,11 @@ def group_traces(spans: Sequence[ReadableSpan]) -> dict[str, list[ReadableSpan]]
         if span.context is not None:
             traces[f"{span.context.trace_id:032x}"].append(span)
     return {t: sorted(s, key=_start) for t, s in traces.items()}
+
+
+def task_trace_id(task_id: str) -> str:
+    """The trace (32 hex digits) a task's attempts belong to: its workflow's (``wf/key``)."""
+    return f"{workflow_trace_id(task_id.partition('/')[0]):032x}"
 
 
 def root_name(spans: Sequence[ReadableSpan]) -> str:
@@ -102,13 +110,17 @@ class TracesScreen(DeckScreen):
 
 
 class TraceScreen(DeckScreen):
-    """One trace as a waterfall: each span's name, offset, duration and a bar on a shared scale."""
+    """One trace as a waterfall: each span's name, offset, duration and a bar on a shared scale.
+
+    Opened from a task (``task_id``), that task's spans are marked ``▸``.
+    """
 
     crumb: ClassVar[str] = "Trace"
 
-    def __init__(self, trace_id: str) -> None:
+    def __init__(self, trace_id: str, *, task_id: str | None = None) -> None:
         super().__init__()
         self.trace_id = trace_id
+        self.task_id = task_id
         self.shown = Text()
         """The waterfall as last drawn."""
 
@@ -132,16 +144,24 @@ class TraceScreen(DeckScreen):
         """The spans as rows of ``name  +offset  took  bar``, children indented under parents."""
         text = Text()
         if not spans:
-            text.append("no spans of this trace in the buffer (it keeps the newest 2,000)\n")
-            return text
+            return self.missing()
         start = _start(spans[0])
         total = max(max(_end(s) for s in spans) - start, 1)
         ids = {s.context.span_id for s in spans if s.context is not None}
         ok, bad = self.deck.status_style("succeeded"), self.deck.status_style("failed")
         text.append(f"{root_name(spans)}  {len(spans)} spans  {total / NS:.2f}s\n\n", style="bold")
+        if self.task_id is not None and not any(self._is_mine(s) for s in spans):
+            text.append(
+                f"no span of task {self.task_id} in it yet (an attempt's span is written "
+                "when the attempt ends)\n\n",
+                style="dim",
+            )
         for span in spans:
             depth = 1 if span.parent is not None and span.parent.span_id in ids else 0
-            name = ("  " * depth + span.name)[:24]
+            indent = "  " * depth
+            if self._is_mine(span):
+                indent = "▸" + indent[1:] if indent else "▸ "
+            name = (indent + span.name)[:24]
             offset, took = (_start(span) - start) / NS, (_end(span) - _start(span)) / NS
             left = round(BAR * (_start(span) - start) / total)
             width = max(1, round(BAR * (_end(span) - _start(span)) / total))
@@ -150,4 +170,35 @@ class TraceScreen(DeckScreen):
             text.append(" " * left)
             text.append("█" * min(width, BAR - left), style=bad if _failed(span) else ok)
             text.append("\n")
+        return text
+
+    def _is_mine(self, span: ReadableSpan) -> bool:
+        attributes = span.attributes or {}
+        return self.task_id is not None and attributes.get("agentdeck.task_id") == self.task_id
+
+    def missing(self) -> Text:
+        """Why this trace has no spans here, and where to look for it instead."""
+        src = self.sources
+        text = Text()
+        text.append(f"trace {self.trace_id}\n", style="bold")
+        if self.task_id is not None:
+            text.append(f"of task {self.task_id}\n")
+        text.append("\nnot in this process's span buffer: ", style="bold")
+        if src.attached:
+            leader = self.deck.leader or "none"
+            text.append(
+                "this control centre is attached to a cluster and runs no scheduler, so it "
+                f"records no spans. The leader (now: {leader}) and the agents record them; "
+                "look the trace id up in the OTLP backend they export to.\n"
+            )
+        elif src.recent is None:
+            text.append(
+                "tracing is off in this process (tracing = false, or OTEL_SDK_DISABLED=true).\n"
+            )
+        else:
+            text.append(
+                f"it keeps this process's newest {RECENT_SPANS:,} spans, so an older trace, or "
+                "one a scheduler on another node ran, is not here; look the trace id up in the "
+                "OTLP backend the nodes export to. A task not yet dispatched has no spans.\n"
+            )
         return text

@@ -1,0 +1,85 @@
+"""The real ``agentdeck`` attached to a configured cluster in a real terminal (tmux), with the
+real ``agentdeck --daemon`` in another process: no leader, then the daemon's, an action from
+the keyboard carried out by the daemon, and the warning back when the daemon stops."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import Procs
+from tests.tui.test_tmux_e2e import AGENTDECK, ROOT, Terminal, tmux
+
+pytestmark = [pytest.mark.tui, pytest.mark.e2e]
+
+STUCK = """
+name: stuck
+tasks:
+  - {key: wait, capability: nobody-serves-this}
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[Terminal, Procs, Path]]:
+    """A SQLite store and registry named by URL; ``agentdeck`` (attached) in a tmux session."""
+    if shutil.which("tmux") is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail("tmux is not installed (apt-get install tmux)")
+        pytest.skip("tmux is not installed")
+    urls = {
+        "AGENTDECK_STORE_URL": f"sqlite:///{tmp_path}/cluster.db",
+        "AGENTDECK_REGISTRY_URL": f"sqlite:///{tmp_path}/registry.db",
+    }
+    procs = Procs(tmp_path, {**urls, "AGENTDECK_NODE": "daemon-e2e"})
+    name = f"agentdeck-attach-{uuid.uuid4().hex[:8]}"
+    env = " ".join(
+        f"{k}={v}"
+        for k, v in {**urls, "AGENTDECK_HOME": tmp_path, "AGENTDECK_NODE": "tui-e2e"}.items()
+    )
+    tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", f"cd {ROOT} && {env} {AGENTDECK}")
+    try:
+        yield Terminal(name), procs, tmp_path
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+        procs.stop_all()
+
+
+def lease_row(home: Path) -> tuple[str | None, int]:
+    """The scheduler lease's holder (None: released) and fencing token, read from the file."""
+    with sqlite3.connect(home / "registry.db") as db:
+        holder, token = db.execute("SELECT holder, token FROM registry_leases").fetchone()
+    return holder, token
+
+
+def test_attached_tui_with_a_daemon_in_another_process(
+    cluster: tuple[Terminal, Procs, Path],
+) -> None:
+    """Attached and alone it warns; a daemon starts and is named; `x` on a workflow is carried
+    out by the daemon; the daemon stops and the warning is back. The lease only ever had one
+    holder (its token is still 1): the TUI never took it."""
+    term, procs, home = cluster
+    term.wait_for("no leader — start `agentdeck --daemon`")
+    procs.start("daemon", "--daemon")
+    term.wait_for("leader daemon-e2e")
+    spec = home / "stuck.yaml"
+    spec.write_text(STUCK)
+    workflow_id = procs.cli("submit", str(spec)).stdout.strip()
+    assert workflow_id, procs.log("daemon")
+    term.keys("2")
+    term.wait_for(f"{workflow_id}  stuck")
+    term.keys("x")
+    term.wait_for(f"Cancel workflow {workflow_id}?")
+    term.keys("y")
+    term.wait_for("cancelled")
+    procs.procs["daemon"].terminate()
+    procs.procs["daemon"].wait(30)
+    term.wait_for("no leader — start `agentdeck --daemon`")
+    assert lease_row(home) == (None, 1)
+    term.keys("q")
