@@ -9,6 +9,7 @@ into Textual themes. ``app.tcss`` beside them holds the layout every theme share
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,17 @@ FIELDS = (
 )
 
 
-def load_theme(name_or_path: str) -> dict[str, Any]:
+#: What a colour may look like, for the error that refuses one.
+COLOUR_FORMS = '"#rrggbb", "rgb(r,g,b)" (no spaces) or a colour name such as "red"'
+
+
+def load_theme(name_or_path: str, is_colour: Callable[[str], bool] | None = None) -> dict[str, Any]:
     """A theme's fields by built-in name (``dark``, ``light``, ``high-contrast``) or file path.
 
-    Raises ConfigError naming the theme and the allowed forms when it is neither, or when the
-    file is not a valid theme.
+    ``is_colour`` judges each colour value (the TUI passes its colour parser, which this module
+    does not load); without it colours are only checked to be strings. Raises ConfigError naming
+    the theme and the allowed forms when it is neither, or naming the file, the field and the
+    bad value when the file is not a valid theme.
     """
     path = FOLDER / f"{name_or_path}.toml" if name_or_path in BUILTIN else Path(name_or_path)
     if not path.is_file():
@@ -61,6 +68,20 @@ def load_theme(name_or_path: str) -> dict[str, Any]:
         )
     if "primary" not in data:
         raise ConfigError(f"theme file {str(path)!r} must set at least 'primary'")
+    variables = data.get("variables", {})
+    if not isinstance(variables, dict):
+        raise ConfigError(f"theme file {str(path)!r}: variables must be a table ([variables])")
+    if not isinstance(data.get("dark", True), bool):
+        raise ConfigError(
+            f"theme file {str(path)!r}: dark = {data['dark']!r} is not allowed; use true or false"
+        )
+    colours = [(k, v) for k, v in data.items() if k in FIELDS and k != "dark"]
+    colours += [(f"variables.{k}", v) for k, v in variables.items()]
+    for key, value in colours:
+        if not isinstance(value, str) or (is_colour is not None and not is_colour(value)):
+            raise ConfigError(
+                f"theme file {str(path)!r}: {key} = {value!r} is not a colour; use {COLOUR_FORMS}"
+            )
     data.setdefault("name", path.stem)
-    data["variables"] = {str(k): str(v) for k, v in dict(data.get("variables", {})).items()}
+    data["variables"] = dict(variables)
     return data

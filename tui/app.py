@@ -1,10 +1,12 @@
 """The control centre: a Textual app over the Store, the Registry and the events stream.
 
-``agentdeck`` (no subcommand) calls :func:`run_app`, which builds the runtime from the settings
-(embedded backends when nothing is configured, the cluster's when URLs are) and runs it inside
-the app: started in a worker on mount, shut down when the app closes. Screens read the Store
-through a :class:`core.client.Client` and change nothing themselves: actions queue commands that
-the scheduler leader carries out, and those land in the action log.
+``agentdeck`` (no subcommand) calls :func:`run_app`. With nothing configured it builds the
+embedded runtime (scheduler, agents, SQLite) and runs it inside the app: started in a worker on
+mount, shut down when the app closes. With backend URLs configured it *attaches*: it opens the
+Store, the Registry and the Bus only, runs no scheduler (it never takes the lease) and shows who
+leads. Screens read the Store through a :class:`core.client.Client` and change nothing
+themselves: actions queue commands that the scheduler leader carries out, and those land in the
+action log.
 
 Refreshing is batched: events only mark the view dirty; a timer reloads the *visible* screen at
 most ``refresh_interval`` apart (and every few seconds anyway, for ages and heartbeats), and never
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
-import os
 import signal
 import sys
 import threading
@@ -25,8 +27,12 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from typing import ClassVar
 
+from rich.errors import StyleSyntaxError
+from rich.segment import Segments
+from rich.style import Style
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.color import Color, ColorParseError
 from textual.screen import Screen
 from textual.theme import Theme
 
@@ -34,6 +40,7 @@ from core.client import Client
 from core.errors import AgentdeckError, ConfigError
 from core.logs import configure_logging
 from core.messages import Event, decode
+from core.scheduler import LEASE_NAME
 from core.settings import Settings
 from core.states import TaskStatus
 from themes import APP_CSS, BUILTIN, load_theme
@@ -49,6 +56,7 @@ from tui.screens.overview import OverviewScreen
 from tui.screens.tasks import TasksScreen
 from tui.screens.traces import TracesScreen
 from tui.screens.workflows import WorkflowScreen, WorkflowsScreen
+from tui.terminal import end_stuck_exit, hangup_safe
 from tui.widgets.command_line import CommandLine
 
 Connect = Callable[[], AbstractAsyncContextManager[Sources]]
@@ -74,10 +82,23 @@ RATE_WINDOW = 60
 #: Seconds after SIGHUP/SIGTERM before the process ends itself if a clean exit is stuck
 #: (longer than the runtime's drain grace, so a clean shutdown always gets its chance).
 EXIT_WATCHDOG = 20.0
+#: What an attached control centre says when no scheduler holds the lease.
+NO_LEADER = "no leader — start `agentdeck --daemon`"
 
 
 def _key_label(binding: Binding) -> str:
     return binding.key_display or binding.key.split(",")[0]
+
+
+def is_colour(value: str) -> bool:
+    """Whether ``value`` is a colour both Textual's CSS and a Rich style string read (the state
+    colours end up in both; ``rgb(1, 2, 3)`` with spaces, say, is CSS but breaks a style)."""
+    try:
+        Color.parse(value)
+        Style.parse(value)
+    except (ColorParseError, StyleSyntaxError):
+        return False
+    return True
 
 
 def _textual_theme(data: dict[str, object]) -> Theme:
@@ -141,13 +162,16 @@ class AgentdeckApp(App[None]):
         self.logbook: deque[LogLine] = deque(maxlen=LOG_CAP)
         """The newest events as log lines, for the logs screen (capped)."""
         self._log_seq = 0
+        self.leader: str | None = None
+        """Attached: the node holding the scheduler lease at the last reload (None: nobody)."""
+        self._leader_read = False
 
     # ------------------------------------------------------------------------ lifecycle
 
     def on_mount(self) -> None:
         """Register the themes, show the overview, connect in the background."""
         for name in BUILTIN:
-            self.add_theme(load_theme(name))
+            self.add_theme(load_theme(name, is_colour))
         self.set_theme(self._theme_setting)
         self.push_screen(OverviewScreen())
         self.run_worker(self._connect(), name="connect", group="connect")
@@ -173,6 +197,21 @@ class AgentdeckApp(App[None]):
         """Leave the app (safe from a signal handler: SIGHUP, SIGTERM)."""
         self.exit()
 
+    def _fatal_error(self) -> None:
+        """Exit after an unhandled exception, printing its traceback without local variables.
+
+        Textual's own prints every frame's locals, and those hold settings and URLs with their
+        passwords: a crash on an operator's screen (or in a pasted bug report) must not show
+        them."""
+        from rich.traceback import Traceback
+
+        self.bell()
+        traceback = Traceback(show_locals=False, width=None)
+        self._exit_renderables.append(
+            Segments(self.console.render(traceback, self.console.options))
+        )
+        self._close_messages_no_wait()
+
     # -------------------------------------------------------------------------- themes
 
     def add_theme(self, data: dict[str, object]) -> str:
@@ -188,7 +227,7 @@ class AgentdeckApp(App[None]):
         name = (
             name_or_path
             if name_or_path in self._themes
-            else self.add_theme(load_theme(name_or_path))
+            else self.add_theme(load_theme(name_or_path, is_colour))
         )
         self.theme = f"agentdeck-{name}"
         for screen in self.screen_stack:
@@ -271,12 +310,23 @@ class AgentdeckApp(App[None]):
         self._reloading, self._dirty = True, False
         try:
             await screen.reload()
+            if self.sources.attached:
+                await self._read_leader()
         except AgentdeckError as exc:
             self.notify(str(exc), severity="error", timeout=3)
         finally:
             self._reloading = False
             self._last_reload = self.sources.clock.now()
         self.update_bar()
+
+    async def _read_leader(self) -> None:
+        """Who holds the scheduler lease now; a warning each time nobody comes to hold it."""
+        assert self.sources is not None
+        lease = await self.sources.registry.get_lease(LEASE_NAME)
+        holder = lease.holder if lease else None
+        if holder is None and (self.leader is not None or not self._leader_read):
+            self.notify(f"{NO_LEADER}: actions stay queued until one runs", severity="warning")
+        self.leader, self._leader_read = holder, True
 
     def update_bar(self) -> None:
         """Breadcrumbs and badges on the visible screen's status bar."""
@@ -290,14 +340,17 @@ class AgentdeckApp(App[None]):
         badges: list[tuple[str, str]] = []
         if table is not None and table.tagged:
             badges.append((f"{len(table.tagged)} tagged", "bold reverse"))
-        if table is not None and table.total > table.window:
-            badges.append((f"first {table.window} of {table.total}", "dim"))
+        if table is not None:
+            badges.append((table.range_text(), "dim"))
         if self.read_only:
             badges.append(("READ-ONLY", "bold reverse"))
         if self.paused:
             badges.append(("PAUSED", f"bold reverse {self.status_style('failed')}".strip()))
         if self.sources is None:
             badges.append(("connecting…", "dim"))
+        elif self.sources.attached and self._leader_read:
+            warn = f"bold reverse {self.status_style('failed')}".strip()
+            badges.append((f"leader {self.leader}", "dim") if self.leader else (NO_LEADER, warn))
         with contextlib.suppress(Exception):  # the bar may not be mounted yet
             from tui.widgets.status_bar import StatusBar
 
@@ -590,7 +643,9 @@ class AgentdeckApp(App[None]):
                 sent += 1
             except AgentdeckError as exc:
                 self.notify(str(exc), severity="error")
-        if sent:
+        if sent and self.sources.attached and self._leader_read and self.leader is None:
+            self.notify(f"{action} queued for {sent} target(s); {NO_LEADER}", severity="warning")
+        elif sent:
             self.notify(f"{action} queued for {sent} target(s); see the action log", timeout=3)
         screen = self.screen
         if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
@@ -631,10 +686,43 @@ async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[So
         )
 
 
-def run_app(settings: Settings, *, demo: bool, read_only: bool) -> None:
+@contextlib.asynccontextmanager
+async def attached_sources(settings: Settings) -> AsyncIterator[Sources]:
+    """Attach to the cluster the settings name: the Store, the Registry and the Bus, and no
+    scheduler or agent (this process never takes the lease, so it costs the scheduler nothing).
+    Commands are queued in the Store for whichever node leads, as the CLI does."""
+    from core.clock import SystemClock
+    from tui.wiring import bus_only, registry_only, store_only
+
+    clock = SystemClock()
+    async with (
+        store_only(settings, clock) as store,
+        registry_only(settings, clock) as registry,
+        bus_only(settings, clock) as bus,
+    ):
+        client = Client(
+            store, clock, limits=settings.limits, actor=f"tui:{getpass.getuser()}@{settings.node}"
+        )
+        yield Sources(
+            client, registry, clock, bus.subscribe_events, settings.node, bus, attached=True
+        )
+
+
+def app_sources(settings: Settings, *, demo: bool, scheduler: bool) -> Connect:
+    """What the control centre runs on: attached to the configured cluster, or (nothing
+    configured, ``--scheduler`` or ``--demo``) a whole node in this process."""
+    from tui.wiring import attaches
+
+    if attaches(settings) and not (scheduler or demo):
+        return lambda: attached_sources(settings)
+    return lambda: runtime_sources(settings, demo=demo)
+
+
+def run_app(settings: Settings, *, demo: bool, read_only: bool, scheduler: bool = False) -> None:
     """Run the control centre until quit, SIGHUP/SIGTERM, or the terminal going away."""
     try:
-        load_theme(settings.theme)  # a bad theme is a config error before the screen changes
+        # A bad theme is a config error before the screen changes.
+        load_theme(settings.theme, is_colour)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -644,25 +732,35 @@ def run_app(settings: Settings, *, demo: bool, read_only: bool) -> None:
     log_file = (home / "agentdeck-tui.log").open("a")
     configure_logging(settings.log_level, "json", node=settings.node, stream=log_file)
     app = AgentdeckApp(
-        lambda: runtime_sources(settings, demo=demo),
+        app_sources(settings, demo=demo, scheduler=scheduler),
         read_only=read_only,
         theme=settings.theme,
     )
 
-    def hang_up(code: int) -> None:
+    # Textual's terminal threads must not keep the process alive after a hang-up (tui/terminal.py).
+    app.driver_class = hangup_safe(app.driver_class)
+    hung_up = threading.Event()
+
+    def hang_up(loop: asyncio.AbstractEventLoop, signum: int, frame: object) -> None:
         # The terminal is gone (SIGHUP) or we are told to stop (SIGTERM): leave cleanly, which
-        # stops the runtime. Seen under load: with the pty gone, interpreter teardown can then
-        # block for ever on a thread still tied to the dead terminal; a dropped SSH session must
-        # not leave a process behind, so a watchdog ends the process if leaving takes too long.
-        watchdog = threading.Timer(EXIT_WATCHDOG, os._exit, args=(code,))
+        # stops the runtime. A plain signal handler, not loop.add_signal_handler: it runs even
+        # while the event loop is blocked, as Textual blocks it when the terminal stops reading
+        # without hanging up (a frozen SSH link) and its output queue is full. Only for that
+        # (or a blocked exit not yet understood) a watchdog ends the process, logging
+        # `exit_watchdog` and every thread's stack, if leaving takes longer than the drain grace.
+        if hung_up.is_set():
+            return
+        hung_up.set()
+        watchdog = threading.Timer(EXIT_WATCHDOG, end_stuck_exit, args=(128 + signum, log_file))
         watchdog.daemon = True
         watchdog.start()
-        app.request_exit()
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the app has left already
+            loop.call_soon_threadsafe(app.request_exit)
 
     async def go() -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, hang_up, 128 + signal.SIGHUP)
-        loop.add_signal_handler(signal.SIGTERM, hang_up, 128 + signal.SIGTERM)
+        for sig in (signal.SIGHUP, signal.SIGTERM):
+            signal.signal(sig, functools.partial(hang_up, loop))
         await app.run_async()
 
     try:

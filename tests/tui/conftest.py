@@ -8,7 +8,7 @@ commands the tests queue through the UI.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ WF_FAILED = "a1b2c3d4e5f6"
 WF_RUNNING = "0f1e2d3c4b5a"
 WF_DONE = "99aa88bb77cc"
 DEAD_LETTER = "dead1e77e001"
+WF_LARGE = "1a2b3c4d5e6f"
+LARGE_PARTS = 150
 
 ETL = """
 name: nightly-etl
@@ -266,6 +268,41 @@ async def build_world(path: Path, clock: FakeClock) -> World:
     return World(store, bus, registry, scheduler, clock, sources, tracing)
 
 
+async def add_large_workflow(world: World) -> None:
+    """A fan-out of LARGE_PARTS tasks in mixed states (for the DAG view of a big workflow).
+
+    Kept out of :func:`build_world` so the other screens' pictures do not change with it.
+    """
+    store, clock = world.store, world.clock
+    parts = [f"p{i:03}" for i in range(LARGE_PARTS)]
+    lines = ["name: big-fan-out", "tasks:", "  - {key: split, capability: echo}"]
+    lines += [f"  - {{key: {p}, capability: echo, needs: [split]}}" for p in parts]
+    lines.append(f"  - {{key: join, capability: echo, needs: [{', '.join(parts)}]}}")
+    limits = SpecLimits()
+    clock.advance(10)
+    workflow, tasks = build(
+        parse_spec("\n".join(lines), limits=limits), workflow_id=WF_LARGE, now=clock.now()
+    )
+    await store.create_workflow(workflow, tasks)
+    await _walk(store, clock, f"{WF_LARGE}/split", [*_attempt(1, "echo-1"), (T.SUCCEEDED, {})])
+
+    async def move(keys: list[str], steps: list[tuple[T, dict[str, Any]]]) -> None:
+        current = T.READY
+        for to, values in steps:
+            clock.advance(1)
+            ids = [f"{WF_LARGE}/{k}" for k in keys]
+            await store.apply(
+                [Change(i, to, frozenset({current}), values=values) for i in ids], clock.now()
+            )
+            current = to
+
+    bad = ErrorInfo("ChaosError", "chaos struck", retryable=False)
+    await move(parts[:100], [*_attempt(1, "echo-1"), (T.SUCCEEDED, {})])
+    await move(parts[100:104], [*_attempt(1, "echo-1"), (T.FAILED, {"error": bad})])
+    await move(parts[104:110], [*_attempt(1, "echo-1"), (T.RETRYING, {"error": bad})])
+    await move(parts[110:130], _attempt(1, "echo-1"))
+
+
 def make_app(world: World, **kwargs: Any) -> AgentdeckApp:
     """An app over an already-built world (Pilot tests: same event loop as the test)."""
 
@@ -276,13 +313,18 @@ def make_app(world: World, **kwargs: Any) -> AgentdeckApp:
     return AgentdeckApp(connect, refresh_interval=None, **kwargs)
 
 
-def fresh_app(path: Path, **kwargs: Any) -> AgentdeckApp:
-    """An app that builds the world itself on start (snapshots run the app in their own loop)."""
+def fresh_app(
+    path: Path, *, extra: Callable[[World], Awaitable[None]] | None = None, **kwargs: Any
+) -> AgentdeckApp:
+    """An app that builds the world itself on start (snapshots run the app in their own loop);
+    ``extra`` adds to the world before the app sees it."""
 
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[Sources]:
         world = await build_world(path, FakeClock(START))
         try:
+            if extra is not None:
+                await extra(world)
             yield world.sources
         finally:
             await world.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -499,3 +500,33 @@ async def test_command_palette_offers_the_screens_and_themes(
         commands["Action log"]()
         await settle(pilot)
         assert isinstance(app.screen, ActionsScreen)
+
+
+async def test_a_crash_shows_its_traceback_but_no_password(
+    app_for: Callable[..., AgentdeckApp],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """An unhandled exception ends the app with its traceback, and no frame's local variables:
+    they would print the URLs, passwords included, that the frames hold."""
+    monkeypatch.setenv("CRASH_TEST_URL", "postgresql://deck:s3cret-pw@db.internal/agentdeck")
+
+    def explode(self: HelpScreen) -> None:
+        store_url = os.environ["CRASH_TEST_URL"]  # as a setting read from the environment
+        raise RuntimeError(f"cannot reach the store at {store_url.split('@')[1]}")
+
+    monkeypatch.setattr(HelpScreen, "on_mount", explode, raising=False)
+    app = app_for()
+
+    async def crash() -> None:
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            await pilot.press("question_mark")
+            await pilot.pause()
+
+    with pytest.raises(RuntimeError, match="cannot reach the store"):  # run_test re-raises it
+        await crash()
+    shown = capfd.readouterr().err  # what the operator's terminal got
+    assert "Traceback" in shown and "in explode" in shown
+    assert "cannot reach the store at db.internal/agentdeck" in shown
+    assert "s3cret-pw" not in shown
