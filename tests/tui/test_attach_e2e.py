@@ -4,8 +4,6 @@ the keyboard carried out by the daemon, and the warning back when the daemon sto
 
 from __future__ import annotations
 
-import os
-import shutil
 import sqlite3
 import subprocess
 import uuid
@@ -15,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import Procs
-from tests.tui.test_tmux_e2e import AGENTDECK, ROOT, Terminal, tmux
+from tests.tui.test_tmux_e2e import AGENTDECK, ROOT, Terminal, need_tmux, tmux
 
 pytestmark = [pytest.mark.tui, pytest.mark.e2e]
 
@@ -29,10 +27,7 @@ tasks:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Terminal, Procs, Path]]:
     """A SQLite store and registry named by URL; ``agentdeck`` (attached) in a tmux session."""
-    if shutil.which("tmux") is None:
-        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("tmux is not installed (apt-get install tmux)")
-        pytest.skip("tmux is not installed")
+    need_tmux()
     urls = {
         "AGENTDECK_STORE_URL": f"sqlite:///{tmp_path}/cluster.db",
         "AGENTDECK_REGISTRY_URL": f"sqlite:///{tmp_path}/registry.db",
@@ -43,11 +38,22 @@ def cluster(tmp_path: Path) -> Iterator[tuple[Terminal, Procs, Path]]:
         f"{k}={v}"
         for k, v in {**urls, "AGENTDECK_HOME": tmp_path, "AGENTDECK_NODE": "tui-e2e"}.items()
     )
-    tmux("new-session", "-d", "-s", name, "-x", "80", "-y", "24", f"cd {ROOT} && {env} {AGENTDECK}")
+    tmux(
+        name,
+        "new-session",
+        "-d",
+        "-s",
+        name,
+        "-x",
+        "80",
+        "-y",
+        "24",
+        f"cd {ROOT} && {env} {AGENTDECK}",
+    )
     try:
         yield Terminal(name), procs, tmp_path
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True, check=False)
+        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
         procs.stop_all()
 
 
