@@ -5,15 +5,13 @@ the keyboard carried out by the daemon, and the warning back when the daemon sto
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import Procs
-from tests.tui.test_tmux_e2e import AGENTDECK, ROOT, Terminal, need_tmux, tmux
+from tests.tui.test_tmux_e2e import AGENTDECK, Terminal, running
 
 pytestmark = [pytest.mark.tui, pytest.mark.e2e]
 
@@ -27,33 +25,17 @@ tasks:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Terminal, Procs, Path]]:
     """A SQLite store and registry named by URL; ``agentdeck`` (attached) in a tmux session."""
-    need_tmux()
     urls = {
         "AGENTDECK_STORE_URL": f"sqlite:///{tmp_path}/cluster.db",
         "AGENTDECK_REGISTRY_URL": f"sqlite:///{tmp_path}/registry.db",
     }
     procs = Procs(tmp_path, {**urls, "AGENTDECK_NODE": "daemon-e2e"})
-    name = f"agentdeck-attach-{uuid.uuid4().hex[:8]}"
-    env = " ".join(
-        f"{k}={v}"
-        for k, v in {**urls, "AGENTDECK_HOME": tmp_path, "AGENTDECK_NODE": "tui-e2e"}.items()
-    )
-    tmux(
-        name,
-        "new-session",
-        "-d",
-        "-s",
-        name,
-        "-x",
-        "80",
-        "-y",
-        "24",
-        f"cd {ROOT} && {env} {AGENTDECK}",
-    )
+    (tmp_path / "agentdeck.toml").write_text("")  # the backends come from the environment
+    env = " ".join(f"{k}={v}" for k, v in {**urls, "AGENTDECK_NODE": "tui-e2e"}.items())
     try:
-        yield Terminal(name), procs, tmp_path
+        with running(tmp_path, f"{env} {AGENTDECK}") as term:
+            yield term, procs, tmp_path
     finally:
-        subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
         procs.stop_all()
 
 
