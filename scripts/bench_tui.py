@@ -62,7 +62,17 @@ from tui.widgets.live_table import LiveTable  # noqa: E402
 #: The walk every touched task takes, one event per step.
 WALK = (T.DISPATCHED, T.RUNNING, T.SUCCEEDED)
 CAPABILITIES = ("echo", "http", "chaos", "sleep", "etl")
-SIZE = (160, 48)
+
+
+def size(text: str) -> tuple[int, int]:
+    """``COLUMNSxROWS`` as a pair (argparse checks nothing else)."""
+    try:
+        cols, rows = (int(n) for n in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--size must be COLUMNSxROWS, like 80x24; got {text!r}") from None
+    if cols < 80 or rows < 24:
+        raise SystemExit(f"--size must be at least 80x24; got {text!r}")
+    return cols, rows
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,6 +85,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--interval", type=float, default=0.25, help="seconds between batch updates")
     p.add_argument(
         "--screens", default="overview,tasks,agents,workflows", help="screens to measure"
+    )
+    p.add_argument(
+        "--size", default="160x48", help="terminal COLUMNSxROWS (80x24: the smallest supported)"
     )
     p.add_argument("--sort", type=int, help="sort the tables by this column first")
     p.add_argument("--profile", action="store_true", help="profile the batch updates (slower)")
@@ -315,7 +328,7 @@ async def main() -> None:
         app = AgentdeckApp(connect, refresh_interval=None)
         results = []
         try:
-            async with app.run_test(size=SIZE) as pilot:
+            async with app.run_test(size=size(args.size)) as pilot:
                 await asyncio.wait_for(app.connected.wait(), 10)
                 for screen in args.screens.split(","):
                     results.append(await measure(app, pilot, driver, counting, screen, args))
