@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
 from core.models import AgentRecord, AgentState, Change
@@ -319,3 +320,122 @@ async def test_a_changed_task_rewrites_only_its_own_row(
         assert 1 <= t.cell_updates - cells <= 3  # status, attempt (and its age, if it moved)
         assert "dispatched" in line(t, row)
         assert (await world.store.get_task(target)).status == T.DISPATCHED
+
+
+CELLS: list[str | Text] = [
+    "plain",
+    "",
+    "a [bold]marked[/] up",
+    Text("styled", style="bold red"),
+    Text.assemble(("two", "green"), " ", ("spans", "italic on blue")),
+    Text("日本語のテキスト", style="cyan"),
+    Text("tab\there", style="underline"),
+    Text("right", style="magenta", justify="right"),
+    Text("an ellipsis that is long", style="yellow", overflow="ellipsis"),
+    Text(""),
+]
+"""Cells of every kind the screens write (plain text, markup, styled Text, wide characters,
+empty) and some they do not (justified, ellipsis, tabs)."""
+
+
+def _text_of(renderables: Any) -> list[Any]:
+    # (Text equality compares the characters and spans only)
+    return [
+        (c.plain, c.spans, c.style, c.no_wrap, c.end, c.justify, c.overflow)
+        for c in renderables.cells
+    ]
+
+
+class CellsApp(App[None]):
+    """A tagged table whose cells are shown as given."""
+
+    def compose(self) -> ComposeResult:
+        """One table, a column per kind of cell."""
+        yield LiveTable(
+            [f"c{i}" for i in range(4)], render=lambda _i, v: v, taggable=True, id="cells"
+        )
+
+
+async def test_cells_are_drawn_exactly_as_data_table_draws_them() -> None:
+    """LiveTable draws one-line text cells itself (DataTable's way costs ~1 ms a row): every
+    kind of cell, cut to its column or not, in the header, on the cursor row, under the mouse,
+    on striped rows and in the tag column, comes out as the same segments as DataTable's."""
+    app = CellsApp()
+    async with app.run_test(size=(70, 14)) as pilot:
+        t = app.query_one(LiveTable)
+        shown = [CELLS[i : i + 4] + CELLS[: max(0, i + 4 - len(CELLS))] for i in range(len(CELLS))]
+        t.sync([(f"r{i}", tuple(cells)) for i, cells in enumerate(shown)])
+        t.tagged = {"r1", "r4"}
+        t.restyle()
+        await pilot.pause()
+        # Values longer than their (already measured) columns, written in place.
+        long = Text("a value much longer than its column", style="bold")
+        t.write_cells(
+            {
+                "r2": [(ColumnKey("c0"), long), (ColumnKey("c1"), "x" * 40)],
+                "r5": [(ColumnKey("c2"), "[i]new[/i]"), (ColumnKey("c3"), "")],
+            }
+        )
+        # The cells of a written row are formatted again one by one, as DataTable would.
+        for row in (2, 5):
+            held = t._row_renderable_cache.get((t._update_count, row))
+            assert held is not None and _text_of(held) == _text_of(t._compute_row_renderables(row))
+        await pilot.pause()
+        t.move_cursor(row=3, animate=False)
+        t.hover_coordinate = t.cursor_coordinate.up()
+        await pilot.pause()
+
+        slow = 0
+        real = DataTable._render_cell
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal slow
+            slow += 1
+            return real(*args, **kwargs)
+
+        def fresh(render: Callable[..., Any], *args: Any) -> Any:
+            t._cell_render_cache.clear()
+            return render(*args)
+
+        cases = 0
+        for zebra in (False, True):
+            t.zebra_stripes = zebra
+            for row in range(-1, t.row_count):
+                styles = [t._get_row_style(row, t.rich_style)]
+                if row == -1:
+                    styles.append(t.get_component_styles("datatable--header").rich_style)
+                for style, column, width, cursor, hover in (
+                    (s, c, col.get_render_width(t), cur, hov)
+                    for s in styles
+                    for c, col in enumerate(t.ordered_columns)
+                    for cur in (False, True)
+                    for hov in (False, True)
+                ):
+                    args = (row, column, style, width, cursor, hover)
+                    expected = fresh(real, t, *args)
+                    with pytest.MonkeyPatch.context() as patch:
+                        patch.setattr(DataTable, "_render_cell", counted)
+                        got = fresh(t._render_cell, *args)
+                    assert got == expected, args
+                    cases += 1
+        assert cases > 400
+        # Justified, ellipsis and tabbed cells may go DataTable's way; the rest must not.
+        assert slow < cases / 4
+
+        # And whole lines on screen, in both states of each option.
+        for zebra in (False, True):
+            t.zebra_stripes = zebra
+            for priority in ("css", "renderable"):
+                t.cursor_foreground_priority = priority  # type: ignore[assignment]
+                t.cursor_background_priority = priority  # type: ignore[assignment]
+                ours = [fresh(t.render_line, y) for y in range(t.size.height)]
+                with pytest.MonkeyPatch.context() as patch:
+                    patch.setattr(t, "_render_cell", lambda *a, **k: real(t, *a, **k))
+                    t._line_cache.clear()
+                    t._row_render_cache.clear()
+                    t._row_renderable_cache.clear()
+                    theirs = [fresh(t.render_line, y) for y in range(t.size.height)]
+                t._line_cache.clear()
+                t._row_render_cache.clear()
+                assert [list(s) for s in ours] == [list(s) for s in theirs]
+                assert any("a value much" in s.text for s in ours)

@@ -23,15 +23,19 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
+from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
+from textual._types import SegmentLines
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
+from textual.css.styles import RenderStyles
 from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import DataTable
+from textual.widgets._data_table import RowRenderables, default_cell_formatter
 from textual.widgets.data_table import ColumnKey, RowKey
 
 Row = tuple[str, tuple[Any, ...]]
@@ -62,8 +66,27 @@ def _drop(cache: LRUCache[Any, Any], stale: Callable[[Any], bool]) -> None:
         cache.discard(key)
 
 
+_JOIN = Text("\n")
+_EMPTY_TEXT = Text(no_wrap=True, end="")
+_NULL = Style.null()
+
+
 def _width(renderable: str | Text) -> int:
     return renderable.cell_len if isinstance(renderable, Text) else cell_len(renderable)
+
+
+class _HeldStyles(RenderStyles):
+    """Component styles with their Rich style worked out once (for one render pass)."""
+
+    def __init__(self, styles: RenderStyles) -> None:
+        assert styles.node is not None
+        super().__init__(styles.node, styles.base, styles.inline)
+        self._held = styles.rich_style
+
+    @property
+    def rich_style(self) -> Style:
+        """The Rich style, as it was when these styles were held."""
+        return self._held
 
 
 class LiveTable(DataTable[str | Text]):
@@ -128,6 +151,7 @@ class LiveTable(DataTable[str | Text]):
         self.rebuilds = 0
         """Times the window's rows were rebuilt (rows came, went or moved)."""
         self._pass_style: Style | None = None
+        self._pass_components: dict[tuple[str, ...], RenderStyles] | None = None
 
     def on_mount(self) -> None:
         """Create the columns (a narrow tag column first when rows can be tagged)."""
@@ -336,15 +360,37 @@ class LiveTable(DataTable[str | Text]):
         # values, in case a Textual upgrade changes what the caches are keyed on.
         rows = {RowKey(key) for key in changed}
         cells: set[tuple[RowKey, ColumnKey]] = set()
+        # A row's cells as DataTable formats them (markup parsed) are cached together: only
+        # the changed ones are formatted again (formatting the whole row was a third of the
+        # cost of repainting it).
+        formatted: dict[tuple[int, int], RowRenderables] = {}
         for key, cells_changed in changed.items():
-            data = self._data[RowKey(key)]
+            row_key = RowKey(key)
+            data = self._data[row_key]
+            index = self._row_locations.get(row_key)
+            cache_key = (self._update_count, -2 if index is None else index)
+            held = self._row_renderable_cache.get(cache_key)
+            kept = None if held is None else list(held.cells)
+            height = self.rows[row_key].height
             for column_key, shown in cells_changed:
                 data[column_key] = shown
-                cells.add((RowKey(key), column_key))
+                cells.add((row_key, column_key))
+                column = self._column_locations.get(column_key)
+                if kept is not None and column is not None:
+                    kept[column] = (
+                        _EMPTY_TEXT
+                        if shown is None
+                        else default_cell_formatter(shown, wrap=height != 1, height=height)
+                        or _EMPTY_TEXT
+                    )
+            if held is not None and kept is not None:
+                formatted[cache_key] = RowRenderables(held.label, kept)
         indexes = {self._row_locations.get(RowKey(key)) for key in changed}
         _drop(self._cell_render_cache, lambda k: k[:2] in cells)
         _drop(self._row_render_cache, lambda k: k[0] in rows)
         _drop(self._row_renderable_cache, lambda k: k[1] in indexes)
+        for cache_key, renderables in formatted.items():
+            self._row_renderable_cache[cache_key] = renderables
         lines = {self.header_height + i for i in indexes if i is not None}  # rows are 1 high
         _drop(self._line_cache, lambda k: k[0] in lines)
         for index in indexes:
@@ -368,16 +414,104 @@ class LiveTable(DataTable[str | Text]):
         # DataTable.render_line asks for it for every line, and it is worked out afresh from
         # every ancestor's styles each time: for a repainted row, about a tenth of its cost.
         # Styles do not change while lines are rendered, so it is held for this pass only.
+        # The same goes for the header style, asked for by every row (a fifth of a row's cost).
         self._pass_style = super().rich_style
+        self._pass_components = {}
         try:
             return super().render_lines(crop)
         finally:
             self._pass_style = None
+            self._pass_components = None
+
+    def get_component_styles(self, *names: str) -> RenderStyles:
+        """A component's styles (held while lines are rendered)."""
+        held = self._pass_components
+        if held is None:
+            return super().get_component_styles(*names)
+        styles = held.get(names)
+        if styles is None:
+            styles = held[names] = _HeldStyles(super().get_component_styles(*names))
+        return styles
 
     @property
     def rich_style(self) -> Style:
         """The table's Rich style (held while lines are rendered)."""
         return super().rich_style if self._pass_style is None else self._pass_style
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        # DataTable renders every cell through Rich (Styled(Padding(cell)) and
+        # Console.render_lines): about a millisecond a row, most of a batch's repaint. A
+        # one-line text cell is built here with the same steps, less the generic machinery:
+        # the text wrapped and joined as Text.__rich_console__ does, padded as Padding does,
+        # styled as Styled does, with DataTable's own cache key and component styles. Anything
+        # else goes to DataTable. tests/tui/test_live_table.py compares both, cell by cell.
+        header = row_index == -1
+        pad = self.cell_padding
+        if column_index < 0 or width - 2 * pad < 1:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._header_row_key if header else self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        row = None if header or row_key is None else self.rows.get(row_key)
+        one_line = self.header_height == 1 if header else row is not None and row.height == 1
+        if row_key is None or column_key is None or not one_line:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        cache_key = (
+            row_key,
+            column_key,
+            base_style,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cached = self._cell_render_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        cell = self._get_row_renderables(row_index).cells[column_index]
+        if not isinstance(cell, Text) or "\n" in cell.plain:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        fixed = not header and (row_index < self.fixed_rows or column_index < self.fixed_columns)
+        component_style, post_style = self._get_styles_to_render_cell(
+            header,
+            False,
+            fixed,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        pre_style = base_style + Style.from_meta({"row": row_index, "column": column_index})
+        pre_style += component_style
+        console = self.app.console
+        inner = width - 2 * pad
+        tab_size = console.tab_size if cell.tab_size is None else cell.tab_size
+        lines = cell.wrap(
+            console,
+            inner,
+            justify=cell.justify or "default",
+            overflow=cell.overflow or "fold",
+            tab_size=tab_size or 8,
+            no_wrap=True,
+        )
+        text = Segment.adjust_line_length(
+            list(_JOIN.join(lines).render(console)), inner, style=_NULL
+        )
+        edge = [Segment(" " * pad, _NULL)] if pad else []
+        line = list(Segment.apply_style([*edge, *text, *edge], pre_style, post_style))
+        result: SegmentLines = [line]
+        self._cell_render_cache[cache_key] = result
+        return result
 
     def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
         # Textual 8 widens auto-width columns on idle but keeps cells it rendered before that
