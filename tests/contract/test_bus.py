@@ -35,6 +35,8 @@ BUS_URLS = [
 QUIET = 0.05
 #: Upper bound on anything that should happen; hitting it means a bug, not a slow machine.
 LIMIT = 2.0
+#: How long a test that needs every consumer registered with the broker waits for that.
+SETTLE = 0.5
 
 
 @pytest.fixture(params=BUS_URLS)
@@ -88,9 +90,9 @@ class Reader(Generic[T]):
         finally:
             self._next = None
 
-    async def nothing_arrives(self) -> bool:
-        """True if no item comes within the quiet period (a later ``take`` still gets it)."""
-        done, _ = await asyncio.wait({self._pending()}, timeout=QUIET)
+    async def nothing_arrives(self, quiet: float = QUIET) -> bool:
+        """True if no item comes within ``quiet`` seconds (a later ``take`` still gets it)."""
+        done, _ = await asyncio.wait({self._pending()}, timeout=quiet)
         return not done
 
     async def close(self) -> None:
@@ -208,8 +210,10 @@ async def test_waiting_consumers_take_turns(bus: Bus, cap: str) -> None:
         reading(bus.consume_tasks([cap], prefetch=5)) as first,
         reading(bus.consume_tasks([cap], prefetch=5)) as second,
     ):
-        assert await first.nothing_arrives()
-        assert await second.nothing_arrives()
+        # Long enough for both to be registered with a broker on a busy machine: a consumer
+        # the broker does not know yet gets no turn (seen in CI with the 50 ms default).
+        assert await first.nothing_arrives(SETTLE)
+        assert await second.nothing_arrives(SETTLE)
         await publish(bus, cap, 1, 2, 3, 4)
         got = [await first.take(), await second.take(), await first.take(), await second.take()]
         assert sorted(d.body for d in got) == [body(cap, n) for n in (1, 2, 3, 4)]
