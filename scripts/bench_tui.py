@@ -92,6 +92,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--sort", type=int, help="sort the tables by this column first")
     p.add_argument("--profile", action="store_true", help="profile the batch updates (slower)")
     p.add_argument("--profile-sort", default="cumulative", help="pstats order: cumulative, tottime")
+    p.add_argument("--profile-out", help="also save the profile to this file (for pstats)")
     p.add_argument("--samples", action="store_true", help="print every batch's +paint CPU time")
     args = p.parse_args()
     if args.seconds * len(args.screens.split(",")) > 50:
@@ -264,6 +265,8 @@ async def measure(
         samples["paint_wall"].append((w2 - w0) * 1000)
         samples["paint_cpu"].append((c2 - c0) * 1000)
     if profiler is not None:
+        if args.profile_out:
+            profiler.dump_stats(args.profile_out)
         pstats.Stats(profiler).sort_stats(args.profile_sort).print_stats(30)
     table = app.screen.table() if hasattr(app.screen, "table") else None
     return {
@@ -325,7 +328,7 @@ async def main() -> None:
         async def connect() -> AsyncIterator[Sources]:
             yield sources
 
-        app = AgentdeckApp(connect, refresh_interval=None)
+        app = AgentdeckApp(connect, refresh_interval=None, freeze_heap=True)  # as the program
         results = []
         try:
             async with app.run_test(size=size(args.size)) as pilot:

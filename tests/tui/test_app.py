@@ -530,3 +530,24 @@ async def test_a_crash_shows_its_traceback_but_no_password(
     assert "Traceback" in shown and "in explode" in shown
     assert "cannot reach the store at db.internal/agentdeck" in shown
     assert "s3cret-pw" not in shown
+
+
+async def test_the_program_moves_its_start_up_heap_out_of_the_collectors_way(
+    app_for: Callable[..., AgentdeckApp],
+) -> None:
+    """Once connected, the program's app freezes what exists (full collections of it stalled
+    the screen); an app built without ``freeze_heap`` (every other test) leaves the GC be."""
+    import gc
+
+    assert gc.get_freeze_count() == 0
+    try:
+        plain = app_for()
+        async with plain.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            assert gc.get_freeze_count() == 0
+        app = app_for(freeze_heap=True)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()

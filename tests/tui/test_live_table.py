@@ -4,12 +4,15 @@ all, reaches any of them, keeps the cursor on its item and rewrites only the cel
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
+from textual.coordinate import Coordinate
+from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
@@ -268,6 +271,69 @@ async def test_a_wider_value_widens_its_column() -> None:
         assert "draining-for-a-while" in line(t, 0)
 
 
+class TwoTablesApp(App[None]):
+    """Two tables of the same size, one above the other."""
+
+    def compose(self) -> ComposeResult:
+        """The table under test and a fresh one to compare it with."""
+        yield LiveTable(["name", "state", "n"], id="moved")
+        yield LiveTable(["name", "state", "n"], id="fresh")
+
+
+async def test_a_re_sorted_window_is_redrawn_in_place_exactly_as_a_new_table_draws_it() -> None:
+    """When other rows (or the same rows in another order) fill the window, its lines take
+    them in place: nothing is cleared or measured again, the cursor stays on its item, a
+    wider value still widens its column, and every line is what a new table with those rows
+    shows."""
+    app = TwoTablesApp()
+    async with app.run_test(size=(60, 24)) as pilot:
+        moved, fresh = app.query_one("#moved", LiveTable), app.query_one("#fresh", LiveTable)
+        whole = Region(0, 0, moved.size.width, moved.size.height)
+
+        async def as_new(data: list[Row], column: int, reverse: bool) -> list[str]:
+            # What a table given these rows, sort and cursor from scratch shows.
+            fresh.sync(data)
+            fresh.sort_by(column, reverse=reverse)
+            fresh.goto(moved.position)
+            fresh.move_cursor(row=moved.cursor_row, animate=False)
+            fresh.restyle()  # (its rows cleared and added again: what a new table does)
+            await pilot.pause()
+            await pilot.pause()
+            assert moved.keys == fresh.keys and moved.top == fresh.top
+            return [strip.text for strip in fresh.render_lines(whole)]
+
+        data = rows(40)
+        moved.sync(data)
+        await pilot.pause()
+        moved.goto_key("r002")
+        rebuilds = moved.rebuilds
+        moved.sort_by(2, reverse=True)  # as many rows in the window, in another order
+        await pilot.pause()
+        assert moved.rebuilds == rebuilds and moved.rekeys == 1
+        assert moved.cursor_key == "r002"
+        assert [strip.text for strip in moved.render_lines(whole)] == await as_new(data, 2, True)
+
+        data[2] = ("r002", ("r002", "draining-for-a-while", 1))  # wider, and it moves
+        moved.sync(data)
+        await pilot.pause()
+        assert moved.rekeys == 2 and moved.rebuilds == rebuilds
+        assert moved.cursor_key == "r002"
+        assert [strip.text for strip in moved.render_lines(whole)] == await as_new(data, 2, True)
+
+        moved.sort_by(0, reverse=True)
+        await pilot.pause()
+        assert moved.rekeys == 3 and moved.rebuilds == rebuilds
+        texts = [strip.text for strip in moved.render_lines(whole)]
+        assert texts == await as_new(data, 0, True)
+        assert any("draining-for-a-while" in text for text in texts)
+        # And styles too (the cursor's colour depends on focus: neither table has it).
+        app.set_focus(None)
+        await pilot.pause()
+        assert [list(s) for s in moved.render_lines(whole)] == [
+            list(s) for s in fresh.render_lines(whole)
+        ]
+
+
 async def test_a_column_widened_once_stays_wide_so_later_values_redraw_only_their_rows() -> None:
     """A wider value widens its column; a narrower value in the same batch, and values up to
     that width later, are written in place: the column does not shrink back, so the next wide
@@ -422,20 +488,59 @@ async def test_cells_are_drawn_exactly_as_data_table_draws_them() -> None:
         # Justified, ellipsis and tabbed cells may go DataTable's way; the rest must not.
         assert slow < cases / 4
 
-        # And whole lines on screen, in both states of each option.
-        for zebra in (False, True):
-            t.zebra_stripes = zebra
-            for priority in ("css", "renderable"):
-                t.cursor_foreground_priority = priority  # type: ignore[assignment]
-                t.cursor_background_priority = priority  # type: ignore[assignment]
-                ours = [fresh(t.render_line, y) for y in range(t.size.height)]
-                with pytest.MonkeyPatch.context() as patch:
-                    patch.setattr(t, "_render_cell", lambda *a, **k: real(t, *a, **k))
-                    t._line_cache.clear()
-                    t._row_render_cache.clear()
-                    t._row_renderable_cache.clear()
-                    theirs = [fresh(t.render_line, y) for y in range(t.size.height)]
-                t._line_cache.clear()
-                t._row_render_cache.clear()
-                assert [list(s) for s in ours] == [list(s) for s in theirs]
-                assert any("a value much" in s.text for s in ours)
+        # And whole lines on screen (LiveTable builds rows itself too), in both states of each
+        # option, with the mouse over a row and over the header.
+        def lines() -> list[list[Any]]:
+            for cache in (t._line_cache, t._row_render_cache, t._row_renderable_cache):
+                cache.clear()
+            return [list(fresh(t.render_line, y)) for y in range(t.size.height)]
+
+        slow_rows = 0
+        real_row = DataTable._render_line_in_row
+
+        def counted_row(*args: Any, **kwargs: Any) -> Any:
+            nonlocal slow_rows
+            slow_rows += 1
+            return real_row(*args, **kwargs)
+
+        for wide, hover, show_hover in itertools.product(
+            (False, True), (t.cursor_coordinate.up(), Coordinate(-1, 2)), (False, True)
+        ):
+            if wide and t.size.width < 150:  # room to the right of the table, to be filled
+                await pilot.resize_terminal(160, 14)
+                await pilot.pause()
+            t.hover_coordinate = hover
+            t._show_hover_cursor = show_hover
+            for zebra in (False, True):
+                t.zebra_stripes = zebra
+                for priority in ("css", "renderable"):
+                    t.cursor_foreground_priority = priority  # type: ignore[assignment]
+                    t.cursor_background_priority = priority  # type: ignore[assignment]
+                    with pytest.MonkeyPatch.context() as patch:
+                        patch.setattr(DataTable, "_render_line_in_row", counted_row)
+                        ours = lines()
+                    with pytest.MonkeyPatch.context() as patch:
+                        patch.setattr(t, "_render_cell", lambda *a, **k: real(t, *a, **k))
+                        patch.setattr(
+                            t, "_render_line_in_row", lambda *a, **k: real_row(t, *a, **k)
+                        )
+                        theirs = lines()
+                    assert ours == theirs, (hover, show_hover, zebra, priority)
+                    assert any("a value much" in seg.text for line in ours for seg in line)
+        assert slow_rows == 0
+
+
+async def test_text_that_looks_like_markup_is_shown_as_it_is() -> None:
+    """Cells are text, not markup: a task key or log line holding ``[/]`` or ``[red]`` is shown
+    as written (DataTable would parse a str cell as markup, and ``[/]`` would break the screen)."""
+    app = TableApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        t = app.query_one(SpyTable)
+        t.sync([("a", ("[/]", "[red]up[/red]", 1)), ("b", ("[bold]", "x", 2))])
+        await pilot.pause()
+        await pilot.pause()
+        assert "[/]" in line(t, 0) and "[red]up[/red]" in line(t, 0)
+        assert "[bold]" in line(t, 1)
+        t.sync([("a", ("[/]", "[/red] gone", 1)), ("b", ("[bold]", "x", 2))])
+        await pilot.pause()
+        assert "[/red] gone" in line(t, 0)

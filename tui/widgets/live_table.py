@@ -23,18 +23,22 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any, ClassVar
 
 from rich.cells import cell_len
+from rich.console import Console
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual import events
+from textual._two_way_dict import TwoWayDict
 from textual._types import SegmentLines
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
+from textual.coordinate import Coordinate
 from textual.css.styles import RenderStyles
 from textual.geometry import Region
 from textual.message import Message
 from textual.strip import Strip
 from textual.widgets import DataTable
+from textual.widgets._data_table import Row as DataTableRow
 from textual.widgets._data_table import RowRenderables, default_cell_formatter
 from textual.widgets.data_table import ColumnKey, RowKey
 
@@ -73,6 +77,43 @@ _NULL = Style.null()
 
 def _width(renderable: str | Text) -> int:
     return renderable.cell_len if isinstance(renderable, Text) else cell_len(renderable)
+
+
+def _one_line(cell: object, width: int, console: Console) -> list[Segment] | None:
+    """A one-line text cell that fits in ``width`` as the segments Rich would give it (padded
+    to ``width``, unstyled by the table), or None when Rich must do it (too long, several
+    lines, tabs, justified: :func:`_cut_line` or DataTable handles those)."""
+    if not isinstance(cell, Text) or cell.justify not in (None, "default"):
+        return None
+    plain = cell.plain
+    length = cell.cell_len
+    if length > width or "\n" in plain or "\t" in plain:
+        return None
+    if cell.style or cell.spans:
+        # (how Text.__rich_console__ renders it: the line joined, its own style a span)
+        segments = list(_JOIN.join([cell]).render(console))
+    else:
+        segments = [Segment(plain)]
+    if length < width:
+        segments.append(Segment(" " * (width - length), _NULL))
+    return segments
+
+
+def _cut_line(cell: object, width: int, console: Console) -> list[Segment] | None:
+    """A one-line text cell cut (or padded) to ``width`` as Rich would do it; None when it is
+    not one line of text."""
+    if not isinstance(cell, Text) or "\n" in cell.plain or width < 1:
+        return None
+    tab_size = console.tab_size if cell.tab_size is None else cell.tab_size
+    lines = cell.wrap(
+        console,
+        width,
+        justify=cell.justify or "default",
+        overflow=cell.overflow or "fold",
+        tab_size=tab_size or 8,
+        no_wrap=True,
+    )
+    return Segment.adjust_line_length(list(_JOIN.join(lines).render(console)), width, style=_NULL)
 
 
 class _HeldStyles(RenderStyles):
@@ -149,7 +190,9 @@ class LiveTable(DataTable[str | Text]):
         self.cell_updates = 0
         """Cells written by in-place updates (a measure of how little a refresh redraws)."""
         self.rebuilds = 0
-        """Times the window's rows were rebuilt (rows came, went or moved)."""
+        """Times the window's rows were rebuilt (rows came or went)."""
+        self.rekeys = 0
+        """Times the window's lines took other rows in place (re-sorted, moved)."""
         self._pass_style: Style | None = None
         self._pass_components: dict[tuple[str, ...], RenderStyles] | None = None
 
@@ -270,12 +313,15 @@ class LiveTable(DataTable[str | Text]):
     def _shown(self, key: str, cells: tuple[Any, ...]) -> tuple[Any, ...]:
         return ((key in self.tagged), *cells) if self.taggable else cells
 
-    def _cell(self, index: int, value: Any) -> str | Text:
+    def _cell(self, index: int, value: Any) -> Text:
+        # Text, never str: DataTable reads a str cell as markup, so a task key or a log line
+        # holding "[/]" would break the screen (and "[red]" would colour it).
         if self.taggable:
             if index == 0:
-                return Text("●", style="bold") if value else " "
+                return Text("●", style="bold") if value else Text(" ", end="")
             index -= 1
-        return self._renderer(index, value)
+        shown = self._renderer(index, value)
+        return Text(shown, no_wrap=True, end="") if isinstance(shown, str) else shown
 
     def _refresh_rows(self) -> None:
         if not self.is_mounted:
@@ -318,6 +364,8 @@ class LiveTable(DataTable[str | Text]):
         keys = [key for key, _ in rows]
         if keys == self._keys:
             self._update_cells(rows)
+        elif keys and len(keys) == len(self._keys) == self.row_count:
+            self._rekey(rows, keys)
         else:
             self._rebuild(rows, keys)
         if keys:
@@ -347,8 +395,8 @@ class LiveTable(DataTable[str | Text]):
         # that way: DataTable shrinks a column to its widest cell when a narrower one is
         # written through it, and the next wider value would then redraw everything again
         # (with statuses coming and going, most batches did). So widths only grow.
-        for key, column_key, shown in wider:
-            self.update_cell(key, column_key, shown, update_width=True)
+        for key, column_key, wide in wider:
+            self.update_cell(key, column_key, wide, update_width=True)
 
     def write_cells(self, changed: dict[str, list[tuple[ColumnKey, str | Text]]]) -> None:
         """Set the changed cells (rendered) of rows held, by row key, and repaint just those
@@ -397,6 +445,46 @@ class LiveTable(DataTable[str | Text]):
             if index is not None:
                 self.refresh_row(index)
 
+    def _rekey(self, rows: Sequence[tuple[str, tuple[Any, ...]]], keys: list[str]) -> None:
+        # As many rows as before, but other items or another order (a re-sort, the window
+        # moved): each line keeps its place and takes its new row. DataTable's clear() and
+        # add_row() would measure every cell again (a third of a re-sorted window's cost),
+        # reset the cursor and the scroll; here a row that is the same keeps its cells, the
+        # others get theirs, and a column grows only if a new cell is wider.
+        self.rekeys += 1
+        column_keys = list(self.columns)
+        data: dict[RowKey, dict[ColumnKey, Any]] = {}
+        table_rows: dict[RowKey, DataTableRow] = {}
+        grew = False
+        for (key, cells), old in zip(rows, self._keys, strict=True):
+            row_key = RowKey(key)
+            before = self.rows[RowKey(old)]
+            table_rows[row_key] = DataTableRow(
+                row_key, before.height, before.label, before.auto_height
+            )
+            if key == old and cells == self._cells[old]:
+                data[row_key] = self._data[row_key]
+                continue
+            shown = {}
+            for i, (column_key, value) in enumerate(zip(column_keys, cells, strict=True)):
+                shown[column_key] = cell = self._cell(i, value)
+                column = self.columns[column_key]
+                if column.auto_width and (width := _width(cell)) > column.content_width:
+                    column.content_width = width
+                    grew = True
+            data[row_key] = shown
+        self._data = data
+        self.rows = table_rows
+        self._row_locations = TwoWayDict({RowKey(key): i for i, key in enumerate(keys)})
+        self._keys = keys
+        self._cells = dict(rows)
+        # Every cache DataTable keeps is keyed on this count (or on row keys that moved).
+        self._update_count += 1
+        if grew:
+            self._require_update_dimensions = True  # the table is wider: its virtual size
+            self.check_idle()
+        self.refresh()
+
     def _rebuild(self, rows: Sequence[tuple[str, tuple[Any, ...]]], keys: list[str]) -> None:
         self.rebuilds += 1
         self.clear()
@@ -438,6 +526,128 @@ class LiveTable(DataTable[str | Text]):
         """The table's Rich style (held while lines are rendered)."""
         return super().rich_style if self._pass_style is None else self._pass_style
 
+    def _render_line_in_row(
+        self,
+        row_key: RowKey,
+        line_no: int,
+        base_style: Style,
+        cursor_location: Coordinate,
+        hover_location: Coordinate,
+    ) -> tuple[SegmentLines, SegmentLines]:
+        # DataTable renders a row cell by cell through Rich (Styled(Padding(cell)) and
+        # Console.render_lines), about a millisecond a row: a re-sorted window of 45 rows took
+        # 25-75 ms to repaint. A row of one-line cells is built here with the same steps, less
+        # the generic machinery, and what is the same for every cell of a row (a row cursor
+        # highlights whole rows) worked out once: each cell's text wrapped and joined as
+        # Text.__rich_console__ does, padded as Padding does, styled as Styled does, with
+        # DataTable's cache key, component styles and fill to the right. Tables with row labels,
+        # fixed columns or another cursor go DataTable's way, as do cells that do not fit in
+        # one line. tests/tui/test_live_table.py compares both ways line by line.
+        if (
+            line_no
+            or self.cursor_type != "row"
+            or self.fixed_columns
+            or (self._labelled_row_exists and self.show_row_labels)
+        ):
+            return super()._render_line_in_row(
+                row_key, line_no, base_style, cursor_location, hover_location
+            )
+        cache_key = (
+            row_key,
+            line_no,
+            base_style,
+            cursor_location,
+            hover_location,
+            self.cursor_type,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cached = self._row_render_cache.get(cache_key)
+        if cached is not None:
+            return cached
+        header = row_key is self._header_row_key
+        row_index = -1 if header else self._row_locations.get(row_key)
+        if row_index is None:
+            row_index = -1
+        one_line = self.header_height == 1 if header else self.rows[row_key].height == 1
+        if not one_line:
+            return super()._render_line_in_row(
+                row_key, line_no, base_style, cursor_location, hover_location
+            )
+        columns = self.ordered_columns
+        row_style = self._get_row_style(row_index, base_style)
+        # With a row cursor, the cursor and the mouse light up whole rows: one answer a row.
+        cursor = cursor_location.row == row_index
+        hover = hover_location.row == row_index
+        component_style, post_style = self._get_styles_to_render_cell(
+            header,
+            False,
+            not header and row_index < self.fixed_rows,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        cells = self._get_row_renderables(row_index).cells
+        pad = self.cell_padding
+        edge = [Segment(" " * pad, _NULL)] if pad else []
+        console = self.app.console
+        from_meta = Style.from_meta
+        # DataTable styles a cell's segment (base + meta) + component + own + post. Meta (which
+        # cell the mouse is on) only adds keys no other style has, so it can come last; the
+        # rest is the same for many cells and Rich caches it. Neighbouring segments of one
+        # style are joined (as Strip.simplify would join them anyway).
+        row_component = row_style + component_style
+        bare = row_component + post_style
+        line: list[list[Segment]] = []
+        table_width = 0
+        for column_index, column in enumerate(columns):
+            width = column.get_render_width(self)
+            table_width += width
+            content = _one_line(cells[column_index], width - 2 * pad, console)
+            if content is None:
+                line.append(
+                    self._render_cell(row_index, column_index, row_style, width, cursor, hover)[0]
+                )
+                continue
+            meta = from_meta({"row": row_index, "column": column_index})
+            texts: list[str] = []
+            cell: list[Segment] = []
+            last: Style | None = None
+            for text, style, _control in (*edge, *content, *edge):
+                final = bare if not style else row_component + style + post_style
+                if final != last and texts:
+                    cell.append(Segment("".join(texts), last + meta))  # type: ignore[operator]
+                    texts = []
+                texts.append(text)
+                last = final
+            if texts:
+                cell.append(Segment("".join(texts), last + meta))  # type: ignore[operator]
+            line.append(cell)
+        # The row's colour reaches the right edge of the table, as DataTable does it.
+        extend_style, _ = self._get_styles_to_render_cell(
+            header,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            False,
+            False,
+        )
+        extend_style = row_style + extend_style
+        extend_style += from_meta({"row": row_index, "column": 0, "out_of_bounds": True})
+        remaining = max(0, self.size.width - table_width - self._row_label_column_width)
+        line.append([Segment(" " * remaining, extend_style)])
+        pair: tuple[SegmentLines, SegmentLines] = ([], line)
+        self._row_render_cache[cache_key] = pair
+        return pair
+
     def _render_cell(
         self,
         row_index: int,
@@ -447,12 +657,8 @@ class LiveTable(DataTable[str | Text]):
         cursor: bool = False,
         hover: bool = False,
     ) -> SegmentLines:
-        # DataTable renders every cell through Rich (Styled(Padding(cell)) and
-        # Console.render_lines): about a millisecond a row, most of a batch's repaint. A
-        # one-line text cell is built here with the same steps, less the generic machinery:
-        # the text wrapped and joined as Text.__rich_console__ does, padded as Padding does,
-        # styled as Styled does, with DataTable's own cache key and component styles. Anything
-        # else goes to DataTable. tests/tui/test_live_table.py compares both, cell by cell.
+        # One cell, for DataTable's own callers (and the cells a lean row cannot draw): the
+        # same steps as in _render_line_in_row when the cell fits in one line.
         header = row_index == -1
         pad = self.cell_padding
         if column_index < 0 or width - 2 * pad < 1:
@@ -477,7 +683,11 @@ class LiveTable(DataTable[str | Text]):
         if cached is not None:
             return cached
         cell = self._get_row_renderables(row_index).cells[column_index]
-        if not isinstance(cell, Text) or "\n" in cell.plain:
+        console = self.app.console
+        content = _one_line(cell, width - 2 * pad, console)
+        if content is None:
+            content = _cut_line(cell, width - 2 * pad, console)
+        if content is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         fixed = not header and (row_index < self.fixed_rows or column_index < self.fixed_columns)
         component_style, post_style = self._get_styles_to_render_cell(
@@ -493,22 +703,8 @@ class LiveTable(DataTable[str | Text]):
         )
         pre_style = base_style + Style.from_meta({"row": row_index, "column": column_index})
         pre_style += component_style
-        console = self.app.console
-        inner = width - 2 * pad
-        tab_size = console.tab_size if cell.tab_size is None else cell.tab_size
-        lines = cell.wrap(
-            console,
-            inner,
-            justify=cell.justify or "default",
-            overflow=cell.overflow or "fold",
-            tab_size=tab_size or 8,
-            no_wrap=True,
-        )
-        text = Segment.adjust_line_length(
-            list(_JOIN.join(lines).render(console)), inner, style=_NULL
-        )
         edge = [Segment(" " * pad, _NULL)] if pad else []
-        line = list(Segment.apply_style([*edge, *text, *edge], pre_style, post_style))
+        line = list(Segment.apply_style([*edge, *content, *edge], pre_style, post_style))
         result: SegmentLines = [line]
         self._cell_render_cache[cache_key] = result
         return result
