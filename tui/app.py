@@ -34,6 +34,7 @@ from rich.style import Style
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
@@ -204,6 +205,19 @@ class AgentdeckApp(App[None]):
     async def on_unmount(self) -> None:
         """Shut down what :func:`run_app` started (the runtime), after the screens are gone."""
         await self._stack.aclose()
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """Show a notification, as text: messages carry ids and error texts, and Textual would
+        read ``[/]`` in one as markup and fail (widgets ask for markup by default: ignored)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def request_exit(self) -> None:
         """Leave the app (safe from a signal handler: SIGHUP, SIGTERM)."""

@@ -551,3 +551,26 @@ async def test_the_program_moves_its_start_up_heap_out_of_the_collectors_way(
             assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()
+
+
+async def test_notices_and_confirmations_show_brackets_as_written(
+    app_for: Callable[..., AgentdeckApp],
+) -> None:
+    """An error text or a target holding ``[/]`` is shown as written (Textual would read it
+    as markup and stop the app)."""
+    from tui.screens.modals import ConfirmScreen
+
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        app.notify("handler said: bad [/] input [red]")
+        app.screen.notify("sorted by [/]")
+        await pilot.pause()
+        shown = [n.message for n in app._notifications]
+        assert shown == ["handler said: bad [/] input [red]", "sorted by [/]"]
+        app.push_screen(ConfirmScreen("retry [/]x?", ["w/[/]a", "w/[b]"]))
+        await pilot.pause()
+        await pilot.pause()
+        text = " ".join(str(s.render()) for s in app.screen.query("Static"))
+        assert "retry [/]x?" in text and "w/[/]a" in text and "w/[b]" in text
+        assert app.is_running

@@ -29,11 +29,12 @@ class ConfirmScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         """The question, the targets (the first few), the keys."""
         with Vertical():
-            yield Static(self.question, id="question")
+            # (as text: targets are ids and names, which may hold "[")
+            yield Static(self.question, id="question", markup=False)
             if len(self.targets) > 1:
                 shown = "\n".join(f"  {t}" for t in self.targets[:8])
                 more = f"\n  … and {len(self.targets) - 8} more" if len(self.targets) > 8 else ""
-                yield Static(shown + more)
+                yield Static(shown + more, markup=False)
             yield Static("y: yes    n / Esc: no", id="keys")
 
     def action_answer(self, yes: bool) -> None:
