@@ -40,7 +40,7 @@ from textual.theme import Theme
 
 from core.client import Client
 from core.errors import AgentdeckError, ConfigError
-from core.logs import configure_logging
+from core.logs import configure_logging, get_logger
 from core.messages import Event, decode
 from core.scheduler import LEASE_NAME
 from core.settings import Settings
@@ -81,6 +81,7 @@ VERBS = {
 #: Seconds between reloads when nothing happened (ages and heartbeats still move).
 IDLE_RELOAD = 2.0
 RATE_WINDOW = 60
+log = get_logger("agentdeck.tui")
 #: Seconds after SIGHUP/SIGTERM before the process ends itself if a clean exit is stuck
 #: (longer than the runtime's drain grace, so a clean shutdown always gets its chance).
 EXIT_WATCHDOG = 20.0
@@ -231,6 +232,9 @@ class AgentdeckApp(App[None]):
         them."""
         from rich.traceback import Traceback
 
+        # The screen's copy goes with the terminal (a tmux pane closes, an SSH link drops):
+        # the log keeps one (no locals either).
+        log.error("tui_crashed", exc_info=True)
         self.bell()
         traceback = Traceback(show_locals=False, width=None)
         self._exit_renderables.append(

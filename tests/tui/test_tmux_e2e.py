@@ -8,6 +8,7 @@ Every terminal runs on its own tmux server (``tmux -L``), so a test can stall or
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -226,7 +227,8 @@ def test_a_terminal_dropped_under_load_leaves_no_process(tmp_path: Path) -> None
 
 def test_a_crash_restores_the_terminal(tmp_path: Path) -> None:
     """An exception inside the app: the alternate screen is left, the cursor shown, echo back
-    on, the error printed, and the exit status non-zero."""
+    on, the error printed (and logged: the screen's copy goes with the terminal), and the exit
+    status non-zero."""
     (tmp_path / "agentdeck.toml").write_text(CONFIG)
     crash = (
         "import tui.app as a; a.AgentdeckApp.action_help = lambda self: 1 / 0; "
@@ -241,3 +243,8 @@ def test_a_crash_restores_the_terminal(tmp_path: Path) -> None:
         assert "ZeroDivisionError" in shown, shown
         assert re.search(r"^echo$", shown, re.M), f"echo is still off:\n{shown}"
         assert term.show("#{alternate_on} #{cursor_flag}") == "0 1"
+    logged = [
+        json.loads(line) for line in (tmp_path / "agentdeck-tui.log").read_text().splitlines()
+    ]
+    crashed = [e for e in logged if e["event"] == "tui_crashed"]
+    assert len(crashed) == 1 and "ZeroDivisionError" in crashed[0]["exception"], crashed

@@ -50,6 +50,8 @@ CellRenderer = Callable[[int, Any], str | Text]
 
 #: Rows a window holds before the table is laid out (then: as many as fit).
 UNSIZED_ROWS = 50
+#: Cells whose drawn content is kept (a few screens' worth at 160x48).
+CONTENTS_HELD = 2_000
 #: Rows one turn of the mouse wheel moves the window.
 WHEEL_ROWS = 3
 
@@ -194,6 +196,10 @@ class LiveTable(DataTable[str | Text]):
         self.rekeys = 0
         """Times the window's lines took other rows in place (re-sorted, moved)."""
         self._pass_style: Style | None = None
+        # (the cell is held with its content, so an id is not reused while it is here)
+        self._contents: LRUCache[tuple[int, int], tuple[object, list[Segment] | None]] = LRUCache(
+            CONTENTS_HELD
+        )
         self._pass_components: dict[tuple[str, ...], RenderStyles] | None = None
 
     def on_mount(self) -> None:
@@ -462,7 +468,9 @@ class LiveTable(DataTable[str | Text]):
             table_rows[row_key] = DataTableRow(
                 row_key, before.height, before.label, before.auto_height
             )
-            if key == old and cells == self._cells[old]:
+            if self._cells.get(key) == cells:
+                # The same row, here or on another line: its rendered cells (and what was
+                # drawn of them: _cell_content) are kept.
                 data[row_key] = self._data[row_key]
                 continue
             shown = {}
@@ -606,9 +614,10 @@ class LiveTable(DataTable[str | Text]):
         line: list[list[Segment]] = []
         table_width = 0
         for column_index, column in enumerate(columns):
-            width = column.get_render_width(self)
+            # (Column.get_render_width, without reading the padding reactive for every cell)
+            width = 2 * pad + (column.content_width if column.auto_width else column.width)
             table_width += width
-            content = _one_line(cells[column_index], width - 2 * pad, console)
+            content = self._cell_content(cells[column_index], width - 2 * pad, console)
             if content is None:
                 line.append(
                     self._render_cell(row_index, column_index, row_style, width, cursor, hover)[0]
@@ -647,6 +656,17 @@ class LiveTable(DataTable[str | Text]):
         pair: tuple[SegmentLines, SegmentLines] = ([], line)
         self._row_render_cache[cache_key] = pair
         return pair
+
+    def _cell_content(self, cell: object, width: int, console: Console) -> list[Segment] | None:
+        # What a cell draws before the table styles it (see _one_line), kept while the cell
+        # is: a row that moves to another line (a re-sort) is styled again, not drawn again.
+        key = (id(cell), width)
+        held = self._contents.get(key)
+        if held is not None and held[0] is cell:
+            return held[1]
+        content = _one_line(cell, width, console)
+        self._contents[key] = (cell, content)
+        return content
 
     def _render_cell(
         self,
