@@ -771,6 +771,7 @@ def run_app(settings: Settings, *, demo: bool, read_only: bool, scheduler: bool 
     # Textual's terminal threads must not keep the process alive after a hang-up (tui/terminal.py).
     app.driver_class = hangup_safe(app.driver_class)
     hung_up = threading.Event()
+    signals: list[int] = []
 
     def hang_up(loop: asyncio.AbstractEventLoop, signum: int, frame: object) -> None:
         # The terminal is gone (SIGHUP) or we are told to stop (SIGTERM): leave cleanly, which
@@ -782,6 +783,7 @@ def run_app(settings: Settings, *, demo: bool, read_only: bool, scheduler: bool 
         if hung_up.is_set():
             return
         hung_up.set()
+        signals.append(signum)  # (logged on the way out: a handler must not write the log)
         watchdog = threading.Timer(EXIT_WATCHDOG, end_stuck_exit, args=(128 + signum, log_file))
         watchdog.daemon = True
         watchdog.start()
@@ -797,6 +799,8 @@ def run_app(settings: Settings, *, demo: bool, read_only: bool, scheduler: bool 
     try:
         asyncio.run(go())
     finally:
+        how = signal.Signals(signals[0]).name if signals else "error" if app.return_code else "quit"
+        log.info("tui_exited", how=how, return_code=app.return_code or 0)
         log_file.close()
     if app.return_code:
         raise SystemExit(app.return_code)

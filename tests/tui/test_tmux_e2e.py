@@ -51,8 +51,9 @@ def tmux(server: str, *args: str) -> str:
 class Terminal:
     """One tmux session running a command at 80x24, alone on its own tmux server."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, home: Path | None = None) -> None:
         self.name = name
+        self.home = home
 
     def tmux(self, *args: str) -> str:
         """Run a tmux command on this terminal's server."""
@@ -74,12 +75,22 @@ class Terminal:
         """Until ``text`` is on the screen (fails with the screen after ``timeout``)."""
         deadline = time.monotonic() + timeout
         while True:
-            shown = self.screen()
+            try:
+                shown = self.screen()
+            except subprocess.CalledProcessError:
+                pytest.fail(f"the terminal closed while waiting for {text!r}{self.last_words()}")
             if text in shown:
                 return shown
             if time.monotonic() > deadline:
                 pytest.fail(f"{text!r} never appeared; the screen:\n{shown}")
             time.sleep(0.2)
+
+    def last_words(self) -> str:
+        """The end of the program's log (why it ended, when the screen that said so is gone)."""
+        log = None if self.home is None else self.home / "agentdeck-tui.log"
+        if log is None or not log.exists():
+            return ""
+        return "; the log ends:\n" + "\n".join(log.read_text().splitlines()[-15:])
 
 
 def pids_using(marker: str) -> list[str]:
@@ -133,7 +144,7 @@ def running(home: Path, command: str) -> Iterator[Terminal]:
         f"cd {ROOT} && {env} {command}",
     )
     try:
-        yield Terminal(name)
+        yield Terminal(name, home)
     finally:
         subprocess.run(["tmux", "-L", name, "kill-server"], capture_output=True, check=False)
 
@@ -184,7 +195,9 @@ def test_drill_to_the_failing_task_retry_it_then_drop_the_terminal(
     assert pids_using(str(home)), "agentdeck should be running before the terminal drops"
     term.tmux("kill-session", "-t", term.name)  # the terminal goes away: SIGHUP
     assert gone_within(str(home), 5), "agentdeck still runs 5 s after its terminal went away"
-    assert "exit_watchdog" not in (home / "agentdeck-tui.log").read_text()
+    logged = [json.loads(line) for line in (home / "agentdeck-tui.log").read_text().splitlines()]
+    assert "exit_watchdog" not in {e["event"] for e in logged}
+    assert [e["how"] for e in logged if e["event"] == "tui_exited"] == ["SIGHUP"]
 
 
 #: Terminals dropped in a row under load. Without tui/terminal.py 2 drops in 9 hung for good
@@ -248,3 +261,5 @@ def test_a_crash_restores_the_terminal(tmp_path: Path) -> None:
     ]
     crashed = [e for e in logged if e["event"] == "tui_crashed"]
     assert len(crashed) == 1 and "ZeroDivisionError" in crashed[0]["exception"], crashed
+    exited = [(e["how"], e["return_code"]) for e in logged if e["event"] == "tui_exited"]
+    assert exited == [("error", 1)]
