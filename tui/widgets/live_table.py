@@ -589,16 +589,8 @@ class LiveTable(DataTable[str | Text]):
         # With a row cursor, the cursor and the mouse light up whole rows: one answer a row.
         cursor = cursor_location.row == row_index
         hover = hover_location.row == row_index
-        component_style, post_style = self._get_styles_to_render_cell(
-            header,
-            False,
-            not header and row_index < self.fixed_rows,
-            hover,
-            cursor,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css",
+        component_style, post_style = self._cell_styles(
+            header, not header and row_index < self.fixed_rows, hover, cursor
         )
         cells = self._get_row_renderables(row_index).cells
         pad = self.cell_padding
@@ -657,6 +649,22 @@ class LiveTable(DataTable[str | Text]):
         self._row_render_cache[cache_key] = pair
         return pair
 
+    def _cell_styles(
+        self, header: bool, fixed: bool, hover: bool, cursor: bool
+    ) -> tuple[Style, Style]:
+        # A cell's component style and post style, as DataTable works them out (cached there).
+        return self._get_styles_to_render_cell(
+            header,
+            False,
+            fixed,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+
     def _cell_content(self, cell: object, width: int, console: Console) -> list[Segment] | None:
         # What a cell draws before the table styles it (see _one_line), kept while the cell
         # is: a row that moves to another line (a re-sort) is styled again, not drawn again.
@@ -710,17 +718,7 @@ class LiveTable(DataTable[str | Text]):
         if content is None:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         fixed = not header and (row_index < self.fixed_rows or column_index < self.fixed_columns)
-        component_style, post_style = self._get_styles_to_render_cell(
-            header,
-            False,
-            fixed,
-            hover,
-            cursor,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css",
-        )
+        component_style, post_style = self._cell_styles(header, fixed, hover, cursor)
         pre_style = base_style + Style.from_meta({"row": row_index, "column": column_index})
         pre_style += component_style
         edge = [Segment(" " * pad, _NULL)] if pad else []
