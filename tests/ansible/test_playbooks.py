@@ -1,0 +1,330 @@
+"""The Ansible playbooks install, configure, deploy and roll back agentdeck for real.
+
+They run against this machine (``ansible_connection=local``) into a temporary root: releases
+are real virtualenvs with the package built from this checkout, the configuration is checked
+by the installed program, and ``current`` / ``previous`` are switched as on a server. What
+needs an init system (starting units) is switched off (``agentdeck_manage_service=false``):
+the units are written and checked with ``systemd-analyze verify`` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE = ROOT / "ansible"
+PLAYBOOK = Path(sys.executable).parent / "ansible-playbook"
+SECRET = "s3cret-pw"
+
+pytestmark = pytest.mark.timeout(300)
+
+
+class Site:
+    """A temporary root the playbooks deploy into, and how to run them on it."""
+
+    def __init__(self, base: Path, wheel: Path) -> None:
+        self.base = base
+        self.root = base / "opt/agentdeck"
+        self.etc = base / "etc/agentdeck"
+        self.home = base / "var/lib/agentdeck"
+        self.units = base / "etc/systemd/system"
+        self.inventory = base / "inventory.ini"
+        python = sys.executable
+        self.inventory.write_text(
+            "[agentdeck_nodes]\n"
+            f"localhost ansible_connection=local ansible_python_interpreter={python}\n"
+            "[monitoring]\n"
+            f"localhost ansible_connection=local ansible_python_interpreter={python}\n"
+        )
+        self.vars: dict[str, Any] = {
+            "ansible_become": False,
+            "agentdeck_package": str(wheel),
+            "agentdeck_release": "r1",
+            "agentdeck_python": python,
+            "agentdeck_root": str(self.root),
+            "agentdeck_etc": str(self.etc),
+            "agentdeck_home": str(self.home),
+            "agentdeck_systemd_dir": str(self.units),
+            "agentdeck_manage_user": False,
+            "agentdeck_user": "root",
+            "agentdeck_group": "root",
+            "agentdeck_manage_service": False,
+            "agentdeck_settings": {
+                "node": "node-1",
+                "scheduler": {"lease_ttl": 6.0},
+                "agents": [{"kind": "echo", "concurrency": 2}],
+                "retry": {"http": {"max_attempts": 5}},
+            },
+            "agentdeck_secrets": {
+                "AGENTDECK_STORE_URL": f"postgresql://deck:{SECRET}@db.internal/agentdeck"
+            },
+            "agentdeck_agent_processes": [
+                {
+                    "name": "du",
+                    "kind": "shell",
+                    "concurrency": 2,
+                    "metrics_port": 9465,
+                    "options": {"argv": ["du", "-sh", "{path}"], "cwd": "/srv"},
+                }
+            ],
+            "observability_prometheus_dir": str(base / "etc/prometheus"),
+            "observability_grafana_provisioning_dir": str(base / "etc/grafana/provisioning"),
+            "observability_grafana_dashboards_dir": str(base / "var/lib/grafana/agentdeck"),
+            "observability_promtail_config": str(base / "etc/promtail/config.yml"),
+            "observability_manage_services": False,
+        }
+
+    def play(self, playbook: str, **overrides: Any) -> subprocess.CompletedProcess[str]:
+        """Run ``playbook`` with the site's variables (and ``overrides``)."""
+        extra = self.base / "vars.json"
+        extra.write_text(json.dumps({**self.vars, **overrides}))
+        env = {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg"),
+            "ANSIBLE_HOME": str(self.base / ".ansible"),
+            "ANSIBLE_LOCAL_TEMP": str(self.base / ".ansible/tmp"),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_PIPELINING": "1",
+        }
+        return subprocess.run(
+            [str(PLAYBOOK), "-i", str(self.inventory), "-e", f"@{extra}", playbook],
+            cwd=ANSIBLE,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+
+    def link(self, name: str) -> str:
+        """Which release ``current`` or ``previous`` points to."""
+        return os.readlink(self.root / name).rsplit("/", 1)[-1]
+
+    def program(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed program, run as its unit runs it (config and secrets from the files)."""
+        env = {"PATH": os.environ["PATH"], "HOME": str(self.base)}
+        for line in (self.etc / "agentdeck.env").read_text().splitlines():
+            if line and not line.startswith("#"):
+                key, value = line.split("=", 1)
+                env[key] = json.loads(value)
+        env["AGENTDECK_CONFIG"] = str(self.etc / "agentdeck.toml")
+        return subprocess.run(
+            [str(self.root / "current/bin/agentdeck"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+def need(tool: str, package: str) -> str:
+    """The path of ``tool``; skip without it (fail in CI, where scripts/tools.sh installs it)."""
+    path = shutil.which(tool)
+    if path is None:
+        if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+            pytest.fail(f"{tool} is not installed (Debian: apt-get install {package})")
+        pytest.skip(f"{tool} is not installed (Debian: apt-get install {package})")
+    return path
+
+
+def ok(run: subprocess.CompletedProcess[str]) -> str:
+    """The run's output, after checking it succeeded and printed no secret."""
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    assert SECRET not in run.stdout + run.stderr
+    return run.stdout
+
+
+def changed(output: str) -> int:
+    """The ``changed=`` count of the play recap."""
+    recap = output[output.rindex("PLAY RECAP") :]
+    return sum(int(part.split("=")[1]) for part in recap.split() if part.startswith("changed="))
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """site.yml run once on a fresh root (release r1), with the package built from here."""
+    base = tmp_path_factory.mktemp("ansible")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(base / "wheels"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = (base / "wheels").glob("agentdeck-*.whl")
+    s = Site(base, wheel)
+    ok(s.play("site.yml"))
+    return s
+
+
+def test_every_playbook_parses() -> None:
+    """site.yml, deploy.yml and rollback.yml pass ``--syntax-check`` with the example inventory."""
+    for playbook in ("site.yml", "deploy.yml", "rollback.yml"):
+        run = subprocess.run(
+            [str(PLAYBOOK), "--syntax-check", "-i", "inventory.example.ini", playbook],
+            cwd=ANSIBLE,
+            env={**os.environ, "ANSIBLE_CONFIG": str(ANSIBLE / "ansible.cfg")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_site_installs_a_release_the_program_runs_with_its_configuration(site: Site) -> None:
+    """A release in its own virtualenv, `current` on it, agentdeck.toml that the installed
+    program reads (the settings given, the secrets from agentdeck.env, redacted when shown)."""
+    assert site.link("current") == "r1"
+    assert not (site.root / "previous").exists()
+    assert (site.root / "releases/r1/.complete").exists()
+    shown = site.program("config")
+    assert shown.returncode == 0, shown.stderr
+    assert 'node = "node-1"' in shown.stdout
+    assert '"lease_ttl": 6.0' in shown.stdout
+    assert '"kind": "echo"' in shown.stdout and '"concurrency": 2' in shown.stdout
+    assert '"max_attempts": 5' in shown.stdout
+    assert "metrics_port = 9464" in shown.stdout
+    assert "postgresql://deck:***@db.internal/agentdeck" in shown.stdout
+    assert SECRET not in shown.stdout
+
+
+def test_secrets_are_kept_apart_and_readable_by_root_only(site: Site) -> None:
+    """The password is in agentdeck.env (0600), not in agentdeck.toml (0640)."""
+    env, toml = site.etc / "agentdeck.env", site.etc / "agentdeck.toml"
+    assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert stat.S_IMODE(toml.stat().st_mode) == 0o640
+    assert SECRET in env.read_text()
+    assert SECRET not in toml.read_text()
+
+
+def test_units_run_the_current_release_and_pass_systemd_analyze(site: Site) -> None:
+    """The daemon's unit and one per agent process; systemd's own checker accepts them."""
+    daemon = (site.units / "agentdeck.service").read_text()
+    agent = (site.units / "agentdeck-agent-du.service").read_text()
+    assert f"ExecStart={site.root}/current/bin/agentdeck --daemon" in daemon
+    assert f"EnvironmentFile=-{site.etc}/agentdeck.env" in daemon
+    assert "KillSignal=SIGTERM" in daemon
+    assert (
+        "agent --kind shell --name du --concurrency 2 --grace 30.0 --metrics-port 9465"
+        """ --option 'argv=["du", "-sh", "{path}"]' --option cwd=/srv"""
+    ) in agent
+    analyze = need("systemd-analyze", "systemd")
+    for unit in ("agentdeck.service", "agentdeck-agent-du.service"):
+        run = subprocess.run(
+            [analyze, "verify", str(site.units / unit)], capture_output=True, text=True
+        )
+        problems = [
+            line
+            for line in (run.stdout + run.stderr).splitlines()
+            # (no systemd runs here: it cannot look up the units this one is ordered after)
+            if line.strip() and "network-online.target" not in line
+        ]
+        assert problems == [], problems
+
+
+def test_prometheus_targets_and_grafana_dashboards_come_from_the_inventory(site: Site) -> None:
+    """One daemon target and one agent target per node; the dashboards provisioned from the
+    folder they were copied to."""
+    targets = yaml.safe_load((site.base / "etc/prometheus/agentdeck-targets.yml").read_text())
+    assert targets == [
+        {"targets": ["localhost:9464"], "labels": {"role": "daemon"}},
+        {"targets": ["localhost:9465"], "labels": {"role": "agent"}},
+    ]
+    # Prometheus's own checker reads the scrape job and, through it, the targets file.
+    promtool = need("promtool", "prometheus")
+    scrape = (site.base / "etc/prometheus/agentdeck-scrape.yml").read_text()
+    config = site.base / "prometheus.yml"
+    config.write_text(
+        scrape.replace(
+            "/etc/prometheus/agentdeck-targets.yml",
+            str(site.base / "etc/prometheus/agentdeck-targets.yml"),
+        )
+    )
+    run = subprocess.run([promtool, "check", "config", str(config)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    dashboards = site.base / "var/lib/grafana/agentdeck"
+    assert len(list(dashboards.glob("agentdeck-*.json"))) == 4
+    provisioning = yaml.safe_load(
+        (site.base / "etc/grafana/provisioning/agentdeck.yml").read_text()
+    )
+    assert provisioning["providers"][0]["options"]["path"] == str(dashboards)
+    assert "journal" in (site.base / "etc/promtail/config.yml").read_text()
+
+
+def test_running_site_again_changes_nothing(site: Site) -> None:
+    """Idempotent: a second run of site.yml reports no change."""
+    assert changed(ok(site.play("site.yml"))) == 0
+
+
+def test_deploy_switches_to_a_new_release_and_rollback_goes_back(site: Site) -> None:
+    """deploy.yml installs r2 beside r1 and switches to it (r1 becomes `previous`);
+    rollback.yml goes back to r1, and run again, forward to r2."""
+    ok(site.play("deploy.yml", agentdeck_release="r2"))
+    assert (site.link("current"), site.link("previous")) == ("r2", "r1")
+    assert site.program("config").returncode == 0
+    ok(site.play("rollback.yml"))
+    assert (site.link("current"), site.link("previous")) == ("r1", "r2")
+    ok(site.play("rollback.yml"))
+    assert (site.link("current"), site.link("previous")) == ("r2", "r1")
+    ok(site.play("rollback.yml"))
+    assert (site.link("current"), site.link("previous")) == ("r1", "r2")
+
+
+def test_a_bad_setting_stops_the_deploy_with_the_programs_error_and_changes_nothing(
+    site: Site,
+) -> None:
+    """The installed program checks agentdeck.toml before it replaces the old one: a bad value
+    fails the run naming it, and the configuration and `current` are as they were."""
+    before = (site.etc / "agentdeck.toml").read_text()
+    links = (site.link("current"), site.link("previous"))
+    bad = {**site.vars["agentdeck_settings"], "metrics_port": -3}
+    run = site.play("deploy.yml", agentdeck_release="r3", agentdeck_settings=bad)
+    assert run.returncode != 0
+    assert "metrics_port: Input should be greater than or equal to 0 (got -3)" in run.stdout
+    assert SECRET not in run.stdout + run.stderr
+    assert (site.etc / "agentdeck.toml").read_text() == before
+    assert (site.link("current"), site.link("previous")) == links
+
+
+def test_bad_inventory_values_are_refused_by_name_before_anything_is_done(site: Site) -> None:
+    """A secret that is not an environment variable name, or a release name that is not a
+    folder name: one clear error naming it (never a secret's value), nothing changed."""
+    links = (site.link("current"), site.link("previous"))
+    run = site.play("site.yml", agentdeck_secrets={"store-url": f"x://u:{SECRET}@h"})
+    assert run.returncode != 0
+    assert 'agentdeck_secrets key "store-url"' in run.stdout
+    assert SECRET not in run.stdout + run.stderr
+    run = site.play("deploy.yml", agentdeck_release="../etc")
+    assert run.returncode != 0
+    assert 'agentdeck_release "../etc" is not allowed' in run.stdout
+    assert (site.link("current"), site.link("previous")) == links
+    assert not (site.root / "etc").exists()
+
+
+def test_an_agent_process_taken_out_of_the_inventory_loses_its_unit(site: Site) -> None:
+    """Units of agent processes no longer listed are removed (and, with an init system,
+    stopped and disabled first); the daemon's stays."""
+    assert (site.units / "agentdeck-agent-du.service").exists()
+    ok(site.play("site.yml", agentdeck_agent_processes=[]))
+    assert not (site.units / "agentdeck-agent-du.service").exists()
+    assert (site.units / "agentdeck.service").exists()
+    targets = yaml.safe_load((site.base / "etc/prometheus/agentdeck-targets.yml").read_text())
+    assert targets == [{"targets": ["localhost:9464"], "labels": {"role": "daemon"}}]
