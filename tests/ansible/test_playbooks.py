@@ -12,9 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -328,3 +333,165 @@ def test_an_agent_process_taken_out_of_the_inventory_loses_its_unit(site: Site) 
     assert (site.units / "agentdeck.service").exists()
     targets = yaml.safe_load((site.base / "etc/prometheus/agentdeck-targets.yml").read_text())
     assert targets == [{"targets": ["localhost:9464"], "labels": {"role": "daemon"}}]
+
+
+# ----------------------------------------------------------------- with running services
+
+FAKE_SYSTEMCTL = Path(__file__).with_name("fake_systemctl.py")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (on loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Fleet(Site):
+    """Two nodes (two roots on this machine) whose units really run, under a small systemctl
+    (tests/ansible/fake_systemctl.py) that each node's Python finds first on its PATH."""
+
+    def __init__(self, base: Path, wheel: Path) -> None:
+        super().__init__(base, wheel)
+        self.nodes = ("node-a", "node-b")
+        self.ports = {node: free_port() for node in self.nodes}
+        lines = ["[agentdeck_nodes]"]
+        shims = base / "bin"
+        shims.mkdir()
+        (shims / "systemctl").write_text(
+            f'#!/bin/sh\nexec {sys.executable} {FAKE_SYSTEMCTL} "$@"\n'
+        )
+        (shims / "systemctl").chmod(0o755)
+        for node in self.nodes:
+            top = base / node
+            python = base / f"python-{node}"
+            # (each node's modules, and the systemctl they run, see that node's units)
+            python.write_text(
+                "#!/bin/sh\n"
+                f"export FAKE_SYSTEMD_UNITS={top}/etc/systemd/system\n"
+                f"export FAKE_SYSTEMD_STATE={top}/run\n"
+                f'export PATH={shims}:"$PATH"\n'
+                f'exec {sys.executable} "$@"\n'
+            )
+            python.chmod(0o755)
+            lines.append(
+                f"{node} ansible_connection=local ansible_python_interpreter={python}"
+                f" agentdeck_root={top}/opt/agentdeck agentdeck_etc={top}/etc/agentdeck"
+                f" agentdeck_home={top}/var/lib/agentdeck"
+                f" agentdeck_systemd_dir={top}/etc/systemd/system"
+                f" agentdeck_metrics_port={self.ports[node]}"
+            )
+        self.inventory.write_text("\n".join(lines) + "\n")
+        for key in ("agentdeck_root", "agentdeck_etc", "agentdeck_home", "agentdeck_systemd_dir"):
+            del self.vars[key]  # (per node, in the inventory)
+        self.vars.update(
+            agentdeck_manage_service=True,
+            agentdeck_agent_processes=[],
+            agentdeck_metrics_address="127.0.0.1",
+            agentdeck_health_timeout=60,
+            agentdeck_secrets={},
+        )
+        self.vars["agentdeck_settings"] = {"agents": [{"kind": "echo"}]}
+
+    def events(self, node: str) -> list[tuple[float, str, int]]:
+        """The node's unit starts and stops: (time, "start"/"stop", pid)."""
+        path = self.base / node / "run/journal"
+        rows = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+        return [(float(t), event, int(pid)) for t, event, _unit, pid in rows]
+
+    def pid(self, node: str) -> int:
+        """The daemon's pid on ``node``."""
+        return int((self.base / node / "run/agentdeck.service.pid").read_text())
+
+    def release_of(self, node: str) -> str:
+        """Which release the node's running daemon runs (its interpreter's folder)."""
+        cmdline = Path(f"/proc/{self.pid(node)}/cmdline").read_bytes().split(b"\0")
+        return Path(cmdline[0].decode()).parents[1].name
+
+    def serving_after(self, node: str, started: float) -> float:
+        """When the node's daemon started at ``started`` said it serves /metrics (its log)."""
+        log = (self.base / node / "run/agentdeck.service.log").read_text().splitlines()
+        for line in log:
+            if '"metrics_serving"' in line:
+                at = datetime.fromisoformat(json.loads(line)["timestamp"]).timestamp()
+                if at >= started:
+                    return at
+        raise AssertionError(f"{node}: no /metrics after {started}:\n" + "\n".join(log[-20:]))
+
+    def stop_all(self) -> None:
+        """Stop every unit that runs (the fixture's teardown)."""
+        for node in self.nodes:
+            env = {
+                **os.environ,
+                "FAKE_SYSTEMD_UNITS": str(self.base / node / "etc/systemd/system"),
+                "FAKE_SYSTEMD_STATE": str(self.base / node / "run"),
+            }
+            subprocess.run(
+                [sys.executable, str(FAKE_SYSTEMCTL), "stop", "agentdeck.service"],
+                env=env,
+                timeout=120,
+                check=False,
+            )
+
+
+def metrics(port: int) -> str:
+    """What the daemon's /metrics says."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """Two nodes running release r1 (site.yml with the units managed)."""
+    base = tmp_path_factory.mktemp("fleet")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(base / "wheels"),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    (wheel,) = (base / "wheels").glob("agentdeck-*.whl")
+    f = Fleet(base, wheel)
+    try:
+        ok(f.play("site.yml"))
+        yield f
+    finally:
+        f.stop_all()
+
+
+def test_site_starts_the_daemon_on_every_node(fleet: Fleet) -> None:
+    """Each node runs release r1's daemon, enabled, answering on its /metrics."""
+    for node in fleet.nodes:
+        assert fleet.release_of(node) == "r1"
+        assert (fleet.base / node / "run/agentdeck.service.enabled").exists()
+        assert "agentdeck_" in metrics(fleet.ports[node])
+
+
+def test_a_rolling_deploy_restarts_one_node_at_a_time_and_waits_for_it(fleet: Fleet) -> None:
+    """deploy.yml: node-a is stopped, started on r2 and serving /metrics before node-b is
+    stopped; then node-b. rollback.yml goes back the same way."""
+    for release, playbook, overrides in (
+        ("r2", "deploy.yml", {"agentdeck_release": "r2"}),
+        ("r1", "rollback.yml", {}),
+    ):
+        since = time.time()
+        ok(fleet.play(playbook, **overrides))
+        a = [e for e in fleet.events("node-a") if e[0] >= since]
+        b = [e for e in fleet.events("node-b") if e[0] >= since]
+        assert [e[1] for e in a] == ["stop", "start"], a
+        assert [e[1] for e in b] == ["stop", "start"], b
+        a_serving = fleet.serving_after("node-a", a[1][0])
+        assert a[0][0] < a[1][0] < a_serving < b[0][0] < b[1][0]
+        for node in fleet.nodes:
+            assert fleet.release_of(node) == release
+            assert "agentdeck_" in metrics(fleet.ports[node])
