@@ -89,8 +89,11 @@ class Site:
             "observability_manage_services": False,
         }
 
-    def play(self, playbook: str, **overrides: Any) -> subprocess.CompletedProcess[str]:
-        """Run ``playbook`` with the site's variables (and ``overrides``)."""
+    def play(
+        self, playbook: str, *, limit: str | None = None, **overrides: Any
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``playbook`` with the site's variables (and ``overrides``), on ``limit``'s
+        hosts only if given."""
         extra = self.base / "vars.json"
         extra.write_text(json.dumps({**self.vars, **overrides}))
         env = {
@@ -102,7 +105,11 @@ class Site:
             "ANSIBLE_PIPELINING": "1",
         }
         return subprocess.run(
-            [str(PLAYBOOK), "-i", str(self.inventory), "-e", f"@{extra}", playbook],
+            [
+                str(PLAYBOOK),
+                *(["--limit", limit] if limit else []),
+                *("-i", str(self.inventory), "-e", f"@{extra}", playbook),
+            ],
             cwd=ANSIBLE,
             env=env,
             capture_output=True,
@@ -280,15 +287,16 @@ def test_running_site_again_changes_nothing(site: Site) -> None:
 
 
 def test_deploy_switches_to_a_new_release_and_rollback_goes_back(site: Site) -> None:
-    """deploy.yml installs r2 beside r1 and switches to it (r1 becomes `previous`);
-    rollback.yml goes back to r1, and run again, forward to r2."""
-    ok(site.play("deploy.yml", agentdeck_release="r2"))
+    """deploy.yml installs r2 (with other settings) beside r1 and switches to it, r1 becoming
+    `previous`; rollback.yml goes back to r1 and its settings, and run again, forward."""
+    settings = {**site.vars["agentdeck_settings"], "node": "node-1b"}
+    ok(site.play("deploy.yml", agentdeck_release="r2", agentdeck_settings=settings))
     assert (site.link("current"), site.link("previous")) == ("r2", "r1")
-    assert site.program("config").returncode == 0
-    ok(site.play("rollback.yml"))
-    assert (site.link("current"), site.link("previous")) == ("r1", "r2")
-    ok(site.play("rollback.yml"))
-    assert (site.link("current"), site.link("previous")) == ("r2", "r1")
+    assert 'node = "node-1b"' in site.program("config").stdout
+    for current, previous, node in (("r1", "r2", "node-1"), ("r2", "r1", "node-1b")) * 2:
+        ok(site.play("rollback.yml"))
+        assert (site.link("current"), site.link("previous")) == (current, previous)
+        assert f'node = "{node}"' in site.program("config").stdout
     ok(site.play("rollback.yml"))
     assert (site.link("current"), site.link("previous")) == ("r1", "r2")
 
@@ -399,6 +407,10 @@ class Fleet(Site):
         rows = [line.split() for line in path.read_text().splitlines()] if path.exists() else []
         return [(float(t), event, int(pid)) for t, event, _unit, pid in rows]
 
+    def link_on(self, node: str, name: str) -> str:
+        """Which release ``current`` or ``previous`` points to on ``node``."""
+        return os.readlink(self.base / node / "opt/agentdeck" / name).rsplit("/", 1)[-1]
+
     def pid(self, node: str) -> int:
         """The daemon's pid on ``node``."""
         return int((self.base / node / "run/agentdeck.service.pid").read_text())
@@ -495,3 +507,33 @@ def test_a_rolling_deploy_restarts_one_node_at_a_time_and_waits_for_it(fleet: Fl
         for node in fleet.nodes:
             assert fleet.release_of(node) == release
             assert "agentdeck_" in metrics(fleet.ports[node])
+
+
+def test_a_node_that_does_not_come_back_stops_the_deploy_before_the_next_node(
+    fleet: Fleet,
+) -> None:
+    """r3's daemon cannot serve /metrics on node-a (its port is taken): the deploy waits
+    agentdeck_health_timeout, fails, and node-b is not touched. Rolling back node-a alone
+    (``--limit``) brings it back on r1."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))  # bound, not listening: the daemon cannot bind, nothing answers
+    try:
+        b_pid, since = fleet.pid("node-b"), time.time()
+        run = fleet.play(
+            "deploy.yml",
+            agentdeck_release="r3",
+            agentdeck_metrics_port=taken.getsockname()[1],
+            agentdeck_health_timeout=6,
+        )
+        assert run.returncode != 0
+        assert "Wait for agentdeck" in run.stdout and "node-a" in run.stdout
+        assert fleet.link_on("node-a", "current") == "r3"
+        assert [e for e in fleet.events("node-b") if e[0] >= since] == []
+        assert (fleet.pid("node-b"), fleet.release_of("node-b")) == (b_pid, "r1")
+        assert "agentdeck_" in metrics(fleet.ports["node-b"])
+    finally:
+        taken.close()
+    ok(fleet.play("rollback.yml", limit="node-a"))
+    assert fleet.link_on("node-a", "current") == "r1"
+    assert fleet.release_of("node-a") == "r1"
+    assert "agentdeck_" in metrics(fleet.ports["node-a"])
