@@ -287,8 +287,12 @@ class Store(Protocol):
         """One command. Raises NotFound."""
         ...
 
-    async def list_commands(self, limit: int = 100) -> list[Command]:
-        """The action log, newest first."""
+    async def list_commands(self, limit: int = 100, offset: int = 0) -> list[Command]:
+        """The action log, newest first: ``limit`` commands after the first ``offset``."""
+        ...
+
+    async def count_commands(self) -> int:
+        """How many commands the action log holds."""
         ...
 
     # Snapshots (core/snapshot.py) read everything page by page and load it back whole.

@@ -734,15 +734,22 @@ class PostgresStore:
             raise NotFound(f"command {command_id!r} not found")
         return command_from_row(rows[0])
 
-    async def list_commands(self, limit: int = 100) -> list[Command]:
-        """The action log, newest first (ties: last queued first)."""
-        _check_page(limit)
+    async def list_commands(self, limit: int = 100, offset: int = 0) -> list[Command]:
+        """The action log, newest first (ties: last queued first), a page at a time."""
+        _check_page(limit, offset)
         rows = await self._fetch(
             "list_commands",
-            f"SELECT {_COMMANDS} FROM commands ORDER BY created_at DESC, seq DESC LIMIT $1",
+            f"SELECT {_COMMANDS} FROM commands ORDER BY created_at DESC, seq DESC"
+            " LIMIT $1 OFFSET $2",
             limit,
+            offset,
         )
         return [command_from_row(r) for r in rows]
+
+    async def count_commands(self) -> int:
+        """How many commands the action log holds."""
+        rows = await self._fetch("count_commands", "SELECT count(*) FROM commands")
+        return int(rows[0][0])
 
     # ---------------------------------------------------------------------- snapshots
 

@@ -575,15 +575,21 @@ class SqliteStore:
             raise NotFound(f"command {command_id!r} not found")
         return command_from_row(rows[0])
 
-    async def list_commands(self, limit: int = 100) -> list[Command]:
-        """The action log, newest first (ties: last queued first)."""
-        _check_page(limit)
+    async def list_commands(self, limit: int = 100, offset: int = 0) -> list[Command]:
+        """The action log, newest first (ties: last queued first), a page at a time."""
+        _check_page(limit, offset)
         rows = await self._read(
             _fetch_all,
-            f"SELECT {COMMAND_COLUMNS} FROM commands ORDER BY created_at DESC, seq DESC LIMIT ?",
-            (limit,),
+            f"SELECT {COMMAND_COLUMNS} FROM commands ORDER BY created_at DESC, seq DESC"
+            " LIMIT ? OFFSET ?",
+            (limit, offset),
         )
         return [command_from_row(r) for r in rows]
+
+    async def count_commands(self) -> int:
+        """How many commands the action log holds."""
+        rows = await self._read(_fetch_all, "SELECT count(*) FROM commands", ())
+        return int(rows[0][0])
 
     # ---------------------------------------------------------------------- snapshots
 

@@ -912,3 +912,22 @@ async def test_duplicate_command_id_raises_conflict(store: Store, clock: FakeClo
     with pytest.raises(ConflictError):
         await store.add_command(Command("c1", "cancel", "wf", clock.now()))
     assert (await store.get_command("c1")).action == "pause"
+
+
+async def test_the_action_log_is_read_a_page_at_a_time_with_its_length(
+    store: Store, clock: FakeClock
+) -> None:
+    """``list_commands(limit, offset)`` pages through the log newest first, and
+    ``count_commands`` says how long it is (the action log screen shows any part of it)."""
+    assert await store.count_commands() == 0
+    for i in range(7):
+        await store.add_command(Command(f"c{i}", "retry", f"wf/{i}", clock.now()))
+        clock.advance(1)
+    assert await store.count_commands() == 7
+    newest_first = [f"c{i}" for i in reversed(range(7))]
+    pages = [
+        [c.id for c in await store.list_commands(limit=3, offset=offset)] for offset in (0, 3, 6, 9)
+    ]
+    assert pages == [newest_first[:3], newest_first[3:6], newest_first[6:], []]
+    with pytest.raises(ValueError, match="offset must be 0 or more, got -1"):
+        await store.list_commands(offset=-1)

@@ -544,3 +544,55 @@ async def test_text_that_looks_like_markup_is_shown_as_it_is() -> None:
         t.sync([("a", ("[/]", "[/red] gone", 1)), ("b", ("[bold]", "x", 2))])
         await pilot.pause()
         assert "[/red] gone" in line(t, 0)
+
+
+async def test_the_action_log_reaches_every_command_not_just_the_newest_500(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """The log holds every command: the table reads the window it shows and the count, so
+    G reaches the oldest of 620; sorted, it orders the newest 5,000 itself."""
+    from core.models import Command
+
+    before = await world.store.count_commands()
+    for i in range(620):
+        world.clock.advance(1)
+        await world.store.add_command(
+            Command(f"bulk{i:04d}", "retry", f"wf/{i}", world.clock.now())
+        )
+    total = before + 620
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await command(pilot, "actions")
+        t = table(app)
+        assert t.paged and t.total == total and t.keys[0] == "bulk0619"
+        assert f"rows 1\u2013{t.row_count} of {total:,}" in crumbs(app)
+        await pilot.press("G")
+        await settle(pilot)
+        oldest = (await world.store.list_commands(limit=1, offset=total - 1))[0].id
+        assert t.cursor_key == oldest and t.position == total - 1
+        t.sort_by(3)  # by target: the table sorts what it read
+        await settle(pilot)
+        await settle(pilot)
+        assert not t.paged and t.total == total
+        targets = [t.get_row(k)[3] for k in t.keys]
+        assert [str(x) for x in targets] == sorted(str(x) for x in targets)
+
+
+async def test_when_fewer_rows_fit_the_cursor_keeps_its_item_on_screen() -> None:
+    """The cursor on the last line, then the terminal gets shorter: the window follows the
+    cursor's item instead of dropping it (and the cursor with it onto another row)."""
+    app = TableApp()
+    async with app.run_test(size=(60, 16)) as pilot:
+        t = app.query_one(SpyTable)
+        t.sync(rows(200))
+        await pilot.pause()
+        t.goto(t.fits() + 4)  # past the first window: the window moved down to it
+        await pilot.pause()
+        assert t.cursor_row == t.fits() - 1
+        item = t.cursor_key
+        await pilot.resize_terminal(60, 10)
+        await pilot.pause()
+        await pilot.pause()
+        assert t.row_count == t.fits() < 10
+        assert t.cursor_key == item and item in t.keys

@@ -7,12 +7,13 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 
+from core.models import Command
 from tui.screens.base import DeckScreen
 from tui.table import when
 from tui.widgets.live_table import LiveTable
 
-#: The log is capped: the newest this many commands.
-LOG_LIMIT = 500
+#: Sorted or filtered, the table orders the rows itself: it reads the newest this many.
+SORT_LIMIT = 5_000
 
 
 class ActionsScreen(DeckScreen):
@@ -25,7 +26,6 @@ class ActionsScreen(DeckScreen):
         yield LiveTable(
             ["when", "actor", "action", "target", "status", "result"],
             render=self._cell_text,
-            window=LOG_LIMIT,
             id="actions",
         )
 
@@ -36,21 +36,22 @@ class ActionsScreen(DeckScreen):
         return str(value)
 
     async def reload(self) -> None:
-        """Read the newest commands."""
-        commands = await self.sources.store.list_commands(limit=LOG_LIMIT)
-        self.query_one(LiveTable).sync(
-            [
-                (
-                    c.id,
-                    (
-                        when(c.created_at),
-                        c.actor,
-                        c.action,
-                        c.target,
-                        c.status.value,
-                        c.result,
-                    ),
-                )
-                for c in commands
-            ]
-        )
+        """Read the window of the log the table shows, and how long the log is.
+
+        The log keeps every command, so the table holds only the rows on screen and the Store
+        is asked for those (newest first) and a count. Sorted by a column or filtered with
+        ``/``, the table orders and filters the newest ``SORT_LIMIT`` itself."""
+        store = self.sources.store
+        table = self.query_one(LiveTable)
+        if table.filter_text or table.sort_column is not None:
+            table.sync([_row(c) for c in await store.list_commands(limit=SORT_LIMIT)])
+            return
+        offset, limit = table.page
+        total = await store.count_commands()
+        offset = max(0, min(offset, total - limit))
+        commands = await store.list_commands(limit=limit, offset=offset)
+        table.sync_page([_row(c) for c in commands], offset, total)
+
+
+def _row(c: Command) -> tuple[str, tuple[Any, ...]]:
+    return (c.id, (when(c.created_at), c.actor, c.action, c.target, c.status.value, c.result))

@@ -243,7 +243,8 @@ class LiveTable(DataTable[str | Text]):
     @property
     def page(self) -> tuple[int, int]:
         """What a paged table needs read: ``(offset, limit)`` of the rows to show."""
-        start = self.top if self._want is None else self._window_start(self._want)
+        # (the cursor's row stays in the window, even when fewer rows fit than before)
+        start = self._window_start(self.position if self._want is None else self._want)
         return start, self.fits()
 
     def fits(self) -> int:
@@ -356,9 +357,10 @@ class LiveTable(DataTable[str | Text]):
                 target = self._want
                 self.top = self._window_start(target)
             elif found is not None:
-                # The item the cursor was on stays under it, at the same height if it can.
+                # The item the cursor was on stays under it, at the same height if it can
+                # (on the last line if fewer lines fit now).
                 target = found
-                self.top = max(0, min(found - was_row, self.total - n))
+                self.top = max(0, min(found - min(was_row, n - 1), self.total - n))
             else:
                 target = self.top + was_row
                 self.top = max(0, min(self.top, self.total - n))
