@@ -1,0 +1,82 @@
+"""docs/messages.md describes the messages as core/messages.py defines them: every field of
+each, examples that decode, and the keys each event topic carries."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from core.events import task_event, workflow_event
+from core.messages import Control, ErrorModel, Event, Report, TaskMessage, decode
+from core.spec import TaskSpec, WorkflowSpec, build
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "messages.md").read_text()
+MESSAGES: dict[str, type[BaseModel]] = {
+    "task": TaskMessage,
+    "report": Report,
+    "event": Event,
+    "control": Control,
+}
+
+
+def section(kind: str) -> str:
+    """The text under ``## `kind` ...`` up to the next section."""
+    start = DOC.index(f"## `{kind}`")
+    end = DOC.find("\n## ", start + 1)
+    return DOC[start : end if end != -1 else len(DOC)]
+
+
+def first_column(text: str, header: str) -> list[str]:
+    """The first cells of the table whose header row starts with ``| header |``."""
+    lines = text[text.index(f"| {header} |") :].splitlines()[2:]
+    rows = []
+    for line in lines:
+        if not line.startswith("|"):
+            break
+        rows.append(line.split("|")[1].strip().strip("`"))
+    return rows
+
+
+def test_each_message_s_table_lists_exactly_its_fields() -> None:
+    """No field undocumented, none documented that the model does not have."""
+    for kind, model in MESSAGES.items():
+        assert first_column(section(kind), "field") == list(model.model_fields), kind
+
+
+def test_the_error_object_is_described_with_all_its_fields() -> None:
+    """A report's ``error`` lists every field of the wire error."""
+    row = next(line for line in section("report").splitlines() if line.startswith("| `error` |"))
+    described = row.split("|")[3]
+    for field in ErrorModel.model_fields:
+        assert f"`{field}`" in described
+
+
+def test_every_example_decodes_as_the_message_it_shows() -> None:
+    """Each JSON example is a valid message of its section's kind."""
+    for kind, model in MESSAGES.items():
+        examples = re.findall(r"```json\n(.*?)```", section(kind), re.S)
+        assert len(examples) == 1, kind
+        body = examples[0].encode()
+        assert json.loads(body)["type"] == kind
+        decode(body, model)
+
+
+def test_the_event_topics_table_gives_the_keys_the_core_sends() -> None:
+    """task and workflow events carry exactly the keys the table gives them."""
+    workflow, tasks = build(
+        WorkflowSpec(name="w", tasks=(TaskSpec(key="a", capability="echo"),)),
+        workflow_id="0123456789ab",
+        now=1.0,
+    )
+    rows = section("event").split("| topic |")[1].splitlines()[2:]
+    keys = {
+        row.split("|")[1].strip().strip("`"): re.findall(r"`([a-z_]+)`", row.split("|")[2])
+        for row in rows
+        if row.startswith("|")
+    }
+    assert set(keys) == {"task", "workflow", "breaker", "command", "log"}
+    assert keys["task"] == list(task_event(tasks[0], 1.0).data)
+    assert keys["workflow"] == list(workflow_event(workflow, 1.0).data)
