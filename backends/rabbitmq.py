@@ -514,27 +514,39 @@ class _Subscription:
         self.ready.add_done_callback(_retrieve)
 
     async def _open(self) -> None:
+        # Like a consumer's set-up: a failed try (the broker closing the connection with
+        # INTERNAL_ERROR while the queue was declared was seen in CI: an agent then exited at
+        # start) closes its channel and starts again on a new one, within the bus's retry.
         if self._after is not None:
             await asyncio.wait({self._after})
-        channel = await self._bus._open_channel(self._bus._consume_connection(), confirms=False)
-        self._channel = channel
-        if self._ended:
-            await self._bus._close_channel(channel)
-            return
-        size = self._bus.subscriber_buffer
-        await channel.set_qos(prefetch_count=min(SUBSCRIBER_PREFETCH, size))
-        queue = await channel.declare_queue(
-            self._bus.names.subscriber(self._exchange),
-            exclusive=True,
-            auto_delete=True,
-            arguments={
-                "x-queue-type": "classic",
-                "x-max-length": size,
-                "x-overflow": "drop-head",
-            },
-        )
-        await queue.bind(self._exchange, routing_key="#")
-        await queue.consume(self._on_message)
+
+        async def attempt() -> None:
+            channel = await self._bus._open_channel(self._bus._consume_connection(), confirms=False)
+            self._channel = channel
+            if self._ended:
+                await self._bus._close_channel(channel)
+                return
+            try:
+                size = self._bus.subscriber_buffer
+                await channel.set_qos(prefetch_count=min(SUBSCRIBER_PREFETCH, size))
+                queue = await channel.declare_queue(
+                    self._bus.names.subscriber(self._exchange),
+                    exclusive=True,
+                    auto_delete=True,
+                    arguments={
+                        "x-queue-type": "classic",
+                        "x-max-length": size,
+                        "x-overflow": "drop-head",
+                    },
+                )
+                await queue.bind(self._exchange, routing_key="#")
+                await queue.consume(self._on_message)
+            except BaseException:
+                self._channel = None
+                await self._bus._close_channel(channel)
+                raise
+
+        await self._bus._retry("subscribe", attempt)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self._buffer.append(message)

@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aio_pika
+import aiormq
 import pytest
 
 from backends import open_bus
-from backends.rabbitmq import RabbitBus, _Consumer, parse_url
+from backends.rabbitmq import RabbitBus, _Channel, _Consumer, parse_url
 from core.clock import FakeClock
 from core.errors import BackendUnavailable, ConfigError, NotFound
 from core.models import new_id
@@ -525,6 +526,33 @@ async def test_events_and_control_fan_out_to_subscribers_of_every_process(
         assert await take(subscriber) == b"drain *"
     assert await nothing_arrives(events[0])
     assert await nothing_arrives(control[0])
+
+
+async def test_a_subscription_whose_set_up_the_broker_fails_is_set_up_again(
+    open_bus_: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker failing a subscriber's queue declaration (INTERNAL_ERROR; in CI it made an
+    agent exit at start) does not end the subscription: the half-set-up channel is closed and
+    the subscription is set up again on a new one, and receives events."""
+    real = _Channel.declare_queue
+    failed: list[_Channel] = []
+
+    async def flaky(self: _Channel, name: str | None = None, **kwargs: Any) -> Any:
+        if kwargs.get("exclusive") and not failed:
+            failed.append(self)
+            raise aiormq.exceptions.ConnectionInternalError(None, "INTERNAL_ERROR (injected)")
+        return await real(self, name, **kwargs)
+
+    monkeypatch.setattr(_Channel, "declare_queue", flaky)
+    publisher, bus = await open_bus_(), await open_bus_()
+    events = bus.subscribe_events()
+    seen: list[bytes] = []
+    async with asyncio.timeout(LIMIT):
+        while not seen:
+            await publisher.publish_event(b"e")
+            await nothing_arrives_into(events, seen)
+    assert seen[0] == b"e"
+    assert len(failed) == 1 and failed[0].is_closed
 
 
 async def test_a_slow_subscriber_loses_its_oldest_events_and_never_slows_the_publisher(
