@@ -537,3 +537,32 @@ def test_a_node_that_does_not_come_back_stops_the_deploy_before_the_next_node(
     assert fleet.link_on("node-a", "current") == "r1"
     assert fleet.release_of("node-a") == "r1"
     assert "agentdeck_" in metrics(fleet.ports["node-a"])
+
+
+def test_the_release_is_named_after_the_package_unless_named(tmp_path: Path) -> None:
+    """Without ``agentdeck_release``: ``agentdeck==0.2.0`` is release ``agentdeck-0.2.0``, a
+    wheel file its name without ``.whl`` (both plain folder names)."""
+    playbook = tmp_path / "release.yml"
+    playbook.write_text(
+        "- hosts: localhost\n"
+        "  gather_facts: false\n"
+        f"  vars_files: [{ANSIBLE / 'roles/agentdeck/defaults/main.yml'}]\n"
+        "  tasks:\n"
+        "    - ansible.builtin.debug: {msg: 'release={{ agentdeck_release }}'}\n"
+    )
+    for package, release in (
+        ("agentdeck==0.2.0", "agentdeck-0.2.0"),
+        ("/srv/wheels/agentdeck-0.2.0-py3-none-any.whl", "agentdeck-0.2.0-py3-none-any"),
+        ("agentdeck", "agentdeck"),
+    ):
+        run = subprocess.run(
+            [
+                *(str(PLAYBOOK), "-i", "localhost,", "-c", "local", str(playbook)),
+                *("-e", f"agentdeck_package={package}"),
+            ],
+            env={**os.environ, "ANSIBLE_NOCOLOR": "1", "ANSIBLE_HOME": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert f'"msg": "release={release}"' in run.stdout, run.stdout + run.stderr
