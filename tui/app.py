@@ -199,7 +199,7 @@ class AgentdeckApp(App[None]):
             # Python's full collections walk every object, and at start-up the app, its
             # screens and the embedded core are most of them: with 10,000 tasks a full
             # collection took 90-150 ms, a visible stall every few seconds. Frozen, they are
-            # not walked again (scripts/bench_tui.py: the stalls went to 40-60 ms).
+            # not walked again (scripts/bench_tui.py: the stalls went to 10-70 ms).
             gc.collect()
             gc.freeze()
 
