@@ -162,26 +162,23 @@ def changed(output: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Site:
-    """site.yml run once on a fresh root (release r1), with the package built from here."""
-    base = tmp_path_factory.mktemp("ansible")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package built from this checkout, once for every test here."""
+    out = tmp_path_factory.mktemp("wheels")
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "-w",
-            str(base / "wheels"),
-            str(ROOT),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    (wheel,) = (base / "wheels").glob("agentdeck-*.whl")
+    (built,) = out.glob("agentdeck-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Site:
+    """site.yml run once on a fresh root (release r1)."""
+    base = tmp_path_factory.mktemp("ansible")
     s = Site(base, wheel)
     ok(s.play("site.yml"))
     return s
@@ -453,26 +450,9 @@ def metrics(port: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+def fleet(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Iterator[Fleet]:
     """Two nodes running release r1 (site.yml with the units managed)."""
     base = tmp_path_factory.mktemp("fleet")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "-w",
-            str(base / "wheels"),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (wheel,) = (base / "wheels").glob("agentdeck-*.whl")
     f = Fleet(base, wheel)
     try:
         ok(f.play("site.yml"))
