@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml requirements.lock
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c requirements.lock -e '.[dev]'
+	mkdir -p $(VENV)/typecheck/agentdeck
+	for f in core backends agents tui themes; do ln -sfn "$(CURDIR)/$$f" $(VENV)/typecheck/agentdeck/$$f; done
 	touch $(STAMP)
 
 demo: setup

@@ -5,7 +5,7 @@ Write an agent as a decorated function (:func:`agent`), or configure a built-in 
 :func:`agents.main.run_worker` runs a worker as a process. This package imports only ``core``.
 """
 
-from agents.context import Handler, TaskContext
-from agents.decorator import AGENTS, AgentDef, agent, load_callable
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.decorator import AGENTS, AgentDef, agent, load_callable
 
 __all__ = ["AGENTS", "AgentDef", "Handler", "TaskContext", "agent", "load_callable"]

@@ -7,13 +7,13 @@ from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
-from core.logs import get_logger
-from core.messages import TaskMessage
-from core.models import JSON
+from agentdeck.core.logs import get_logger
+from agentdeck.core.messages import TaskMessage
+from agentdeck.core.models import JSON
 
 
 def _default_log() -> FilteringBoundLogger:
-    return get_logger("agentdeck.agent")
+    return get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 A user module declares its agents with a decorator::
 
-    from agents import agent
+    from agentdeck.agents import agent
 
     @agent("summarise", concurrency=4)
     async def summarise(ctx):
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
-from agents.context import Handler
-from core.errors import ConfigError
-from core.models import JSON
-from core.spec import CAPABILITY_PATTERN, check_name
+from agentdeck.agents.context import Handler
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import JSON
+from agentdeck.core.spec import CAPABILITY_PATTERN, check_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -16,11 +16,11 @@ import threading
 from collections.abc import Callable, MutableMapping
 from typing import Any
 
-from core.clock import Clock
-from core.logs import tee_logs
-from core.messages import Event, encode
-from core.models import JSON
-from core.ports import Bus
+from agentdeck.core.clock import Clock
+from agentdeck.core.logs import tee_logs
+from agentdeck.core.messages import Event, encode
+from agentdeck.core.models import JSON
+from agentdeck.core.ports import Bus
 
 RATE = 50.0
 """Lines per second an agent publishes in the long run."""

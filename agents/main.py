@@ -12,8 +12,8 @@ import contextlib
 import signal
 from collections.abc import Iterable, Sequence
 
-from agents.worker import Worker
-from core.logs import get_logger
+from agentdeck.agents.worker import Worker
+from agentdeck.core.logs import get_logger
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -33,7 +33,7 @@ async def run_workers(
 ) -> None:
     """Run every worker of this process until one of ``signals`` stops them all."""
     loop = asyncio.get_running_loop()
-    log = get_logger("agentdeck.agent", agents=[w.id for w in workers])
+    log = get_logger(__name__, agents=[w.id for w in workers])
     stoppers: set[asyncio.Task[None]] = set()  # strong references until each is done
     received: list[signal.Signals] = []
 

@@ -1,6 +1,6 @@
 """Helpers for testing agents: build a :class:`~agents.context.TaskContext` without a worker.
 
-from agents.testing import make_context
+from agentdeck.agents.testing import make_context
 assert await my_handler(make_context({"text": "a b"})) == {"words": 2}
 """
 
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agents.context import TaskContext
-from core.models import JSON
+from agentdeck.agents.context import TaskContext
+from agentdeck.core.models import JSON
 
 
 def make_context(

@@ -30,21 +30,29 @@ import structlog
 from opentelemetry.trace import Status, StatusCode, use_span
 from structlog.typing import FilteringBoundLogger
 
-from agents.context import Handler, TaskContext
-from agents.logstream import LogStream
-from core.clock import Clock, SystemClock
-from core.errors import BackendUnavailable, ConfigError, MessageError, TaskFailed
-from core.logs import get_logger, tee_logs
-from core.messages import Control, ErrorModel, Report, TaskMessage, decode, encode, peek_ids
-from core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
-from core.outputs import OutputStore
-from core.ports import Bus, Delivery, Registry
-from core.spec import CAPABILITY_PATTERN, check_name
-from core.tracing import span_ids
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.logstream import LogStream
+from agentdeck.core.clock import Clock, SystemClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, MessageError, TaskFailed
+from agentdeck.core.logs import get_logger, tee_logs
+from agentdeck.core.messages import (
+    Control,
+    ErrorModel,
+    Report,
+    TaskMessage,
+    decode,
+    encode,
+    peek_ids,
+)
+from agentdeck.core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
+from agentdeck.core.outputs import OutputStore
+from agentdeck.core.ports import Bus, Delivery, Registry
+from agentdeck.core.spec import CAPABILITY_PATTERN, check_name
+from agentdeck.core.tracing import span_ids
 
 if TYPE_CHECKING:
-    from core.metrics import Metrics
-    from core.tracing import Tracing
+    from agentdeck.core.metrics import Metrics
+    from agentdeck.core.tracing import Tracing
 
 TRACE_HEADER = "traceparent"
 """The W3C trace context header, carried from the task message to its reports."""
@@ -137,7 +145,7 @@ class Worker:
         self._clock: Clock = clock or SystemClock()
         self._interval = heartbeat_interval
         self._ttl = ttl
-        self._log = get_logger("agentdeck.agent", agent=self.id)
+        self._log = get_logger(__name__, agent=self.id)
         self._started_at = self._clock.now()
         self.metrics = metrics
         """Prometheus metrics to feed (None: none kept)."""

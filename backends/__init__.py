@@ -12,30 +12,30 @@ from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-from core.clock import Clock
-from core.errors import ConfigError
-from core.ports import BlobStore, Bus, Registry, Store
-from core.settings import redact_url
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.ports import BlobStore, Bus, Registry, Store
+from agentdeck.core.settings import redact_url
 
 BUS: Mapping[str, str] = {
-    "memory": "backends.memory:MemoryBus",
-    "amqp": "backends.rabbitmq:RabbitBus",
-    "amqps": "backends.rabbitmq:RabbitBus",
+    "memory": "agentdeck.backends.memory:MemoryBus",
+    "amqp": "agentdeck.backends.rabbitmq:RabbitBus",
+    "amqps": "agentdeck.backends.rabbitmq:RabbitBus",
 }
 STORE: Mapping[str, str] = {
-    "sqlite": "backends.sqlite.store:SqliteStore",
-    "postgresql": "backends.postgres:PostgresStore",
-    "postgres": "backends.postgres:PostgresStore",
+    "sqlite": "agentdeck.backends.sqlite.store:SqliteStore",
+    "postgresql": "agentdeck.backends.postgres:PostgresStore",
+    "postgres": "agentdeck.backends.postgres:PostgresStore",
 }
 REGISTRY: Mapping[str, str] = {
-    "memory": "backends.memory:MemoryRegistry",
-    "sqlite": "backends.sqlite.registry:SqliteRegistry",
-    "redis": "backends.redis:RedisRegistry",
-    "rediss": "backends.redis:RedisRegistry",
+    "memory": "agentdeck.backends.memory:MemoryRegistry",
+    "sqlite": "agentdeck.backends.sqlite.registry:SqliteRegistry",
+    "redis": "agentdeck.backends.redis:RedisRegistry",
+    "rediss": "agentdeck.backends.redis:RedisRegistry",
 }
 BLOBS: Mapping[str, str] = {
-    "file": "backends.files:FileBlobStore",
-    "s3": "backends.s3:S3BlobStore",
+    "file": "agentdeck.backends.files:FileBlobStore",
+    "s3": "agentdeck.backends.s3:S3BlobStore",
 }
 
 #: Third-party driver module -> the distribution that provides it (for install hints).

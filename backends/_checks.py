@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from core.models import Task, Workflow
-from core.ports import TASK_SORTS
-from core.states import WORKFLOW_TERMINAL, WorkflowStatus, check_workflow
+from agentdeck.core.models import Task, Workflow
+from agentdeck.core.ports import TASK_SORTS
+from agentdeck.core.states import WORKFLOW_TERMINAL, WorkflowStatus, check_workflow
 
 
 def check_page(limit: int, offset: int = 0) -> None:

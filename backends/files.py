@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import unquote, urlsplit
 
-from core.clock import Clock
-from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
-from core.ports import BlobInfo
-from core.settings import redact_url
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
+from agentdeck.core.ports import BlobInfo
+from agentdeck.core.settings import redact_url
 
 #: Temporary files start with this; keys may not, so ``list`` can skip them safely.
 TEMP_PREFIX = ".agentdeck-tmp-"

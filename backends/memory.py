@@ -22,11 +22,11 @@ from itertools import islice
 from typing import Self
 from urllib.parse import urlsplit
 
-from core.clock import Clock
-from core.errors import BackendUnavailable, ConfigError, NotFound
-from core.models import AgentRecord, AgentState, new_id
-from core.ports import BreakerRecord, DeadLetter, Delivery, Lease, OutgoingTask
-from core.settings import redact_url
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, NotFound
+from agentdeck.core.models import AgentRecord, AgentState, new_id
+from agentdeck.core.ports import BreakerRecord, DeadLetter, Delivery, Lease, OutgoingTask
+from agentdeck.core.settings import redact_url
 
 REPORTS_QUEUE = "reports"
 #: How many reports a report consumer may hold unacked: the scheduler collects them in an

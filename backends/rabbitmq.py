@@ -63,13 +63,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from core.clock import Clock
-from core.errors import AgentdeckError, BackendUnavailable, ConfigError, NotFound
-from core.metrics import backend_reconnected
-from core.ports import DeadLetter, Delivery, OutgoingTask
-from core.settings import redact_url
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import AgentdeckError, BackendUnavailable, ConfigError, NotFound
+from agentdeck.core.metrics import backend_reconnected
+from agentdeck.core.ports import DeadLetter, Delivery, OutgoingTask
+from agentdeck.core.settings import redact_url
 
-log = structlog.get_logger("agentdeck.rabbitmq")
+log = structlog.get_logger(__name__)
 
 
 class _QuietConnectFailures(logging.Filter):

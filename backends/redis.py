@@ -47,12 +47,12 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from backends.memory import check_ttl
-from core.clock import Clock
-from core.errors import BackendUnavailable, ConfigError
-from core.models import AgentRecord, AgentState
-from core.ports import BreakerRecord, Lease
-from core.settings import redact_url
+from agentdeck.backends.memory import check_ttl
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable, ConfigError
+from agentdeck.core.models import AgentRecord, AgentState
+from agentdeck.core.ports import BreakerRecord, Lease
+from agentdeck.core.settings import redact_url
 
 T = TypeVar("T")
 

@@ -36,11 +36,11 @@ from botocore.exceptions import (
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from backends.files import check_key
-from core.clock import Clock
-from core.errors import BackendUnavailable, ConfigError, NotFound
-from core.ports import BlobInfo
-from core.settings import redact_url
+from agentdeck.backends.files import check_key
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, NotFound
+from agentdeck.core.ports import BlobInfo
+from agentdeck.core.settings import redact_url
 
 T = TypeVar("T")
 

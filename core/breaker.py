@@ -24,9 +24,9 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
-from core.errors import ConfigError
-from core.models import JSON
-from core.ports import BreakerRecord
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import JSON
+from agentdeck.core.ports import BreakerRecord
 
 
 class BreakerStatus(StrEnum):

@@ -14,16 +14,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import structlog
 
-from core import breaker as machine
-from core.breaker import BreakerEvent, BreakerPolicy, BreakerState, BreakerStatus
-from core.clock import Clock
-from core.errors import AgentdeckError, ConflictError, NotFound
-from core.messages import Control, Event, encode
-from core.models import Task
-from core.ports import Bus, Registry
-from core.states import TaskStatus
+from agentdeck.core import breaker as machine
+from agentdeck.core.breaker import BreakerEvent, BreakerPolicy, BreakerState, BreakerStatus
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import AgentdeckError, ConflictError, NotFound
+from agentdeck.core.messages import Control, Event, encode
+from agentdeck.core.models import Task
+from agentdeck.core.ports import Bus, Registry
+from agentdeck.core.states import TaskStatus
 
-log = structlog.get_logger("agentdeck.breakers")
+log = structlog.get_logger(__name__)
 
 CAS_ATTEMPTS = 20
 """Compare-and-set tries before giving up on one breaker change (contention is rare)."""

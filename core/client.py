@@ -11,14 +11,14 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from core.breakers import breaker_name
-from core.clock import Clock
-from core.errors import AgentdeckError, NotFound
-from core.holds import check_capability
-from core.models import Command, CommandStatus, Task, TaskEvent, Workflow, new_id
-from core.ports import Store
-from core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
-from core.states import WORKFLOW_TERMINAL
+from agentdeck.core.breakers import breaker_name
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import AgentdeckError, NotFound
+from agentdeck.core.holds import check_capability
+from agentdeck.core.models import Command, CommandStatus, Task, TaskEvent, Workflow, new_id
+from agentdeck.core.ports import Store
+from agentdeck.core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
+from agentdeck.core.states import WORKFLOW_TERMINAL
 
 ACTIONS = (
     "cancel",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 
-from core.errors import SpecError
+from agentdeck.core.errors import SpecError
 
 Graph = Mapping[str, Sequence[str]]
 """Task key -> keys of the tasks it needs."""

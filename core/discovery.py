@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.models import AgentRecord, AgentState
-from core.ports import Registry
+from agentdeck.core.models import AgentRecord, AgentState
+from agentdeck.core.ports import Registry
 
 
 class Discovery:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from core.messages import Event
-from core.models import Task, Workflow
+from agentdeck.core.messages import Event
+from agentdeck.core.models import Task, Workflow
 
 
 def task_event(task: Task, at: float, kind: str | None = None) -> Event:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import structlog
 
-from core.clock import Clock
-from core.errors import AgentdeckError
-from core.ports import BreakerRecord, Registry
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.ports import BreakerRecord, Registry
 
-log = structlog.get_logger("agentdeck.holds")
+log = structlog.get_logger(__name__)
 
 PREFIX = "paused:"
 PAUSED, ACTIVE = "paused", "active"

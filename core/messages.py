@@ -11,8 +11,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.errors import MessageError
-from core.models import JSON, ErrorInfo
+from agentdeck.core.errors import MessageError
+from agentdeck.core.models import JSON, ErrorInfo
 
 VERSION = 1
 

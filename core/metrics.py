@@ -30,13 +30,13 @@ from prometheus_client import (
     start_http_server,
 )
 
-from core.clock import Clock
-from core.errors import ConfigError
-from core.models import AgentState, Task
-from core.ports import BlobStore, Bus, Registry, Store
-from core.states import TaskStatus
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import AgentState, Task
+from agentdeck.core.ports import BlobStore, Bus, Registry, Store
+from agentdeck.core.states import TaskStatus
 
-log = structlog.get_logger("agentdeck.metrics")
+log = structlog.get_logger(__name__)
 
 T = TaskStatus
 #: Histogram buckets (seconds) for latencies: from a millisecond to ten minutes.

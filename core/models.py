@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 JSON = Any
 """A value that survives ``json.dumps``/``json.loads`` unchanged."""

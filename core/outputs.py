@@ -25,11 +25,11 @@ from typing import Any
 
 import structlog
 
-from core.errors import AgentdeckError, NotFound
-from core.models import JSON, ErrorInfo
-from core.ports import BlobStore
+from agentdeck.core.errors import AgentdeckError, NotFound
+from agentdeck.core.models import JSON, ErrorInfo
+from agentdeck.core.ports import BlobStore
 
-log = structlog.get_logger("agentdeck.outputs")
+log = structlog.get_logger(__name__)
 
 REF_KEY = "$blob"
 PREFIX = "outputs"

@@ -12,8 +12,17 @@ from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from core.models import JSON, AgentRecord, AgentState, Change, Command, Task, TaskEvent, Workflow
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.models import (
+    JSON,
+    AgentRecord,
+    AgentState,
+    Change,
+    Command,
+    Task,
+    TaskEvent,
+    Workflow,
+)
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 # --------------------------------------------------------------------------------------- Bus
 

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from core.clock import Clock
-from core.discovery import Discovery
-from core.models import Task
-from core.ports import Registry, Store
-from core.states import TaskStatus
+from agentdeck.core.clock import Clock
+from agentdeck.core.discovery import Discovery
+from agentdeck.core.models import Task
+from agentdeck.core.ports import Registry, Store
+from agentdeck.core.states import TaskStatus
 
 
 class LostAgents:

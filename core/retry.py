@@ -19,8 +19,8 @@ from typing import Any, ClassVar
 import tenacity
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from core.errors import ConfigError
-from core.models import JSON, ErrorInfo
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import JSON, ErrorInfo
 
 
 @dataclass(frozen=True)

@@ -14,16 +14,16 @@ from typing import Protocol
 
 import structlog
 
-from core.breakers import Breakers
-from core.client import Client
-from core.clock import Clock
-from core.outputs import OutputStore
-from core.ports import BlobStore, Bus, Registry, Store
-from core.recovery import LostAgents
-from core.scheduler import Scheduler, SchedulerConfig
-from core.spec import SpecLimits
+from agentdeck.core.breakers import Breakers
+from agentdeck.core.client import Client
+from agentdeck.core.clock import Clock
+from agentdeck.core.outputs import OutputStore
+from agentdeck.core.ports import BlobStore, Bus, Registry, Store
+from agentdeck.core.recovery import LostAgents
+from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.spec import SpecLimits
 
-log = structlog.get_logger("agentdeck.runtime")
+log = structlog.get_logger(__name__)
 
 
 class Service(Protocol):

@@ -18,26 +18,26 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
-from core.breakers import Breakers
-from core.clock import Clock
-from core.dag import descendants
-from core.errors import AgentdeckError, LeaseLost, MessageError, NotFound
-from core.events import task_event, workflow_event
-from core.holds import CapabilityHolds
-from core.messages import Control, ErrorModel, Event, Report, TaskMessage, decode, encode
-from core.models import Change, Command, CommandStatus, ErrorInfo, Task, Workflow
-from core.outputs import OutputStore
-from core.ports import Bus, Delivery, OutgoingTask, Registry, Store, StoreWatch
-from core.recovery import LostAgents, describe
-from core.retry import RetryPolicy, decide
-from core.states import TASK_IN_FLIGHT, TASK_TERMINAL, TaskStatus, WorkflowStatus
-from core.tracing import attempt_span_id, workflow_trace_id
+from agentdeck.core.breakers import Breakers
+from agentdeck.core.clock import Clock
+from agentdeck.core.dag import descendants
+from agentdeck.core.errors import AgentdeckError, LeaseLost, MessageError, NotFound
+from agentdeck.core.events import task_event, workflow_event
+from agentdeck.core.holds import CapabilityHolds
+from agentdeck.core.messages import Control, ErrorModel, Event, Report, TaskMessage, decode, encode
+from agentdeck.core.models import Change, Command, CommandStatus, ErrorInfo, Task, Workflow
+from agentdeck.core.outputs import OutputStore
+from agentdeck.core.ports import Bus, Delivery, OutgoingTask, Registry, Store, StoreWatch
+from agentdeck.core.recovery import LostAgents, describe
+from agentdeck.core.retry import RetryPolicy, decide
+from agentdeck.core.states import TASK_IN_FLIGHT, TASK_TERMINAL, TaskStatus, WorkflowStatus
+from agentdeck.core.tracing import attempt_span_id, workflow_trace_id
 
 if TYPE_CHECKING:
-    from core.metrics import Metrics
-    from core.tracing import Tracing
+    from agentdeck.core.metrics import Metrics
+    from agentdeck.core.tracing import Tracing
 
-log = structlog.get_logger("agentdeck.scheduler")
+log = structlog.get_logger(__name__)
 
 T = TaskStatus
 W = WorkflowStatus

@@ -41,10 +41,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from core.breaker import BreakerPolicy
-from core.errors import ConfigError
-from core.retry import RetryPolicy
-from core.spec import CAPABILITY_PATTERN, SpecLimits, check_name
+from agentdeck.core.breaker import BreakerPolicy
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.spec import CAPABILITY_PATTERN, SpecLimits, check_name
 
 ENV_PREFIX = "AGENTDECK_"
 LOCAL_CONFIG = Path("agentdeck.toml")

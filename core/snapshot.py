@@ -37,13 +37,13 @@ from typing import Any
 
 import structlog
 
-from core.clock import Clock
-from core.errors import AgentdeckError, ConflictError, NotFound
-from core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
-from core.ports import BlobStore, Store
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import AgentdeckError, ConflictError, NotFound
+from agentdeck.core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
+from agentdeck.core.ports import BlobStore, Store
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
-log = structlog.get_logger("agentdeck.snapshot")
+log = structlog.get_logger(__name__)
 
 FORMAT = "agentdeck-snapshot"
 VERSION = 1

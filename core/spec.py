@@ -39,11 +39,11 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
-from core import dag
-from core.errors import ConfigError, SpecError
-from core.models import JSON, Task, Workflow, task_id
-from core.retry import RetryPolicy
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.core import dag
+from agentdeck.core.errors import ConfigError, SpecError
+from agentdeck.core.models import JSON, Task, Workflow, task_id
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 KEY_PATTERN = "[A-Za-z0-9_.-]+"
 """What a task key may contain (it becomes part of the task id, so no ``/``)."""

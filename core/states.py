@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from core.errors import InvalidTransition
+from agentdeck.core.errors import InvalidTransition
 
 
 class TaskStatus(StrEnum):

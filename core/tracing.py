@@ -44,8 +44,8 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from core.models import Task, Workflow
-from core.states import TaskStatus
+from agentdeck.core.models import Task, Workflow
+from agentdeck.core.states import TaskStatus
 
 T = TaskStatus
 TRACE_HEADER = "traceparent"

@@ -43,13 +43,13 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.postgres import PostgresStore  # noqa: E402 - after the path is set
-from core.client import Client  # noqa: E402
-from core.clock import SystemClock  # noqa: E402
-from core.spec import SpecLimits, WorkflowSpec  # noqa: E402
-from core.states import TaskStatus, WorkflowStatus  # noqa: E402
+from agentdeck.backends.postgres import PostgresStore  # noqa: E402 - after the path is set
+from agentdeck.core.client import Client  # noqa: E402
+from agentdeck.core.clock import SystemClock  # noqa: E402
+from agentdeck.core.spec import SpecLimits, WorkflowSpec  # noqa: E402
+from agentdeck.core.states import TaskStatus, WorkflowStatus  # noqa: E402
 
-AGENTDECK = [sys.executable, "-m", "tui.cli"]
+AGENTDECK = [sys.executable, "-m", "agentdeck.tui.cli"]
 
 
 def parse_args() -> argparse.Namespace:

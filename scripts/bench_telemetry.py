@@ -20,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.metrics import Metrics  # noqa: E402 - after the path is set
-from core.models import Task  # noqa: E402
-from core.states import TaskStatus  # noqa: E402
-from core.tracing import Tracing  # noqa: E402
+from agentdeck.core.metrics import Metrics  # noqa: E402 - after the path is set
+from agentdeck.core.models import Task  # noqa: E402
+from agentdeck.core.states import TaskStatus  # noqa: E402
+from agentdeck.core.tracing import Tracing  # noqa: E402
 
 T = TaskStatus
 

@@ -46,18 +46,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from backends.memory import MemoryRegistry  # noqa: E402 - after the path is set
-from backends.sqlite.store import SqliteStore  # noqa: E402
-from core.client import Client  # noqa: E402
-from core.clock import SystemClock  # noqa: E402
-from core.events import task_event  # noqa: E402
-from core.messages import encode  # noqa: E402
-from core.models import AgentRecord, AgentState, Change  # noqa: E402
-from core.spec import TaskSpec, WorkflowSpec, build  # noqa: E402
-from core.states import TaskStatus as T  # noqa: E402
-from tui.app import AgentdeckApp  # noqa: E402
-from tui.screens.base import Sources  # noqa: E402
-from tui.widgets.live_table import LiveTable  # noqa: E402
+from agentdeck.backends.memory import MemoryRegistry  # noqa: E402 - after the path is set
+from agentdeck.backends.sqlite.store import SqliteStore  # noqa: E402
+from agentdeck.core.client import Client  # noqa: E402
+from agentdeck.core.clock import SystemClock  # noqa: E402
+from agentdeck.core.events import task_event  # noqa: E402
+from agentdeck.core.messages import encode  # noqa: E402
+from agentdeck.core.models import AgentRecord, AgentState, Change  # noqa: E402
+from agentdeck.core.spec import TaskSpec, WorkflowSpec, build  # noqa: E402
+from agentdeck.core.states import TaskStatus as T  # noqa: E402
+from agentdeck.tui.app import AgentdeckApp  # noqa: E402
+from agentdeck.tui.screens.base import Sources  # noqa: E402
+from agentdeck.tui.widgets.live_table import LiveTable  # noqa: E402
 
 #: The walk every touched task takes, one event per step.
 WALK = (T.DISPATCHED, T.RUNNING, T.SUCCEEDED)

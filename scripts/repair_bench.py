@@ -24,15 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.postgres import PostgresStore, testing
-from backends.sqlite.store import SqliteStore
-from core.clock import SystemClock
-from core.models import Task, Workflow
-from core.ports import Store
-from core.scheduler import OPEN_WORKFLOWS, REPAIR_PAGE, Scheduler
-from core.states import TaskStatus as T
-from core.states import WorkflowStatus as W
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.postgres import PostgresStore, testing
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.models import Task, Workflow
+from agentdeck.core.ports import Store
+from agentdeck.core.scheduler import OPEN_WORKFLOWS, REPAIR_PAGE, Scheduler
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.core.states import WorkflowStatus as W
 
 
 def chain(wid: str, prefix: str, n: int, now: float, statuses: list[T]) -> list[Task]:

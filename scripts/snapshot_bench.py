@@ -16,13 +16,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from backends.files import FileBlobStore
-from backends.sqlite.store import SqliteStore
-from core.clock import SystemClock
-from core.models import Change, Task, Workflow
-from core.snapshot import create_snapshot, restore_snapshot
-from core.states import TaskStatus as T
-from core.states import WorkflowStatus as W
+from agentdeck.backends.files import FileBlobStore
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.models import Change, Task, Workflow
+from agentdeck.core.snapshot import create_snapshot, restore_snapshot
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.core.states import WorkflowStatus as W
 
 
 async def build(store: SqliteStore, workflows: int, tasks: int) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from core.errors import ConfigError
+from agentdeck.core.errors import ConfigError
 
 FOLDER = Path(__file__).resolve().parent
 BUILTIN = ("dark", "light", "high-contrast")

@@ -38,28 +38,28 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
-from core.client import Client
-from core.errors import AgentdeckError, ConfigError
-from core.logs import configure_logging, get_logger
-from core.messages import Event, decode
-from core.scheduler import LEASE_NAME
-from core.settings import Settings
-from core.states import TaskStatus
-from themes import APP_CSS, BUILTIN, load_theme
-from tui.screens.actions import ActionsScreen
-from tui.screens.agents import AgentsScreen
-from tui.screens.base import DeckScreen, Sources
-from tui.screens.breakers import BreakersScreen
-from tui.screens.capabilities import CapabilitiesScreen
-from tui.screens.dead_letters import DeadLettersScreen
-from tui.screens.logs import LEVELS, LOG_CAP, LogLine, LogsScreen, log_line
-from tui.screens.modals import ConfirmScreen, HelpScreen
-from tui.screens.overview import OverviewScreen
-from tui.screens.tasks import TasksScreen
-from tui.screens.traces import TracesScreen
-from tui.screens.workflows import WorkflowScreen, WorkflowsScreen
-from tui.terminal import end_stuck_exit, hangup_safe
-from tui.widgets.command_line import CommandLine
+from agentdeck.core.client import Client
+from agentdeck.core.errors import AgentdeckError, ConfigError
+from agentdeck.core.logs import configure_logging, get_logger
+from agentdeck.core.messages import Event, decode
+from agentdeck.core.scheduler import LEASE_NAME
+from agentdeck.core.settings import Settings
+from agentdeck.core.states import TaskStatus
+from agentdeck.themes import APP_CSS, BUILTIN, load_theme
+from agentdeck.tui.screens.actions import ActionsScreen
+from agentdeck.tui.screens.agents import AgentsScreen
+from agentdeck.tui.screens.base import DeckScreen, Sources
+from agentdeck.tui.screens.breakers import BreakersScreen
+from agentdeck.tui.screens.capabilities import CapabilitiesScreen
+from agentdeck.tui.screens.dead_letters import DeadLettersScreen
+from agentdeck.tui.screens.logs import LEVELS, LOG_CAP, LogLine, LogsScreen, log_line
+from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
+from agentdeck.tui.screens.overview import OverviewScreen
+from agentdeck.tui.screens.tasks import TasksScreen
+from agentdeck.tui.screens.traces import TracesScreen
+from agentdeck.tui.screens.workflows import WorkflowScreen, WorkflowsScreen
+from agentdeck.tui.terminal import end_stuck_exit, hangup_safe
+from agentdeck.tui.widgets.command_line import CommandLine
 
 Connect = Callable[[], AbstractAsyncContextManager[Sources]]
 """Opens the data sources (and whatever runs behind them) for as long as the app runs."""
@@ -81,7 +81,7 @@ VERBS = {
 #: Seconds between reloads when nothing happened (ages and heartbeats still move).
 IDLE_RELOAD = 2.0
 RATE_WINDOW = 60
-log = get_logger("agentdeck.tui")
+log = get_logger(__name__)
 #: Seconds after SIGHUP/SIGTERM before the process ends itself if a clean exit is stuck
 #: (longer than the runtime's drain grace, so a clean shutdown always gets its chance).
 EXIT_WATCHDOG = 20.0
@@ -382,7 +382,7 @@ class AgentdeckApp(App[None]):
             warn = f"bold reverse {self.status_style('failed')}".strip()
             badges.append((f"leader {self.leader}", "dim") if self.leader else (NO_LEADER, warn))
         with contextlib.suppress(Exception):  # the bar may not be mounted yet
-            from tui.widgets.status_bar import StatusBar
+            from agentdeck.tui.widgets.status_bar import StatusBar
 
             screen.query_one(StatusBar).show(crumbs, badges)
 
@@ -689,9 +689,9 @@ class AgentdeckApp(App[None]):
 @contextlib.asynccontextmanager
 async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[Sources]:
     """Start the node's runtime (and the demo feed) and yield what the screens read."""
-    from tui.demo import DemoFeeder
-    from tui.telemetry import instrumented
-    from tui.wiring import build_runtime
+    from agentdeck.tui.demo import DemoFeeder
+    from agentdeck.tui.telemetry import instrumented
+    from agentdeck.tui.wiring import build_runtime
 
     runtime = build_runtime(settings, demo=demo)
     if demo:
@@ -721,8 +721,8 @@ async def attached_sources(settings: Settings) -> AsyncIterator[Sources]:
     """Attach to the cluster the settings name: the Store, the Registry and the Bus, and no
     scheduler or agent (this process never takes the lease, so it costs the scheduler nothing).
     Commands are queued in the Store for whichever node leads, as the CLI does."""
-    from core.clock import SystemClock
-    from tui.wiring import bus_only, registry_only, store_only
+    from agentdeck.core.clock import SystemClock
+    from agentdeck.tui.wiring import bus_only, registry_only, store_only
 
     clock = SystemClock()
     async with (
@@ -741,7 +741,7 @@ async def attached_sources(settings: Settings) -> AsyncIterator[Sources]:
 def app_sources(settings: Settings, *, demo: bool, scheduler: bool) -> Connect:
     """What the control centre runs on: attached to the configured cluster, or (nothing
     configured, ``--scheduler`` or ``--demo``) a whole node in this process."""
-    from tui.wiring import attaches
+    from agentdeck.tui.wiring import attaches
 
     if attaches(settings) and not (scheduler or demo):
         return lambda: attached_sources(settings)

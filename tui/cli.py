@@ -19,12 +19,12 @@ from typing import Any, TypeVar
 
 import click
 
-from core.clock import SystemClock
-from core.errors import AgentdeckError, SpecError
-from core.logs import configure_logging
-from core.settings import Settings
-from core.states import TaskStatus, WorkflowStatus
-from tui.table import ago, format_table, when
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.errors import AgentdeckError, SpecError
+from agentdeck.core.logs import configure_logging
+from agentdeck.core.settings import Settings
+from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.tui.table import ago, format_table, when
 
 R = TypeVar("R")
 EXIT_ERROR = 1
@@ -92,8 +92,8 @@ pass_ctx = click.make_pass_decorator(Context)
 
 def _client_call(ctx: Context, fn: Callable[[Any], Awaitable[R]]) -> R:
     """Open the Store, hand a Client to ``fn``, close the Store."""
-    from core.client import Client
-    from tui.wiring import store_only
+    from agentdeck.core.client import Client
+    from agentdeck.tui.wiring import store_only
 
     async def go() -> R:
         async with store_only(ctx.settings) as store:
@@ -141,31 +141,26 @@ def main(
     if daemon:
         run_daemon(ctx.obj.settings, demo=demo)
         return
-    try:
-        from tui.app import run_app  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        # Until the control centre lands, the foreground mode is the daemon with a live log.
-        run_daemon(ctx.obj.settings, demo=demo, live=True)
-        return
-    run_app(
-        ctx.obj.settings, demo=demo, read_only=read_only, scheduler=scheduler
-    )  # pragma: no cover
+    # Imported here so that the daemon path and every other command never load Textual; a broken
+    # import is an error, never a silent fall-back to another mode.
+    from agentdeck.tui.app import run_app
+
+    run_app(ctx.obj.settings, demo=demo, read_only=read_only, scheduler=scheduler)
 
 
-def run_daemon(settings: Settings, *, demo: bool, live: bool = False) -> None:
+def run_daemon(settings: Settings, *, demo: bool) -> None:
     """The headless node: runtime + agents (+ demo feed) until SIGTERM/SIGINT/SIGHUP."""
     configure_logging(settings.log_level, settings.log_format, node=settings.node)
 
     async def go() -> None:
-        from tui.demo import DemoFeeder, LivePrinter
-        from tui.telemetry import instrument_runtime
-        from tui.wiring import build_runtime
+        from agentdeck.tui.demo import DemoFeeder, LivePrinter
+        from agentdeck.tui.telemetry import instrument_runtime
+        from agentdeck.tui.wiring import build_runtime
 
         runtime = build_runtime(settings, demo=demo)
         telemetry = instrument_runtime(runtime, settings)
-        if live or demo:
-            runtime.services.append(LivePrinter(runtime.bus))
         if demo:
+            runtime.services.append(LivePrinter(runtime.bus))
             runtime.services.append(DemoFeeder(runtime.client, runtime.clock))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -236,12 +231,12 @@ def agent_cmd(
 ) -> None:
     """Run an agent worker process that takes tasks from the bus: a built-in (--kind) or
     your own @agent functions (--module)."""
-    from agents.main import run_workers
-    from backends import open_bus, open_registry
-    from core.outputs import OutputStore
-    from core.settings import AgentSpec
-    from tui.telemetry import Telemetry
-    from tui.wiring import agent_blobs, build_worker, decorated_workers
+    from agentdeck.agents.main import run_workers
+    from agentdeck.backends import open_bus, open_registry
+    from agentdeck.core.outputs import OutputStore
+    from agentdeck.core.settings import AgentSpec
+    from agentdeck.tui.telemetry import Telemetry
+    from agentdeck.tui.wiring import agent_blobs, build_worker, decorated_workers
 
     if bool(kind) == bool(modules):
         click.echo("error: give either --kind KIND or --module MODULE (not both)", err=True)
@@ -322,7 +317,7 @@ def agent_cmd(
 @pass_ctx
 def agents_cmd(ctx: Context, capability: str | None, as_json: bool) -> None:
     """List live agents (from the registry their heartbeats refresh)."""
-    from tui.wiring import registry_only
+    from agentdeck.tui.wiring import registry_only
 
     async def go() -> list[Any]:
         async with registry_only(ctx.settings) as registry:
@@ -434,7 +429,7 @@ def _tasks_table(tasks: list[Any]) -> str:
 @pass_ctx
 def workflows_cmd(ctx: Context, statuses: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List workflows, newest first, with their progress."""
-    from core.scheduler import summarize
+    from agentdeck.core.scheduler import summarize
 
     async def go(client: Any) -> list[dict[str, Any]]:
         wfs = await client.store.list_workflows(
@@ -469,8 +464,8 @@ async def _with_output(settings: Settings, task: Any) -> Any:
     """``task`` with its output fetched when the blob store keeps it (a large output)."""
     from dataclasses import replace
 
-    from core.outputs import OutputStore, is_ref
-    from tui.wiring import blobs_only
+    from agentdeck.core.outputs import OutputStore, is_ref
+    from agentdeck.tui.wiring import blobs_only
 
     if not is_ref(task.output):
         return task
@@ -485,7 +480,7 @@ async def _with_output(settings: Settings, task: Any) -> Any:
 @pass_ctx
 def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
     """Show a workflow (its tasks, states, attempts, outputs) or one task (WF/KEY)."""
-    from core.models import Task
+    from agentdeck.core.models import Task
 
     async def go(client: Any) -> dict[str, Any]:
         found = await client.resolve(target)
@@ -596,7 +591,7 @@ def _command(
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @pass_ctx
     def command(ctx: Context, target: str, no_wait: bool, timeout: float, as_json: bool) -> None:
-        from core.models import CommandStatus
+        from agentdeck.core.models import CommandStatus
 
         async def go(client: Any) -> Any:
             return await client.command(action, target, wait=None if no_wait else timeout)
@@ -645,11 +640,11 @@ def breaker_group() -> None:
 @pass_ctx
 def breaker_list_cmd(ctx: Context, as_json: bool) -> None:
     """Every breaker with shared state (a breaker never used has none: it is closed)."""
-    from core.breaker import BreakerState
-    from tui.wiring import registry_only
+    from agentdeck.core.breaker import BreakerState
+    from agentdeck.tui.wiring import registry_only
 
     async def go() -> list[BreakerState]:
-        from core.holds import is_hold_record
+        from agentdeck.core.holds import is_hold_record
 
         async with registry_only(ctx.settings) as registry:
             records = [r for r in await registry.breakers() if not is_hold_record(r.name)]
@@ -715,8 +710,8 @@ def snapshot_group() -> None:
 @pass_ctx
 def snapshot_create_cmd(ctx: Context, as_json: bool) -> None:
     """Write the whole state (workflows, tasks, events, commands) as a new snapshot."""
-    from core.snapshot import SnapshotInfo, create_snapshot
-    from tui.wiring import blobs_only, store_only
+    from agentdeck.core.snapshot import SnapshotInfo, create_snapshot
+    from agentdeck.tui.wiring import blobs_only, store_only
 
     settings = ctx.settings
 
@@ -739,8 +734,8 @@ def snapshot_create_cmd(ctx: Context, as_json: bool) -> None:
 @pass_ctx
 def snapshot_list_cmd(ctx: Context, as_json: bool) -> None:
     """Complete snapshots in the blob store, oldest first."""
-    from core.snapshot import SnapshotInfo, list_snapshots
-    from tui.wiring import blobs_only
+    from agentdeck.core.snapshot import SnapshotInfo, list_snapshots
+    from agentdeck.tui.wiring import blobs_only
 
     async def go() -> list[SnapshotInfo]:
         async with blobs_only(ctx.settings) as blobs:
@@ -777,8 +772,8 @@ def snapshot_restore_cmd(ctx: Context, snapshot_id: str, as_json: bool) -> None:
     Everything is checked (format version, checksums, records) before anything is written.
     Run it before starting a daemon on the new store.
     """
-    from core.snapshot import SnapshotInfo, restore_snapshot
-    from tui.wiring import blobs_only, store_only
+    from agentdeck.core.snapshot import SnapshotInfo, restore_snapshot
+    from agentdeck.tui.wiring import blobs_only, store_only
 
     async def go() -> SnapshotInfo:
         async with store_only(ctx.settings) as store, blobs_only(ctx.settings) as blobs:
@@ -800,7 +795,7 @@ def snapshot_restore_cmd(ctx: Context, snapshot_id: str, as_json: bool) -> None:
 @pass_ctx
 def dead_letters_cmd(ctx: Context, limit: int, as_json: bool) -> None:
     """List dead-lettered messages, newest first (requeue one with `agentdeck requeue ID`)."""
-    from backends import open_bus
+    from agentdeck.backends import open_bus
 
     async def go() -> list[Any]:
         bus = open_bus(ctx.settings.bus_url, clock=SystemClock())

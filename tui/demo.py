@@ -10,15 +10,15 @@ from typing import TextIO
 
 import structlog
 
-from core.client import Client
-from core.clock import Clock
-from core.errors import AgentdeckError
-from core.messages import Event, decode
-from core.ports import Bus
-from core.spec import WorkflowSpec, load_spec
+from agentdeck.core.client import Client
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.messages import Event, decode
+from agentdeck.core.ports import Bus
+from agentdeck.core.spec import WorkflowSpec, load_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-log = structlog.get_logger("agentdeck.demo")
+log = structlog.get_logger(__name__)
 
 
 def example_specs(client: Client, folder: Path = EXAMPLES) -> list[WorkflowSpec]:

@@ -6,11 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
-from agents.worker import Worker
-from core.metrics import Metrics, MetricsSampler, MetricsServer
-from core.runtime import Runtime
-from core.settings import Settings
-from core.tracing import Tracing, enabled_by_env
+from agentdeck.agents.worker import Worker
+from agentdeck.core.metrics import Metrics, MetricsSampler, MetricsServer
+from agentdeck.core.runtime import Runtime
+from agentdeck.core.settings import Settings
+from agentdeck.core.tracing import Tracing, enabled_by_env
 
 SAMPLE_INTERVAL = 5.0
 """Seconds between samples of queue depth, agents, breakers, leader and dead letters."""

@@ -24,7 +24,7 @@ from typing import Any, TextIO
 import structlog
 from textual.driver import Driver
 
-log = structlog.get_logger("agentdeck.tui")
+log = structlog.get_logger(__name__)
 
 
 class TerminalOutput:

@@ -7,20 +7,20 @@ import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from agents.builtin import build as build_handler
-from agents.decorator import import_agents
-from agents.worker import Worker
-from backends import open_blobs, open_bus, open_registry, open_store
-from core.breakers import Breakers
-from core.clock import Clock, SystemClock
-from core.outputs import OutputStore
-from core.ports import BlobStore, Bus, Registry, Store
-from core.recovery import LostAgents
-from core.retry import RetryPolicy
-from core.runtime import Runtime, Service
-from core.scheduler import SchedulerConfig
-from core.settings import AgentSpec, Settings
-from core.snapshot import SnapshotService
+from agentdeck.agents.builtin import build as build_handler
+from agentdeck.agents.decorator import import_agents
+from agentdeck.agents.worker import Worker
+from agentdeck.backends import open_blobs, open_bus, open_registry, open_store
+from agentdeck.core.breakers import Breakers
+from agentdeck.core.clock import Clock, SystemClock
+from agentdeck.core.outputs import OutputStore
+from agentdeck.core.ports import BlobStore, Bus, Registry, Store
+from agentdeck.core.recovery import LostAgents
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.runtime import Runtime, Service
+from agentdeck.core.scheduler import SchedulerConfig
+from agentdeck.core.settings import AgentSpec, Settings
+from agentdeck.core.snapshot import SnapshotService
 
 #: The settings that name backends; setting any of them (config file or environment) means a
 #: cluster the control centre attaches to instead of running the embedded core.

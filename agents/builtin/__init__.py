@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from agents.builtin import chaos, echo, http, python, shell, sleep
-from agents.context import Handler
-from core.errors import ConfigError
-from core.models import JSON
+from agentdeck.agents.builtin import chaos, echo, http, python, shell, sleep
+from agentdeck.agents.context import Handler
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import JSON
 
 Factory = Callable[[Mapping[str, JSON]], Handler]
 

@@ -10,8 +10,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from core.errors import ConfigError
-from core.models import JSON
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import JSON
 
 _MISSING: Any = object()
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 
-from agents.builtin._options import Options
-from agents.builtin.echo import echo_output
-from agents.context import Handler, TaskContext
-from core.errors import ConfigError, TaskFailed
-from core.models import JSON
+from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.builtin.echo import echo_output
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.core.errors import ConfigError, TaskFailed
+from agentdeck.core.models import JSON
 
 
 def make(options: Mapping[str, JSON] | None = None, *, rng: random.Random | None = None) -> Handler:

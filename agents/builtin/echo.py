@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agents.builtin._options import Options
-from agents.context import Handler, TaskContext
-from core.models import JSON
+from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.core.models import JSON
 
 
 def echo_output(ctx: TaskContext) -> dict[str, JSON]:

@@ -14,11 +14,11 @@ import urllib.request
 from collections.abc import Mapping
 from email.message import Message
 
-from agents.builtin._options import Options
-from agents.context import Handler, TaskContext
-from core.errors import ConfigError, TaskFailed
-from core.models import JSON
-from core.settings import redact_url
+from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.core.errors import ConfigError, TaskFailed
+from agentdeck.core.models import JSON
+from agentdeck.core.settings import redact_url
 
 _RETRYABLE_4XX = frozenset({408, 425, 429})
 """Client errors that mean "not now" rather than "never"."""

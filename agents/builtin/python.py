@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agents.builtin._options import Options
-from agents.context import Handler, TaskContext
-from agents.decorator import load_callable, to_async
-from core.models import JSON
+from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.decorator import load_callable, to_async
+from agentdeck.core.models import JSON
 
 
 def make(options: Mapping[str, JSON] | None = None) -> Handler:

@@ -16,10 +16,10 @@ import signal
 from collections.abc import Mapping
 from pathlib import Path
 
-from agents.builtin._options import Options
-from agents.context import Handler, TaskContext
-from core.errors import TaskFailed
-from core.models import JSON
+from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.core.errors import TaskFailed
+from agentdeck.core.models import JSON
 
 _POLL = 0.02
 """How often (seconds) to look whether a signalled process group is gone."""

@@ -8,11 +8,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from agents.builtin._options import Options
-from agents.context import Handler, TaskContext
-from core.clock import Clock, SystemClock
-from core.errors import TaskFailed
-from core.models import JSON
+from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.core.clock import Clock, SystemClock
+from agentdeck.core.errors import TaskFailed
+from agentdeck.core.models import JSON
 
 
 def make(options: Mapping[str, JSON] | None = None, *, clock: Clock | None = None) -> Handler:

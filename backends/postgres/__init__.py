@@ -9,6 +9,6 @@ compare-and-set), :mod:`~backends.postgres.rows` (records to models),
 
 from __future__ import annotations
 
-from backends.postgres.store import PostgresStore
+from agentdeck.backends.postgres.store import PostgresStore
 
 __all__ = ["PostgresStore"]

@@ -11,8 +11,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 __all__ = [
     "COMMAND_COLUMNS",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from core.errors import ConfigError
+from agentdeck.core.errors import ConfigError
 
 __all__ = [
     "EVENTS_LOCK",

@@ -51,12 +51,12 @@ import asyncpg
 import structlog
 import tenacity
 
-from backends._checks import check_page as _check_page
-from backends._checks import check_tasks as _check_tasks
-from backends._checks import task_order as _task_order
-from backends._checks import workflow_change as _workflow_change
-from backends.postgres import schema, transitions
-from backends.postgres.rows import (
+from agentdeck.backends._checks import check_page as _check_page
+from agentdeck.backends._checks import check_tasks as _check_tasks
+from agentdeck.backends._checks import task_order as _task_order
+from agentdeck.backends._checks import workflow_change as _workflow_change
+from agentdeck.backends.postgres import schema, transitions
+from agentdeck.backends.postgres.rows import (
     COMMAND_COLUMNS,
     EVENT_COLUMNS,
     EVENT_INSERT_COLUMNS,
@@ -70,13 +70,13 @@ from backends.postgres.rows import (
     workflow_from_row,
     workflow_to_row,
 )
-from backends.postgres.url import PostgresTarget, parse_url
-from backends.postgres.watch import CLOSED, COMMANDS_CHANNEL, WORKFLOWS_CHANNEL, listen
-from core.clock import Clock
-from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
-from core.models import JSON, Change, Command, CommandStatus, Task, TaskEvent, Workflow
-from core.ports import Applied
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.backends.postgres.url import PostgresTarget, parse_url
+from agentdeck.backends.postgres.watch import CLOSED, COMMANDS_CHANNEL, WORKFLOWS_CHANNEL, listen
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
+from agentdeck.core.models import JSON, Change, Command, CommandStatus, Task, TaskEvent, Workflow
+from agentdeck.core.ports import Applied
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 __all__ = ["COPY_THRESHOLD", "PostgresStore"]
 

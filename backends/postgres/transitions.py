@@ -28,7 +28,7 @@ from typing import Any
 
 import asyncpg
 
-from backends.postgres.rows import (
+from agentdeck.backends.postgres.rows import (
     EVENT_INSERT_COLUMNS,
     TASK_COLUMNS,
     dumps,
@@ -36,11 +36,11 @@ from backends.postgres.rows import (
     error_or_null,
     task_from_row,
 )
-from backends.postgres.schema import EVENTS_LOCK, LOCK_NAMESPACE
-from core.errors import LeaseLost
-from core.models import CHANGE_VALUES, Change
-from core.ports import Applied
-from core.states import TaskStatus, check_task
+from agentdeck.backends.postgres.schema import EVENTS_LOCK, LOCK_NAMESPACE
+from agentdeck.core.errors import LeaseLost
+from agentdeck.core.models import CHANGE_VALUES, Change
+from agentdeck.core.ports import Applied
+from agentdeck.core.states import TaskStatus, check_task
 
 __all__ = ["CHANGE_VALUES", "FENCE_NAME", "Plan", "apply", "insert_events", "lock_events", "plan"]
 

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-from core.errors import ConfigError
+from agentdeck.core.errors import ConfigError
 
 __all__ = ["DEFAULT_APPLICATION_NAME", "POOL_OPTIONS", "SCHEMES", "PostgresTarget", "parse_url"]
 

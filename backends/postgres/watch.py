@@ -23,7 +23,7 @@ from typing import Final
 import asyncpg
 import structlog
 
-from core.errors import BackendUnavailable
+from agentdeck.core.errors import BackendUnavailable
 
 __all__ = ["CHANNELS", "CLOSED", "COMMANDS_CHANNEL", "WORKFLOWS_CHANNEL", "listen"]
 

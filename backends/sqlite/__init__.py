@@ -9,12 +9,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from backends.sqlite.registry import SqliteRegistry
-    from backends.sqlite.store import SqliteStore
+    from agentdeck.backends.sqlite.registry import SqliteRegistry
+    from agentdeck.backends.sqlite.store import SqliteStore
 
 __all__ = ["SqliteRegistry", "SqliteStore"]
 
-_HOMES = {"SqliteStore": "backends.sqlite.store", "SqliteRegistry": "backends.sqlite.registry"}
+_HOMES = {
+    "SqliteStore": "agentdeck.backends.sqlite.store",
+    "SqliteRegistry": "agentdeck.backends.sqlite.registry",
+}
 
 
 def __getattr__(name: str) -> Any:

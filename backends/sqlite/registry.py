@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any, Self, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from backends.memory import check_ttl, claim_lease
-from core.clock import Clock
-from core.errors import BackendUnavailable, ConfigError
-from core.models import AgentRecord, AgentState
-from core.ports import BreakerRecord, Lease
-from core.settings import redact_url
+from agentdeck.backends.memory import check_ttl, claim_lease
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable, ConfigError
+from agentdeck.core.models import AgentRecord, AgentState
+from agentdeck.core.ports import BreakerRecord, Lease
+from agentdeck.core.settings import redact_url
 
 T = TypeVar("T")
 

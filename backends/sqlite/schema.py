@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from core.errors import ConfigError
+from agentdeck.core.errors import ConfigError
 
 __all__ = ["MIGRATIONS", "latest_version", "migrate"]
 

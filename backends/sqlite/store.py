@@ -51,12 +51,12 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from backends._checks import check_page as _check_page
-from backends._checks import check_tasks as _check_tasks
-from backends._checks import task_order as _task_order
-from backends._checks import workflow_change as _workflow_change
-from backends.sqlite import schema
-from backends.sqlite.rows import (
+from agentdeck.backends._checks import check_page as _check_page
+from agentdeck.backends._checks import check_tasks as _check_tasks
+from agentdeck.backends._checks import task_order as _task_order
+from agentdeck.backends._checks import workflow_change as _workflow_change
+from agentdeck.backends.sqlite import schema
+from agentdeck.backends.sqlite.rows import (
     COMMAND_COLUMNS,
     EVENT_COLUMNS,
     INSERT_COMMAND,
@@ -77,12 +77,12 @@ from backends.sqlite.rows import (
     workflow_from_row,
     workflow_to_row,
 )
-from backends.sqlite.transitions import apply_plans, check_fence, plan
-from core.clock import Clock
-from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
-from core.models import JSON, Change, Command, CommandStatus, Task, TaskEvent, Workflow
-from core.ports import Applied
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.backends.sqlite.transitions import apply_plans, check_fence, plan
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
+from agentdeck.core.models import JSON, Change, Command, CommandStatus, Task, TaskEvent, Workflow
+from agentdeck.core.ports import Applied
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 __all__ = ["MEMORY", "SqliteStore", "path_from_url"]
 

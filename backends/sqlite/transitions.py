@@ -17,10 +17,17 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from backends.sqlite.rows import INSERT_EVENT, Row, dumps, dumps_or_null, error_or_null, json_list
-from core.errors import LeaseLost
-from core.models import CHANGE_VALUES, Change
-from core.states import TaskStatus, check_task
+from agentdeck.backends.sqlite.rows import (
+    INSERT_EVENT,
+    Row,
+    dumps,
+    dumps_or_null,
+    error_or_null,
+    json_list,
+)
+from agentdeck.core.errors import LeaseLost
+from agentdeck.core.models import CHANGE_VALUES, Change
+from agentdeck.core.states import TaskStatus, check_task
 
 __all__ = ["CHANGE_VALUES", "FENCE_NAME", "Plan", "apply_plans", "check_fence", "plan"]
 

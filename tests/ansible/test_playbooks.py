@@ -162,20 +162,6 @@ def changed(output: str) -> int:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package built from this checkout, once for every test here."""
-    out = tmp_path_factory.mktemp("wheels")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    (built,) = out.glob("agentdeck-*.whl")
-    return built
-
-
-@pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Site:
     """site.yml run once on a fresh root (release r1)."""
     base = tmp_path_factory.mktemp("ansible")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tui.cli import main
+from agentdeck.tui.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -31,7 +31,7 @@ def test_the_reference_covers_every_command_and_sub_command() -> None:
     """Each command and each sub-command of a group has its own section."""
     import click
 
-    from tui.cli import main
+    from agentdeck.tui.cli import main
 
     docs = generator()
     text = docs.DOC.read_text()

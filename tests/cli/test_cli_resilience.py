@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from tui.cli import main
+from agentdeck.tui.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,9 +71,9 @@ def test_every_scheduler_setting_reaches_the_scheduler() -> None:
     every setting the scheduler has (none silently left at the scheduler's own default)."""
     import dataclasses
 
-    from core.scheduler import SchedulerConfig
-    from core.settings import SchedulerSettings, Settings
-    from tui.wiring import scheduler_config
+    from agentdeck.core.scheduler import SchedulerConfig
+    from agentdeck.core.settings import SchedulerSettings, Settings
+    from agentdeck.tui.wiring import scheduler_config
 
     shared = [
         f.name

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from backends.sqlite.store import MEMORY, SqliteStore
-from core.clock import Clock
-from core.ports import Store
+from agentdeck.backends.sqlite.store import MEMORY, SqliteStore
+from agentdeck.core.clock import Clock
+from agentdeck.core.ports import Store
 from tests.conftest import require_service
 
 StoreOpener = Callable[[Path, Clock], AbstractAsyncContextManager[Store]]
@@ -53,7 +53,7 @@ async def _sqlite_memory(directory: Path, clock: Clock) -> AsyncIterator[Store]:
 @asynccontextmanager
 async def _postgres(directory: Path, clock: Clock) -> AsyncIterator[Store]:
     # Imported here: asyncpg loads only when a PostgreSQL test runs.
-    from backends.postgres import PostgresStore, testing
+    from agentdeck.backends.postgres import PostgresStore, testing
 
     server = urlsplit(testing.server_url())
     require_service("PostgreSQL", server.hostname or "127.0.0.1", server.port or 5432)

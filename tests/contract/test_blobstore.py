@@ -16,12 +16,12 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from backends import open_blobs
-from backends.files import TEMP_PREFIX, FileBlobStore, check_key
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
-from core.models import new_id
-from core.ports import BlobStore
+from agentdeck.backends import open_blobs
+from agentdeck.backends.files import TEMP_PREFIX, FileBlobStore, check_key
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, ConflictError, NotFound
+from agentdeck.core.models import new_id
+from agentdeck.core.ports import BlobStore
 
 pytestmark = pytest.mark.contract
 

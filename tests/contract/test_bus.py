@@ -13,12 +13,12 @@ from typing import Any, Generic, TypeVar
 
 import pytest
 
-from backends import open_bus
-from backends.memory import MemoryBus
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, ConfigError, NotFound
-from core.models import new_id
-from core.ports import Bus, Delivery, OutgoingTask
+from agentdeck.backends import open_bus
+from agentdeck.backends.memory import MemoryBus
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, NotFound
+from agentdeck.core.models import new_id
+from agentdeck.core.ports import Bus, Delivery, OutgoingTask
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.contract

@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 import redis
 
-import backends
-from backends import open_registry
-from backends.sqlite import SqliteRegistry
-from backends.sqlite.registry import sqlite_path
-from core.clock import FakeClock
-from core.errors import ConfigError
-from core.models import AgentRecord, AgentState, new_id
-from core.ports import BreakerRecord, Registry
+from agentdeck import backends
+from agentdeck.backends import open_registry
+from agentdeck.backends.sqlite import SqliteRegistry
+from agentdeck.backends.sqlite.registry import sqlite_path
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import AgentRecord, AgentState, new_id
+from agentdeck.core.ports import BreakerRecord, Registry
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.contract
@@ -442,7 +442,7 @@ def test_open_registry_says_when_a_known_backend_module_is_missing(
     clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A known scheme whose backend module is absent is a ConfigError saying so."""
-    monkeypatch.setitem(backends.REGISTRY, "etcd", "backends.no_such_module:EtcdRegistry")
+    monkeypatch.setitem(backends.REGISTRY, "etcd", "agentdeck.backends.no_such_module:EtcdRegistry")
     with pytest.raises(ConfigError, match=r"registry_url: the etcd:// backend .* is not part"):
         open_registry("etcd://host:2379", clock=clock)
 

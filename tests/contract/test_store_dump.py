@@ -10,12 +10,20 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import FakeClock
-from core.errors import ConflictError
-from core.models import Change, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
-from core.ports import Store
-from core.states import TaskStatus as T
-from core.states import WorkflowStatus as W
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import ConflictError
+from agentdeck.core.models import (
+    Change,
+    Command,
+    CommandStatus,
+    ErrorInfo,
+    Task,
+    TaskEvent,
+    Workflow,
+)
+from agentdeck.core.ports import Store
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.core.states import WorkflowStatus as W
 from tests.contract.backends import STORE_BACKENDS, StoreBackend
 
 pytestmark = pytest.mark.contract

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-AGENTDECK = [sys.executable, "-m", "tui.cli"]
+AGENTDECK = [sys.executable, "-m", "agentdeck.tui.cli"]
 
 
 class Procs:

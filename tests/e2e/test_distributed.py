@@ -25,10 +25,10 @@ import pytest
 import redis.asyncio as aioredis
 import yaml
 
-from backends.postgres import PostgresStore
-from backends.postgres.testing import scratch_database
-from core.clock import SystemClock
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.backends.postgres import PostgresStore
+from agentdeck.backends.postgres.testing import scratch_database
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 from tests.conftest import IN_CI, require_service
 from tests.e2e.harness import AGENTDECK, ROOT, Procs, wait_for
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from backends.sqlite.store import SqliteStore
-from core.clock import SystemClock
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-AGENTDECK = [sys.executable, "-m", "tui.cli"]
+AGENTDECK = [sys.executable, "-m", "agentdeck.tui.cli"]
 
 CONFIG = """
 log_format = "json"

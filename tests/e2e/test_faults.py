@@ -41,14 +41,14 @@ from typing import Any
 
 import pytest
 
-from backends.postgres import PostgresStore
-from backends.redis import RedisRegistry
-from core.client import Client
-from core.clock import SystemClock
-from core.errors import AgentdeckError
-from core.models import TaskEvent
-from core.ports import Lease
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.backends.postgres import PostgresStore
+from agentdeck.backends.redis import RedisRegistry
+from agentdeck.core.client import Client
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.models import TaskEvent
+from agentdeck.core.ports import Lease
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 from tests.e2e.harness import Procs
 from tests.e2e.services import PostgresServer, RabbitServer, RedisServer
 

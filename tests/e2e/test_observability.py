@@ -28,7 +28,7 @@ from tests.conftest import IN_CI, require_service
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
-AGENTDECK = [sys.executable, "-m", "tui.cli"]
+AGENTDECK = [sys.executable, "-m", "agentdeck.tui.cli"]
 WAIT = 60.0
 """The longest any step may take before the test fails (a bound, not a timing assertion)."""
 RABBIT_HOST, RABBIT_PORT = "127.0.0.1", 5672
@@ -255,8 +255,8 @@ class Receiver:
 
 def delete_topology(prefix: str) -> None:
     """Remove the test's queues and exchanges from the shared broker."""
-    from backends.rabbitmq import RabbitBus
-    from core.clock import SystemClock
+    from agentdeck.backends.rabbitmq import RabbitBus
+    from agentdeck.core.clock import SystemClock
 
     async def go() -> None:
         bus = RabbitBus.from_url(f"{BROKER}?prefix={prefix}", clock=SystemClock())

@@ -17,13 +17,13 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from backends import open_store
-from backends.postgres import PostgresStore, schema, testing
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, ConfigError, ConflictError, LeaseLost
-from core.models import Change, Command, Task, Workflow, task_id
-from core.states import TaskStatus as T
-from core.states import WorkflowStatus as W
+from agentdeck.backends import open_store
+from agentdeck.backends.postgres import PostgresStore, schema, testing
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, ConflictError, LeaseLost
+from agentdeck.core.models import Change, Command, Task, Workflow, task_id
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.core.states import WorkflowStatus as W
 from tests.conftest import require_service
 
 integration = pytest.mark.integration

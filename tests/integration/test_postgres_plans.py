@@ -7,8 +7,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from backends.postgres import PostgresStore, testing
-from core.clock import FakeClock
+from agentdeck.backends.postgres import PostgresStore, testing
+from agentdeck.core.clock import FakeClock
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.integration

@@ -30,12 +30,12 @@ import aio_pika
 import aiormq
 import pytest
 
-from backends import open_bus
-from backends.rabbitmq import RabbitBus, _Channel, _Consumer, parse_url
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, ConfigError, NotFound
-from core.models import new_id
-from core.ports import OutgoingTask
+from agentdeck.backends import open_bus
+from agentdeck.backends.rabbitmq import RabbitBus, _Channel, _Consumer, parse_url
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, NotFound
+from agentdeck.core.models import new_id
+from agentdeck.core.ports import OutgoingTask
 from tests.conftest import IN_CI, require_service
 
 pytestmark = pytest.mark.integration
@@ -339,8 +339,8 @@ async def test_unacked_messages_of_a_killed_agent_are_redelivered_in_order(
 #: An agent that takes two messages without acking them and waits to be killed.
 _HOLDING_AGENT = """
 import asyncio, sys
-from backends.rabbitmq import RabbitBus
-from core.clock import SystemClock
+from agentdeck.backends.rabbitmq import RabbitBus
+from agentdeck.core.clock import SystemClock
 
 async def main():
     bus = RabbitBus.from_url(sys.argv[1], clock=SystemClock())
@@ -405,7 +405,7 @@ async def test_the_cli_lists_dead_letters_with_their_reasons(
     id it shows is the one `agentdeck requeue` takes."""
     from click.testing import CliRunner
 
-    from tui.cli import main
+    from agentdeck.tui.cli import main
 
     bus = await open_bus_()
     await publish(bus, "echo", "bad")

@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from backends.rabbitmq import RabbitBus
-from core.clock import FakeClock
-from core.metrics import Metrics
-from core.models import new_id
+from agentdeck.backends.rabbitmq import RabbitBus
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.metrics import Metrics
+from agentdeck.core.models import new_id
 from tests.conftest import IN_CI, require_service
 from tests.integration.test_rabbitmq import (
     AIORMQ_WRITER_LEAK,

@@ -17,12 +17,12 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from backends import open_registry
-from backends.redis import GC_MARGIN, RedisRegistry, split_registry_url
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, ConfigError
-from core.models import AgentRecord, AgentState, new_id
-from core.ports import BreakerRecord
+from agentdeck.backends import open_registry
+from agentdeck.backends.redis import GC_MARGIN, RedisRegistry, split_registry_url
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError
+from agentdeck.core.models import AgentRecord, AgentState, new_id
+from agentdeck.core.ports import BreakerRecord
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.integration

@@ -11,11 +11,11 @@ import boto3
 import pytest
 from moto.s3.models import s3_backends
 
-from backends import open_blobs
-from backends.s3 import MULTIPART_THRESHOLD, MiB, S3BlobStore, parse_s3_url
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, ConfigError, NotFound
-from core.models import new_id
+from agentdeck.backends import open_blobs
+from agentdeck.backends.s3 import MULTIPART_THRESHOLD, MiB, S3BlobStore, parse_s3_url
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError, NotFound
+from agentdeck.core.models import new_id
 
 pytestmark = pytest.mark.integration
 

@@ -11,17 +11,17 @@ from pathlib import Path
 import boto3
 import pytest
 
-from agents.context import TaskContext
-from agents.worker import Worker
-from backends import open_blobs
-from backends.memory import MemoryBus, MemoryRegistry
-from core.clock import FakeClock
-from core.messages import Report, TaskMessage, decode, encode
-from core.models import JSON, new_id
-from core.outputs import OutputStore, is_ref
-from core.ports import OutgoingTask
-from core.settings import Settings
-from tui.wiring import agent_blobs
+from agentdeck.agents.context import TaskContext
+from agentdeck.agents.worker import Worker
+from agentdeck.backends import open_blobs
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.messages import Report, TaskMessage, decode, encode
+from agentdeck.core.models import JSON, new_id
+from agentdeck.core.outputs import OutputStore, is_ref
+from agentdeck.core.ports import OutgoingTask
+from agentdeck.core.settings import Settings
+from agentdeck.tui.wiring import agent_blobs
 
 pytestmark = pytest.mark.integration
 

@@ -11,16 +11,16 @@ from urllib.parse import urlsplit
 import boto3
 import pytest
 
-from backends.postgres import PostgresStore, testing
-from backends.s3 import S3BlobStore
-from backends.sqlite.store import SqliteStore
-from core.client import Client
-from core.clock import FakeClock
-from core.models import Change, ErrorInfo, new_id
-from core.ports import Store
-from core.snapshot import create_snapshot, list_snapshots, restore_snapshot
-from core.spec import SpecLimits, parse_spec
-from core.states import TaskStatus as T
+from agentdeck.backends.postgres import PostgresStore, testing
+from agentdeck.backends.s3 import S3BlobStore
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.models import Change, ErrorInfo, new_id
+from agentdeck.core.ports import Store
+from agentdeck.core.snapshot import create_snapshot, list_snapshots, restore_snapshot
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TaskStatus as T
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.integration

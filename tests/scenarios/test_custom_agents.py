@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from core.clock import SystemClock
-from core.settings import Settings
-from core.spec import SpecLimits, parse_spec
-from core.states import WorkflowStatus
-from tui.wiring import build_runtime
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.settings import Settings
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import WorkflowStatus
+from agentdeck.tui.wiring import build_runtime
 
 MODULE = """
-from agents.decorator import agent
+from agentdeck.agents.decorator import agent
 
 @agent("shout", concurrency=2)
 def shout(ctx):

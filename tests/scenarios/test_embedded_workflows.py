@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from core.clock import SystemClock
-from core.models import Workflow
-from core.runtime import Runtime
-from core.settings import Settings
-from core.spec import SpecLimits, parse_spec
-from core.states import TaskStatus, WorkflowStatus
-from tui.wiring import build_runtime
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.models import Workflow
+from agentdeck.core.runtime import Runtime
+from agentdeck.core.settings import Settings
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.tui.wiring import build_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -16,11 +16,11 @@ from unittest import mock
 
 import pytest
 
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.sqlite.store import SqliteStore
-from core.client import Client
-from core.clock import FakeClock
-from core.models import (
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.models import (
     AgentRecord,
     AgentState,
     Change,
@@ -28,14 +28,14 @@ from core.models import (
     CommandStatus,
     ErrorInfo,
 )
-from core.ports import BreakerRecord, OutgoingTask
-from core.scheduler import Scheduler
-from core.spec import SpecLimits, build, parse_spec
-from core.states import TaskStatus as T
-from core.states import WorkflowStatus as W
-from core.tracing import Tracing
-from tui.app import AgentdeckApp
-from tui.screens.base import Sources
+from agentdeck.core.ports import BreakerRecord, OutgoingTask
+from agentdeck.core.scheduler import Scheduler
+from agentdeck.core.spec import SpecLimits, build, parse_spec
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.core.states import WorkflowStatus as W
+from agentdeck.core.tracing import Tracing
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.screens.base import Sources
 
 START = 1_700_000_000.0
 WF_FAILED = "a1b2c3d4e5f6"
@@ -118,7 +118,7 @@ async def _dead_letter(bus: MemoryBus, capability: str, body: bytes, reason: str
     await bus.publish_tasks([OutgoingTask(capability, body, {})])
     deliveries = bus.consume_tasks([capability], prefetch=1)
     delivery = await anext(deliveries)
-    with mock.patch("backends.memory.new_id", return_value=DEAD_LETTER):
+    with mock.patch("agentdeck.backends.memory.new_id", return_value=DEAD_LETTER):
         await delivery.reject(reason)
     await deliveries.aclose()  # type: ignore[attr-defined]
 

@@ -9,24 +9,24 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 
-from core.errors import ConfigError
-from core.models import CommandStatus, Task
-from core.states import TaskStatus as T
-from core.states import WorkflowStatus as W
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import CommandStatus, Task
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.core.states import WorkflowStatus as W
+from agentdeck.themes import BUILTIN, load_theme
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.screens.actions import ActionsScreen
+from agentdeck.tui.screens.agents import AgentsScreen
+from agentdeck.tui.screens.base import Sources
+from agentdeck.tui.screens.breakers import BreakersScreen
+from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
+from agentdeck.tui.screens.overview import OverviewScreen
+from agentdeck.tui.screens.tasks import TaskScreen, TasksScreen
+from agentdeck.tui.screens.workflows import WorkflowScreen, WorkflowsScreen
+from agentdeck.tui.widgets.command_line import CommandLine
+from agentdeck.tui.widgets.live_table import LiveTable
+from agentdeck.tui.widgets.status_bar import StatusBar
 from tests.tui.conftest import WF_DONE, WF_FAILED, WF_RUNNING, World
-from themes import BUILTIN, load_theme
-from tui.app import AgentdeckApp
-from tui.screens.actions import ActionsScreen
-from tui.screens.agents import AgentsScreen
-from tui.screens.base import Sources
-from tui.screens.breakers import BreakersScreen
-from tui.screens.modals import ConfirmScreen, HelpScreen
-from tui.screens.overview import OverviewScreen
-from tui.screens.tasks import TaskScreen, TasksScreen
-from tui.screens.workflows import WorkflowScreen, WorkflowsScreen
-from tui.widgets.command_line import CommandLine
-from tui.widgets.live_table import LiveTable
-from tui.widgets.status_bar import StatusBar
 
 pytestmark = pytest.mark.tui
 SIZE = (80, 24)
@@ -430,8 +430,8 @@ def test_dag_map_is_readable_for_5_and_for_500_tasks() -> None:
     """A level that fits shows one mark per task; a wider one shows counts per state."""
     from dataclasses import replace
 
+    from agentdeck.tui.widgets.dag import render_map
     from tests.tui.conftest import START
-    from tui.widgets.dag import render_map
 
     base = Task("w/a", "w", "a", "echo", T.SUCCEEDED, {}, (), 0, START, START)
     small = [replace(base, key=k, status=s) for k, s in (("a", T.SUCCEEDED), ("b", T.FAILED))]
@@ -446,7 +446,7 @@ def test_dag_map_is_readable_for_5_and_for_500_tasks() -> None:
 
 def test_theme_is_a_setting() -> None:
     """`theme` comes from config/env like any setting and defaults to dark."""
-    from core.settings import Settings
+    from agentdeck.core.settings import Settings
 
     assert Settings.load(config_path=None).theme == "dark"
     assert Settings.load(config_path=None, theme="high-contrast").theme == "high-contrast"
@@ -458,7 +458,7 @@ async def test_events_stream_counts_throughput_and_reports_command_results(world
     from collections.abc import AsyncIterator
     from dataclasses import replace
 
-    from core.messages import Event, encode
+    from agentdeck.core.messages import Event, encode
     from tests.tui.conftest import START
 
     @contextlib.asynccontextmanager
@@ -558,7 +558,7 @@ async def test_notices_and_confirmations_show_brackets_as_written(
 ) -> None:
     """An error text or a target holding ``[/]`` is shown as written (Textual would read it
     as markup and stop the app)."""
-    from tui.screens.modals import ConfirmScreen
+    from agentdeck.tui.screens.modals import ConfirmScreen
 
     app = app_for()
     async with app.run_test(size=SIZE) as pilot:

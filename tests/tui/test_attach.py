@@ -17,19 +17,19 @@ from typing import Any
 import pytest
 from textual.pilot import Pilot
 
-from backends.sqlite.registry import SqliteRegistry
-from core.client import Client
-from core.clock import SystemClock
-from core.models import CommandStatus
-from core.scheduler import LEASE_NAME
-from core.settings import Settings
-from core.states import WorkflowStatus as W
+from agentdeck.backends.sqlite.registry import SqliteRegistry
+from agentdeck.core.client import Client
+from agentdeck.core.clock import SystemClock
+from agentdeck.core.models import CommandStatus
+from agentdeck.core.scheduler import LEASE_NAME
+from agentdeck.core.settings import Settings
+from agentdeck.core.states import WorkflowStatus as W
+from agentdeck.tui.app import NO_LEADER, AgentdeckApp, app_sources
+from agentdeck.tui.screens.overview import OverviewScreen
+from agentdeck.tui.screens.workflows import WorkflowsScreen
+from agentdeck.tui.wiring import attaches, build_runtime, store_only
 from tests.conftest import require_service
 from tests.tui.test_app import crumbs, ready, table
-from tui.app import NO_LEADER, AgentdeckApp, app_sources
-from tui.screens.overview import OverviewScreen
-from tui.screens.workflows import WorkflowsScreen
-from tui.wiring import attaches, build_runtime, store_only
 
 pytestmark = pytest.mark.tui
 SIZE = (80, 24)
@@ -178,8 +178,8 @@ async def test_attached_to_postgres_redis_rabbitmq(
 ) -> None:
     """The same on the real engines (a scratch database, a private Redis and RabbitMQ prefix);
     the shared bus also brings the leader's outcome to the TUI as a notification."""
-    from backends.postgres.testing import scratch_database
-    from backends.redis import RedisRegistry
+    from agentdeck.backends.postgres.testing import scratch_database
+    from agentdeck.backends.redis import RedisRegistry
     from tests.e2e.test_distributed import BROKER, HOST, REDIS, remove_prefixes
 
     for name, port in (("RabbitMQ", 5672), ("PostgreSQL", 5432), ("Redis", 6379)):

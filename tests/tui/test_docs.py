@@ -19,9 +19,8 @@ from types import ModuleType
 import pytest
 from textual.binding import Binding
 
-import tui.screens
-import tui.widgets
-from tui.app import AgentdeckApp
+from agentdeck.tui import screens, widgets
+from agentdeck.tui.app import AgentdeckApp
 
 pytestmark = pytest.mark.tui
 DOC = Path(__file__).resolve().parents[2] / "docs" / "tui.md"
@@ -40,7 +39,7 @@ TABLE = re.compile(r"<!-- keys: (\w+) -->\n((?:\|.*\n)+)")
 def bound_classes() -> dict[str, type]:
     """The app, and every screen and widget class that declares key bindings of its own."""
     found: dict[str, type] = {"AgentdeckApp": AgentdeckApp}
-    for package in (tui.screens, tui.widgets):
+    for package in (screens, widgets):
         for info in pkgutil.iter_modules(package.__path__):
             module = importlib.import_module(f"{package.__name__}.{info.name}")
             for name, cls in inspect.getmembers(module, inspect.isclass):

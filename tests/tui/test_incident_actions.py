@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from core.client import Client
-from core.holds import CapabilityHolds
-from core.messages import Control, decode
-from core.models import CommandStatus
-from core.states import TaskStatus as T
+from agentdeck.core.client import Client
+from agentdeck.core.holds import CapabilityHolds
+from agentdeck.core.messages import Control, decode
+from agentdeck.core.models import CommandStatus
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.cli import main
+from agentdeck.tui.screens.agents import AgentsScreen
+from agentdeck.tui.screens.capabilities import CapabilitiesScreen
+from agentdeck.tui.screens.dead_letters import DeadLettersScreen
+from agentdeck.tui.screens.modals import ConfirmScreen
 from tests.tui.conftest import DEAD_LETTER, WF_RUNNING, World
 from tests.tui.test_app import ready, settle, table
-from tui.app import AgentdeckApp
-from tui.cli import main
-from tui.screens.agents import AgentsScreen
-from tui.screens.capabilities import CapabilitiesScreen
-from tui.screens.dead_letters import DeadLettersScreen
-from tui.screens.modals import ConfirmScreen
 
 pytestmark = pytest.mark.tui
 SIZE = (80, 24)

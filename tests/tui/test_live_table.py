@@ -16,15 +16,15 @@ from textual.geometry import Region
 from textual.widgets import DataTable
 from textual.widgets.data_table import ColumnKey
 
-from core.models import AgentRecord, AgentState, Change
-from core.spec import TaskSpec, WorkflowSpec, build
-from core.states import TaskStatus as T
+from agentdeck.core.models import AgentRecord, AgentState, Change
+from agentdeck.core.spec import TaskSpec, WorkflowSpec, build
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.screens.agents import AgentsScreen
+from agentdeck.tui.screens.tasks import TasksScreen
+from agentdeck.tui.widgets.live_table import LiveTable, Row
 from tests.tui.conftest import START, World
 from tests.tui.test_app import command, crumbs, ready, settle, table
-from tui.app import AgentdeckApp
-from tui.screens.agents import AgentsScreen
-from tui.screens.tasks import TasksScreen
-from tui.widgets.live_table import LiveTable, Row
 
 pytestmark = pytest.mark.tui
 SIZE = (80, 24)
@@ -552,7 +552,7 @@ async def test_the_action_log_reaches_every_command_not_just_the_newest_500(
 ) -> None:
     """The log holds every command: the table reads the window it shows and the count, so
     G reaches the oldest of 620; sorted, it orders the newest 5,000 itself."""
-    from core.models import Command
+    from agentdeck.core.models import Command
 
     before = await world.store.count_commands()
     for i in range(620):

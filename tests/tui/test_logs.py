@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from core.messages import Event, encode
-from core.states import TaskStatus as T
+from agentdeck.core.messages import Event, encode
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.screens.base import Sources
+from agentdeck.tui.screens.logs import LOG_CAP, LogsScreen, log_line
 from tests.tui.conftest import START, WF_FAILED, WF_RUNNING, World
 from tests.tui.test_app import command, crumbs, open_failed_etl_task, ready, settle, table
-from tui.app import AgentdeckApp
-from tui.screens.base import Sources
-from tui.screens.logs import LOG_CAP, LogsScreen, log_line
 
 pytestmark = pytest.mark.tui
 SIZE = (80, 24)

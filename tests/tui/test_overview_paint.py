@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from textual.widgets import Static
 
-from core.models import AgentState
+from agentdeck.core.models import AgentState
+from agentdeck.tui.app import AgentdeckApp
 from tests.tui.conftest import World
 from tests.tui.test_app import SIZE, ready
-from tui.app import AgentdeckApp
 
 pytestmark = pytest.mark.tui
 

@@ -33,11 +33,11 @@ from rich.console import Console
 from syrupy.assertion import SnapshotAssertion
 from textual.pilot import Pilot
 
+from agentdeck.themes import BUILTIN
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.widgets.command_line import CommandLine
 from tests.tui.conftest import WF_FAILED, WF_LARGE, WF_RUNNING, add_large_workflow, fresh_app
-from themes import BUILTIN
-from tui.app import AgentdeckApp
-from tui.screens.base import DeckScreen
-from tui.widgets.command_line import CommandLine
 
 pytestmark = pytest.mark.tui
 Snap = Callable[..., bool]

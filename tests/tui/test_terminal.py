@@ -12,7 +12,7 @@ from textual.drivers._writer_thread import MAX_QUEUED_WRITES, WriterThread
 from textual.drivers.headless_driver import HeadlessDriver
 from textual.drivers.linux_driver import LinuxDriver
 
-from tui.terminal import TerminalOutput, hangup_safe
+from agentdeck.tui.terminal import TerminalOutput, hangup_safe
 
 #: Frames written after the hang-up: well past what Textual's output queue holds.
 FRAMES = MAX_QUEUED_WRITES * 3

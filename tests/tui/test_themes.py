@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import ConfigError
-from core.settings import Settings
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.settings import Settings
+from agentdeck.themes import BUILTIN, load_theme
+from agentdeck.tui.app import AgentdeckApp, is_colour, run_app
 from tests.tui.test_app import SIZE, command, ready
-from themes import BUILTIN, load_theme
-from tui.app import AgentdeckApp, is_colour, run_app
 
 pytestmark = pytest.mark.tui
 

@@ -6,13 +6,13 @@ from collections.abc import Callable
 
 import pytest
 
-from core.tracing import workflow_trace_id
+from agentdeck.core.tracing import workflow_trace_id
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.screens.modals import HelpScreen
+from agentdeck.tui.screens.tasks import TaskScreen, TasksScreen
+from agentdeck.tui.screens.traces import TraceScreen, TracesScreen
 from tests.tui.conftest import WF_FAILED, WF_RUNNING, World
 from tests.tui.test_app import command, ready, settle, table
-from tui.app import AgentdeckApp
-from tui.screens.modals import HelpScreen
-from tui.screens.tasks import TaskScreen, TasksScreen
-from tui.screens.traces import TraceScreen, TracesScreen
 
 pytestmark = pytest.mark.tui
 SIZE = (80, 24)

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.builtin import BUILTINS, build, chaos, echo, sleep
-from agents.builtin import python as python_agent
-from agents.testing import make_context
-from core.clock import FakeClock
-from core.errors import ConfigError, TaskFailed
+from agentdeck.agents.builtin import BUILTINS, build, chaos, echo, sleep
+from agentdeck.agents.builtin import python as python_agent
+from agentdeck.agents.testing import make_context
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import ConfigError, TaskFailed
 
 # --------------------------------------------------------------------------------- build
 

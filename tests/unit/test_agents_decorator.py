@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from agents.decorator import AGENTS, AgentDef, agent, import_agents, load_callable
-from agents.testing import make_context
-from core.errors import ConfigError
+from agentdeck.agents.decorator import AGENTS, AgentDef, agent, import_agents, load_callable
+from agentdeck.agents.testing import make_context
+from agentdeck.core.errors import ConfigError
 
 
 async def test_agent_records_an_async_function_unchanged() -> None:

@@ -10,9 +10,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from agents.builtin import http
-from agents.testing import make_context
-from core.errors import ConfigError, TaskFailed
+from agentdeck.agents.builtin import http
+from agentdeck.agents.testing import make_context
+from agentdeck.core.errors import ConfigError, TaskFailed
 
 Server = tuple[str, list[dict[str, object]]]
 """A running server's base URL and the requests it has seen."""

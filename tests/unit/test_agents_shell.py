@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.builtin import shell
-from agents.testing import make_context
-from core.errors import ConfigError, TaskFailed
+from agentdeck.agents.builtin import shell
+from agentdeck.agents.testing import make_context
+from agentdeck.core.errors import ConfigError, TaskFailed
 
 PY = sys.executable
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from core.breaker import (
+from agentdeck.core.breaker import (
     BreakerClosed,
     BreakerHalfOpened,
     BreakerOpened,
@@ -23,8 +23,8 @@ from core.breaker import (
     tick,
     trip,
 )
-from core.clock import FakeClock
-from core.errors import ConfigError
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import ConfigError
 
 S = BreakerStatus
 POLICY = BreakerPolicy(

@@ -10,21 +10,21 @@ from typing import Any
 
 import pytest
 
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.sqlite.store import SqliteStore
-from core.breaker import BreakerPolicy, BreakerStatus
-from core.breakers import Breakers, breaker_name, outcomes
-from core.client import Client
-from core.clock import FakeClock
-from core.errors import AgentdeckError, BackendUnavailable, ConfigError, NotFound
-from core.messages import Control, Event, Report, TaskMessage, decode, encode
-from core.models import CommandStatus, ErrorInfo, Task
-from core.ports import BreakerRecord, OutgoingTask
-from core.retry import RetryPolicy
-from core.scheduler import Scheduler, SchedulerConfig
-from core.settings import Settings
-from core.spec import SpecLimits, parse_spec
-from core.states import TaskStatus as T
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.breaker import BreakerPolicy, BreakerStatus
+from agentdeck.core.breakers import Breakers, breaker_name, outcomes
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import AgentdeckError, BackendUnavailable, ConfigError, NotFound
+from agentdeck.core.messages import Control, Event, Report, TaskMessage, decode, encode
+from agentdeck.core.models import CommandStatus, ErrorInfo, Task
+from agentdeck.core.ports import BreakerRecord, OutgoingTask
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.settings import Settings
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TaskStatus as T
 
 POLICY = BreakerPolicy(failure_threshold=2, min_calls=100, cool_down=30)
 NO_RETRY = RetryPolicy(max_attempts=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core import dag
-from core.errors import SpecError
+from agentdeck.core import dag
+from agentdeck.core.errors import SpecError
 
 DIAMOND = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from core.metrics import Metrics
+from agentdeck.core.metrics import Metrics
 from tests.conftest import IN_CI
 
 FILES = Path(__file__).resolve().parents[2] / "ansible" / "files"

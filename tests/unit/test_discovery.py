@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from backends.memory import MemoryRegistry
-from core.clock import FakeClock
-from core.discovery import Discovery, pick_least_loaded
-from core.models import AgentRecord, AgentState
+from agentdeck.backends.memory import MemoryRegistry
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.discovery import Discovery, pick_least_loaded
+from agentdeck.core.models import AgentRecord, AgentState
 
 
 def record(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from backends.memory import MemoryRegistry
-from core.clock import FakeClock
-from core.errors import AgentdeckError, BackendUnavailable
-from core.holds import CapabilityHolds, is_hold_record
-from core.ports import BreakerRecord
+from agentdeck.backends.memory import MemoryRegistry
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import AgentdeckError, BackendUnavailable
+from agentdeck.core.holds import CapabilityHolds, is_hold_record
+from agentdeck.core.ports import BreakerRecord
 
 
 class FlakyRegistry(MemoryRegistry):

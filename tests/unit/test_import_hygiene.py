@@ -20,15 +20,21 @@ FORBIDDEN_IN_CORE = {
 }
 
 
+def _root(name: str) -> str:
+    """`agentdeck.core.models` -> `core`; `textual.widgets` -> `textual`."""
+    parts = name.split(".")
+    return parts[1] if parts[0] == "agentdeck" and len(parts) > 1 else parts[0]
+
+
 def imported_roots(path: Path) -> set[str]:
-    """Top-level module names a Python file imports."""
+    """Top-level module names a Python file imports (inside agentdeck: its sub-package)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     roots: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            roots |= {alias.name.split(".")[0] for alias in node.names}
+            roots |= {_root(alias.name) for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            roots.add(node.module.split(".")[0])
+            roots.add(_root(node.module))
     return roots
 
 
@@ -56,7 +62,9 @@ def _modules_after(code: str) -> set[str]:
 
 def test_import_core_loads_no_textual() -> None:
     """Importing every core module in a fresh interpreter leaves textual unloaded."""
-    mods = " ".join(f"core.{p.stem}" for p in (ROOT / "core").glob("*.py") if p.stem != "__init__")
+    mods = " ".join(
+        f"agentdeck.core.{p.stem}" for p in (ROOT / "core").glob("*.py") if p.stem != "__init__"
+    )
     loaded = _modules_after(
         f"import importlib\nfor m in '{mods}'.split(): importlib.import_module(m)"
     )
@@ -68,10 +76,37 @@ def test_daemon_path_loads_no_textual() -> None:
     code = (
         "import os, tempfile\n"
         "os.environ['AGENTDECK_HOME'] = tempfile.mkdtemp()\n"
-        "import tui.cli, tui.wiring, tui.demo\n"
-        "from core.settings import Settings\n"
-        "rt = tui.wiring.build_runtime(Settings.load(), demo=True)\n"
+        "import agentdeck.tui.cli, agentdeck.tui.demo\n"
+        "from agentdeck.tui import wiring\n"
+        "from agentdeck.core.settings import Settings\n"
+        "rt = wiring.build_runtime(Settings.load(), demo=True)\n"
     )
     loaded = _modules_after(code)
-    assert "tui.wiring" in loaded
+    assert "agentdeck.tui.wiring" in loaded
     assert not {m for m in loaded if m == "textual" or m.startswith("textual.")}
+
+
+def test_every_import_of_the_product_goes_through_agentdeck() -> None:
+    """No file of the repository imports `core`, `tui`, ... by their folder names: installed,
+    they exist only as agentdeck.core, agentdeck.tui, ..."""
+    folders = {"core", "backends", "agents", "tui", "themes"}
+    offenders = {}
+    for path in ROOT.rglob("*.py"):
+        if ".venv" in path.parts or "__pycache__" in path.parts:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        bare = {
+            name
+            for node in ast.walk(tree)
+            for name in (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            if name.split(".")[0] in folders
+        }
+        if bare:
+            offenders[str(path.relative_to(ROOT))] = sorted(bare)
+    assert offenders == {}

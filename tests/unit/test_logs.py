@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from core.logs import configure_logging, get_logger
+from agentdeck.core.logs import configure_logging, get_logger
 
 
 class TtyStream(io.StringIO):
@@ -31,12 +31,16 @@ def test_json_lines_carry_timestamp_level_event_node_and_keys() -> None:
     """fmt=json writes one JSON object per event, with the standard keys first."""
     out = io.StringIO()
     configure_logging("info", "json", node="n1", stream=out)
-    get_logger("core.scheduler", workflow_id="w1").info("task_dispatched", attempt=2)
+    get_logger("agentdeck.core.scheduler", workflow_id="w1").info("task_dispatched", attempt=2)
     line = json.loads(out.getvalue())
     assert list(line)[:4] == ["timestamp", "level", "event", "node"]
     assert line["timestamp"].endswith("Z")
     assert (line["level"], line["event"], line["node"]) == ("info", "task_dispatched", "n1")
-    assert (line["logger"], line["workflow_id"], line["attempt"]) == ("core.scheduler", "w1", 2)
+    assert (line["logger"], line["workflow_id"], line["attempt"]) == (
+        "agentdeck.core.scheduler",
+        "w1",
+        2,
+    )
 
 
 def test_auto_writes_json_when_not_a_terminal() -> None:

@@ -9,17 +9,17 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import structlog
 
-from agents.context import TaskContext
-from agents.logstream import LogStream
-from agents.worker import Worker
-from backends.memory import MemoryBus, MemoryRegistry
-from core.clock import FakeClock
-from core.logs import configure_logging, get_logger, tee_logs
-from core.messages import Event, TaskMessage, decode, encode
-from core.metrics import Metrics
-from core.models import JSON
-from core.ports import OutgoingTask
-from core.tracing import Tracing
+from agentdeck.agents.context import TaskContext
+from agentdeck.agents.logstream import LogStream
+from agentdeck.agents.worker import Worker
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.logs import configure_logging, get_logger, tee_logs
+from agentdeck.core.messages import Event, TaskMessage, decode, encode
+from agentdeck.core.metrics import Metrics
+from agentdeck.core.models import JSON
+from agentdeck.core.ports import OutgoingTask
+from agentdeck.core.tracing import Tracing
 
 
 @pytest.fixture(autouse=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from core.events import task_event, workflow_event
-from core.messages import Control, ErrorModel, Event, Report, TaskMessage, decode
-from core.spec import TaskSpec, WorkflowSpec, build
+from agentdeck.core.events import task_event, workflow_event
+from agentdeck.core.messages import Control, ErrorModel, Event, Report, TaskMessage, decode
+from agentdeck.core.spec import TaskSpec, WorkflowSpec, build
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "messages.md").read_text()
 MESSAGES: dict[str, type[BaseModel]] = {

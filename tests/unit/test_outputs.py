@@ -14,26 +14,26 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from agents.context import TaskContext
-from agents.worker import Worker
-from backends.files import FileBlobStore
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.sqlite.store import SqliteStore
-from core.client import Client
-from core.clock import FakeClock
-from core.errors import AgentdeckError, BackendUnavailable
-from core.messages import Event, Report, TaskMessage, decode, encode
-from core.models import JSON, Change
-from core.outputs import OutputStore, is_ref
-from core.ports import OutgoingTask
-from core.retry import RetryPolicy
-from core.scheduler import Scheduler, SchedulerConfig
-from core.settings import Settings
-from core.spec import SpecLimits, parse_spec
-from core.states import TASK_TERMINAL
-from core.states import TaskStatus as T
-from tui.cli import main
-from tui.wiring import agent_blobs
+from agentdeck.agents.context import TaskContext
+from agentdeck.agents.worker import Worker
+from agentdeck.backends.files import FileBlobStore
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import AgentdeckError, BackendUnavailable
+from agentdeck.core.messages import Event, Report, TaskMessage, decode, encode
+from agentdeck.core.models import JSON, Change
+from agentdeck.core.outputs import OutputStore, is_ref
+from agentdeck.core.ports import OutgoingTask
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.settings import Settings
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TASK_TERMINAL
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.tui.cli import main
+from agentdeck.tui.wiring import agent_blobs
 
 BIG = {"rows": ["x" * 50] * 20}  # about 1 kB of JSON
 TERMINAL = {s.value for s in TASK_TERMINAL}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from backends.rabbitmq import _CoalescingWriter
+from agentdeck.backends.rabbitmq import _CoalescingWriter
 
 
 class FakeStreamWriter:

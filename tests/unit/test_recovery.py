@@ -9,17 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.sqlite.store import SqliteStore
-from core.client import Client
-from core.clock import FakeClock
-from core.messages import Control, Report, TaskMessage, decode, encode
-from core.models import AgentRecord, AgentState
-from core.recovery import LostAgents
-from core.retry import RetryPolicy
-from core.scheduler import Scheduler, SchedulerConfig
-from core.spec import SpecLimits, parse_spec
-from core.states import TaskStatus as T
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.messages import Control, Report, TaskMessage, decode, encode
+from agentdeck.core.models import AgentRecord, AgentState
+from agentdeck.core.recovery import LostAgents
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TaskStatus as T
 
 TTL = 10.0
 POLICY = RetryPolicy(max_attempts=3, initial_delay=1.0, jitter=0.0)

@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from core.errors import ConfigError
-from core.models import ErrorInfo
-from core.retry import RetryDecision, RetryPolicy, decide
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import ErrorInfo
+from agentdeck.core.retry import RetryDecision, RetryPolicy, decide
 
 ERROR = ErrorInfo(kind="error", message="boom")
 NO_JITTER = RetryPolicy(jitter=0.0)

@@ -13,21 +13,21 @@ import pytest
 from pydantic import ValidationError
 from structlog.testing import capture_logs
 
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.sqlite.store import SqliteStore
-from core import scheduler as scheduler_module
-from core.client import Client
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, LeaseLost
-from core.messages import Control, Report, TaskMessage, decode, encode
-from core.models import Change, Command, CommandStatus
-from core.ports import Delivery
-from core.retry import RetryPolicy
-from core.scheduler import Scheduler, SchedulerConfig
-from core.settings import SchedulerSettings
-from core.spec import SpecLimits, parse_spec
-from core.states import TaskStatus as T
-from core.states import WorkflowStatus as W
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core import scheduler as scheduler_module
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, LeaseLost
+from agentdeck.core.messages import Control, Report, TaskMessage, decode, encode
+from agentdeck.core.models import Change, Command, CommandStatus
+from agentdeck.core.ports import Delivery
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.settings import SchedulerSettings
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TaskStatus as T
+from agentdeck.core.states import WorkflowStatus as W
 
 NO_JITTER = RetryPolicy(max_attempts=3, initial_delay=1.0, max_delay=10.0, jitter=0.0)
 

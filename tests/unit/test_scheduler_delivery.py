@@ -12,15 +12,15 @@ from typing import Any, Literal
 import pytest
 from structlog.testing import capture_logs
 
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.sqlite.store import SqliteStore
-from core.client import Client
-from core.clock import FakeClock
-from core.errors import BackendUnavailable
-from core.messages import Report, TaskMessage, decode, encode
-from core.scheduler import Scheduler, SchedulerConfig
-from core.spec import SpecLimits, parse_spec
-from core.states import TaskStatus as T
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable
+from agentdeck.core.messages import Report, TaskMessage, decode, encode
+from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TaskStatus as T
 
 ONE = "name: one\ntasks:\n  - {key: a, capability: echo}\n"
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from core import settings as settings_module
-from core.errors import ConfigError
-from core.retry import RetryPolicy
-from core.settings import AgentSpec, Settings, find_config, redact, redact_url
-from core.spec import SpecLimits
+from agentdeck.core import settings as settings_module
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.settings import AgentSpec, Settings, find_config, redact, redact_url
+from agentdeck.core.spec import SpecLimits
 
 
 @pytest.fixture(autouse=True)

@@ -13,24 +13,24 @@ from typing import Any
 
 import pytest
 
-from backends.files import FileBlobStore
-from backends.sqlite.store import SqliteStore
-from core import snapshot
-from core.client import Client
-from core.clock import FakeClock
-from core.errors import ConfigError, NotFound
-from core.models import Change, ErrorInfo
-from core.ports import Store
-from core.settings import Settings
-from core.snapshot import (
+from agentdeck.backends.files import FileBlobStore
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core import snapshot
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import ConfigError, NotFound
+from agentdeck.core.models import Change, ErrorInfo
+from agentdeck.core.ports import Store
+from agentdeck.core.settings import Settings
+from agentdeck.core.snapshot import (
     SnapshotError,
     SnapshotService,
     create_snapshot,
     list_snapshots,
     restore_snapshot,
 )
-from core.spec import SpecLimits, parse_spec
-from core.states import TaskStatus as T
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import TaskStatus as T
 
 SPEC = """
 name: {name}

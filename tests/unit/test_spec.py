@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import SpecError
-from core.retry import RetryPolicy
-from core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
-from core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.errors import SpecError
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 GOOD = """
 name: a-to-b

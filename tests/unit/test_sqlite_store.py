@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from backends.sqlite import schema
-from backends.sqlite import store as store_module
-from backends.sqlite.store import MEMORY, SqliteStore, path_from_url
-from core.clock import FakeClock
-from core.errors import BackendUnavailable, ConfigError
-from core.models import Command
+from agentdeck.backends.sqlite import schema
+from agentdeck.backends.sqlite import store as store_module
+from agentdeck.backends.sqlite.store import MEMORY, SqliteStore, path_from_url
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable, ConfigError
+from agentdeck.core.models import Command
 
 
 @pytest.mark.parametrize(
@@ -165,9 +165,9 @@ ROOT = Path(store_module.__file__).resolve().parents[2]
 _WRITER = textwrap.dedent(
     """
     import asyncio, sys
-    from backends.sqlite.store import SqliteStore
-    from core.clock import SystemClock
-    from core.models import Command
+    from agentdeck.backends.sqlite.store import SqliteStore
+    from agentdeck.core.clock import SystemClock
+    from agentdeck.core.models import Command
 
     async def main(path, n):
         async with SqliteStore(path, clock=SystemClock()) as store:

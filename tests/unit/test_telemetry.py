@@ -16,23 +16,23 @@ from pathlib import Path
 import pytest
 from opentelemetry import trace
 
-from agents.context import TaskContext
-from agents.worker import Worker
-from backends.files import FileBlobStore
-from backends.memory import MemoryBus, MemoryRegistry
-from backends.sqlite.store import SqliteStore
-from core.client import Client
-from core.clock import FakeClock
-from core.errors import ConfigError, TaskFailed
-from core.logs import configure_logging
-from core.metrics import Metrics, MetricsSampler, MetricsServer, backend_reconnected
-from core.models import JSON
-from core.ports import BreakerRecord
-from core.retry import RetryPolicy
-from core.scheduler import Scheduler, SchedulerConfig
-from core.spec import SpecLimits, parse_spec
-from core.states import WorkflowStatus as W
-from core.tracing import (
+from agentdeck.agents.context import TaskContext
+from agentdeck.agents.worker import Worker
+from agentdeck.backends.files import FileBlobStore
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.backends.sqlite.store import SqliteStore
+from agentdeck.core.client import Client
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import ConfigError, TaskFailed
+from agentdeck.core.logs import configure_logging
+from agentdeck.core.metrics import Metrics, MetricsSampler, MetricsServer, backend_reconnected
+from agentdeck.core.models import JSON
+from agentdeck.core.ports import BreakerRecord
+from agentdeck.core.retry import RetryPolicy
+from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.states import WorkflowStatus as W
+from agentdeck.core.tracing import (
     Tracing,
     attempt_span_id,
     enabled_by_env,
@@ -400,7 +400,7 @@ async def test_a_failed_tasks_scheduler_line_carries_its_trace(node: Node) -> No
     failed = [
         line
         for line in lines
-        if line["event"] == "task_attempt_failed" and line["logger"] == "agentdeck.scheduler"
+        if line["event"] == "task_attempt_failed" and line["logger"] == "agentdeck.core.scheduler"
     ]
     assert [(line["attempt"], line["then"]) for line in failed] == [(1, "retrying"), (2, "failed")]
     task_id = failed[0]["task_id"]
@@ -413,7 +413,7 @@ async def test_a_failed_tasks_scheduler_line_carries_its_trace(node: Node) -> No
 
 def test_lines_inside_a_span_carry_its_ids() -> None:
     """Any line logged while a span is current carries that span's trace and span ids."""
-    from core.logs import get_logger
+    from agentdeck.core.logs import get_logger
 
     tracing = Tracing("x", env={})
     out = io.StringIO()
@@ -433,8 +433,8 @@ def test_lines_inside_a_span_carry_its_ids() -> None:
 
 def test_settings_switch_telemetry(tmp_path: Path) -> None:
     """metrics_port 0 keeps no metrics; a port makes them and /metrics; a bad port is refused."""
-    from core.settings import Settings
-    from tui.telemetry import Telemetry
+    from agentdeck.core.settings import Settings
+    from agentdeck.tui.telemetry import Telemetry
 
     off = Telemetry.for_settings(Settings.load(home=tmp_path, tracing=False), "x")
     assert (off.metrics, off.server, off.tracing) == (None, None, None)
@@ -453,8 +453,8 @@ async def test_the_control_centre_serves_metrics(
     """The TUI's runtime is instrumented like the daemon's: its /metrics answers."""
     import socket
 
-    from core.settings import Settings
-    from tui.app import runtime_sources
+    from agentdeck.core.settings import Settings
+    from agentdeck.tui.app import runtime_sources
 
     with socket.socket() as probe:  # a free port (0 means "off" in the settings)
         probe.bind(("127.0.0.1", 0))

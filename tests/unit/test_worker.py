@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 
-from agents.builtin import echo
-from agents.context import Handler, TaskContext
-from agents.main import run_worker
-from agents.worker import Worker
-from backends.memory import MemoryBus, MemoryRegistry
-from core.clock import FakeClock
-from core.errors import ConfigError, TaskFailed
-from core.messages import Control, Report, TaskMessage, decode, encode
-from core.models import AgentState
-from core.ports import Delivery, OutgoingTask
+from agentdeck.agents.builtin import echo
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.main import run_worker
+from agentdeck.agents.worker import Worker
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
+from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import ConfigError, TaskFailed
+from agentdeck.core.messages import Control, Report, TaskMessage, decode, encode
+from agentdeck.core.models import AgentState
+from agentdeck.core.ports import Delivery, OutgoingTask
 
 CAP = "work"
 

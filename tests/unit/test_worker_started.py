@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agents.builtin import echo
-from core.clock import FakeClock
+from agentdeck.agents.builtin import echo
+from agentdeck.core.clock import FakeClock
 from tests.unit.test_worker import CAP, Env, Gate, eventually, message, settle
 
 

@@ -7,10 +7,10 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 
-from core.models import Command
-from tui.screens.base import DeckScreen
-from tui.table import when
-from tui.widgets.live_table import LiveTable
+from agentdeck.core.models import Command
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.table import when
+from agentdeck.tui.widgets.live_table import LiveTable
 
 #: Sorted or filtered, the table orders the rows itself: it reads the newest this many.
 SORT_LIMIT = 5_000

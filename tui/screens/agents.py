@@ -8,9 +8,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
-from tui.screens.base import DeckScreen
-from tui.table import ago
-from tui.widgets.live_table import LiveTable
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.table import ago
+from agentdeck.tui.widgets.live_table import LiveTable
 
 
 class AgentsScreen(DeckScreen):

@@ -13,17 +13,17 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from core.client import Client
-from core.clock import Clock
-from core.ports import Bus, Registry, Store
-from core.states import TaskStatus, WorkflowStatus
-from core.tracing import RecentSpans
-from tui.widgets.command_line import CommandLine
-from tui.widgets.live_table import LiveTable
-from tui.widgets.status_bar import StatusBar
+from agentdeck.core.client import Client
+from agentdeck.core.clock import Clock
+from agentdeck.core.ports import Bus, Registry, Store
+from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.tracing import RecentSpans
+from agentdeck.tui.widgets.command_line import CommandLine
+from agentdeck.tui.widgets.live_table import LiveTable
+from agentdeck.tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from tui.app import AgentdeckApp
+    from agentdeck.tui.app import AgentdeckApp
 
 #: Screen actions that change something; ``--read-only`` disables (and hides) all of them.
 MUTATING = frozenset(

@@ -8,10 +8,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
-from core.holds import is_hold_record
-from tui.screens.base import DeckScreen
-from tui.table import ago
-from tui.widgets.live_table import LiveTable
+from agentdeck.core.holds import is_hold_record
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.table import ago
+from agentdeck.tui.widgets.live_table import LiveTable
 
 #: Breaker state -> the task-state colour that reads the same way.
 _COLOUR = {"closed": "succeeded", "open": "failed", "half_open": "retrying"}

@@ -9,10 +9,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
-from core.holds import CapabilityHolds
-from core.states import TaskStatus
-from tui.screens.base import DeckScreen
-from tui.widgets.live_table import LiveTable
+from agentdeck.core.holds import CapabilityHolds
+from agentdeck.core.states import TaskStatus
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.widgets.live_table import LiveTable
 
 _QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
 _RUNNING = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)

@@ -12,9 +12,9 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
-from tui.screens.base import DeckScreen
-from tui.table import ago
-from tui.widgets.live_table import LiveTable
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.table import ago
+from agentdeck.tui.widgets.live_table import LiveTable
 
 #: The newest this many dead letters are shown.
 LIMIT = 500

@@ -16,10 +16,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
-from core.messages import Event
-from tui.screens.base import DeckScreen
-from tui.table import when
-from tui.widgets.live_table import LiveTable
+from agentdeck.core.messages import Event
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.table import when
+from agentdeck.tui.widgets.live_table import LiveTable
 
 #: How many lines the log keeps (older ones drop off).
 LOG_CAP = 2000

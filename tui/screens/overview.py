@@ -10,10 +10,10 @@ from textual.app import ComposeResult
 from textual.containers import Grid, Vertical
 from textual.widgets import Sparkline, Static
 
-from core.models import AgentState
-from core.scheduler import LEASE_NAME
-from core.states import TaskStatus, WorkflowStatus
-from tui.screens.base import DeckScreen
+from agentdeck.core.models import AgentState
+from agentdeck.core.scheduler import LEASE_NAME
+from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.tui.screens.base import DeckScreen
 
 _QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
 _IN_FLIGHT = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)

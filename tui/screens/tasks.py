@@ -12,14 +12,14 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
-from core.models import JSON, Task, TaskEvent
-from core.ports import TASK_SORTS
-from core.states import TaskStatus
-from tui.screens.base import DeckScreen
-from tui.screens.logs import LogsScreen
-from tui.screens.traces import TraceScreen, task_trace_id
-from tui.table import ago, when
-from tui.widgets.live_table import LiveTable
+from agentdeck.core.models import JSON, Task, TaskEvent
+from agentdeck.core.ports import TASK_SORTS
+from agentdeck.core.states import TaskStatus
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.screens.logs import LogsScreen
+from agentdeck.tui.screens.traces import TraceScreen, task_trace_id
+from agentdeck.tui.table import ago, when
+from agentdeck.tui.widgets.live_table import LiveTable
 
 #: The most tasks read for a ``/``-filtered list (the table filters and sorts them itself).
 SORT_LIMIT = 20_000

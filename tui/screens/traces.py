@@ -21,10 +21,10 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
-from core.tracing import RECENT_SPANS, workflow_trace_id
-from tui.screens.base import DeckScreen
-from tui.table import when
-from tui.widgets.live_table import LiveTable
+from agentdeck.core.tracing import RECENT_SPANS, workflow_trace_id
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.table import when
+from agentdeck.tui.widgets.live_table import LiveTable
 
 #: Width of the waterfall's bar column, in cells.
 BAR = 30

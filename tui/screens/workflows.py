@@ -9,13 +9,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
-from core.dag import levels
-from core.models import Task, Workflow
-from core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
-from tui.screens.base import DeckScreen
-from tui.table import ago
-from tui.widgets.dag import DagMap
-from tui.widgets.live_table import LiveTable
+from agentdeck.core.dag import levels
+from agentdeck.core.models import Task, Workflow
+from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
+from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.table import ago
+from agentdeck.tui.widgets.dag import DagMap
+from agentdeck.tui.widgets.live_table import LiveTable
 
 #: States a failure search stops at ("focus on failures").
 TROUBLE = frozenset({TaskStatus.FAILED, TaskStatus.RETRYING, TaskStatus.CANCELLED})
@@ -211,7 +211,7 @@ class WorkflowScreen(DeckScreen):
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter: open the task."""
-        from tui.screens.tasks import TaskScreen
+        from agentdeck.tui.screens.tasks import TaskScreen
 
         if event.row_key.value:
             self.app.push_screen(TaskScreen(event.row_key.value))

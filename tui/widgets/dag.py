@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from rich.text import Text
 from textual.widgets import Static
 
-from core.models import Task
-from core.states import TaskStatus
+from agentdeck.core.models import Task
+from agentdeck.core.states import TaskStatus
 
 #: One glyph per state, so the map reads without colour too (high-contrast, screen readers).
 GLYPHS: dict[TaskStatus, str] = {
