@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
+from agentdeck.core.actions import ACTIONS, TargetKind, parse_action
 from agentdeck.core.breakers import breaker_name
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError, NotFound
@@ -19,26 +20,6 @@ from agentdeck.core.models import Command, CommandStatus, Task, TaskEvent, Workf
 from agentdeck.core.ports import Store
 from agentdeck.core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
 from agentdeck.core.states import WORKFLOW_TERMINAL
-
-ACTIONS = (
-    "cancel",
-    "pause",
-    "resume",
-    "retry",
-    "trip",
-    "reset",
-    "drain",
-    "undrain",
-    "pause-capability",
-    "resume-capability",
-    "requeue",
-)
-BREAKER_ACTIONS = ("trip", "reset")
-"""Actions whose target is a circuit breaker (``capability:<name>``, ``agent:<id>``)."""
-AGENT_ACTIONS = ("drain", "undrain")
-"""Actions whose target is an agent id (``*``: every agent); the scheduler checks it exists."""
-CAPABILITY_ACTIONS = ("pause-capability", "resume-capability")
-"""Actions whose target is a capability name."""
 
 
 class CommandTimeout(AgentdeckError):
@@ -89,22 +70,16 @@ class Client:
                 await asyncio.sleep(self._poll)
 
     async def command(self, action: str, target: str, *, wait: float | None = 10.0) -> Command:
-        """Queue ``action`` on ``target`` (a workflow id, or a task id ``wf/key`` for retry)
-        and, unless ``wait`` is None, wait that long for the scheduler to carry it out.
+        """Queue ``action`` on ``target`` and, unless ``wait`` is None, wait that long for the
+        scheduler to carry it out.
 
-        Raises NotFound for an unknown target, CommandTimeout if nobody carried it out.
+        The target is checked by what the action's row of :data:`~agentdeck.core.actions.ACTIONS`
+        says it names, before anything is queued. Raises AgentdeckError naming the known actions
+        for an unknown one, NotFound for a workflow or task that does not exist, AgentdeckError
+        for a malformed target, CommandTimeout if nobody carried the command out.
         """
-        if action not in ACTIONS:
-            raise AgentdeckError(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
-        if action in BREAKER_ACTIONS:
-            target = breaker_name(target)
-        elif action in CAPABILITY_ACTIONS:
-            check_capability(target)
-        elif action in AGENT_ACTIONS or action == "requeue":
-            if not target or any(c.isspace() for c in target):
-                raise AgentdeckError(f"{action} target {target!r} is not an id")
-        else:
-            await self.resolve(target)
+        spec = ACTIONS[parse_action(action)]
+        target = await self._check_target(spec.target, action, target)
         command = Command(new_id(), action, target, self.clock.now(), actor=self.actor)
         await self.store.add_command(command)
         self._on_submit()
@@ -122,6 +97,23 @@ class Client:
                 f"{action} {target} is queued but no scheduler carried it out within "
                 f"{wait:g}s; it runs when a daemon starts (agentdeck --daemon)"
             ) from None
+
+    async def _check_target(self, kind: TargetKind, action: str, target: str) -> str:
+        """``target`` as the command carries it (a breaker's full name, a workflow's full id),
+        or an error saying what is wrong with it."""
+        if kind is TargetKind.BREAKER:
+            return breaker_name(target)
+        if kind is TargetKind.CAPABILITY:
+            check_capability(target)
+            return target
+        if kind in (TargetKind.AGENT, TargetKind.DEAD_LETTER):
+            if not target or any(c.isspace() for c in target):
+                raise AgentdeckError(f"{action} target {target!r} is not an id")
+            return target
+        found = await self.resolve(target)
+        if kind is TargetKind.WORKFLOW and not isinstance(found, Workflow):
+            raise AgentdeckError(f"{action} takes a workflow id, not task {target!r}")
+        return found.id
 
     async def resolve(self, target: str) -> Workflow | Task:
         """The workflow or task a target names; a unique id prefix of a workflow works too."""

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import threading
 import weakref
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from wsgiref.simple_server import WSGIServer
 
 import structlog
@@ -32,8 +32,9 @@ from prometheus_client import (
 
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import ConfigError
-from agentdeck.core.models import AgentState, Task
+from agentdeck.core.models import AgentState, Task, Workflow
 from agentdeck.core.ports import BlobStore, Bus, Registry, Store
+from agentdeck.core.scheduler.observer import SchedulerObserver
 from agentdeck.core.states import TaskStatus
 
 log = structlog.get_logger(__name__)
@@ -374,6 +375,44 @@ class Metrics:
     async def _sample_bus(self, bus: Bus) -> None:
         letters = await bus.dead_letters(limit=SAMPLE_LIMIT)
         self.dead_letters.set(len(letters))
+
+
+class MetricsObserver(SchedulerObserver):
+    """The scheduler's moments counted in ``metrics``: transitions, dispatch latency, finished
+    workflows, rounds, the lease and leadership."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def __repr__(self) -> str:
+        return "<MetricsObserver>"
+
+    async def lease_acquired(self, token: int) -> None:
+        self.metrics.leadership(True)
+
+    async def lease_renewed(self) -> None:
+        self.metrics.lease_renewed()
+
+    async def lease_lost(self) -> None:
+        self.metrics.leadership(False)
+
+    async def round_finished(self, busy: bool) -> None:
+        self.metrics.rounds.inc()
+
+    async def tasks_dispatched(self, ready: Sequence[Task], now: float) -> None:
+        self.metrics.tasks_dispatched(ready, now)
+
+    async def tasks_changed(
+        self,
+        tasks: Sequence[Task],
+        released: Sequence[Task],
+        kinds: Mapping[str, str | None],
+        now: float,
+    ) -> None:
+        self.metrics.tasks_changed(tasks, now)
+
+    async def workflow_finished(self, workflow: Workflow, now: float) -> None:
+        self.metrics.workflow_finished(workflow.status.value)
 
 
 _LIVE: weakref.WeakSet[Metrics] = weakref.WeakSet()

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import hashlib
 import os
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -45,7 +44,12 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from agentdeck.core.models import Task, Workflow
+from agentdeck.core.scheduler.observer import SchedulerObserver
 from agentdeck.core.states import TaskStatus
+from agentdeck.core.traceids import attempt_span_id as attempt_span_id
+from agentdeck.core.traceids import traceparent as traceparent
+from agentdeck.core.traceids import workflow_span_id as workflow_span_id
+from agentdeck.core.traceids import workflow_trace_id as workflow_trace_id
 
 T = TaskStatus
 TRACE_HEADER = "traceparent"
@@ -57,31 +61,6 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 _fixed_ids: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
     "agentdeck_fixed_span_ids", default=None
 )
-
-
-def _digest(text: str, size: int) -> int:
-    value = int.from_bytes(hashlib.sha256(text.encode()).digest()[:size], "big")
-    return value or 1  # an all-zero id is invalid in W3C trace context
-
-
-def workflow_trace_id(workflow_id: str) -> int:
-    """The trace id of a workflow's trace."""
-    return _digest(f"workflow:{workflow_id}", 16)
-
-
-def workflow_span_id(workflow_id: str) -> int:
-    """The span id of a workflow's root span."""
-    return _digest(f"workflow-span:{workflow_id}", 8)
-
-
-def attempt_span_id(task_id: str, attempt: int) -> int:
-    """The span id of one attempt of a task, on the scheduler side."""
-    return _digest(f"attempt:{task_id}#{attempt}", 8)
-
-
-def traceparent(trace_id: int, span_id: int) -> str:
-    """A sampled W3C ``traceparent`` header value."""
-    return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
 class _Ids(IdGenerator):
@@ -253,6 +232,32 @@ class Tracing:
         )
         assert isinstance(span, Span)
         return span
+
+
+class TracingObserver(SchedulerObserver):
+    """The scheduler's moments as spans: a ``traceparent`` on each attempt's message, the
+    attempt's span when it ends, the workflow's root span when it finishes."""
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracing = tracing
+
+    def __repr__(self) -> str:
+        return f"<TracingObserver {self.tracing!r}>"
+
+    def message_headers(self, task: Task, now: float) -> Mapping[str, str]:
+        return self.tracing.attempt_dispatched(task, now)
+
+    async def tasks_changed(
+        self,
+        tasks: Sequence[Task],
+        released: Sequence[Task],
+        kinds: Mapping[str, str | None],
+        now: float,
+    ) -> None:
+        self.tracing.tasks_changed(tasks, now)
+
+    async def workflow_finished(self, workflow: Workflow, now: float) -> None:
+        self.tracing.workflow_finished(workflow, now)
 
 
 def _remote_parent(trace_id: int, span_id: int) -> otel_context.Context:

@@ -7,10 +7,11 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from agentdeck.agents.worker import Worker
-from agentdeck.core.metrics import Metrics, MetricsSampler, MetricsServer
+from agentdeck.core.metrics import Metrics, MetricsObserver, MetricsSampler, MetricsServer
 from agentdeck.core.runtime import Runtime
+from agentdeck.core.scheduler import SchedulerObserver
 from agentdeck.core.settings import Settings
-from agentdeck.core.tracing import Tracing, enabled_by_env
+from agentdeck.core.tracing import Tracing, TracingObserver, enabled_by_env
 
 SAMPLE_INTERVAL = 5.0
 """Seconds between samples of queue depth, agents, breakers, leader and dead letters."""
@@ -39,6 +40,15 @@ class Telemetry:
         tracing = Tracing(service, settings.node) if settings.tracing and enabled_by_env() else None
         return cls(metrics, tracing, server)
 
+    def observers(self) -> list[SchedulerObserver]:
+        """The scheduler observers that feed this process's metrics and tracing (those on)."""
+        observers: list[SchedulerObserver] = []
+        if self.metrics is not None:
+            observers.append(MetricsObserver(self.metrics))
+        if self.tracing is not None:
+            observers.append(TracingObserver(self.tracing))
+        return observers
+
     def attach(self, workers: Iterable[object]) -> None:
         """Give every :class:`Worker` among ``workers`` this process's metrics and tracing."""
         for worker in workers:
@@ -60,8 +70,7 @@ def instrument_runtime(
     """Metrics and tracing for a daemon: the scheduler and the runtime's workers feed them,
     and (when metrics are on) ``/metrics`` and the sampler run as the runtime's services."""
     telemetry = Telemetry.for_settings(settings, "agentdeck")
-    runtime.scheduler.metrics = telemetry.metrics
-    runtime.scheduler.tracing = telemetry.tracing
+    runtime.scheduler.observe(*telemetry.observers())
     telemetry.attach(runtime.services)
     if telemetry.metrics is not None and telemetry.server is not None:
         runtime.services.append(

@@ -61,9 +61,12 @@ def _modules_after(code: str) -> set[str]:
 
 
 def test_import_core_loads_no_textual() -> None:
-    """Importing every core module in a fresh interpreter leaves textual unloaded."""
+    """Importing every core module (sub-packages too) in a fresh interpreter leaves textual
+    unloaded."""
     mods = " ".join(
-        f"agentdeck.core.{p.stem}" for p in (ROOT / "core").glob("*.py") if p.stem != "__init__"
+        "agentdeck." + ".".join(p.relative_to(ROOT).with_suffix("").parts)
+        for p in (ROOT / "core").rglob("*.py")
+        if p.stem != "__init__"
     )
     loaded = _modules_after(
         f"import importlib\nfor m in '{mods}'.split(): importlib.import_module(m)"

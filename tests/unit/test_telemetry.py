@@ -25,7 +25,13 @@ from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import ConfigError, TaskFailed
 from agentdeck.core.logs import configure_logging
-from agentdeck.core.metrics import Metrics, MetricsSampler, MetricsServer, backend_reconnected
+from agentdeck.core.metrics import (
+    Metrics,
+    MetricsObserver,
+    MetricsSampler,
+    MetricsServer,
+    backend_reconnected,
+)
 from agentdeck.core.models import JSON
 from agentdeck.core.ports import BreakerRecord
 from agentdeck.core.retry import RetryPolicy
@@ -34,6 +40,7 @@ from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import WorkflowStatus as W
 from agentdeck.core.tracing import (
     Tracing,
+    TracingObserver,
     attempt_span_id,
     enabled_by_env,
     workflow_span_id,
@@ -105,9 +112,14 @@ async def node(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Node]:
     metrics, tracing = Metrics(), Tracing("test", "node-1", env={})
     policy = RetryPolicy(max_attempts=3, initial_delay=1.0, max_delay=1.0, jitter=0.0)
     scheduler = Scheduler(
-        store, bus, registry, clock, node="node-1", config=SchedulerConfig(default_retry=policy)
+        store,
+        bus,
+        registry,
+        clock,
+        node="node-1",
+        config=SchedulerConfig(default_retry=policy),
+        observers=[MetricsObserver(metrics), TracingObserver(tracing)],
     )
-    scheduler.metrics, scheduler.tracing = metrics, tracing
     worker = Worker(
         bus,
         registry,
@@ -400,7 +412,8 @@ async def test_a_failed_tasks_scheduler_line_carries_its_trace(node: Node) -> No
     failed = [
         line
         for line in lines
-        if line["event"] == "task_attempt_failed" and line["logger"] == "agentdeck.core.scheduler"
+        if line["event"] == "task_attempt_failed"
+        and line["logger"].startswith("agentdeck.core.scheduler.")
     ]
     assert [(line["attempt"], line["then"]) for line in failed] == [(1, "retrying"), (2, "failed")]
     task_id = failed[0]["task_id"]

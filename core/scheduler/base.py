@@ -1,0 +1,141 @@
+"""What every part of the scheduler shares: its ports, its state, and the one way it writes.
+
+:class:`SchedulerBase` holds the state the parts of the scheduler (leadership, dispatch,
+reports, follow-ups, commands: one module each) read and write, and :meth:`SchedulerBase._apply`,
+the only place task changes are written: with the leader's fencing token, and announced to the
+observers once the Store holds them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Iterable, Sequence
+
+import structlog
+
+from agentdeck.core.breakers import Breakers
+from agentdeck.core.clock import Clock
+from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.holds import CapabilityHolds
+from agentdeck.core.messages import Control, encode
+from agentdeck.core.models import Change, Task
+from agentdeck.core.outputs import OutputStore
+from agentdeck.core.ports import Bus, Delivery, OutgoingTask, Registry, Store
+from agentdeck.core.recovery import LostAgents
+from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, SchedulerConfig
+from agentdeck.core.scheduler.feed import EventsFeed
+from agentdeck.core.scheduler.observer import Observers, SchedulerObserver
+from agentdeck.core.states import TaskStatus, WorkflowStatus
+
+log = structlog.get_logger(__name__)
+
+T = TaskStatus
+
+
+class SchedulerBase:
+    """The scheduler's ports and state; the parts in the sibling modules add the behaviour."""
+
+    def __init__(
+        self,
+        store: Store,
+        bus: Bus,
+        registry: Registry,
+        clock: Clock,
+        *,
+        node: str,
+        config: SchedulerConfig | None = None,
+        rng: random.Random | None = None,
+        hold: Callable[[], Iterable[str]] | None = None,
+        breakers: Breakers | None = None,
+        lost_agents: LostAgents | None = None,
+        outputs: OutputStore | None = None,
+        observers: Iterable[SchedulerObserver] = (),
+    ) -> None:
+        self.store, self.bus, self.registry, self.clock = store, bus, registry, clock
+        self.node = node
+        self.config = config or SchedulerConfig()
+        self.rng = rng or random.Random()
+        self._hold = hold or (lambda: ())
+        self.holds = CapabilityHolds(registry, clock)
+        """Capabilities an operator paused (pause-capability): held like an open breaker."""
+        self.breakers = breakers
+        """Circuit breakers: open ones hold their capability; None turns them off."""
+        self.lost_agents = lost_agents
+        """Finds running work of agents that stopped heartbeating; None: wait for deadlines."""
+        self.outputs = outputs
+        """Keeps large outputs in the BlobStore by reference; None: every output inline."""
+        self.observers = Observers([EventsFeed(bus), *observers])
+        """Told of every moment (see observer.py): the events feed first, then ``observers``
+        and those added by :meth:`observe` (metrics and tracing, by the composition root)."""
+        self._wake = asyncio.Event()
+        self._inbox: list[Delivery] = []
+        self._unpublished: list[OutgoingTask] = []
+        self._timeouts: dict[str, float] = {}
+        # Tasks whose change is written but whose follow-up (skip dependents, finish the
+        # workflow) is not done yet: a round the Store failed half-way leaves them here.
+        self._follow_ups: dict[str, Task] = {}
+        # When the next repair sweep is due (at once on taking the lease, then every
+        # repair_interval), and where the one under way goes on (None: none under way).
+        self._repair_due = float("inf")
+        self._repair_at: int | None = None
+        # The workflows the sweep under way pages through, and whether the next one also reads
+        # the cancelled ones (on taking the lease, or after a cancel cut off half-way).
+        self._repair_statuses: frozenset[WorkflowStatus] = OPEN_WORKFLOWS
+        self._repair_cancelled = False
+        self._fence: int | None = None
+        self._lease_renewed = 0.0
+        self._stopping = False
+        self._consumer: asyncio.Task[None] | None = None
+        self._watcher: asyncio.Task[None] | None = None
+        # With a StoreWatch the rounds skip the queries nothing asked for (see tick()).
+        self._last_poll = float("-inf")
+        self._look_commands = True
+        self._maybe_ready = True
+        self._polling = True
+        self.rounds = 0
+        self.dispatched = 0
+        self.applied = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"<Scheduler node={self.node} leader={self.is_leader} rounds={self.rounds} "
+            f"dispatched={self.dispatched} applied={self.applied}>"
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this node holds the scheduler lease."""
+        return self._fence is not None
+
+    def observe(self, *observers: SchedulerObserver) -> None:
+        """Tell ``observers`` of every moment from now on, after the ones already told."""
+        for observer in observers:
+            self.observers.add(observer)
+
+    def wake(self) -> None:
+        """Ask for a round soon (new work, a report arrived)."""
+        self._maybe_ready = True
+        self._wake.set()
+
+    async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
+        """Write ``changes`` with the fencing token; the tasks moved and the ones released.
+        A change whose compare-and-set fails is skipped (not returned, not announced)."""
+        if not changes:
+            return [], []
+        now = self.clock.now()
+        result = await self.store.apply(changes, now, fence=self._fence)
+        if result.released or any(t.status == T.READY for t in result.tasks):
+            self._maybe_ready = True
+        self.applied += len(result.tasks)
+        kinds = {c.task_id: c.event for c in changes}
+        await self.observers.tasks_changed(result.tasks, result.released, kinds, now)
+        return result.tasks, result.released
+
+    async def _control(self, action: str, target: str) -> None:
+        """Tell agents (best effort) to act on ``target``: a failed publish is only logged."""
+        body = encode(Control(action=action, target=target, at=self.clock.now()))  # type: ignore[arg-type]
+        try:
+            await self.bus.publish_control(body)
+        except AgentdeckError as exc:
+            log.warning("control_publish_failed", action=action, target=target, error=str(exc))

@@ -1,0 +1,137 @@
+"""Dispatch: ready tasks published to their capability's queue, then recorded ``dispatched``.
+
+Publish first, record second: the Store never says ``dispatched`` for a message the broker does
+not hold. Tasks a paused capability or an open breaker holds stay ready.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import structlog
+
+from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.messages import TaskMessage, encode
+from agentdeck.core.models import Change, Task
+from agentdeck.core.ports import OutgoingTask
+from agentdeck.core.scheduler.base import SchedulerBase
+from agentdeck.core.scheduler.config import IN_FLIGHT
+from agentdeck.core.states import TaskStatus
+
+log = structlog.get_logger(__name__)
+
+T = TaskStatus
+
+
+class Dispatch(SchedulerBase):
+    """Publishing attempts: new ones, ones left unpublished, and redeliveries."""
+
+    async def _dispatch(self) -> bool:
+        if not (self._polling or self._maybe_ready):
+            return False  # nothing became ready since the last look
+        self._maybe_ready = False
+        hold = set(self._hold()) | await self.holds.paused()
+        if self.breakers is not None:
+            hold |= await self.breakers.hold()
+        ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
+        if ready and self.breakers is not None:
+            ready = await self.breakers.admit(ready)  # one trial per half-open breaker
+        if not ready:
+            return False
+        if len(ready) >= self.config.batch_size:
+            self._maybe_ready = True  # there may be more behind this batch
+        now = self.clock.now()
+        # Publish first, record second: the Store never says `dispatched` for a message the
+        # broker does not hold, even if this process dies in between (then the task is still
+        # `ready` and the next leader sends the same attempt again; the (task, attempt)
+        # compare-and-set makes the copy harmless). A failed publish leaves the tasks ready.
+        try:
+            next_attempts = [replace(t, attempt=t.attempt + 1) for t in ready]
+            await self.bus.publish_tasks(await self._messages_for(next_attempts, now))
+        except AgentdeckError as exc:
+            log.warning("publish_failed", count=len(ready), error=str(exc))
+            self._maybe_ready = True  # still ready: try again next round
+            if self.breakers is not None:
+                await self.breakers.give_back(ready)  # a trial never sent may go again at once
+            return False
+        changes = [
+            Change(
+                t.id,
+                T.DISPATCHED,
+                frozenset({T.READY}),
+                attempt=t.attempt,
+                values={
+                    "attempt": t.attempt + 1,
+                    "agent_id": None,
+                    "deadline": None,
+                    "not_before": None,
+                    "error": None,
+                },
+                detail={"node": self.node},
+            )
+            for t in ready
+        ]
+        moved, _ = await self._apply(changes)
+        await self.observers.tasks_dispatched(ready, now)
+        self.dispatched += len(moved)
+        return True
+
+    async def _messages_for(self, tasks: Sequence[Task], now: float) -> list[OutgoingTask]:
+        """One message per task, for its current attempt, with its upstream outputs."""
+        needed = {f"{t.workflow_id}/{k}" for t in tasks for k in t.needs}
+        outputs = await self.store.outputs(needed) if needed else {}
+        if self.outputs is not None:
+            outputs = await self.outputs.resolve_all(outputs)
+        messages = []
+        for t in tasks:
+            self._timeouts[t.id] = t.timeout
+            msg = TaskMessage(
+                task_id=t.id,
+                workflow_id=t.workflow_id,
+                key=t.key,
+                capability=t.capability,
+                attempt=t.attempt,
+                input=t.input,
+                upstream={k: outputs.get(f"{t.workflow_id}/{k}") for k in t.needs},
+                timeout=t.timeout,
+                dispatched_at=now,
+            )
+            headers = self.observers.message_headers(t, now)
+            messages.append(OutgoingTask(t.capability, encode(msg), headers))
+        return messages
+
+    async def _flush_unpublished(self) -> bool:
+        if not self._unpublished:
+            return False
+        pending, self._unpublished = self._unpublished, []
+        try:
+            await self.bus.publish_tasks(pending)
+        except AgentdeckError as exc:
+            log.warning("publish_failed", count=len(pending), error=str(exc))
+            self._unpublished = pending + self._unpublished
+            return False
+        return True
+
+    async def _redeliver(self, tasks: Sequence[Task]) -> None:
+        changes = [
+            Change(
+                t.id,
+                T.DISPATCHED,
+                frozenset(IN_FLIGHT),
+                attempt=t.attempt,
+                values={"deadline": None, "agent_id": None},
+                event="redelivered",
+                detail={"reason": "scheduler restarted; the bus does not keep messages"},
+            )
+            for t in tasks
+        ]
+        moved, _ = await self._apply(changes)
+        messages = await self._messages_for(moved, self.clock.now())
+        try:
+            await self.bus.publish_tasks(messages)
+        except AgentdeckError as exc:
+            # The Store says dispatched; keep the messages and publish them next round.
+            log.warning("publish_failed", count=len(messages), error=str(exc))
+            self._unpublished.extend(messages)
+        log.info("redelivered", count=len(moved))

@@ -1,0 +1,100 @@
+"""Leadership: the scheduler lease, taking over from a leader that died, and stepping down.
+
+One node at a time holds the lease; its fencing token goes with every write, so a node that
+lost the lease and does not know it yet writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import cast
+
+import structlog
+
+from agentdeck.core.errors import AgentdeckError, LeaseLost
+from agentdeck.core.ports import StoreWatch
+from agentdeck.core.scheduler.config import IN_FLIGHT, LEASE_NAME
+from agentdeck.core.scheduler.dispatch import Dispatch
+
+log = structlog.get_logger(__name__)
+
+
+class Leadership(Dispatch):
+    """Holding the lease (renewed every third of its life), taking over, stepping down."""
+
+    async def _ensure_lease(self) -> bool:
+        now = self.clock.now()
+        if self._fence is not None and now - self._lease_renewed < self.config.lease_ttl / 3:
+            return True
+        lease = await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)
+        if lease is None:
+            if self._fence is not None:
+                raise LeaseLost(f"{self.node} lost the scheduler lease")
+            return False
+        self._lease_renewed = now
+        await self.observers.lease_renewed()
+        if self._fence is None:
+            self._fence = lease.token
+            log.info("leader_elected", node=self.node, token=lease.token)
+            await self.observers.lease_acquired(lease.token)
+            await self._take_over()
+        return True
+
+    async def _take_over(self) -> None:
+        """Become leader: rebuild what memory holds from the Store and start taking reports."""
+        # Record our token at once, so a deposed leader's next write is refused.
+        await self.store.apply([], self.clock.now(), fence=self._fence)
+        inflight = await self.store.list_tasks(status=IN_FLIGHT, limit=1_000_000)
+        self._timeouts = {t.id: t.timeout for t in inflight}
+        self._repair_due = self.clock.now()  # a dead leader may have left follow-ups undone
+        self._repair_at = None
+        self._repair_cancelled = True  # ... or a cancel half done
+        if not self.bus.durable and inflight:
+            # The bus lost every message with the process that held it: publish the same
+            # attempts again. No agent can still hold the old ones, so this duplicates nothing.
+            await self._redeliver(inflight)
+        self._consumer = asyncio.create_task(self._consume_reports(), name="scheduler-reports")
+        if callable(getattr(self.store, "changes", None)):
+            self._watcher = asyncio.create_task(self._watch_store(), name="scheduler-watch")
+
+    async def _step_down(self, release: bool = False) -> None:
+        for task in (self._consumer, self._watcher):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._consumer = self._watcher = None
+        for delivery in self._inbox:
+            with contextlib.suppress(Exception):
+                await delivery.requeue()
+        self._inbox.clear()
+        if release and self._fence is not None:
+            with contextlib.suppress(Exception):
+                await self.registry.release_lease(LEASE_NAME, self.node)
+        if self._fence is not None:
+            self._fence = None
+            await self.observers.lease_lost()
+
+    async def _consume_reports(self) -> None:
+        async for delivery in self.bus.consume_reports():
+            self._inbox.append(delivery)
+            self._wake.set()
+
+    async def _watch_store(self) -> None:
+        """Wake at once when another process submits a workflow or queues a command (a Store
+        with :class:`core.ports.StoreWatch`, e.g. PostgreSQL LISTEN/NOTIFY). Polling every
+        ``poll_interval`` stays on as the fallback: a lost notification costs one interval."""
+        watch = cast(StoreWatch, self.store)
+        while not self._stopping:
+            try:
+                async for channel in watch.changes():
+                    if channel == "commands":
+                        self._look_commands = True
+                    else:
+                        self._maybe_ready = True
+                    self._wake.set()
+                return  # the store closed
+            except AgentdeckError as exc:
+                log.warning("store_watch_failed", error=str(exc), fallback="polling")
+            await self.clock.sleep(max(self.config.poll_interval, 1.0))

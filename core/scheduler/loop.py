@@ -1,0 +1,110 @@
+"""The scheduler: the one writer of task state, as a loop of rounds.
+
+The leader loops: apply agents' reports, carry out operators' commands, promote retries whose
+delay has passed, fail attempts that outlived their deadline, and dispatch ready tasks. Every
+step reads the Store and writes it with compare-and-set, so a duplicate or late report, or a
+second scheduler that lost its lease, changes nothing. Each step lives in its own module (see
+the package's docstring); this one holds the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from agentdeck.core.errors import AgentdeckError, LeaseLost
+from agentdeck.core.scheduler.commands import Commands
+from agentdeck.core.scheduler.config import OPEN_WORKFLOWS
+from agentdeck.core.scheduler.leadership import Leadership
+from agentdeck.core.scheduler.repair import Repairs
+from agentdeck.core.scheduler.reports import Reports
+from agentdeck.core.states import WorkflowStatus
+
+log = structlog.get_logger(__name__)
+
+W = WorkflowStatus
+
+
+class Scheduler(Leadership, Reports, Commands, Repairs):
+    """Moves workflows forward. Use as an async context manager, then ``run()`` (or drive
+    ``tick()`` by hand in tests)."""
+
+    async def __aenter__(self) -> Scheduler:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def run(self) -> None:
+        """Lead when the lease is free, otherwise stand by; until :meth:`stop`."""
+        while not self._stopping:
+            try:
+                if await self._ensure_lease():
+                    busy = await self.tick()
+                    if busy:
+                        await asyncio.sleep(0)  # let agents and consumers run between rounds
+                        continue
+            except LeaseLost:
+                log.warning("lease_lost", node=self.node)
+                await self._step_down()
+            except AgentdeckError as exc:
+                # A backend hiccup: stay alive, the next round tries again.
+                log.error("scheduler_round_failed", error=str(exc), kind=type(exc).__name__)
+            await self._idle()
+
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop leading: end the report consumer and give the lease up."""
+        self._stopping = True
+        self._wake.set()
+        await self._step_down(release=True)
+
+    async def _idle(self) -> None:
+        """Wait for a wake-up or the poll interval, whichever comes first."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(self.config.poll_interval))
+        waiter = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (sleeper, waiter):
+                fut.cancel()
+            self._wake.clear()
+
+    async def tick(self) -> bool:
+        """One round of leader work. True if anything happened (so go again at once)."""
+        if not await self._ensure_lease():
+            return False
+        self.rounds += 1
+        busy = await self._apply_reports()
+        # Without a StoreWatch every round looks at everything. With one, a round under load
+        # (reports in, tasks out) skips the queries nothing asked for: commands only when one
+        # was notified, and the time-driven work (retries due, deadlines, lost agents) once per
+        # poll_interval, which is also the fallback for a notification that got lost.
+        now = self.clock.now()
+        self._polling = self._watcher is None or now - self._last_poll >= self.config.poll_interval
+        if self._polling:
+            self._last_poll = now
+        if self._polling or self._look_commands:
+            self._look_commands = False
+            busy |= await self._run_commands()
+        if self._polling:
+            busy |= await self._handle_due()
+            busy |= await self._recover_lost_agents()
+            if self._follow_ups:  # left by a round the Store failed half-way
+                await self._after_changes([])
+        if self._repair_at is None and now >= self._repair_due:
+            self._repair_at, self._repair_due = 0, now + self.config.repair_interval
+            self._repair_statuses = OPEN_WORKFLOWS | (
+                {W.CANCELLED} if self._repair_cancelled else set()
+            )
+            self._repair_cancelled = False
+        if self._repair_at is not None:  # a page a round; a page the Store failed comes again
+            await self._repair()
+            busy |= self._repair_at is not None
+        busy |= await self._flush_unpublished()
+        busy |= await self._dispatch()
+        await self.observers.round_finished(busy)
+        return busy

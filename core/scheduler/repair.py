@@ -1,0 +1,128 @@
+"""What the leader makes good on its own: retries whose delay passed, attempts past their
+deadline, work of agents that vanished, and the follow-ups a dead leader left undone."""
+
+from __future__ import annotations
+
+import structlog
+
+from agentdeck.core.models import Change, ErrorInfo
+from agentdeck.core.recovery import describe
+from agentdeck.core.scheduler.config import MOVING, REPAIR_PAGE
+from agentdeck.core.scheduler.followups import FollowUps
+from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
+
+log = structlog.get_logger(__name__)
+
+T = TaskStatus
+W = WorkflowStatus
+
+
+class Repairs(FollowUps):
+    """The repair sweep, due retries and deadlines, and lost agents' work."""
+
+    async def _repair(self) -> None:
+        """One page of the repair sweep: do the follow-ups a leader died before doing (or a node
+        crashed between a change and them), by the same code as :meth:`_after_changes` and
+        :meth:`_cancel_workflow`.
+
+        It pages through the running and paused workflows (:data:`REPAIR_PAGE` a round), and
+        the cancelled ones too in the sweep on taking the lease, and counts their tasks by
+        status in the Store. A running or paused workflow whose tasks are all final is
+        finished. One with blocked tasks and nothing moving (ready, dispatched, running,
+        retrying) can only be waiting on a failed or cancelled task whose dependents were never
+        skipped (a blocked task whose needs all succeeded is ready): only its tasks are read,
+        its failures' dependents skipped, and it is finished. A cancelled workflow with a task
+        not final was cancelled by a leader that died before cancelling its tasks: they are
+        cancelled now. A consistent store gets no write and no task read. Writes carry the
+        fencing token: a deposed leader writes nothing."""
+        offset = self._repair_at or 0
+        page = await self.store.list_workflows(
+            status=self._repair_statuses, limit=REPAIR_PAGE, offset=offset
+        )
+        counts = await self.store.count_tasks([w.id for w in page])
+        cancelled = {w.id for w in page if w.status == W.CANCELLED}
+        half_cancelled = [w for w in cancelled if set(counts.get(w, {})) - TASK_TERMINAL]
+        counts = {w: by for w, by in counts.items() if w not in cancelled}
+        done = [w for w, by in counts.items() if by and not set(by) - TASK_TERMINAL]
+        skipped = tasks_cancelled = 0
+        for workflow_id, by in counts.items():
+            if (
+                by.get(T.BLOCKED)
+                and not set(by) & MOVING
+                and (by.get(T.FAILED) or by.get(T.CANCELLED))
+            ):
+                failed = await self.store.list_tasks(
+                    workflow_id=workflow_id, status=(T.FAILED, T.CANCELLED), limit=1_000_000
+                )
+                skipped += await self._skip_dependents(workflow_id, failed)
+                done.append(workflow_id)  # nothing open may be left now
+        finished = await self._finish_workflows(done) if done else {}
+        for workflow_id in half_cancelled:
+            tasks_cancelled += await self._close_cancelled(workflow_id, self.clock.now())
+        # Newest first: the workflows that left the list, so the next page starts earlier.
+        left = sum(1 for status in finished.values() if status not in self._repair_statuses)
+        self._repair_at = None if len(page) < REPAIR_PAGE else offset + len(page) - left
+        if skipped or finished or tasks_cancelled:
+            log.warning(
+                "repaired",
+                node=self.node,
+                workflows_finished=len(finished),
+                tasks_skipped=skipped,
+                tasks_cancelled=tasks_cancelled,
+                reason="follow-ups a previous leader did not do",
+            )
+
+    # ------------------------------------------------------------------- due and lost
+
+    async def _handle_due(self) -> bool:
+        now = self.clock.now()
+        due = await self.store.due_tasks(now, limit=self.config.batch_size)
+        if not due:
+            return False
+        changes: list[Change] = []
+        for t in due:
+            if t.status == T.RETRYING:
+                changes.append(
+                    Change(
+                        t.id,
+                        T.READY,
+                        frozenset({T.RETRYING}),
+                        attempt=t.attempt,
+                        values={"not_before": None},
+                    )
+                )
+                continue
+            error = ErrorInfo(
+                "lost",
+                f"no result {t.timeout:g}s (+{self.config.lost_grace:g}s grace) after it started",
+            )
+            change = await self._failure_change(t.id, t.attempt, error, t.agent_id)
+            if change is not None:
+                changes.append(change)
+                await self._control("cancel", t.id)
+        moved, _ = await self._apply(changes)
+        if self.breakers is not None:
+            await self.breakers.record(moved)
+        await self._after_changes(moved)
+        return bool(moved)
+
+    async def _recover_lost_agents(self) -> bool:
+        """Fail as ``lost`` the running attempts of agents gone from the registry, at once
+        rather than at their deadline; the retry policy decides what comes next."""
+        if self.lost_agents is None:
+            return False
+        orphans = await self.lost_agents.orphans(self.store)
+        changes: list[Change] = []
+        for t in orphans:
+            error = ErrorInfo("lost", f"agent {t.agent_id} stopped sending heartbeats")
+            change = await self._failure_change(t.id, t.attempt, error, t.agent_id)
+            if change is not None:
+                changes.append(change)
+                await self._control("cancel", t.id)  # in case it is alive and cut off
+        moved, _ = await self._apply(changes)
+        if moved:
+            log.warning("lost_agents_work_recovered", agents=describe(moved), tasks=len(moved))
+        if self.breakers is not None:
+            await self.breakers.record(moved)
+        await self._after_changes(moved)
+        return bool(moved)

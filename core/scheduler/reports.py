@@ -1,0 +1,137 @@
+"""Agents' reports applied: an attempt started, succeeded or failed.
+
+Each report is a compare-and-set on (task, attempt): a duplicate, or a late report of an old
+attempt, changes nothing. A report is acked only once its change is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+
+from agentdeck.core.errors import MessageError, NotFound
+from agentdeck.core.messages import ErrorModel, Report, decode
+from agentdeck.core.models import Change, ErrorInfo
+from agentdeck.core.ports import Delivery
+from agentdeck.core.scheduler.config import IN_FLIGHT
+from agentdeck.core.scheduler.followups import FollowUps
+from agentdeck.core.states import TaskStatus
+
+log = structlog.get_logger(__name__)
+
+T = TaskStatus
+
+
+class Reports(FollowUps):
+    """Applying the reports the consumer put in the inbox."""
+
+    async def _apply_reports(self) -> bool:
+        if not self._inbox:
+            return False
+        # The batch stays in the inbox until its changes are written: a round that fails (the
+        # Store is restarting) leaves it for the next round, or for _step_down to requeue.
+        # Dropped, the reports would stay unacked on our channel and their tasks in flight.
+        batch = self._inbox[: self.config.batch_size]
+        reports: list[tuple[Report, Delivery]] = []
+        for delivery in batch:
+            try:
+                reports.append((decode(delivery.body, Report), delivery))
+            except MessageError as exc:
+                log.error("bad_report", error=str(exc))
+                self._inbox.remove(delivery)
+                await delivery.reject(str(exc))
+        now = self.clock.now()
+        changes: list[Change] = []
+        failures: list[Report] = []
+        for report, delivery in reports:
+            if report.kind == "started":
+                timeout = self._timeouts.get(report.task_id)
+                if timeout is None:
+                    timeout = await self._timeout_of(report.task_id)
+                changes.append(
+                    Change(
+                        report.task_id,
+                        T.RUNNING,
+                        frozenset({T.DISPATCHED}),
+                        attempt=report.attempt,
+                        values={
+                            "agent_id": report.agent_id,
+                            "started_at": report.at,
+                            "deadline": now + timeout + self.config.lost_grace,
+                        },
+                    )
+                )
+            elif report.kind == "succeeded" and (
+                lost := await self.outputs.unreadable(report.output) if self.outputs else None
+            ):  # an agent's reference to an object we cannot read: as if the agent failed
+                update = {"kind": "failed", "output": None, "error": ErrorModel.of(lost)}
+                failures.append(report.model_copy(update=update))
+            elif report.kind == "succeeded":
+                self._timeouts.pop(report.task_id, None)
+                changes.append(
+                    Change(
+                        report.task_id,
+                        T.SUCCEEDED,
+                        frozenset(IN_FLIGHT),
+                        attempt=report.attempt,
+                        values={
+                            "output": report.output
+                            if self.outputs is None
+                            else await self.outputs.keep(
+                                report.task_id,
+                                report.attempt,
+                                report.output,
+                                size_hint=len(delivery.body),
+                            ),
+                            "agent_id": report.agent_id,
+                            "finished_at": report.at,
+                            "deadline": None,
+                            "error": None,
+                            # An agent that skipped `started` for a short task says it here.
+                            **({"started_at": report.started_at} if report.started_at else {}),
+                        },
+                        detail={"agent": report.agent_id},
+                    )
+                )
+            else:
+                failures.append(report)
+        for report in failures:
+            error = (
+                report.error.to_info()
+                if report.error
+                else ErrorInfo("error", "agent reported failure without a reason")
+            )
+            change = await self._failure_change(
+                report.task_id, report.attempt, error, report.agent_id
+            )
+            if change is not None:
+                changes.append(change)
+        moved, _ = await self._apply(changes)
+        written = {id(delivery) for _, delivery in reports}
+        self._inbox[:] = [d for d in self._inbox if id(d) not in written]
+        try:
+            if self.breakers is not None:
+                await self.breakers.record(moved)
+            await self._after_changes(moved)
+        finally:
+            # Written, so done with whatever follows. Acked together, not one awaited ack
+            # after another: the acks' frames then leave in one pass of the bus's writer
+            # instead of one event-loop round trip each.
+            await asyncio.gather(*(delivery.ack() for _, delivery in reports))
+        # A "started" report that arrives after its result is expected and harmless; only
+        # tasks none of whose reports applied are worth a line (duplicates, stale attempts).
+        ignored = {r.task_id for r, _ in reports if r.kind != "started"} - {t.id for t in moved}
+        if ignored:
+            log.info(
+                "reports_ignored",
+                count=len(ignored),
+                reason="duplicate, stale attempt or finished task",
+            )
+        return True
+
+    async def _timeout_of(self, task_id: str) -> float:
+        try:
+            return (await self.store.get_task(task_id)).timeout
+        except NotFound:
+            return 0.0
