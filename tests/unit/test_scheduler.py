@@ -15,7 +15,6 @@ from structlog.testing import capture_logs
 
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.backends.sqlite.store import SqliteStore
-from agentdeck.core import scheduler as scheduler_module
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import BackendUnavailable, LeaseLost
@@ -24,6 +23,7 @@ from agentdeck.core.models import Change, Command, CommandStatus
 from agentdeck.core.ports import Delivery
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.scheduler import Scheduler, SchedulerConfig
+from agentdeck.core.scheduler import repair as repair_module
 from agentdeck.core.settings import SchedulerSettings
 from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import TaskStatus as T
@@ -757,7 +757,7 @@ async def test_the_sweep_pages_through_the_workflows_it_finishes(
 ) -> None:
     """Workflows the sweep finishes leave the list of open ones as it pages through it: none
     after them is passed over."""
-    monkeypatch.setattr(scheduler_module, "REPAIR_PAGE", 2)
+    monkeypatch.setattr(repair_module, "REPAIR_PAGE", 2)
     one = "name: one\ntasks:\n  - {key: a, capability: echo}\n"
     stuck = [await deck.submit(one) for _ in range(3)]
     running = await deck.submit(A_TO_B)
@@ -956,7 +956,7 @@ async def test_the_sweep_on_taking_the_lease_pages_through_cancelled_workflows_t
 ) -> None:
     """Cancelled workflows stay in the list the sweep pages through while the ones it finishes
     leave it: none is passed over."""
-    monkeypatch.setattr(scheduler_module, "REPAIR_PAGE", 2)
+    monkeypatch.setattr(repair_module, "REPAIR_PAGE", 2)
     one = "name: one\ntasks:\n  - {key: a, capability: echo}\n"
     stuck = [await deck.submit(one) for _ in range(2)]
     half = [await deck.submit(A_TO_B) for _ in range(2)]
