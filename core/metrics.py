@@ -2,9 +2,10 @@
 
 Every metric lives in the :class:`Metrics` object's own ``CollectorRegistry`` (never the
 process-wide default), so a process, or a test, can hold several side by side. The scheduler
-and the worker call a few cheap methods on it as work moves (a dictionary lookup and an add
-each); what is cheaper to read than to track (queue depth, agents, breakers, the leader, dead
-letters) is sampled from the ports every few seconds by :class:`MetricsSampler`.
+(through :class:`MetricsObserver`, one of its observers) and the worker call a few cheap methods
+on it as work moves (a dictionary lookup and an add each); what is cheaper to read than to track
+(queue depth, agents, breakers, the leader, dead letters) is sampled from the ports every few
+seconds by :class:`MetricsSampler`.
 
 Names follow the Prometheus conventions: units in the name (``_seconds``), ``_total`` on
 counters, and label values drawn from small sets (capabilities, outcomes, states, node names),
@@ -34,6 +35,7 @@ from agentdeck.core.clock import Clock
 from agentdeck.core.errors import ConfigError
 from agentdeck.core.models import AgentState, Task, Workflow
 from agentdeck.core.ports import BlobStore, Bus, Registry, Store
+from agentdeck.core.scheduler.config import LEASE_NAME
 from agentdeck.core.scheduler.observer import SchedulerObserver
 from agentdeck.core.states import TaskStatus
 
@@ -51,7 +53,6 @@ _OUTCOMES[T.SKIPPED] = "skipped"
 _ATTEMPT_ENDS = frozenset({T.SUCCEEDED, T.FAILED, T.RETRYING})
 #: Most tasks read from the Store per status by one sample (a gauge at the cap means "at least").
 SAMPLE_LIMIT = 10_000
-LEASE_NAME = "scheduler"
 MANIFEST = "/manifest.json"
 """The object that completes a snapshot folder (core/snapshot.py)."""
 
