@@ -28,7 +28,12 @@ W = WorkflowStatus
 
 class Scheduler(Leadership, Reports, Commands, Repairs):
     """Moves workflows forward. Use as an async context manager, then ``run()`` (or drive
-    ``tick()`` by hand in tests)."""
+    ``tick()`` by hand in tests).
+
+    Its parts (leadership, dispatch, reports, follow-ups, repair, commands) are one module each,
+    over :class:`~agentdeck.core.scheduler.base.SchedulerBase`, which holds the shared state and
+    the one write path; what it does is announced to its :attr:`observers`.
+    """
 
     async def __aenter__(self) -> Scheduler:
         return self

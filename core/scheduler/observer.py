@@ -10,8 +10,9 @@ model.
 
 Guarantees: a moment is announced after the Store holds it (a change written, a workflow
 finished, a command's outcome recorded), never for a write a lost compare-and-set skipped. An
-observer that raises fails the scheduler's round (the next round goes on), so an observer that
-talks to a backend catches that backend's errors itself, as the events feed does.
+observer's exception propagates like the Store's: an AgentdeckError fails the round (the next
+one goes on), anything else stops the scheduler. So an observer that talks to a backend catches
+that backend's errors itself, as the events feed does.
 """
 
 from __future__ import annotations
@@ -88,9 +89,6 @@ class Observers(SchedulerObserver):
 
     def __iter__(self) -> Iterator[SchedulerObserver]:
         return iter(self._observers)
-
-    def __len__(self) -> int:
-        return len(self._observers)
 
     def add(self, observer: SchedulerObserver) -> None:
         """Call ``observer`` too, after the ones added before it."""
