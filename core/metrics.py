@@ -410,7 +410,8 @@ class MetricsObserver(SchedulerObserver):
         kinds: Mapping[str, str | None],
         now: float,
     ) -> None:
-        self.metrics.tasks_changed(tasks, now)
+        # A dispatched attempt told to wait longer (its capability is busy) was not sent again.
+        self.metrics.tasks_changed([t for t in tasks if kinds.get(t.id) != "waiting"], now)
 
     async def workflow_finished(self, workflow: Workflow, now: float) -> None:
         self.metrics.workflow_finished(workflow.status.value)

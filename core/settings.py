@@ -137,6 +137,11 @@ class SchedulerSettings(BaseModel):
     lease_ttl: float = Field(default=4.0, gt=0, le=600)
     """Seconds the leader's lease lasts unless renewed."""
 
+    dispatch_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Seconds a dispatched attempt may go without any report (started or result) while an
+    agent of its capability has a free slot; past that its message counts as lost and the
+    attempt fails as ``lost`` (the retry policy decides what comes next)."""
+
     heartbeat_interval: float = Field(default=2.0, gt=0, le=600)
     """Seconds between heartbeats (agents) and lease renewals (the leader)."""
 
@@ -155,6 +160,12 @@ class SchedulerSettings(BaseModel):
             raise ValueError(
                 f"heartbeat_interval ({self.heartbeat_interval:g}) must be shorter than "
                 f"lease_ttl ({self.lease_ttl:g}) and agent_ttl ({self.agent_ttl:g})"
+            )
+        if self.dispatch_timeout <= self.heartbeat_interval:
+            # Agents' free slots are read from heartbeats: a shorter wait would judge on stale ones.
+            raise ValueError(
+                f"dispatch_timeout ({self.dispatch_timeout:g}) must be longer than "
+                f"heartbeat_interval ({self.heartbeat_interval:g})"
             )
         return self
 

@@ -56,6 +56,7 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         poll_interval=s.poll_interval,
         batch_size=s.batch_size,
         lost_grace=s.lost_grace,
+        dispatch_timeout=s.dispatch_timeout,
         lease_ttl=s.lease_ttl,
         repair_interval=s.repair_interval,
         capability_retry=per_cap,

@@ -31,6 +31,10 @@ class SchedulerConfig:
     applied per round. ``lost_grace``: seconds past a running attempt's timeout before it counts
     as lost. ``lease_ttl``: how long the leader's lease lives unless renewed. ``repair_interval``:
     seconds between the leader's repair sweeps (the first runs when it takes the lease).
+    ``dispatch_timeout``: seconds a dispatched attempt may go without a report while its
+    capability has an agent with a free slot before it counts as lost; ``max_dispatch_wait``:
+    the longest a waiting attempt's deadline is pushed out at a time while its capability is
+    busy (the wait doubles up to it).
     """
 
     poll_interval: float = 0.2
@@ -38,5 +42,7 @@ class SchedulerConfig:
     lost_grace: float = 5.0
     lease_ttl: float = 4.0
     repair_interval: float = 30.0
+    dispatch_timeout: float = 10.0
+    max_dispatch_wait: float = 300.0
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     capability_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)

@@ -64,7 +64,9 @@ class Dispatch(SchedulerBase):
                 values={
                     "attempt": t.attempt + 1,
                     "agent_id": None,
-                    "deadline": None,
+                    # No word from any agent by then while one has a free slot: the message
+                    # is taken as lost (repair.py); a busy capability only pushes it out.
+                    "deadline": now + self.config.dispatch_timeout,
                     "not_before": None,
                     "error": None,
                 },
@@ -120,7 +122,10 @@ class Dispatch(SchedulerBase):
                 T.DISPATCHED,
                 frozenset(IN_FLIGHT),
                 attempt=t.attempt,
-                values={"deadline": None, "agent_id": None},
+                values={
+                    "deadline": self.clock.now() + self.config.dispatch_timeout,
+                    "agent_id": None,
+                },
                 event="redelivered",
                 detail={"reason": "scheduler restarted; the bus does not keep messages"},
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import structlog
 
-from agentdeck.core.models import Change, ErrorInfo
+from agentdeck.core.models import AgentState, Change, ErrorInfo, Task
 from agentdeck.core.recovery import describe
 from agentdeck.core.scheduler.config import MOVING, REPAIR_PAGE
 from agentdeck.core.scheduler.followups import FollowUps
@@ -79,6 +79,8 @@ class Repairs(FollowUps):
         due = await self.store.due_tasks(now, limit=self.config.batch_size)
         if not due:
             return False
+        waiting = {t.capability for t in due if t.status == T.DISPATCHED}
+        free = await self._free_capabilities(waiting) if waiting else set()
         changes: list[Change] = []
         for t in due:
             if t.status == T.RETRYING:
@@ -92,19 +94,58 @@ class Repairs(FollowUps):
                     )
                 )
                 continue
-            error = ErrorInfo(
-                "lost",
-                f"no result {t.timeout:g}s (+{self.config.lost_grace:g}s grace) after it started",
-            )
+            if t.status == T.DISPATCHED and t.capability not in free:
+                changes.append(self._wait_longer(t, now))
+                continue
+            if t.status == T.DISPATCHED:
+                error = ErrorInfo(
+                    "lost",
+                    f"no agent reported it within {self.config.dispatch_timeout:g}s of dispatch "
+                    f"while an agent of {t.capability!r} had a free slot: its message was lost",
+                )
+            else:
+                error = ErrorInfo(
+                    "lost",
+                    f"no result {t.timeout:g}s (+{self.config.lost_grace:g}s grace) "
+                    "after it started",
+                )
             change = await self._failure_change(t.id, t.attempt, error, t.agent_id)
             if change is not None:
                 changes.append(change)
                 await self._control("cancel", t.id)
         moved, _ = await self._apply(changes)
+        ended = [t for t in moved if t.status != T.DISPATCHED]  # not the ones told to wait
         if self.breakers is not None:
-            await self.breakers.record(moved)
-        await self._after_changes(moved)
-        return bool(moved)
+            await self.breakers.record(ended)
+        await self._after_changes(ended)
+        return bool(ended)
+
+    async def _free_capabilities(self, capabilities: set[str]) -> set[str]:
+        """Those of ``capabilities`` that a live, undrained agent with a free slot serves (as of
+        its last heartbeat). Such an agent is offered the queue's next message at once, so a
+        dispatched message none of them reported within the dispatch timeout is gone."""
+        free: set[str] = set()
+        for agent in await self.registry.agents():
+            if agent.state == AgentState.UP and agent.in_flight < agent.concurrency:
+                free |= capabilities & set(agent.capabilities)
+        return free
+
+    def _wait_longer(self, task: Task, now: float) -> Change:
+        """Push out the deadline of a dispatched attempt whose capability has no free slot: its
+        message is most likely queued behind others. Each wait doubles the last (up to
+        ``max_dispatch_wait``), so a long backlog costs each task a few history lines, not one
+        every dispatch timeout."""
+        last = (task.deadline or now) - task.updated_at
+        wait = min(max(2 * last, self.config.dispatch_timeout), self.config.max_dispatch_wait)
+        return Change(
+            task.id,
+            T.DISPATCHED,
+            frozenset({T.DISPATCHED}),
+            attempt=task.attempt,
+            values={"deadline": now + wait},
+            event="waiting",
+            detail={"reason": f"no agent of {task.capability!r} has a free slot", "wait": wait},
+        )
 
     async def _recover_lost_agents(self) -> bool:
         """Fail as ``lost`` the running attempts of agents gone from the registry, at once

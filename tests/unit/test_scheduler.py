@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import BackendUnavailable, LeaseLost
 from agentdeck.core.messages import Control, Report, TaskMessage, decode, encode
-from agentdeck.core.models import Change, Command, CommandStatus
+from agentdeck.core.models import AgentRecord, AgentState, Change, Command, CommandStatus
 from agentdeck.core.ports import Delivery
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.scheduler import Scheduler, SchedulerConfig
@@ -238,6 +238,83 @@ async def test_running_attempt_past_deadline_is_lost_and_retried(deck: Deck) -> 
     assert task.error is not None and task.error.kind == "lost"
     order = decode(await asyncio.wait_for(anext(control), 2), Control)
     assert (order.action, order.target) == ("cancel", f"{wf}/a")
+
+
+async def register_agent(deck: Deck, *, in_flight: int, concurrency: int = 2) -> AgentRecord:
+    """An agent of capability ``echo`` in the registry, with ``in_flight`` slots in use."""
+    now = deck.clock.now()
+    agent = AgentRecord(
+        "agent-1", "echo", ("echo",), concurrency, AgentState.UP, now, now, in_flight=in_flight
+    )
+    await deck.registry.register(agent, ttl=3600)
+    return agent
+
+
+async def test_a_dispatched_message_no_idle_agent_reported_is_lost_and_retried(
+    deck: Deck,
+) -> None:
+    """No report within dispatch_timeout while an agent of the capability has a free slot: the
+    message was lost, so the attempt fails as lost and the next attempt is dispatched."""
+    await register_agent(deck, in_flight=0)
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")  # taken and dropped: no agent ever reports it
+    deck.clock.advance(deck.scheduler.config.dispatch_timeout - 1)
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.DISPATCHED
+    deck.clock.advance(2)
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert task.status == T.RETRYING and task.error is not None
+    assert task.error.kind == "lost" and "free slot" in task.error.message
+    deck.clock.advance(2)  # the retry's backoff
+    await deck.settle()
+    [(again, _)] = await deck.take("echo")
+    assert (again.key, again.attempt) == ("a", 2)
+    await deck.report(a, "succeeded", output={"late": True})  # the old attempt, late
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.DISPATCHED  # the fence ignored it
+    await deck.finish(again, {"said": "hi"})
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.SUCCEEDED
+
+
+async def test_a_dispatched_message_waits_while_every_agent_is_busy(deck: Deck) -> None:
+    """While no agent of the capability has a free slot the message is queued, not lost: its
+    deadline is pushed out (the wait doubling, one history line each time) and no attempt is
+    spent; once a slot is free and still nobody reports it, it is lost."""
+    agent = await register_agent(deck, in_flight=2)
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    await deck.take("echo")
+    timeout = deck.scheduler.config.dispatch_timeout
+    for _ in range(3):
+        deck.clock.advance(8 * timeout)
+        await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert (task.status, task.attempt, task.error) == (T.DISPATCHED, 1, None)
+    waits = [e.detail["wait"] for e in await deck.store.task_events(task.id) if e.kind == "waiting"]
+    assert waits == [2 * timeout, 4 * timeout, 8 * timeout]
+    await deck.registry.heartbeat(agent.id, 3600, in_flight=1, state=AgentState.UP)
+    deck.clock.advance(8 * timeout)
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert task.status == T.RETRYING and task.error is not None and task.error.kind == "lost"
+
+
+async def test_a_dispatched_message_with_no_live_agent_waits_for_one(deck: Deck) -> None:
+    """With no live agent of its capability a dispatched message is only queued: it waits."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    deck.clock.advance(10 * deck.scheduler.config.dispatch_timeout)
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.DISPATCHED
+
+
+async def test_dispatch_timeout_must_outlast_a_heartbeat() -> None:
+    """A dispatch timeout no longer than the heartbeat is refused, naming both values."""
+    with pytest.raises(ValidationError, match=r"dispatch_timeout \(2\) must be longer than"):
+        SchedulerSettings(dispatch_timeout=2, heartbeat_interval=2)
 
 
 async def test_cancel_mid_flight(deck: Deck) -> None:
@@ -658,6 +735,8 @@ async def test_a_consistent_store_is_left_untouched_by_the_sweep(
     """Finished, paused and running workflows (one with a failed branch beside a branch still
     running) get no write from a sweep, and it reads no task: it looks at the open
     workflows and the counts of their tasks only."""
+    # Dispatched tasks outwait the sweep here (their deadline is not what this test is about).
+    deck.scheduler.config = replace(deck.scheduler.config, dispatch_timeout=1000)
     done = await deck.submit("name: one\ntasks:\n  - {key: a, capability: echo}\n")
     failed = await deck.submit(A_TO_B)
     fan = await deck.submit(TWO_CHAINS)
