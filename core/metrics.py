@@ -84,6 +84,12 @@ class Metrics:
             ["capability"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "agentdeck_task_rate_limited",
+            "Attempts their provider rate-limited: held and retried, no attempt spent.",
+            ["capability"],
+            registry=r,
+        )
         self.workflows = Counter(
             "agentdeck_workflows",
             "Workflows that finished, by outcome.",
@@ -410,8 +416,13 @@ class MetricsObserver(SchedulerObserver):
         kinds: Mapping[str, str | None],
         now: float,
     ) -> None:
-        # A dispatched attempt told to wait longer (its capability is busy) was not sent again.
-        self.metrics.tasks_changed([t for t in tasks if kinds.get(t.id) != "waiting"], now)
+        # A dispatched attempt told to wait longer (its capability is busy) was not sent again;
+        # a rate-limited one is no failed attempt.
+        counted = [t for t in tasks if kinds.get(t.id) not in ("waiting", "rate_limited")]
+        self.metrics.tasks_changed(counted, now)
+        for t in tasks:
+            if kinds.get(t.id) == "rate_limited":
+                self.metrics.rate_limited.labels(t.capability).inc()
 
     async def workflow_finished(self, workflow: Workflow, now: float) -> None:
         self.metrics.workflow_finished(workflow.status.value)

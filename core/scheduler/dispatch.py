@@ -31,7 +31,7 @@ class Dispatch(SchedulerBase):
         if not (self._polling or self._maybe_ready):
             return False  # nothing became ready since the last look
         self._maybe_ready = False
-        hold = set(self._hold()) | await self.holds.paused()
+        hold = set(self._hold()) | await self.holds.held()  # paused, rate-limited
         if self.breakers is not None:
             hold |= await self.breakers.hold()
         ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)

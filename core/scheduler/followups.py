@@ -25,6 +25,13 @@ log = structlog.get_logger(__name__)
 
 T = TaskStatus
 W = WorkflowStatus
+RATE_LIMITED = "rate_limited"
+"""The error kind of an attempt its provider turned away for now (HTTP 429/529, a CLI's
+rate-limit result): backpressure, not a failure (no attempt spent, no breaker count)."""
+RATE_LIMIT_WAIT = 30.0
+"""Seconds a rate-limited capability is held when the provider named no time."""
+MAX_RATE_LIMIT_WAIT = 3600.0
+"""The longest hold a provider's word can ask for (a bogus date must not stop work for days)."""
 
 
 def workflow_outcome(counts: Mapping[TaskStatus, int]) -> WorkflowStatus | None:
@@ -90,6 +97,49 @@ class FollowUps(SchedulerBase):
         values["finished_at"] = now
         return Change(
             task.id, T.FAILED, frozenset(IN_FLIGHT), attempt=attempt, values=values, detail=detail
+        )
+
+    async def _rate_limited_change(
+        self, task_id: str, attempt: int, error: ErrorInfo
+    ) -> Change | None:
+        """The change for an attempt its provider rate-limited: back to ``retrying`` until the
+        time the provider gave (``error.retry_after`` seconds; :data:`RATE_LIMIT_WAIT` if it
+        gave none) with no attempt spent (the retry budget's start moves up by one), and the
+        whole capability held until then, so no agent of it, on any host, starts new work.
+        None for a stale report."""
+        try:
+            task = await self.store.get_task(task_id)
+        except NotFound:
+            log.warning("report_for_unknown_task", task_id=task_id)
+            return None
+        if task.attempt != attempt or task.status not in IN_FLIGHT:
+            return None
+        self._timeouts.pop(task_id, None)
+        now = self.clock.now()
+        wait = error.retry_after if error.retry_after is not None else RATE_LIMIT_WAIT
+        wait = min(max(wait, 0.0), MAX_RATE_LIMIT_WAIT)
+        await self.holds.rate_limit(task.capability, now + wait, error.message)
+        log.info(
+            "task_rate_limited",
+            **self._log_ids(task),
+            attempt=attempt,
+            capability=task.capability,
+            retry_after=wait,
+        )
+        return Change(
+            task.id,
+            T.RETRYING,
+            frozenset(IN_FLIGHT),
+            attempt=attempt,
+            values={
+                "error": error,
+                "deadline": None,
+                "agent_id": None,
+                "not_before": now + wait,
+                "first_attempt": task.first_attempt + 1,
+            },
+            event=RATE_LIMITED,
+            detail={"error": error.to_dict(), "retry_after": round(wait, 3)},
         )
 
     def _log_ids(self, task: Task) -> dict[str, str]:

@@ -15,7 +15,7 @@ from agentdeck.core.messages import ErrorModel, Report, decode
 from agentdeck.core.models import Change, ErrorInfo
 from agentdeck.core.ports import Delivery
 from agentdeck.core.scheduler.config import IN_FLIGHT
-from agentdeck.core.scheduler.followups import FollowUps
+from agentdeck.core.scheduler.followups import RATE_LIMITED, FollowUps
 from agentdeck.core.states import TaskStatus
 
 log = structlog.get_logger(__name__)
@@ -96,15 +96,20 @@ class Reports(FollowUps):
                 )
             else:
                 failures.append(report)
+        limited: set[str] = set()
         for report in failures:
             error = (
                 report.error.to_info()
                 if report.error
                 else ErrorInfo("error", "agent reported failure without a reason")
             )
-            change = await self._failure_change(
-                report.task_id, report.attempt, error, report.agent_id
-            )
+            if error.kind == RATE_LIMITED:
+                change = await self._rate_limited_change(report.task_id, report.attempt, error)
+                limited.add(report.task_id)
+            else:
+                change = await self._failure_change(
+                    report.task_id, report.attempt, error, report.agent_id
+                )
             if change is not None:
                 changes.append(change)
         moved, _ = await self._apply(changes)
@@ -112,7 +117,8 @@ class Reports(FollowUps):
         self._inbox[:] = [d for d in self._inbox if id(d) not in written]
         try:
             if self.breakers is not None:
-                await self.breakers.record(moved)
+                # A rate limit is backpressure, not a failure: no breaker counts it.
+                await self.breakers.record([t for t in moved if t.id not in limited])
             await self._after_changes(moved)
         finally:
             # Written, so done with whatever follows. Acked together, not one awaited ack

@@ -194,6 +194,30 @@ async def test_open_capability_breaker_holds_ready_tasks_then_a_trial_closes_it(
     ]
 
 
+async def test_rate_limited_attempts_never_open_a_breaker(deck: Deck) -> None:
+    """Rate limits are backpressure: as many as would open the breaker twice over leave it
+    closed, its counts untouched."""
+    await deck.submit(4)
+    await deck.settle()
+    for msg in await deck.take_all():
+        report = Report(
+            kind="failed",
+            task_id=msg.task_id,
+            attempt=msg.attempt,
+            agent_id="agent-1",
+            at=deck.clock.now(),
+            error={"kind": "rate_limited", "message": "429", "retry_after": 5},  # type: ignore[arg-type]
+        )
+        await deck.bus.publish_report(encode(report), {})
+    await deck.settle()
+    state = await deck.breakers.get("capability:echo")
+    assert (state.status, state.consecutive_failures, state.calls()) == (
+        BreakerStatus.CLOSED,
+        0,
+        0,
+    )
+
+
 async def test_failed_trial_opens_it_again(deck: Deck) -> None:
     """A trial that fails opens the breaker for another cool-down; the others still wait."""
     await open_echo(deck)

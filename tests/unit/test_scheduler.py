@@ -317,6 +317,60 @@ async def test_dispatch_timeout_must_outlast_a_heartbeat() -> None:
         SchedulerSettings(dispatch_timeout=2, heartbeat_interval=2)
 
 
+RATE_LIMITED = {"kind": "rate_limited", "message": "429 from the provider", "retry_after": 20}
+
+
+async def test_a_rate_limited_attempt_spends_no_attempt_and_holds_its_capability(
+    deck: Deck,
+) -> None:
+    """A rate-limited report is backpressure, not failure: the task goes back to retrying until
+    the provider's time, no attempt of its budget is spent (more rate limits than the policy's
+    attempts still end in success), and the whole capability is held until then: no other task
+    of it is dispatched, while other capabilities go on."""
+    wf = await deck.submit(A_TO_B)
+    other = await deck.submit("name: other\ntasks:\n  - {key: x, capability: shell}\n")
+    await deck.settle()
+    await deck.take("shell")
+    [(a, _)] = await deck.take("echo")
+    for n in range(1, 5):  # four rate limits; the policy allows three attempts
+        assert a.attempt == n
+        await deck.report(a, "failed", error=RATE_LIMITED)
+        await deck.settle()
+        task = await deck.store.get_task(f"{wf}/a")
+        assert (task.status, task.attempts_used) == (T.RETRYING, 0)  # none spent
+        assert task.not_before == deck.clock.now() + 20
+        later = await deck.submit("name: later\ntasks:\n  - {key: y, capability: echo}\n")
+        await deck.settle()
+        assert await deck.status(f"{later}/y") == T.READY  # held with its capability
+        holds = await deck.scheduler.holds.holds()
+        assert [(h.capability, h.kind, h.until) for h in holds] == [
+            ("echo", "rate_limited", deck.clock.now() + 20)
+        ]
+        deck.clock.advance(21)
+        await deck.settle()
+        out = {m.key: m for m, _ in await deck.take("echo", 2)}  # both go at the hold's end
+        a = out["a"]
+    await deck.finish(a, "done at last")
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.SUCCEEDED
+    kinds = [e.kind for e in await deck.store.task_events(f"{wf}/a")]
+    assert kinds.count("rate_limited") == 4 and "retrying" not in kinds
+    assert await deck.status(f"{other}/x") == T.DISPATCHED  # never held
+
+
+async def test_a_rate_limit_without_a_time_holds_for_the_default_wait(deck: Deck) -> None:
+    """No retry_after from the provider: the capability is held for RATE_LIMIT_WAIT."""
+    from agentdeck.core.scheduler.followups import RATE_LIMIT_WAIT
+
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    await deck.report(a, "failed", error={"kind": "rate_limited", "message": "slow down"})
+    await deck.settle()
+    task = await deck.store.get_task(f"{wf}/a")
+    assert task.not_before == deck.clock.now() + RATE_LIMIT_WAIT
+
+
 async def test_cancel_mid_flight(deck: Deck) -> None:
     """Cancelling a workflow cancels its unfinished tasks and a late result is ignored."""
     wf = await deck.submit(A_TO_B)
