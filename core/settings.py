@@ -43,6 +43,7 @@ from pydantic_settings import (
 
 from agentdeck.core.breaker import BreakerPolicy
 from agentdeck.core.errors import ConfigError
+from agentdeck.core.limits import CapabilityLimits
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.spec import CAPABILITY_PATTERN, SpecLimits, check_name
 
@@ -241,6 +242,26 @@ CapabilityName = Annotated[
 """A capability name as a mapping key (``[retry.<capability>]``)."""
 
 
+class LimitSettings(BaseModel):
+    """``[capability_limits.<capability>]``: what the scheduler lets that capability do across
+    the fleet (core/limits.py). Each is a positive whole number, or absent for no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    """Attempts dispatched in any 60 seconds."""
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    """Tokens (input + output, as the attempts report them) in any 60 seconds."""
+    max_concurrency: int | None = Field(default=None, gt=0)
+    """Attempts dispatched or running at once."""
+
+    def to_limits(self) -> CapabilityLimits:
+        """As the scheduler's value object."""
+        return CapabilityLimits(
+            self.requests_per_minute, self.tokens_per_minute, self.max_concurrency
+        )
+
+
 def _to_breaker_policy(value: Any) -> BreakerPolicy:
     if isinstance(value, BreakerPolicy):
         return value
@@ -335,6 +356,9 @@ class Settings(BaseSettings):
 
     retry: dict[CapabilityName, RetrySetting] = Field(default_factory=dict)
     """Retry policy per capability (a task's own ``retry`` wins over it)."""
+
+    capability_limits: dict[CapabilityName, LimitSettings] = Field(default_factory=dict)
+    """``[capability_limits.<capability>]``: limits the scheduler enforces across the fleet."""
 
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
     """Circuit breaker policies."""

@@ -60,6 +60,7 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         lease_ttl=s.lease_ttl,
         repair_interval=s.repair_interval,
         capability_retry=per_cap,
+        limits={cap: lim.to_limits() for cap, lim in settings.capability_limits.items()},
     )
 
 

@@ -18,6 +18,7 @@ from agentdeck.core.breakers import Breakers
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.holds import CapabilityHolds
+from agentdeck.core.limits import Limiter
 from agentdeck.core.messages import Control, encode
 from agentdeck.core.models import Change, Task
 from agentdeck.core.outputs import OutputStore
@@ -58,6 +59,7 @@ class SchedulerBase:
         self.rng = rng or random.Random()
         self._hold = hold or (lambda: ())
         self.holds = CapabilityHolds(registry, clock)
+        self.limiter = Limiter(self.config.limits)
         """Capabilities an operator paused (pause-capability): held like an open breaker."""
         self.breakers = breakers
         """Circuit breakers: open ones hold their capability; None turns them off."""

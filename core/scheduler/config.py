@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agentdeck.core.limits import CapabilityLimits
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.states import TASK_IN_FLIGHT, TaskStatus, WorkflowStatus
 
@@ -34,7 +35,7 @@ class SchedulerConfig:
     ``dispatch_timeout``: seconds a dispatched attempt may go without a report while its
     capability has an agent with a free slot before it counts as lost; ``max_dispatch_wait``:
     the longest a waiting attempt's deadline is pushed out at a time while its capability is
-    busy (the wait doubles up to it).
+    busy (the wait doubles up to it). ``limits``: per-capability limits (core/limits.py).
     """
 
     poll_interval: float = 0.2
@@ -46,3 +47,4 @@ class SchedulerConfig:
     max_dispatch_wait: float = 300.0
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     capability_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
+    limits: Mapping[str, CapabilityLimits] = field(default_factory=dict)

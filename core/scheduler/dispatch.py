@@ -31,17 +31,20 @@ class Dispatch(SchedulerBase):
         if not (self._polling or self._maybe_ready):
             return False  # nothing became ready since the last look
         self._maybe_ready = False
+        now = self.clock.now()
         hold = set(self._hold()) | await self.holds.held()  # paused, rate-limited
+        hold |= set(self.limiter.held(now))  # per-minute limits reached
         if self.breakers is not None:
             hold |= await self.breakers.hold()
         ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
+        if ready and self.limiter.limits:
+            ready = self.limiter.admit(ready, await self._in_flight(), now)
         if ready and self.breakers is not None:
             ready = await self.breakers.admit(ready)  # one trial per half-open breaker
         if not ready:
             return False
         if len(ready) >= self.config.batch_size:
             self._maybe_ready = True  # there may be more behind this batch
-        now = self.clock.now()
         # Publish first, record second: the Store never says `dispatched` for a message the
         # broker does not hold, even if this process dies in between (then the task is still
         # `ready` and the next leader sends the same attempt again; the (task, attempt)
@@ -78,6 +81,13 @@ class Dispatch(SchedulerBase):
         await self.observers.tasks_dispatched(ready, now)
         self.dispatched += len(moved)
         return True
+
+    async def _in_flight(self) -> dict[str, int]:
+        """Attempts in flight per capability, when a concurrency limit needs them."""
+        if not self.limiter.counts_in_flight:
+            return {}
+        counts = await self.store.count_by_capability([T.DISPATCHED, T.RUNNING])
+        return {capability: sum(by.values()) for capability, by in counts.items()}
 
     async def _messages_for(self, tasks: Sequence[Task], now: float) -> list[OutgoingTask]:
         """One message per task, for its current attempt, with its upstream outputs."""
