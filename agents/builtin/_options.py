@@ -107,6 +107,13 @@ class Options:
             raise self._fail(name, value, "a non-empty list of strings")
         return list(value)
 
+    def optional_string_list(self, name: str) -> list[str] | None:
+        """A non-empty list of strings, or None when the option is absent."""
+        if name not in self._given:
+            self._known.append(name)
+            return None
+        return self.string_list(name)
+
     def string_map(self, name: str, *, secret: bool = False) -> dict[str, str]:
         """A table of string names to string values (empty when absent). With ``secret`` the
         values are never shown in an error (they may be tokens)."""
