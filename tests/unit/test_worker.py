@@ -12,6 +12,7 @@ import pytest
 
 from agentdeck.agents.builtin import echo
 from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.decorator import to_async
 from agentdeck.agents.main import run_worker
 from agentdeck.agents.worker import Worker
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
@@ -396,6 +397,36 @@ async def test_progress_and_output_travel_on_the_events_stream(env: Env) -> None
         ("output", {**ids, "text": "Hello, world"}),  # merged while it waited
     ]
     assert sum(worker.feed_stream.dropped.values()) == 0
+
+
+async def test_a_sync_handler_in_a_thread_can_emit_and_count_usage(env: Env) -> None:
+    """ctx.emit and ctx.usage from a plain function (run in a worker thread) still arrive."""
+    events = env.bus.subscribe_events()
+
+    def in_thread(ctx: TaskContext) -> str:
+        ctx.emit("from a thread")
+        ctx.usage(output_tokens=3)
+        return "ok"
+
+    await env.start({CAP: to_async(in_thread)})
+    await env.publish(message())
+    for _ in range(1000):  # a real thread: real time passes, so poll with real sleeps
+        if "succeeded" in env.reports.kinds("wf/a"):
+            break
+        await asyncio.sleep(0.005)
+    usage = env.reports.final("wf/a").usage
+    assert usage is not None and usage.output_tokens == 3
+    texts = []
+    for _ in range(100):
+        try:
+            event = decode(await asyncio.wait_for(anext(events), 0.01), Event)
+        except TimeoutError:
+            if texts:
+                break
+            continue
+        if event.topic == "output":
+            texts.append(event.data["text"])
+    assert texts == ["from a thread"]
 
 
 async def test_other_exceptions_are_retryable_failures_named_by_class(env: Env) -> None:
