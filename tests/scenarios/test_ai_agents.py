@@ -17,6 +17,7 @@ from agentdeck.core.settings import Settings
 from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import WorkflowStatus
 from agentdeck.tui.wiring import build_runtime
+from tests.fakes.anthropic_server import AnthropicServer
 
 ROOT = Path(__file__).resolve().parents[2]
 FAKE_CLAUDE = str(ROOT / "tests" / "fakes" / "fake_claude.py")
@@ -88,3 +89,40 @@ tasks:
     assert b.error is not None and b.error.kind == "bad_input"
     assert "{a.verdict}" in b.error.message and "has no field 'verdict'" in b.error.message
     assert b.attempt == 1
+
+
+async def test_a_claude_task_hands_its_result_to_an_anthropic_task(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both kinds in one workflow on the embedded default: the Messages API stand-in answers
+    the ``anthropic`` task, whose prompt quotes the ``claude`` task's result."""
+    monkeypatch.setenv("AGENTDECK_HOME", str(tmp_path))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-scenario-secret")
+    monkeypatch.setenv("no_proxy", "*")
+    monkeypatch.setenv("NO_PROXY", "*")
+    spec = """
+name: two-kinds
+tasks:
+  - {key: draft, capability: claude, input: {prompt: "draft a haiku"}}
+  - key: polish
+    capability: anthropic
+    needs: [draft]
+    input: {prompt: "Polish: {draft.result}", system: "You edit poems."}
+"""
+    with AnthropicServer() as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        settings = Settings.load(
+            config_path=None,
+            agents=[
+                {"kind": "claude", "options": {"command": [sys.executable, FAKE_CLAUDE]}},
+                {"kind": "anthropic", "options": {"model": "claude-haiku-4-5"}},
+            ],
+            scheduler={"poll_interval": 0.05},
+        )
+        async with build_runtime(settings, clock=SystemClock()) as rt:
+            wf = await rt.client.submit(parse_spec(spec, fmt="yaml", limits=SpecLimits()))
+            done = await rt.client.wait(wf.id, 60)
+            polish = await rt.store.get_task(f"{wf.id}/polish")
+    assert done.status == WorkflowStatus.SUCCEEDED
+    assert polish.output["text"] == "echo: Polish: done: draft a haiku"
+    assert api.requests[0]["body"]["system"] == "You edit poems."
