@@ -39,6 +39,16 @@ from agentdeck.core.models import JSON
 KEY_VARIABLES = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 """Where the SDK finds its credentials; one must be set in the agent's environment."""
 _RETRYABLE = frozenset({408, 409})
+_RATE_LIMIT_TYPES = frozenset({"rate_limit_error", "overloaded_error"})
+_CLIENT_TYPES = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+    }
+)
 
 
 def make(options: Mapping[str, JSON] | None = None) -> Handler:
@@ -139,14 +149,26 @@ def count_usage(ctx: TaskContext, usage: Any, model: str) -> None:
 
 
 def _status_error(exc: Any) -> TaskFailed:
-    """The TaskFailed for an error answer (``exc``: the SDK's APIStatusError)."""
+    """The TaskFailed for an error answer (``exc``: the SDK's APIStatusError).
+
+    An error can also arrive inside a stream that began with 200 (an ``error`` event): then
+    its type says what it is, and one that is not a client's mistake is retryable.
+    """
     status = int(exc.status_code)
     said = f"anthropic: the API answered {status}: {exc.message}"[:2000]
-    if status in RATE_LIMIT_STATUSES:
+    kind = _error_type(exc.body)
+    if status in RATE_LIMIT_STATUSES or kind in _RATE_LIMIT_TYPES:
         return RateLimited(said, retry_after=retry_after(exc.response.headers, time.time()))
-    if status >= 500 or status in _RETRYABLE:
+    if status >= 500 or status in _RETRYABLE or (status < 400 and kind not in _CLIENT_TYPES):
         return TaskFailed(said, kind="server_error")
     return TaskFailed(said, non_retryable=True, kind="client_error")
+
+
+def _error_type(body: Any) -> str | None:
+    """The ``error.type`` of an API error body (``rate_limit_error``, ...), if it has one."""
+    error = body.get("error") if isinstance(body, Mapping) else None
+    kind = error.get("type") if isinstance(error, Mapping) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _bad_input(what: str) -> TaskFailed:

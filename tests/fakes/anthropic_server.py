@@ -8,7 +8,9 @@ text>``. A marker in that text picks another answer: ``[fake:rate_limit]`` 429 w
 ``retry-after: 7``; ``[fake:rate_limit_date]`` 429 with an HTTP date 90 s ahead;
 ``[fake:reset_headers]`` 429 with only ``anthropic-ratelimit-requests-*`` headers (reset 45 s
 ahead); ``[fake:overloaded]`` 529 with ``retry-after: 3``; ``[fake:bad_request]`` 400;
-``[fake:server_error]`` 500. Every request is recorded (the key's headers only as present or not).
+``[fake:server_error]`` 500; ``[fake:stream_overloaded]`` a stream that starts, then sends an
+``error`` event of type ``overloaded_error``. Every request is recorded (the key's headers
+only as present or not).
 
     with AnthropicServer() as server:
         os.environ["ANTHROPIC_BASE_URL"] = server.url
@@ -107,11 +109,11 @@ class _Handler(BaseHTTPRequestHandler):
         reply = f"echo: {text}"
         model = str(body.get("model", "claude-test"))
         if body.get("stream"):
-            self._stream(model, reply)
+            self._stream(model, reply, fail=mode == "stream_overloaded")
         else:
             self._json(200, _message(model, reply, OUTPUT_TOKENS, done=True))
 
-    def _stream(self, model: str, reply: str) -> None:
+    def _stream(self, model: str, reply: str, *, fail: bool = False) -> None:
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -125,6 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
             ),
             ("ping", {"type": "ping"}),
         ]
+        if fail:
+            events.append(("error", _error("overloaded_error", "Overloaded")))
         for start in range(0, len(reply), CHUNK):
             delta = {"type": "text_delta", "text": reply[start : start + CHUNK]}
             events.append(

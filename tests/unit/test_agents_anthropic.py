@@ -131,6 +131,16 @@ async def test_429_and_529_are_rate_limited_with_the_wait_asked_for(
     assert len(server.requests) == 1
 
 
+async def test_an_overloaded_error_inside_a_stream_is_rate_limited(
+    server: AnthropicServer,
+) -> None:
+    """An ``error`` event of type overloaded_error after a 200 start: rate_limited too."""
+    with pytest.raises(RateLimited) as caught:
+        await anthropic_api.make({"model": MODEL})(context(prompt="[fake:stream_overloaded]"))
+    assert caught.value.retry_after is None  # the stream's headers gave no time
+    assert "overloaded_error" in str(caught.value)
+
+
 async def test_a_bad_request_is_not_retried_and_a_server_error_is(server: AnthropicServer) -> None:
     """400 is a permanent client_error; 500 a retryable server_error; neither shows the key."""
     handler = anthropic_api.make({"model": MODEL})
