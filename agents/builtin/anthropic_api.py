@@ -77,6 +77,7 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
     async def call(ctx: TaskContext) -> JSON:
         messages, system = request_of(ctx)
         arguments = {**extra, **({"system": system} if system is not None else {})}
+        started: Any = None  # the stream, once the answer began
         try:
             # One client per attempt: its connections belong to this event loop.
             async with (
@@ -87,12 +88,15 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
                     model=model, max_tokens=max_tokens, messages=messages, **arguments
                 ) as stream,
             ):
+                started = stream
                 async for text in stream.text_stream:
                     ctx.emit(text)
                 final = await stream.get_final_message()
         except anthropic.APIStatusError as exc:
+            count_partial(ctx, started, model)
             raise _status_error(exc) from None
         except anthropic.APIConnectionError as exc:
+            count_partial(ctx, started, model)
             raise TaskFailed(f"anthropic: {exc}", kind="connection") from None
         count_usage(ctx, final.usage, final.model or model)
         return {
@@ -146,6 +150,18 @@ def count_usage(ctx: TaskContext, usage: Any, model: str) -> None:
     price = price_of(model)
     cost = price.cost(**tokens, cache_1h_input_tokens=hour) if price is not None else None
     ctx.usage(**tokens, cost_usd=cost, model=model)
+
+
+def count_partial(ctx: TaskContext, stream: Any, model: str) -> None:
+    """Count the usage of an answer that broke off midway (its input was billed), if it
+    got as far as ``message_start``."""
+    if stream is None:
+        return
+    try:
+        snapshot = stream.current_message_snapshot
+    except Exception:  # no message_start yet: nothing known, nothing to count
+        return
+    count_usage(ctx, snapshot.usage, snapshot.model or model)
 
 
 def _status_error(exc: Any) -> TaskFailed:

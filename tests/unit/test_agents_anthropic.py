@@ -134,18 +134,26 @@ async def test_429_and_529_are_rate_limited_with_the_wait_asked_for(
 async def test_an_overloaded_error_inside_a_stream_is_rate_limited(
     server: AnthropicServer,
 ) -> None:
-    """An ``error`` event of type overloaded_error after a 200 start: rate_limited too."""
+    """An ``error`` event of type overloaded_error after a 200 start: rate_limited too, and
+    the input the answer began with is counted (it was billed)."""
+    ctx = context(prompt="[fake:stream_overloaded]")
     with pytest.raises(RateLimited) as caught:
-        await anthropic_api.make({"model": MODEL})(context(prompt="[fake:stream_overloaded]"))
+        await anthropic_api.make({"model": MODEL})(ctx)
     assert caught.value.retry_after is None  # the stream's headers gave no time
     assert "overloaded_error" in str(caught.value)
+    usage = ctx.feed.usage
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens) == (fake.INPUT_TOKENS, 1)
 
 
 async def test_a_bad_request_is_not_retried_and_a_server_error_is(server: AnthropicServer) -> None:
-    """400 is a permanent client_error; 500 a retryable server_error; neither shows the key."""
+    """400 is a permanent client_error; 500 a retryable server_error; neither shows the key
+    nor counts usage (no answer began)."""
     handler = anthropic_api.make({"model": MODEL})
+    ctx = context(prompt="[fake:bad_request]")
     with pytest.raises(TaskFailed) as bad:
-        await handler(context(prompt="[fake:bad_request]"))
+        await handler(ctx)
+    assert ctx.feed.usage is None
     assert bad.value.kind == "client_error" and bad.value.non_retryable
     assert "400" in str(bad.value)
     with pytest.raises(TaskFailed) as broken:
