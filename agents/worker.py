@@ -10,8 +10,13 @@ publishes ``succeeded`` or ``failed``, and only then acks: a crash at any point 
 message unacked, so the broker hands it to another agent (at-least-once). It keeps an
 :class:`~core.models.AgentRecord` alive in the registry with heartbeats, and obeys control
 messages: ``drain`` (stop taking work, finish what runs), ``resume`` and ``cancel``.
+A result report carries the usage its handler counted with ``ctx.usage``; what the handler
+says while it runs (``ctx.progress``, ``ctx.emit``) goes to the events stream.
 
-The worker does not start or close the bus and registry: whoever made them owns them.
+The worker does not start or close the bus and registry: whoever made them owns them. The
+pieces it puts together live beside it: :mod:`agents.attempt` (one attempt under its timeout),
+:mod:`agents.reports` (reports and large outputs), :mod:`agents.presence` (heartbeats),
+:mod:`agents.feed` (usage, progress, output) and :mod:`agents.logstream` (log lines).
 """
 
 from __future__ import annotations
