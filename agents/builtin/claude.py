@@ -3,6 +3,8 @@
 Each attempt runs ``<command> -p <prompt> --output-format stream-json --verbose`` plus the
 options below, as an argv (never a shell line) in its own process group: when the attempt
 ends, is cancelled or times out, the whole group is ended (:mod:`agents.builtin._process`).
+A prompt over ``ARGV_PROMPT_LIMIT`` bytes, or one starting with ``-``, is written to the CLI's
+stdin instead (``claude -p`` reads its prompt from there when none is given).
 
 The task's input is ``{"prompt": "..."}``: a template over the outputs of the tasks it needs
 (``{triage.result}``, :mod:`agents.builtin._template`). Claude Code prints one JSON object a
@@ -44,6 +46,9 @@ STREAM_ARGS = ("--output-format", "stream-json", "--verbose")
 """What makes Claude Code print its JSON stream (``--verbose`` is required with ``-p``)."""
 STOPPED_FOR_GOOD = frozenset({"error_max_turns", "error_max_budget_usd"})
 """Result subtypes that the same task would hit again: not retried."""
+ARGV_PROMPT_LIMIT = 100_000
+"""Bytes of prompt passed as an argument; a longer one goes on stdin (Linux refuses an
+argument over 128 KiB)."""
 _STDERR_KEPT = 16 * 1024
 _DRAIN_WAIT = 2.0
 """Seconds to read the pipes of an ended run to their end."""
@@ -81,11 +86,15 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
     env = {**os.environ, **extra_env} if extra_env else None
 
     async def claude(ctx: TaskContext) -> JSON:
-        argv = [*command, "-p", prompt_of(ctx), *STREAM_ARGS, *options_args]
+        prompt = prompt_of(ctx)
+        # A long prompt (an argument may hold at most 128 KiB on Linux) or one that would
+        # read as an option goes on stdin, which ``claude -p`` reads when given no prompt.
+        piped = len(prompt.encode()) > ARGV_PROMPT_LIMIT or prompt.startswith("-")
+        argv = [*command, "-p", *([] if piped else [prompt]), *STREAM_ARGS, *options_args]
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE if piped else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 cwd=cwd,
@@ -102,21 +111,41 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
         assert proc.stdout is not None
         assert proc.stderr is not None
         stderr = asyncio.ensure_future(read_capped(proc.stderr, _STDERR_KEPT))
+        # Written while the output is read: a prompt larger than the pipe's buffer would
+        # otherwise wait on a CLI that waits on us.
+        feeder = asyncio.ensure_future(_send(proc.stdin, prompt.encode()))
         stream = Stream(ctx)
         try:
             await stream.read(proc.stdout, max_line)
             code = await exit_code(proc)
             await end_group(proc.pid, kill_grace)
             err, err_total = await stderr
+            await feeder
         except BaseException:
             # A bad line, a timeout or a cancel: end the whole group before passing it on.
             await end_group(proc.pid, kill_grace)
             await exit_code(proc)  # reap the leader so its transport closes here
             await _drain(proc.stdout, stderr)
+            feeder.cancel()
+            await asyncio.wait([feeder])
             raise
         return stream.outcome(code, text_of(err, err_total), time.time())
 
     return claude
+
+
+async def _send(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
+    """Write ``data`` to the CLI's stdin and close it (nothing when the prompt is in argv). A
+    CLI that exits without reading it all is not this function's failure: its exit and its
+    stream say what happened."""
+    if stdin is None:
+        return
+    with contextlib.suppress(ConnectionError):
+        stdin.write(data)
+        await stdin.drain()
+    stdin.close()
+    with contextlib.suppress(ConnectionError):
+        await stdin.wait_closed()
 
 
 async def _drain(stdout: asyncio.StreamReader, stderr: asyncio.Future[Any]) -> None:

@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """A stand-in for the Claude Code CLI in headless mode: prints the documented stream-json lines.
 
-Run as ``fake_claude.py -p <prompt> --output-format stream-json --verbose [--model M]
+Run as ``fake_claude.py -p [<prompt>] --output-format stream-json --verbose [--model M]
 [--max-turns N] [--system-prompt S] [--allowedTools T ...]``. It prints what ``claude`` prints
 (the Agent SDK's message types, one JSON object a line): a ``system``/``init`` line,
 ``assistant`` turns (text and a tool call), a ``user`` tool result, and a final ``result``
-with ``usage`` and ``total_cost_usd``. The prompt's text comes back in the result.
+with ``usage`` and ``total_cost_usd``. The prompt's text comes back in the result. Without a
+prompt argument it reads the prompt from stdin, as ``claude -p`` does.
 
 The behaviour is chosen by ``[fake:<mode>]`` in the prompt, else ``FAKE_CLAUDE_MODE``:
 ``success`` (default), ``is_error``, ``max_turns``, ``rate_limit`` (a rejected
@@ -49,8 +50,12 @@ def args(argv: list[str]) -> dict[str, object]:
     while i < len(argv):
         arg = argv[i]
         if arg == "-p":
-            parsed["prompt"] = argv[i + 1]
-            i += 2
+            if i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                parsed["prompt"] = argv[i + 1]
+                i += 2
+            else:  # no prompt argument: claude -p reads it from stdin
+                parsed["prompt"] = sys.stdin.read()
+                i += 1
         elif arg in ("--output-format", "--model", "--max-turns", "--system-prompt"):
             parsed[arg.lstrip("-")] = argv[i + 1]
             i += 2

@@ -137,6 +137,21 @@ async def test_a_template_naming_a_missing_upstream_field_is_one_clear_error() -
     )
 
 
+@pytest.mark.parametrize(
+    "prompt", ["x" * 300_000, "-rf looks like an option"], ids=["long", "dash"]
+)
+async def test_a_long_prompt_or_one_like_an_option_goes_on_stdin(
+    tmp_path: Path, prompt: str
+) -> None:
+    """Past ARGV_PROMPT_LIMIT (Linux refuses an argument over 128 KiB) or starting with ``-``,
+    the prompt is written to stdin and ``-p`` has no argument; the CLI gets it whole."""
+    argv_file = tmp_path / "argv.json"
+    handler = claude.make({"command": COMMAND, "env": {"FAKE_CLAUDE_ARGV": str(argv_file)}})
+    output = await handler(context(prompt))
+    assert output["result"] == f"done: {prompt}"
+    assert json.loads(argv_file.read_text())["argv"][:2] == ["-p", "--output-format"]
+
+
 async def test_an_input_without_a_prompt_is_refused() -> None:
     """The input must carry a prompt string."""
     with pytest.raises(TaskFailed, match='"prompt" string') as caught:
