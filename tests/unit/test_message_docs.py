@@ -110,3 +110,13 @@ def feed_events() -> dict[str, Event]:
 def test_the_usage_object_is_described_with_all_its_fields() -> None:
     """The report's usage table lists exactly the wire usage's fields."""
     assert first_column(section("report"), "usage field") == list(UsageModel.model_fields)
+
+
+def test_the_report_example_s_usage_reads_back_as_the_domain_usage() -> None:
+    """The documented usage decodes, and Usage → wire → Usage changes nothing."""
+    (example,) = re.findall(r"```json\n(.*?)```", section("report"), re.S)
+    usage = decode(example.encode(), Report).usage
+    assert usage is not None
+    domain = usage.to_usage()
+    assert domain.total_tokens == 1200 + 310 + 0 + 15635
+    assert UsageModel.of(domain) == usage
