@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from structlog.typing import FilteringBoundLogger
 
+from agentdeck.agents.feed import AttemptFeed
 from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import TaskMessage
 from agentdeck.core.models import JSON
@@ -23,6 +24,8 @@ class TaskContext:
     ``upstream`` holds the outputs of the tasks this one ``needs``, by task key. ``deadline``
     is the clock time (seconds since the epoch) after which the attempt counts as timed out.
     ``log`` is bound to the task, so every line a handler writes can be traced back to it.
+    ``feed`` takes what the handler reports while it runs (:meth:`usage`, :meth:`progress`,
+    :meth:`emit`; see :mod:`agents.feed`).
     """
 
     task_id: str
@@ -35,12 +38,55 @@ class TaskContext:
     agent_id: str
     deadline: float
     log: FilteringBoundLogger = field(default_factory=_default_log, compare=False, repr=False)
+    feed: AttemptFeed = field(default_factory=AttemptFeed, compare=False, repr=False)
+
+    def usage(
+        self,
+        *,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cache_creation_input_tokens: int = 0,
+        cache_read_input_tokens: int = 0,
+        cost_usd: float | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Count what one model call spent. Every call of the attempt is summed and sent on
+        its final report, succeeded or failed; ``input_tokens`` excludes the cache tokens (as
+        the Messages API counts them); ``cost_usd`` None: not known. Raises TaskFailed
+        (``bad_usage``, not retryable) for a negative or non-integer count."""
+        self.feed.add_usage(
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cache_creation_input_tokens=cache_creation_input_tokens,
+            cache_read_input_tokens=cache_read_input_tokens,
+            cost_usd=cost_usd,
+            model=model,
+        )
+
+    def progress(self, fraction: float | None = None, message: str | None = None) -> None:
+        """Tell watchers how far the attempt is (a ``progress`` event): ``fraction`` from 0
+        to 1 and/or a short ``message``. Best effort: never blocks; dropped when the agent
+        publishes too many events."""
+        self.feed.progress(fraction, message)
+
+    def emit(self, text: str) -> None:
+        """Stream partial output to watchers (``output`` events), e.g. a model's text as it
+        is generated. Best effort like :meth:`progress`; the output that counts is the
+        handler's return value."""
+        self.feed.emit(text)
 
     @classmethod
     def for_message(
-        cls, message: TaskMessage, *, agent_id: str, now: float, log: FilteringBoundLogger
+        cls,
+        message: TaskMessage,
+        *,
+        agent_id: str,
+        now: float,
+        log: FilteringBoundLogger,
+        feed: AttemptFeed | None = None,
     ) -> TaskContext:
-        """The context for running ``message`` on agent ``agent_id``, starting at ``now``."""
+        """The context for running ``message`` on agent ``agent_id``, starting at ``now``
+        (``feed``: where its usage, progress and output go; None: a fresh one, going nowhere)."""
         return cls(
             task_id=message.task_id,
             workflow_id=message.workflow_id,
@@ -57,6 +103,7 @@ class TaskContext:
                 attempt=message.attempt,
                 capability=message.capability,
             ),
+            feed=feed or AttemptFeed(),
         )
 
 

@@ -6,6 +6,10 @@ line it and its handlers log (after the level filter) is copied into a bounded q
 token bucket caps the lines per second, a full queue drops, and every dropped line is counted
 (``dropped`` and the ``on_drop`` hook, which feeds a metric). Lines logged while a task runs
 carry its ``task_id``, ``workflow_id`` and, when traced, ``trace_id``/``span_id``.
+
+:class:`EventStream` is that pipe without the logging: :class:`agents.feed.FeedStream` (the
+handlers' progress and streamed output) is the other one, with a budget of its own so a
+chatty model cannot starve the log lines.
 """
 
 from __future__ import annotations
@@ -37,8 +41,13 @@ _SKIP = frozenset({"event", "level", "timestamp", "exc_info", "stack_info"})
 _LEVELS = {"warn": "warning", "exception": "error", "msg": "info", "critical": "critical"}
 
 
-class LogStream:
-    """The bounded, rate-limited pipe from one agent's log lines to the events stream."""
+class EventStream:
+    """A bounded, rate-limited pipe from one agent to the events stream.
+
+    :meth:`_accept` never blocks and never raises: over the rate or with the queue full the
+    event is dropped and counted. A call from another thread (a sync handler in
+    ``asyncio.to_thread``) is handed to the event loop's thread.
+    """
 
     def __init__(
         self,
@@ -55,7 +64,7 @@ class LogStream:
         self.rate = rate
         self.burst = burst
         self.on_drop = on_drop
-        """Called with the reason (``rate``, ``queue``, ``publish``) for each dropped line."""
+        """Called with the reason (``rate``, ``queue``, ``publish``) for each dropped event."""
         self.published = 0
         self.dropped: collections.Counter[str] = collections.Counter()
         self._bus = bus
@@ -70,37 +79,12 @@ class LogStream:
 
     def __repr__(self) -> str:
         return (
-            f"<LogStream agent={self.agent_id} queued={len(self._lines)}"
+            f"<{type(self).__name__} agent={self.agent_id} queued={len(self._lines)}"
             f" published={self.published} dropped={sum(self.dropped.values())}>"
         )
 
-    def offer(self, method: str, event: MutableMapping[str, Any]) -> None:
-        """Queue a copy of one log line, or drop it (over the rate, or the queue is full).
-
-        Called by the logging pipeline: never blocks and never raises.
-        """
-        try:
-            if threading.get_ident() != self._thread:
-                # A line from a thread started with this context (asyncio.to_thread): the
-                # queue belongs to the event loop's thread.
-                if self._loop is not None:
-                    self._loop.call_soon_threadsafe(self.offer, method, dict(event))
-                return
-            if not self._take_token():
-                self._drop("rate")
-                return
-            if len(self._lines) >= self._size:
-                self._drop("queue")
-                return
-            self._lines.append(
-                Event(topic="log", at=self._clock.now(), data=self._data(method, event))
-            )
-            self._ready.set()
-        except Exception:  # a log line must never break the code that logs it
-            self._drop("invalid")
-
     async def run(self) -> None:
-        """Publish queued lines until cancelled (run it in the worker's TaskGroup)."""
+        """Publish queued events until cancelled (run it in the worker's TaskGroup)."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         with tee_logs(None):  # the bus's own lines while publishing must not come back here
@@ -118,6 +102,33 @@ class LogStream:
 
     # ---------------------------------------------------------------------------- internals
 
+    def _elsewhere(self, call: Callable[..., None], *args: Any) -> bool:
+        """True (and ``call(*args)`` handed to the loop's thread) when called off that thread."""
+        if threading.get_ident() == self._thread:
+            return False
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(call, *args)
+        return True
+
+    def _accept(self, topic: str, data: dict[str, JSON]) -> None:
+        """Queue one event, or drop it (over the rate, or the queue is full)."""
+        if not self._take_token():
+            self._drop("rate")
+            return
+        if len(self._lines) >= self._size:
+            self._drop("queue")
+            return
+        self._lines.append(Event(topic=topic, at=self._clock.now(), data=data))
+        self._ready.set()
+
+    def _last_queued(self) -> Event | None:
+        """The newest event still waiting to be published (None: none waits)."""
+        return self._lines[-1] if self._lines else None
+
+    def _replace_last(self, event: Event) -> None:
+        """Put ``event`` in place of the newest waiting one (a merge costs no token)."""
+        self._lines[-1] = event
+
     def _take_token(self) -> bool:
         now = self._clock.now()
         self._tokens = min(float(self.burst), self._tokens + (now - self._filled_at) * self.rate)
@@ -131,6 +142,24 @@ class LogStream:
         self.dropped[reason] += 1
         if self.on_drop is not None:
             self.on_drop(reason)
+
+
+class LogStream(EventStream):
+    """The pipe from one agent's log lines to the events stream (topic ``log``)."""
+
+    def offer(self, method: str, event: MutableMapping[str, Any]) -> None:
+        """Queue a copy of one log line, or drop it (over the rate, or the queue is full).
+
+        Called by the logging pipeline: never blocks and never raises.
+        """
+        try:
+            # A line from a thread started with this context (asyncio.to_thread): the queue
+            # belongs to the event loop's thread.
+            if self._elsewhere(self.offer, method, dict(event)):
+                return
+            self._accept("log", self._data(method, event))
+        except Exception:  # a log line must never break the code that logs it
+            self._drop("invalid")
 
     def _data(self, method: str, event: MutableMapping[str, Any]) -> dict[str, JSON]:
         data: dict[str, JSON] = {

@@ -10,87 +10,56 @@ publishes ``succeeded`` or ``failed``, and only then acks: a crash at any point 
 message unacked, so the broker hands it to another agent (at-least-once). It keeps an
 :class:`~core.models.AgentRecord` alive in the registry with heartbeats, and obeys control
 messages: ``drain`` (stop taking work, finish what runs), ``resume`` and ``cancel``.
+A result report carries the usage its handler counted with ``ctx.usage``; what the handler
+says while it runs (``ctx.progress``, ``ctx.emit``) goes to the events stream.
 
-The worker does not start or close the bus and registry: whoever made them owns them.
+The worker does not start or close the bus and registry: whoever made them owns them. The
+pieces it puts together live beside it: :mod:`agents.attempt` (one attempt under its timeout),
+:mod:`agents.reports` (reports and large outputs), :mod:`agents.presence` (heartbeats),
+:mod:`agents.feed` (usage, progress, output) and :mod:`agents.logstream` (log lines).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import TYPE_CHECKING, Self
 
 import structlog
 from opentelemetry.trace import Status, StatusCode, use_span
-from structlog.typing import FilteringBoundLogger
 
-from agentdeck.agents.context import Handler, TaskContext
-from agentdeck.agents.logstream import LogStream
-from agentdeck.core.clock import Clock, SystemClock
-from agentdeck.core.errors import BackendUnavailable, ConfigError, MessageError, TaskFailed
-from agentdeck.core.logs import get_logger, tee_logs
-from agentdeck.core.messages import (
-    Control,
-    ErrorModel,
-    Report,
-    TaskMessage,
-    decode,
-    encode,
-    peek_ids,
+from agentdeck.agents.attempt import (
+    Job,
+    aclose,
+    call_handler,
+    check_output,
+    error_of,
+    outcome_of,
+    settle,
 )
+from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.feed import AttemptFeed, FeedStream
+from agentdeck.agents.logstream import LogStream
+from agentdeck.agents.presence import check_settings, deregister, heartbeat
+from agentdeck.agents.reports import INLINE_FALLBACK, TRACE_HEADER, Reporter, offload
+from agentdeck.core.clock import Clock, SystemClock
+from agentdeck.core.errors import BackendUnavailable, MessageError
+from agentdeck.core.logs import get_logger, tee_logs
+from agentdeck.core.messages import Control, ErrorModel, Report, TaskMessage, decode, peek_ids
 from agentdeck.core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus, Delivery, Registry
-from agentdeck.core.spec import CAPABILITY_PATTERN, check_name
 from agentdeck.core.tracing import span_ids
 
 if TYPE_CHECKING:
     from agentdeck.core.metrics import Metrics
     from agentdeck.core.tracing import Tracing
 
-TRACE_HEADER = "traceparent"
-"""The W3C trace context header, carried from the task message to its reports."""
-
-INLINE_FALLBACK = 16 * 1024 * 1024
-"""The largest output (bytes of JSON) sent inside its report when the blob store fails:
-RabbitMQ 4's default ``max_message_size`` (3.x allows 128 MiB)."""
-
-
-class _Cancelled(Exception):
-    """The handler was cancelled while the worker itself goes on (an operator's cancel)."""
-
-    def __init__(self, by_operator: bool) -> None:
-        super().__init__("cancelled by an operator" if by_operator else "the handler cancelled")
-        self.by_operator = by_operator
-
-
-class _TimedOut(Exception):
-    """The task's timeout passed on the worker's clock (a handler's own TimeoutError is not
-    this: it is reported like any other exception)."""
-
-
-@dataclass(eq=False, slots=True)
-class _Job:
-    """One delivery this worker holds, from receipt until it is settled."""
-
-    delivery: Delivery
-    task: asyncio.Task[None] | None = None
-    message: TaskMessage | None = None
-    handler_task: asyncio.Task[JSON] | None = None
-    cancel_requested: bool = False
-    error: ErrorInfo | None = None
-    """Why the attempt failed (None: it succeeded, or has not ended)."""
-
-    @property
-    def task_id(self) -> str | None:
-        """The task's id once the body has been decoded."""
-        return self.message.task_id if self.message else None
+__all__ = ["INLINE_FALLBACK", "TRACE_HEADER", "Worker"]
 
 
 class Worker:
@@ -131,7 +100,7 @@ class Worker:
         outputs: OutputStore | None = None,
         inline_fallback: int = INLINE_FALLBACK,
     ) -> None:
-        _check_settings(name, handlers, concurrency, heartbeat_interval, ttl)
+        check_settings(name, handlers, concurrency, heartbeat_interval, ttl)
         self.started_after = max(0.0, started_after)
         self.outputs = outputs
         self.inline_fallback = inline_fallback
@@ -153,11 +122,15 @@ class Worker:
         """Where run spans go (None: no spans)."""
         self.log_stream = LogStream(bus, self._clock, self.id, on_drop=self._log_line_dropped)
         """Copies this agent's log lines to the events stream while :meth:`run` runs."""
+        self.feed_stream = FeedStream(bus, self._clock, self.id)
+        """Carries its handlers' progress and streamed output to the events stream (a budget
+        of its own, apart from the log lines'; drops are counted in its ``dropped``)."""
+        self._reporter = Reporter(bus, self._clock, self.id, self._log)
 
         self.state = AgentState.UP
         self.succeeded = 0
         self.failed = 0
-        self._running: dict[int, _Job] = {}
+        self._running: dict[int, Job] = {}
         """Every delivery held, by a sequence number (one task may be delivered twice)."""
         self._seq = 0
         self._idle = asyncio.Event()
@@ -217,6 +190,7 @@ class Worker:
             async with asyncio.TaskGroup() as tg, _teeing(self.log_stream):
                 self._tg = tg
                 shipper = tg.create_task(self.log_stream.run(), name=f"{self.id}:logs")
+                feeder = tg.create_task(self.feed_stream.run(), name=f"{self.id}:feed")
                 beats = tg.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat")
                 orders = tg.create_task(self._control_loop(control), name=f"{self.id}:control")
                 if self.state is AgentState.UP:  # else drain() came first: wait for resume()
@@ -226,6 +200,7 @@ class Worker:
                 beats.cancel()
                 orders.cancel()
                 shipper.cancel()
+                feeder.cancel()
         except BaseExceptionGroup as group:
             # The caller wants the one error that ended the worker, not a group of one.
             if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
@@ -234,7 +209,7 @@ class Worker:
         finally:
             self._tg = None
             with contextlib.suppress(Exception):
-                await _aclose(control)
+                await aclose(control)
             await self._deregister()
             self._finished.set()
             self._log.info("agent_stopped", succeeded=self.succeeded, failed=self.failed)
@@ -337,7 +312,7 @@ class Worker:
                 with contextlib.suppress(Exception):
                     await delivery.requeue()
             with contextlib.suppress(Exception):
-                await _aclose(deliveries)
+                await aclose(deliveries)
         if not self._consumer_closing:
             raise BackendUnavailable("the bus ended the task consumer")
 
@@ -350,14 +325,14 @@ class Worker:
     def _start(self, delivery: Delivery) -> None:
         assert self._tg is not None
         self._seq += 1
-        job = _Job(delivery)
+        job = Job(delivery)
         self._running[self._seq] = job
         self._idle.clear()
         job.task = self._tg.create_task(self._work(self._seq, job), name=f"{self.id}:job")
 
     # ----------------------------------------------------------------------------- a task
 
-    async def _work(self, seq: int, job: _Job) -> None:
+    async def _work(self, seq: int, job: Job) -> None:
         try:
             try:
                 job.message = decode(job.delivery.body, TaskMessage)
@@ -377,7 +352,7 @@ class Worker:
             if not self._running:
                 self._idle.set()
 
-    async def _observed_attempt(self, job: _Job, message: TaskMessage) -> None:
+    async def _observed_attempt(self, job: Job, message: TaskMessage) -> None:
         """:meth:`_attempt` in a run span, with the task's ids on every log line, measured."""
         if self.metrics is None and self.tracing is None:
             with structlog.contextvars.bound_contextvars(
@@ -416,7 +391,7 @@ class Worker:
             ):
                 await self._attempt(job, message)
             ran = message.capability in self._handlers  # else it was dead-lettered
-            outcome = _outcome(job.error) if ran else "rejected"
+            outcome = outcome_of(job.error) if ran else "rejected"
         finally:
             if self.metrics is not None:
                 self.metrics.run_finished(message.capability, outcome, self._clock.now() - start)
@@ -427,7 +402,7 @@ class Worker:
                 span.set_attribute("agentdeck.outcome", outcome)
                 span.end()
 
-    async def _attempt(self, job: _Job, message: TaskMessage) -> None:
+    async def _attempt(self, job: Job, message: TaskMessage) -> None:
         log = self._log.bind(task_id=message.task_id, attempt=message.attempt)
         handler = self._handlers.get(message.capability)
         if handler is None:
@@ -438,39 +413,46 @@ class Worker:
                 f"(it serves {', '.join(self.capabilities)})",
             )
             return
+        headers = job.delivery.headers
         began = self._clock.now()
-        started = await self._start_report(job, message)
+        started = await self._reporter.start_report(headers, message, self.started_after)
+        feed = AttemptFeed(
+            {
+                "task_id": message.task_id,
+                "workflow_id": message.workflow_id,
+                "attempt": message.attempt,
+                "agent_id": self.id,
+            },
+            self.feed_stream,
+        )
         context = TaskContext.for_message(
-            message, agent_id=self.id, now=self._clock.now(), log=self._log
+            message, agent_id=self.id, now=self._clock.now(), log=self._log, feed=feed
         )
         output: JSON = None
         error: ErrorInfo | None = None
         try:
             try:
-                output = await self._call(job, handler, context, message.timeout)
+                output = await call_handler(job, handler, context, message.timeout, self._clock)
             finally:
-                await self._end_start_report(started)
-        except _TimedOut:
-            error = ErrorInfo("timeout", f"no result within {message.timeout:g}s")
-        except _Cancelled as exc:
-            error = ErrorInfo("cancelled", str(exc), retryable=not exc.by_operator)
-        except TaskFailed as exc:
-            error = ErrorInfo(exc.kind, exc.message, not exc.non_retryable, exc.retry_after)
+                await self._reporter.end_start_report(started)
         except Exception as exc:
-            log.warning("task_handler_raised", exc_info=True)
-            error = ErrorInfo(type(exc).__name__, str(exc) or repr(exc))
+            error = error_of(exc, message.timeout, log)
         else:
-            error, encoded = _check_output(output)
+            error, encoded = check_output(output)
             if error is None and self.outputs is not None:
-                output, error = await self._offload(message, output, encoded, log)
+                output, error = await offload(
+                    self.outputs, message, output, encoded, self.inline_fallback, log
+                )
         job.error = error
-        published = await self._report(
-            job.delivery,
+        # Usage goes on failed results too: a call that failed may still have been billed.
+        published = await self._reporter.report(
+            headers,
             message,
             "failed" if error else "succeeded",
             output=None if error else output,
             error=error,
             started_at=began,
+            usage=feed.usage,
         )
         if error is None:
             self.succeeded += 1
@@ -481,90 +463,10 @@ class Worker:
                 "task_failed", kind=error.kind, retryable=error.retryable, message=error.message
             )
         if published:
-            await _settle(job.delivery.ack(), log)
+            await settle(job.delivery.ack(), log)
         else:
             # Without its result on the bus the attempt must run again somewhere.
-            await _settle(job.delivery.requeue(), log)
-
-    async def _offload(
-        self, message: TaskMessage, output: JSON, encoded: bytes, log: FilteringBoundLogger
-    ) -> tuple[JSON, ErrorInfo | None]:
-        """What the report carries: ``output``, or the reference to it in the blob store.
-
-        Should the store fail, the output itself if the bus takes it (the scheduler then tries
-        the store in its turn), else an error: a retryable failure reruns the handler, as a lost
-        result would, but counted against the task's attempts rather than forever.
-        """
-        assert self.outputs is not None
-        try:
-            ref = await self.outputs.offload(
-                message.task_id, message.attempt, output, encoded=encoded
-            )
-        except Exception as exc:  # any engine's error: the job must still report
-            size = len(encoded)
-            if size <= self.inline_fallback:
-                log.warning("output_offload_failed", size=size, fallback="inline", error=str(exc))
-                return output, None
-            log.error("output_offload_failed", size=size, fallback="none", error=str(exc))
-            return None, ErrorInfo(
-                "output_not_stored",
-                f"the output ({size} bytes of JSON) could not be stored in the blob store "
-                f"({exc}) and is too large to send inside the report "
-                f"(over {self.inline_fallback} bytes)",
-            )
-        if ref is not output:
-            log.info("output_offloaded", size=len(encoded))
-        return ref, None
-
-    async def _start_report(self, job: _Job, message: TaskMessage) -> asyncio.Task[bool] | None:
-        """Report ``started`` now, or start a timer that reports it after ``started_after``."""
-        if self.started_after <= 0:
-            await self._report(job.delivery, message, "started")
-            return None
-
-        async def later() -> bool:
-            await self._clock.sleep(self.started_after)
-            return await self._report(job.delivery, message, "started")
-
-        return asyncio.ensure_future(later())
-
-    @staticmethod
-    async def _end_start_report(started: asyncio.Task[bool] | None) -> None:
-        """The handler is done: drop the ``started`` report (not yet due, or still being
-        published: a late ``started`` matches nothing at the scheduler once the result is in)."""
-        if started is None:
-            return
-        started.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await started
-
-    async def _call(
-        self, job: _Job, handler: Handler, context: TaskContext, seconds: float
-    ) -> JSON:
-        """The handler's output, or _TimedOut after ``seconds`` of this worker's clock, or
-        _Cancelled. A timed-out or cancelled handler is cancelled and waited for, so its
-        clean-up (a shell agent ending its processes) is done when this returns."""
-        if job.cancel_requested:
-            raise _Cancelled(by_operator=True)
-        handler_task = asyncio.ensure_future(handler(context))
-        job.handler_task = handler_task
-        timer = asyncio.ensure_future(self._clock.sleep(seconds))
-        try:
-            await asyncio.wait({handler_task, timer}, return_when=asyncio.FIRST_COMPLETED)
-            timed_out = not handler_task.done()
-        finally:
-            timer.cancel()
-            if not handler_task.done():
-                handler_task.cancel()
-                # Let it clean up, even when we are being cancelled ourselves (shutdown).
-                await asyncio.wait([handler_task])
-        if timed_out:
-            if not handler_task.cancelled():
-                handler_task.exception()  # what it did after the deadline no longer counts
-            raise _TimedOut
-        if handler_task.cancelled():
-            raise _Cancelled(by_operator=job.cancel_requested)
-        return handler_task.result()
+            await settle(job.delivery.requeue(), log)
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Fail the attempt (when its ids can be read) and dead-letter the message."""
@@ -583,44 +485,8 @@ class Worker:
                 at=self._clock.now(),
                 error=ErrorModel.of(error),
             )
-            await self._publish(report, delivery)
-        await _settle(delivery.reject(reason), self._log)
-
-    async def _report(
-        self,
-        delivery: Delivery,
-        message: TaskMessage,
-        kind: Literal["started", "succeeded", "failed"],
-        *,
-        output: JSON = None,
-        error: ErrorInfo | None = None,
-        started_at: float | None = None,
-    ) -> bool:
-        report = Report(
-            kind=kind,
-            task_id=message.task_id,
-            attempt=message.attempt,
-            agent_id=self.id,
-            at=self._clock.now(),
-            output=output,
-            error=ErrorModel.of(error) if error else None,
-            started_at=started_at,
-        )
-        return await self._publish(report, delivery)
-
-    async def _publish(self, report: Report, delivery: Delivery) -> bool:
-        """Publish a report; False (logged) when the bus refused it."""
-        headers = {}
-        if TRACE_HEADER in delivery.headers:
-            headers[TRACE_HEADER] = delivery.headers[TRACE_HEADER]
-        try:
-            await self._bus.publish_report(encode(report), headers)
-        except Exception as exc:
-            self._log.error(
-                "report_publish_failed", task_id=report.task_id, kind=report.kind, error=str(exc)
-            )
-            return False
-        return True
+            await self._reporter.publish(report, delivery.headers)
+        await settle(delivery.reject(reason), self._log)
 
     def _log_line_dropped(self, reason: str) -> None:
         if self.metrics is not None:
@@ -650,22 +516,7 @@ class Worker:
 
     async def _beat(self) -> None:
         """Refresh the registry record, registering again if it lapsed."""
-        try:
-            alive = await self._registry.heartbeat(
-                self.id,
-                self._ttl,
-                in_flight=self.in_flight,
-                state=self.state,
-                succeeded=self.succeeded,
-                failed=self.failed,
-            )
-            if not alive:
-                self._log.warning("agent_reregistered")
-                await self._registry.register(self._record(), self._ttl)
-        except Exception as exc:
-            # The registry is rebuildable and work does not depend on it: keep working and
-            # try again at the next beat.
-            self._log.warning("heartbeat_failed", error=str(exc))
+        await heartbeat(self._registry, self._record(), self._ttl, self._log)
 
     def _record(self) -> AgentRecord:
         now = self._clock.now()
@@ -685,10 +536,7 @@ class Worker:
         )
 
     async def _deregister(self) -> None:
-        try:
-            await self._registry.deregister(self.id)
-        except Exception as exc:
-            self._log.warning("deregister_failed", error=str(exc))  # it lapses after ttl anyway
+        await deregister(self._registry, self.id, self._log)
 
     # ---------------------------------------------------------------------------- shutdown
 
@@ -729,64 +577,3 @@ async def _teeing(stream: LogStream) -> AsyncIterator[None]:
     """Log lines of this task and the tasks it starts go to ``stream`` too."""
     with tee_logs(stream.offer):
         yield
-
-
-def _outcome(error: ErrorInfo | None) -> str:
-    """The metrics outcome of an attempt: succeeded, timeout, cancelled or failed."""
-    if error is None:
-        return "succeeded"
-    return error.kind if error.kind in ("timeout", "cancelled") else "failed"
-
-
-def _check_output(output: JSON) -> tuple[ErrorInfo | None, bytes]:
-    """``output``'s compact JSON, with None when it can travel as JSON; else the
-    ``bad_output`` error saying why."""
-    try:
-        return None, json.dumps(output, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        # The same handler returns the same kind of value next time: retrying cannot help.
-        error = ErrorInfo("bad_output", f"the handler's output is not JSON: {exc}", retryable=False)
-        return error, b""
-
-
-async def _settle(action: Awaitable[None], log: FilteringBoundLogger) -> None:
-    """Ack, reject or requeue; a failure is logged, since the broker redelivers what was not
-    settled and nothing here can do better."""
-    try:
-        await action
-    except Exception as exc:
-        log.warning("settle_failed", error=str(exc))
-
-
-async def _aclose(iterator: AsyncIterator[Any]) -> None:
-    """Close an async iterator that may or may not have ``aclose``."""
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()
-
-
-def _check_settings(
-    name: str, handlers: Mapping[str, Handler], concurrency: int, interval: float, ttl: float
-) -> None:
-    if not name:
-        raise ConfigError("agent name must not be empty")
-    if not handlers:
-        raise ConfigError(f"agent {name!r} has no handlers; give at least one capability")
-    for capability, handler in handlers.items():
-        try:
-            check_name("capability", capability, CAPABILITY_PATTERN)
-        except ValueError as exc:
-            raise ConfigError(f"agent {name!r}: {exc}") from None
-        if not callable(handler):
-            raise ConfigError(f"agent {name!r}: the handler of {capability!r} is not callable")
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-        raise ConfigError(
-            f"agent {name!r}: concurrency must be a whole number >= 1, got {concurrency!r}"
-        )
-    if not interval > 0:
-        raise ConfigError(f"agent {name!r}: heartbeat_interval must be > 0, got {interval!r}")
-    if not ttl > interval:
-        raise ConfigError(
-            f"agent {name!r}: ttl ({ttl!r}) must be longer than heartbeat_interval "
-            f"({interval!r}), or the record lapses between heartbeats"
-        )

@@ -74,3 +74,16 @@ class TaskFailed(AgentdeckError):
         self.non_retryable = non_retryable
         self.retry_after = retry_after
         self.kind = kind or ("permanent" if non_retryable else "error")
+
+
+class RateLimited(TaskFailed):
+    """Raised by an agent handler when a provider refused the call for its rate limit (an
+    HTTP 429 or 529 answer, a Claude usage limit).
+
+    Reported as a failed attempt whose ``error.kind`` is ``rate_limited``. It is backpressure,
+    not failure: the scheduler holds the capability until ``retry_after`` seconds have passed
+    (None: the provider gave no time) and counts no attempt and no breaker failure for it.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after, kind="rate_limited")

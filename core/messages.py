@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agentdeck.core.errors import MessageError
-from agentdeck.core.models import JSON, ErrorInfo
+from agentdeck.core.models import JSON, ErrorInfo, Usage
 
 VERSION = 1
 
@@ -57,6 +57,27 @@ class ErrorModel(BaseModel):
         return cls(**info.to_dict())
 
 
+class UsageModel(BaseModel):
+    """Wire form of :class:`core.models.Usage`: what an attempt spent (tokens, US dollars)."""
+
+    model_config = ConfigDict(frozen=True)
+    input_tokens: int = Field(default=0, ge=0)
+    output_tokens: int = Field(default=0, ge=0)
+    cache_creation_input_tokens: int = Field(default=0, ge=0)
+    cache_read_input_tokens: int = Field(default=0, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    model: str | None = None
+
+    def to_usage(self) -> Usage:
+        """As the domain object."""
+        return Usage(**self.model_dump())
+
+    @classmethod
+    def of(cls, usage: Usage) -> UsageModel:
+        """From the domain object."""
+        return cls(**usage.to_dict())
+
+
 class Report(_Message):
     """An agent's word on an attempt: ``started``, ``succeeded`` (with output) or ``failed``."""
 
@@ -71,10 +92,14 @@ class Report(_Message):
     started_at: float | None = None
     """On a result: when the attempt started (an agent may skip the ``started`` report for a
     short task; older agents leave it out, older schedulers ignore it)."""
+    usage: UsageModel | None = None
+    """On a result (``succeeded`` or ``failed``): what the attempt spent with model providers,
+    summed over every ``ctx.usage(...)`` call its handler made (None: it reported none)."""
 
 
 class Event(_Message):
-    """A fact for watchers (UI, --watch, metrics); topic: task, workflow, agent, command, log."""
+    """A fact for watchers (UI, --watch, metrics); topic: task, workflow, breaker, command,
+    log, progress, output."""
 
     type: Literal["event"] = "event"
     topic: str

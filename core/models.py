@@ -65,6 +65,75 @@ class ErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Usage:
+    """What one attempt spent with a model provider: tokens and, when known, US dollars.
+
+    ``input_tokens`` excludes the cache tokens, as the Messages API counts them:
+    ``cache_creation_input_tokens`` were written to the prompt cache and
+    ``cache_read_input_tokens`` read from it. ``cost_usd`` is None when it is not known (a
+    model missing from the price table). ``model`` names the model, or several joined with
+    ``+`` in the order first used (None: not said).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cost_usd: float | None = None
+    model: str | None = None
+
+    @property
+    def total_tokens(self) -> int:
+        """Every token counted: input, output and both kinds of cache token."""
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
+    def __add__(self, other: Usage) -> Usage:
+        """The two summed. The cost is unknown (None) if either is: a partial sum would
+        under-count the spending. Models are joined with ``+``, each named once."""
+        if not isinstance(other, Usage):
+            return NotImplemented
+        cost = (
+            None
+            if self.cost_usd is None or other.cost_usd is None
+            else self.cost_usd + other.cost_usd
+        )
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_creation_input_tokens=(
+                self.cache_creation_input_tokens + other.cache_creation_input_tokens
+            ),
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+            cost_usd=cost,
+            model=_join_models(self.model, other.model),
+        )
+
+    def to_dict(self) -> dict[str, JSON]:
+        """As a JSON object (the wire form's fields)."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_creation_input_tokens": self.cache_creation_input_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cost_usd": self.cost_usd,
+            "model": self.model,
+        }
+
+
+def _join_models(first: str | None, second: str | None) -> str | None:
+    if not first or not second:
+        return first or second
+    names = first.split("+")
+    names += [name for name in second.split("+") if name not in names]
+    return "+".join(names)
+
+
+@dataclass(frozen=True, slots=True)
 class Workflow:
     """A submitted DAG of tasks."""
 

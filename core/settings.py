@@ -53,7 +53,7 @@ LOCAL_CONFIG = Path("agentdeck.toml")
 SYSTEM_CONFIG = Path("/etc/agentdeck/agentdeck.toml")
 """Read when no config file is given and there is no local one."""
 
-AGENT_KINDS = ("echo", "sleep", "chaos", "shell", "http", "python")
+AGENT_KINDS = ("echo", "sleep", "chaos", "shell", "http", "python", "claude", "anthropic")
 """The built-in agents an ``[[agents]]`` entry may run."""
 
 #: The forms each URL setting takes, shown when one is malformed.
@@ -176,7 +176,7 @@ class AgentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["echo", "sleep", "chaos", "shell", "http", "python"]
+    kind: Literal["echo", "sleep", "chaos", "shell", "http", "python", "claude", "anthropic"]
     """Which built-in agent (see :data:`AGENT_KINDS`)."""
 
     name: str = Field(default="", max_length=200)

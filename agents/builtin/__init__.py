@@ -8,7 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from agentdeck.agents.builtin import chaos, echo, http, python, shell, sleep
+from agentdeck.agents.builtin import (
+    anthropic_api,
+    chaos,
+    claude,
+    echo,
+    http,
+    python,
+    shell,
+    sleep,
+)
 from agentdeck.agents.context import Handler
 from agentdeck.core.errors import ConfigError
 from agentdeck.core.models import JSON
@@ -22,6 +31,8 @@ BUILTINS: dict[str, Factory] = {
     "shell": shell.make,
     "http": http.make,
     "python": python.make,
+    "claude": claude.make,
+    "anthropic": anthropic_api.make,
 }
 """Every built-in agent kind and its factory."""
 

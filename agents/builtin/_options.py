@@ -61,6 +61,15 @@ class Options:
             raise self._fail(name, value, allowed)
         return float(value)
 
+    def optional_number(
+        self, name: str, *, minimum: float = 0.0, maximum: float = math.inf
+    ) -> float | None:
+        """A finite number in ``[minimum, maximum]``, or None when the option is absent."""
+        if name not in self._given:
+            self._known.append(name)
+            return None
+        return self.number(name, minimum=minimum, maximum=maximum)
+
     def integer(self, name: str, default: int = _MISSING, *, minimum: int = 0) -> int:
         """A whole number ``>= minimum``."""
         value = self._get(name, default)
@@ -106,6 +115,13 @@ class Options:
         ):
             raise self._fail(name, value, "a non-empty list of strings")
         return list(value)
+
+    def optional_string_list(self, name: str) -> list[str] | None:
+        """A non-empty list of strings, or None when the option is absent."""
+        if name not in self._given:
+            self._known.append(name)
+            return None
+        return self.string_list(name)
 
     def string_map(self, name: str, *, secret: bool = False) -> dict[str, str]:
         """A table of string names to string values (empty when absent). With ``secret`` the

@@ -1,26 +1,30 @@
 """``http``: POSTs the task's input as JSON to a URL and returns the answer.
 
-Server errors (5xx), 408, 429 and connection failures are retryable (a ``Retry-After`` in
-seconds becomes the retry delay); other 4xx answers are permanent: the same request would be
-refused again. Only the standard library is used: ``urllib`` in a worker thread.
+Server errors (5xx), 408, 425 and connection failures are retryable (a ``Retry-After`` in
+seconds or as an HTTP date becomes the retry delay); other 4xx answers are permanent: the same
+request would be refused again. 429 and 529 are rate limits: the attempt fails as
+``rate_limited`` (:class:`~core.errors.RateLimited`), with the wait the answer's headers ask
+for. Only the standard library is used: ``urllib`` in a worker thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from email.message import Message
 
 from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.builtin._ratelimit import RATE_LIMIT_STATUSES, retry_after
 from agentdeck.agents.context import Handler, TaskContext
-from agentdeck.core.errors import ConfigError, TaskFailed
+from agentdeck.core.errors import ConfigError, RateLimited, TaskFailed
 from agentdeck.core.models import JSON
 from agentdeck.core.settings import redact_url
 
-_RETRYABLE_4XX = frozenset({408, 425, 429})
+_RETRYABLE_4XX = frozenset({408, 425})
 """Client errors that mean "not now" rather than "never"."""
 
 
@@ -80,11 +84,15 @@ def _post(
         with exc:
             answer = _body(exc.read(limit + 1), exc.headers, limit)
         status = exc.code
+        wait = retry_after(exc.headers, time.time())  # HTTP dates are wall-clock times
+        said = f"http: POST {shown} answered {status} {exc.reason}: {json.dumps(answer)[:2000]}"
+        if status in RATE_LIMIT_STATUSES:
+            raise RateLimited(said, retry_after=wait) from None
         retryable = status >= 500 or status in _RETRYABLE_4XX
         raise TaskFailed(
-            f"http: POST {shown} answered {status} {exc.reason}: {json.dumps(answer)[:2000]}",
+            said,
             non_retryable=not retryable,
-            retry_after=_retry_after(exc.headers),
+            retry_after=wait,
             kind="server_error" if status >= 500 else "client_error",
         ) from None
     except (urllib.error.URLError, OSError) as exc:
@@ -107,11 +115,3 @@ def _body(data: bytes, headers: Message, limit: int) -> JSON:
     except LookupError:
         text = data.decode("utf-8", errors="replace")
     return text + (f"\n[truncated at {limit} bytes]" if truncated else "")
-
-
-def _retry_after(headers: Message | None) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: rare enough to leave to the retry policy

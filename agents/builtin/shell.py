@@ -12,20 +12,19 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 from collections.abc import Mapping
-from pathlib import Path
 
 from agentdeck.agents.builtin._options import Options
+from agentdeck.agents.builtin._process import (
+    end_group,
+    exit_code,
+    read_capped,
+    signal_name,
+    text_of,
+)
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.core.errors import TaskFailed
 from agentdeck.core.models import JSON
-
-_POLL = 0.02
-"""How often (seconds) to look whether a signalled process group is gone."""
-_KILL_WAIT = 1.0
-"""How long (seconds) to wait for a SIGKILLed group to be gone."""
-_CHUNK = 65536
 
 
 def make(options: Mapping[str, JSON] | None = None) -> Handler:
@@ -63,11 +62,11 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
         assert proc.stdout is not None
         assert proc.stderr is not None
         readers = [
-            asyncio.ensure_future(_read_capped(proc.stdout, max_output)),
-            asyncio.ensure_future(_read_capped(proc.stderr, max_output)),
+            asyncio.ensure_future(read_capped(proc.stdout, max_output)),
+            asyncio.ensure_future(read_capped(proc.stderr, max_output)),
         ]
         try:
-            code = await _exit_code(proc)
+            code = await exit_code(proc)
             # The command is done; anything it left running in its group goes too. Those
             # strays may also hold our pipes open, so the readers finish only after this.
             await end_group(proc.pid, kill_grace)
@@ -80,15 +79,15 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
             for reader in readers:
                 reader.cancel()
             # Reap the (now killed) leader so its transport closes here, not in a finaliser.
-            await _exit_code(proc)
+            await exit_code(proc)
             raise
         output: dict[str, JSON] = {
             "exit_code": code,
-            "stdout": _text(out, out_total),
-            "stderr": _text(err, err_total),
+            "stdout": text_of(out, out_total),
+            "stderr": text_of(err, err_total),
         }
         if code != 0:
-            how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with {code}"
+            how = f"was killed by {signal_name(-code)}" if code < 0 else f"exited with {code}"
             raise TaskFailed(
                 f"shell: {args[0]} {how}; output: {json.dumps(output)}",
                 non_retryable=not retry_on_nonzero,
@@ -126,105 +125,4 @@ def fill(argv: list[str], values: JSON) -> list[str]:
     return filled
 
 
-async def end_group(pgid: int, grace: float) -> None:
-    """End process group ``pgid``: SIGTERM now, SIGKILL to whatever is left after ``grace``.
-
-    Returns once no process of the group runs (or, should one outlive SIGKILL, after
-    ``_KILL_WAIT`` more seconds), and at once when the group is already gone. If this wait is
-    itself cancelled, the group is killed outright before the cancellation goes on.
-    """
-    if not _signal(pgid, signal.SIGTERM):
-        return
-    try:
-        if await _ended_within(pgid, grace):
-            return
-    finally:
-        # Also on cancel. SIGKILL cannot be refused, but dying takes the kernel a moment.
-        if _signal(pgid, signal.SIGKILL):
-            await _ended_within(pgid, _KILL_WAIT)
-
-
-async def _ended_within(pgid: int, seconds: float) -> bool:
-    """Wait up to ``seconds`` for the group to end; True if it did."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while _group_alive(pgid):
-        if loop.time() >= deadline:
-            return False
-        await asyncio.sleep(_POLL)
-    return True
-
-
-def _signal(pgid: int, signum: int) -> bool:
-    """Send ``signum`` to the group; False when no process is left in it."""
-    try:
-        os.killpg(pgid, signum)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        # Only when the pgid was recycled by another user's process: not ours to touch.
-        return False
-    return True
-
-
-def _group_alive(pgid: int) -> bool:
-    """True while a process of the group still runs.
-
-    Zombies count as gone: once killed, orphans wait for init to reap them, and an init that
-    never reaps (a bare container) would otherwise make every group look alive for its whole
-    grace. On systems without ``/proc`` any member, zombie or not, counts as alive.
-    """
-    if not _signal(pgid, 0):
-        return False
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # Fields after the ")" closing the command name: state, ppid, pgrp, ...
-            state, _ppid, pgrp = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, ValueError):
-            continue  # it ended while we looked
-        if int(pgrp) == pgid and state not in ("Z", "X"):
-            return True
-    return False
-
-
-async def _exit_code(proc: asyncio.subprocess.Process) -> int:
-    """The leader's exit status, as soon as it exits.
-
-    Not ``proc.wait()``: before Python 3.12 that also waits for every pipe to close, which a
-    stray background child can hold open for as long as it lives.
-    """
-    pause = 0.001
-    while proc.returncode is None:
-        await asyncio.sleep(pause)
-        pause = min(pause * 2, 0.05)
-    return proc.returncode
-
-
-async def _read_capped(stream: asyncio.StreamReader, limit: int) -> tuple[bytes, int]:
-    """Read ``stream`` to its end, keeping the first ``limit`` bytes; also return the total."""
-    kept = bytearray()
-    total = 0
-    while chunk := await stream.read(_CHUNK):
-        total += len(chunk)
-        if len(kept) < limit:
-            kept += chunk[: limit - len(kept)]
-    return bytes(kept), total
-
-
-def _text(data: bytes, total: int) -> str:
-    text = data.decode("utf-8", errors="replace")
-    if total > len(data):
-        text += f"\n[truncated: {total - len(data)} more bytes not kept]"
-    return text
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
+__all__ = ["end_group", "fill", "make"]

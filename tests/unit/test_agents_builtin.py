@@ -20,7 +20,9 @@ from agentdeck.core.errors import ConfigError, TaskFailed
 
 def test_build_knows_every_kind() -> None:
     """Every built-in kind builds with its defaults, except those with required options."""
-    assert set(BUILTINS) == {"echo", "sleep", "chaos", "shell", "http", "python"}
+    assert set(BUILTINS) == {
+        *("echo", "sleep", "chaos", "shell", "http", "python", "claude", "anthropic")
+    }
     for kind in ("echo", "sleep", "chaos"):
         assert callable(build(kind))
 

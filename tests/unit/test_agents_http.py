@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -12,7 +14,7 @@ import pytest
 
 from agentdeck.agents.builtin import http
 from agentdeck.agents.testing import make_context
-from agentdeck.core.errors import ConfigError, TaskFailed
+from agentdeck.core.errors import ConfigError, RateLimited, TaskFailed
 
 Server = tuple[str, list[dict[str, object]]]
 """A running server's base URL and the requests it has seen."""
@@ -35,6 +37,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif self.path.startswith("/status/"):
             status = int(self.path.rsplit("/", 1)[1])
             headers = {"Retry-After": "7"} if status in (429, 503) else {}
+            if status == 529:  # an HTTP date, 90 s after the date the server sends
+                headers = {"Retry-After": email.utils.formatdate(time.time() + 90, usegmt=True)}
             self._answer(status, "application/json", json.dumps({"error": "nope"}), headers)
 
     def _answer(
@@ -112,7 +116,7 @@ async def test_server_error_is_retryable_with_retry_after(server: Server) -> Non
 
 
 async def test_client_error_is_permanent(server: Server) -> None:
-    """A 4xx (other than 408/425/429) is not retried: the same request fails the same way."""
+    """A 4xx (but 408, 425 and the 429 rate limit) is not retried: it would fail the same way."""
     base, _ = server
     with pytest.raises(TaskFailed, match=r'answered 404 .*"error": "nope"') as caught:
         await http.make({"url": f"{base}/status/404"})(make_context())
@@ -120,13 +124,23 @@ async def test_client_error_is_permanent(server: Server) -> None:
     assert caught.value.kind == "client_error"
 
 
-async def test_too_many_requests_is_retryable(server: Server) -> None:
-    """429 means "not now": retryable, after the delay the server asked for."""
+async def test_too_many_requests_is_rate_limited(server: Server) -> None:
+    """429 means "not now": ``rate_limited``, retryable, after the delay the server asked for."""
     base, _ = server
-    with pytest.raises(TaskFailed) as caught:
+    with pytest.raises(RateLimited) as caught:
         await http.make({"url": f"{base}/status/429"})(make_context())
+    assert caught.value.kind == "rate_limited"
     assert not caught.value.non_retryable
     assert caught.value.retry_after == 7.0
+
+
+async def test_overloaded_is_rate_limited_with_an_http_date(server: Server) -> None:
+    """529 is a rate limit too; a Retry-After given as an HTTP date becomes seconds from now."""
+    base, _ = server
+    with pytest.raises(RateLimited) as caught:
+        await http.make({"url": f"{base}/status/529"})(make_context())
+    assert caught.value.retry_after is not None
+    assert 85 <= caught.value.retry_after <= 91  # whole seconds in the date, a test's run time
 
 
 async def test_connection_refused_is_retryable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,10 +10,12 @@ import pytest
 import structlog
 
 from agentdeck.agents.context import TaskContext
-from agentdeck.agents.logstream import LogStream
+from agentdeck.agents.feed import AttemptFeed, FeedStream
+from agentdeck.agents.logstream import MAX_CHARS, LogStream
 from agentdeck.agents.worker import Worker
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import TaskFailed
 from agentdeck.core.logs import configure_logging, get_logger, tee_logs
 from agentdeck.core.messages import Event, TaskMessage, decode, encode
 from agentdeck.core.metrics import Metrics
@@ -169,3 +171,62 @@ async def test_lines_outside_the_tee_and_below_the_level_are_not_offered(
         get_logger("t").debug("quiet")
         get_logger("t").info("kept")
     assert [e.data["event"] for e in stream._lines] == ["kept"]
+
+
+def feed_of(stream: FeedStream, attempt: int = 1) -> AttemptFeed:
+    """The feed of attempt ``attempt`` of task wf/a, going to ``stream``."""
+    ids = {"task_id": "wf/a", "workflow_id": "wf", "attempt": attempt, "agent_id": "a-1"}
+    return AttemptFeed(ids, stream)
+
+
+async def test_a_newer_progress_replaces_the_waiting_one(bus: MemoryBus, clock: FakeClock) -> None:
+    """Progress not yet published is replaced by the next of the same attempt: newest wins."""
+    stream = FeedStream(bus, clock, "a-1")
+    feed = feed_of(stream)
+    for step in range(10):
+        feed.progress(step / 10, f"step {step}")
+    assert [(e.data["fraction"], e.data["message"]) for e in stream._lines] == [(0.9, "step 9")]
+    assert stream.dropped == {}
+
+
+async def test_streamed_text_is_joined_then_split_at_the_cap(
+    bus: MemoryBus, clock: FakeClock
+) -> None:
+    """Small pieces join into one waiting event; text past MAX_CHARS goes on in the next."""
+    stream = FeedStream(bus, clock, "a-1")
+    feed = feed_of(stream)
+    for _ in range(3):
+        feed.emit("x" * 1500)
+    texts = [e.data["text"] for e in stream._lines]
+    assert [len(t) for t in texts] == [MAX_CHARS, MAX_CHARS, 4500 - 2 * MAX_CHARS]
+    assert "".join(texts) == "x" * 4500  # nothing lost, in order
+
+
+async def test_output_of_another_attempt_is_not_merged(bus: MemoryBus, clock: FakeClock) -> None:
+    """Only the same task attempt's waiting output absorbs new text."""
+    stream = FeedStream(bus, clock, "a-1")
+    feed_of(stream, 1).emit("first")
+    feed_of(stream, 2).emit("second")
+    assert [(e.data["attempt"], e.data["text"]) for e in stream._lines] == [
+        (1, "first"),
+        (2, "second"),
+    ]
+
+
+async def test_a_flood_of_separate_events_is_capped_and_counted(
+    bus: MemoryBus, clock: FakeClock
+) -> None:
+    """Events that cannot merge spend the bucket; the rest are dropped as ``rate``."""
+    stream = FeedStream(bus, clock, "a-1", rate=1.0, burst=3)
+    for attempt in range(1, 11):
+        feed_of(stream, attempt).emit("t")
+    assert len(stream._lines) == 3
+    assert stream.dropped == {"rate": 7}
+
+
+async def test_bad_progress_values_are_refused_clearly() -> None:
+    """A fraction outside [0, 1] is one clear, non-retryable error naming the value."""
+    with pytest.raises(TaskFailed) as caught:
+        AttemptFeed().progress(fraction=1.5)
+    assert caught.value.kind == "bad_progress" and caught.value.non_retryable
+    assert "1.5" in str(caught.value) and "from 0 to 1" in str(caught.value)

@@ -9,8 +9,19 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from agentdeck.agents.feed import AttemptFeed, FeedStream
+from agentdeck.backends.memory import MemoryBus
+from agentdeck.core.clock import FakeClock
 from agentdeck.core.events import task_event, workflow_event
-from agentdeck.core.messages import Control, ErrorModel, Event, Report, TaskMessage, decode
+from agentdeck.core.messages import (
+    Control,
+    ErrorModel,
+    Event,
+    Report,
+    TaskMessage,
+    UsageModel,
+    decode,
+)
 from agentdeck.core.spec import TaskSpec, WorkflowSpec, build
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "messages.md").read_text()
@@ -77,6 +88,35 @@ def test_the_event_topics_table_gives_the_keys_the_core_sends() -> None:
         for row in rows
         if row.startswith("|")
     }
-    assert set(keys) == {"task", "workflow", "breaker", "command", "log"}
+    assert set(keys) == {"task", "workflow", "breaker", "command", "log", "progress", "output"}
     assert keys["task"] == list(task_event(tasks[0], 1.0).data)
     assert keys["workflow"] == list(workflow_event(workflow, 1.0).data)
+    assert keys["progress"] == list(feed_events()["progress"].data)
+    assert keys["output"] == list(feed_events()["output"].data)
+
+
+def feed_events() -> dict[str, Event]:
+    """One ``progress`` and one ``output`` event as an agent's FeedStream queues them."""
+    clock = FakeClock()
+    stream = FeedStream(MemoryBus.from_url("memory://", clock=clock), clock, "agent-1")
+    feed = AttemptFeed(
+        {"task_id": "wf/a", "workflow_id": "wf", "attempt": 1, "agent_id": "agent-1"}, stream
+    )
+    feed.progress(0.5, "halfway")
+    feed.emit("partial text")
+    return {event.topic: event for event in stream._lines}  # the queue, not yet published
+
+
+def test_the_usage_object_is_described_with_all_its_fields() -> None:
+    """The report's usage table lists exactly the wire usage's fields."""
+    assert first_column(section("report"), "usage field") == list(UsageModel.model_fields)
+
+
+def test_the_report_example_s_usage_reads_back_as_the_domain_usage() -> None:
+    """The documented usage decodes, and Usage → wire → Usage changes nothing."""
+    (example,) = re.findall(r"```json\n(.*?)```", section("report"), re.S)
+    usage = decode(example.encode(), Report).usage
+    assert usage is not None
+    domain = usage.to_usage()
+    assert domain.total_tokens == 1200 + 310 + 0 + 15635
+    assert UsageModel.of(domain) == usage

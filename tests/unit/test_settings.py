@@ -223,8 +223,8 @@ def test_bad_agent_kind_lists_the_kinds() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.load(agents=[{"kind": "robot"}])
     assert (
-        "agents.0.kind: Input should be 'echo', 'sleep', 'chaos', 'shell', 'http' or 'python' "
-        "(got 'robot')"
+        "agents.0.kind: Input should be 'echo', 'sleep', 'chaos', 'shell', 'http', 'python', "
+        "'claude' or 'anthropic' (got 'robot')"
     ) in str(info.value)
 
 

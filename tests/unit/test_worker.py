@@ -12,12 +12,13 @@ import pytest
 
 from agentdeck.agents.builtin import echo
 from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.decorator import to_async
 from agentdeck.agents.main import run_worker
 from agentdeck.agents.worker import Worker
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.core.clock import FakeClock
-from agentdeck.core.errors import ConfigError, TaskFailed
-from agentdeck.core.messages import Control, Report, TaskMessage, decode, encode
+from agentdeck.core.errors import ConfigError, RateLimited, TaskFailed
+from agentdeck.core.messages import Control, Event, Report, TaskMessage, decode, encode
 from agentdeck.core.models import AgentState
 from agentdeck.core.ports import Delivery, OutgoingTask
 
@@ -283,6 +284,149 @@ async def test_task_failed_fields_are_carried(env: Env) -> None:
         "retryable": False,
         "retry_after": 30.0,
     }
+
+
+async def test_rate_limited_is_a_retryable_failure_with_its_delay(env: Env) -> None:
+    """RateLimited reaches the report as kind ``rate_limited``, retryable, with retry_after."""
+
+    async def throttled(ctx: TaskContext) -> None:
+        raise RateLimited("provider answered 429", retry_after=12.5)
+
+    await env.start({CAP: throttled})
+    await env.publish(message())
+    await eventually(lambda: len(env.reports.kinds("wf/a")) == 2)
+    error = env.reports.final("wf/a").error
+    assert error is not None
+    assert (error.kind, error.retryable, error.retry_after) == ("rate_limited", True, 12.5)
+
+
+async def test_usage_is_summed_and_sent_on_the_result(env: Env) -> None:
+    """Two ctx.usage calls reach the succeeded report as one sum, costs and models joined."""
+
+    async def two_calls(ctx: TaskContext) -> str:
+        ctx.usage(input_tokens=10, output_tokens=5, cost_usd=0.25, model="m-1")
+        ctx.usage(
+            input_tokens=1,
+            output_tokens=2,
+            cache_creation_input_tokens=3,
+            cache_read_input_tokens=4,
+            cost_usd=0.5,
+            model="m-2",
+        )
+        return "ok"
+
+    await env.start({CAP: two_calls})
+    await env.publish(message())
+    await eventually(lambda: "succeeded" in env.reports.kinds("wf/a"))
+    usage = env.reports.final("wf/a").usage
+    assert usage is not None
+    assert usage.model_dump() == {
+        "input_tokens": 11,
+        "output_tokens": 7,
+        "cache_creation_input_tokens": 3,
+        "cache_read_input_tokens": 4,
+        "cost_usd": 0.75,
+        "model": "m-1+m-2",
+    }
+
+
+async def test_usage_is_sent_on_a_failed_result_too(env: Env) -> None:
+    """Tokens spent before a failure are still reported; an unknown cost stays unknown."""
+
+    async def spend_then_fail(ctx: TaskContext) -> None:
+        ctx.usage(input_tokens=100, output_tokens=1, model="unpriced")
+        raise TaskFailed("the model said no")
+
+    await env.start({CAP: spend_then_fail})
+    await env.publish(message())
+    await eventually(lambda: "failed" in env.reports.kinds("wf/a"))
+    usage = env.reports.final("wf/a").usage
+    assert usage is not None
+    assert (usage.input_tokens, usage.output_tokens, usage.cost_usd) == (100, 1, None)
+
+
+async def test_a_result_without_usage_carries_none(env: Env) -> None:
+    """A handler that reports no usage sends ``usage: null``."""
+    await env.start({CAP: echo.make()})
+    await env.publish(message())
+    await eventually(lambda: "succeeded" in env.reports.kinds("wf/a"))
+    assert env.reports.final("wf/a").usage is None
+
+
+async def test_bad_usage_fails_the_attempt_permanently(env: Env) -> None:
+    """A negative token count is a handler bug: ``bad_usage``, not retried, naming the value."""
+
+    async def wrong(ctx: TaskContext) -> None:
+        ctx.usage(input_tokens=-3)
+
+    await env.start({CAP: wrong})
+    await env.publish(message())
+    await eventually(lambda: "failed" in env.reports.kinds("wf/a"))
+    error = env.reports.final("wf/a").error
+    assert error is not None
+    assert (error.kind, error.retryable) == ("bad_usage", False)
+    assert "input_tokens" in error.message and "-3" in error.message
+
+
+async def test_progress_and_output_travel_on_the_events_stream(env: Env) -> None:
+    """ctx.progress and ctx.emit become ``progress`` and ``output`` events with the ids."""
+    events = env.bus.subscribe_events()
+
+    async def chatty(ctx: TaskContext) -> str:
+        ctx.progress(0.5, "halfway")
+        ctx.emit("Hello, ")
+        ctx.emit("world")
+        return "done"
+
+    worker = await env.start({CAP: chatty}, agent_id="agent-1")
+    await env.publish(message(attempt=2))
+    await eventually(lambda: "succeeded" in env.reports.kinds("wf/a"))
+    await settle()
+    seen = []
+    while True:
+        try:
+            body = await asyncio.wait_for(anext(events), 0.01)
+        except TimeoutError:
+            break
+        event = decode(body, Event)
+        if event.topic in ("progress", "output"):
+            seen.append((event.topic, event.data))
+    ids = {"task_id": "wf/a", "workflow_id": "wf", "attempt": 2, "agent_id": "agent-1"}
+    assert seen == [
+        ("progress", {**ids, "fraction": 0.5, "message": "halfway"}),
+        ("output", {**ids, "text": "Hello, world"}),  # merged while it waited
+    ]
+    assert sum(worker.feed_stream.dropped.values()) == 0
+
+
+async def test_a_sync_handler_in_a_thread_can_emit_and_count_usage(env: Env) -> None:
+    """ctx.emit and ctx.usage from a plain function (run in a worker thread) still arrive."""
+    events = env.bus.subscribe_events()
+
+    def in_thread(ctx: TaskContext) -> str:
+        ctx.emit("from a thread")
+        ctx.usage(output_tokens=3)
+        return "ok"
+
+    await env.start({CAP: to_async(in_thread)})
+    await env.publish(message())
+    for _ in range(1000):  # a real thread: real time passes, so poll with real sleeps
+        if "succeeded" in env.reports.kinds("wf/a"):
+            break
+        await asyncio.sleep(0.005)
+    usage = env.reports.final("wf/a").usage
+    assert usage is not None and usage.output_tokens == 3
+    texts = []
+    for _ in range(100):
+        try:
+            event = decode(await asyncio.wait_for(anext(events), 0.01), Event)
+        except TimeoutError:
+            if texts:
+                break
+            continue
+        if event.topic == "output":
+            texts.append(event.data["text"])
+    assert texts == ["from a thread"]
 
 
 async def test_other_exceptions_are_retryable_failures_named_by_class(env: Env) -> None:
