@@ -1,0 +1,104 @@
+"""Bus URLs: ``amqp[s]://user:pass@host:port/vhost?options`` read into a :class:`RabbitConfig`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.settings import redact_url
+
+DEFAULT_PREFIX = "agentdeck"
+#: Deliveries of one message before the broker dead-letters it (a poison message that kills
+#: every agent taking it, or a task requeued by drains over and over).
+DEFAULT_DELIVERY_LIMIT = 10
+#: What a prefix may hold: it starts every queue and exchange name.
+_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Query options handed to aiormq untouched (TLS files, heartbeat, connection name, auth).
+_DRIVER_OPTIONS = frozenset(
+    {
+        "heartbeat",
+        "name",
+        "auth",
+        "cafile",
+        "capath",
+        "cadata",
+        "keyfile",
+        "certfile",
+        "no_verify_ssl",
+    }
+)
+_OWN_OPTIONS = frozenset({"prefix", "delivery_limit", "reconnect_interval"})
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitConfig:
+    """Where the broker is and how to use it, from a bus URL.
+
+    ``url`` still holds the password, so it is left out of ``repr``; ``where`` is the
+    ``host:port/vhost`` shown in messages.
+    """
+
+    url: str = field(repr=False)
+    where: str
+    prefix: str = DEFAULT_PREFIX
+    delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    reconnect_interval: float = 1.0
+
+
+def parse_url(url: str) -> RabbitConfig:
+    """Read ``amqp[s]://user:pass@host:port/vhost?prefix=...``. Raises ConfigError naming the
+    bad part and what is allowed."""
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
+    except ValueError as exc:
+        raise ConfigError(f"bad RabbitMQ URL {shown!r}: {exc}") from None
+    if parts.scheme not in ("amqp", "amqps"):
+        raise ConfigError(f"expected an amqp:// or amqps:// URL, got {shown!r}")
+    if not parts.hostname:
+        raise ConfigError(f"RabbitMQ URL {shown!r} has no host; use amqp://user:pass@host:5672/")
+    own: dict[str, str] = {}
+    driver: list[tuple[str, str]] = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        if key in _OWN_OPTIONS:
+            own[key] = value
+        elif key in _DRIVER_OPTIONS:
+            driver.append((key, value))
+        else:
+            allowed = ", ".join(sorted(_OWN_OPTIONS | _DRIVER_OPTIONS))
+            raise ConfigError(f"unknown option {key!r} in {shown!r}; allowed: {allowed}")
+    prefix = own.get("prefix", DEFAULT_PREFIX)
+    if not _PREFIX_RE.fullmatch(prefix):
+        raise ConfigError(
+            f"prefix {prefix!r} in {shown!r} is not allowed; use 1-64 of A-Z a-z 0-9 _ . -"
+        )
+    delivery_limit = _number(own, "delivery_limit", DEFAULT_DELIVERY_LIMIT, int, shown)
+    reconnect_interval = _number(own, "reconnect_interval", 1.0, float, shown)
+    vhost = parts.path[1:] if parts.path.startswith("/") else parts.path
+    return RabbitConfig(
+        url=urlunsplit(parts._replace(query=urlencode(driver))),
+        where=f"{parts.hostname}:{port}/{vhost}",
+        prefix=prefix,
+        delivery_limit=delivery_limit,
+        reconnect_interval=reconnect_interval,
+    )
+
+
+N = TypeVar("N", int, float)
+
+
+def _number(options: Mapping[str, str], key: str, default: N, kind: type[N], shown: str) -> N:
+    if key not in options:
+        return default
+    try:
+        value = kind(options[key])
+    except ValueError:
+        value = kind(0)
+    if not value > 0:
+        raise ConfigError(f"{key}={options[key]!r} in {shown!r} must be a positive {kind.__name__}")
+    return value
