@@ -61,7 +61,13 @@ from agentdeck.backends.rabbitmq.subscription import (
     SUBSCRIBER_BUFFER,
     Subscription,
 )
-from agentdeck.backends.rabbitmq.transport import close_channel, connect, retire, role_url
+from agentdeck.backends.rabbitmq.transport import (
+    Connection,
+    close_channel,
+    connect,
+    retire,
+    role_url,
+)
 from agentdeck.backends.rabbitmq.url import RabbitConfig, parse_url
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError, BackendUnavailable, ConfigError
@@ -121,8 +127,8 @@ class RabbitBus:
         self._connect_attempts = connect_attempts
         self._connect_timeout = connect_timeout
         self._publish_timeout = publish_timeout
-        self._publisher: AbstractRobustConnection | None = None
-        self._consumer: AbstractRobustConnection | None = None
+        self._publisher: Connection | None = None
+        self._consumer: Connection | None = None
         self._confirmed: AbstractRobustChannel | None = None
         self._unconfirmed: AbstractRobustChannel | None = None
         self._events: AbstractRobustExchange | None = None
@@ -213,12 +219,13 @@ class RabbitBus:
                     async with asyncio.timeout(self._connect_timeout):
                         await connection.close()
 
-    async def _connect(self, role: str) -> AbstractRobustConnection:
+    async def _connect(self, role: str) -> Connection:
         """A robust connection for ``role`` after at most ``connect_attempts`` tries; counts
         each reconnection in the metrics. Raises BackendUnavailable naming host:port/vhost."""
         try:
             connection = await connect(
                 role_url(self.config.url, role),
+                brokers=self.config.hosts,
                 attempts=self._connect_attempts,
                 timeout=self._connect_timeout,
                 reconnect_interval=self.config.reconnect_interval,
@@ -279,7 +286,13 @@ class RabbitBus:
         or after :meth:`close`."""
         queues = sorted(self.declared | {self.names.dead, self.names.reports})
         exchanges = [self.names.events, self.names.control, self.names.dlx]
-        connection = await aio_pika.connect(self.config.url, timeout=self._connect_timeout)
+        connection = await connect(
+            self.config.url,
+            brokers=self.config.hosts,
+            attempts=1,
+            timeout=self._connect_timeout,
+            reconnect_interval=self.config.reconnect_interval,
+        )
         try:
             async with asyncio.timeout(self._publish_timeout):
                 channel = await connection.channel()
@@ -592,6 +605,17 @@ class RabbitBus:
     def _reason(self, exc: BaseException) -> str:
         """An exception as one line, with the password (if any) blanked."""
         return describe(exc, urlsplit(self.config.url).password)
+
+    @property
+    def brokers(self) -> dict[str, str]:
+        """The broker (``host:port``) each open connection, ``publisher`` and ``consumer``,
+        last reached: with several brokers, where this bus is connected now."""
+        connections = {"publisher": self._publisher, "consumer": self._consumer}
+        return {
+            role: f"{c.ring.current[0]}:{c.ring.current[1]}"
+            for role, c in connections.items()
+            if c is not None and c.ring.current is not None
+        }
 
     def __repr__(self) -> str:
         return (

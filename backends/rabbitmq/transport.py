@@ -1,5 +1,6 @@
-"""aio-pika's robust connection and channel, adjusted: a channel closed on purpose stays closed,
-and the frames of one event-loop turn leave in one socket write."""
+"""aio-pika's robust connection and channel, adjusted: each (re)connection picks a live broker of
+the URL's list, a channel closed on purpose stays closed, and the frames of one event-loop turn
+leave in one socket write."""
 
 from __future__ import annotations
 
@@ -7,19 +8,22 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
 import aiormq.connection
 import structlog
-from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.abc import AbstractRobustChannel
+from aiormq.exceptions import AMQPConnectionError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from yarl import URL
 
 from agentdeck.backends.rabbitmq.failures import RETRYABLE
 
@@ -105,30 +109,79 @@ class CoalescingWriter:
         return getattr(self._writer, name)
 
 
-class CoalescingTransportFactory(aiormq.connection.TransportFactory):
-    """aiormq's own TCP/TLS connection, its writer wrapped in :class:`CoalescingWriter`."""
+class BrokerRing:
+    """The brokers of one connection, in the URL's order, tried in turn.
 
-    def __init__(self, tls: bool) -> None:
+    Every (re)connection walks the whole ring once, starting after the broker it last reached:
+    a reconnection so tries another node first (the one it lost is probably down), and a
+    cluster's nodes share the load of many processes' reconnections.
+    """
+
+    def __init__(self, brokers: Sequence[tuple[str, int]]) -> None:
+        if not brokers:
+            raise ValueError("a BrokerRing needs at least one (host, port)")
+        self.brokers = tuple(brokers)
+        self._start = 0
+        self.current: tuple[str, int] | None = None
+        """The broker of the last transport made (None before the first)."""
+
+    def order(self) -> list[tuple[str, int]]:
+        """Every broker once, from the one after the last reached."""
+        return [*self.brokers[self._start :], *self.brokers[: self._start]]
+
+    def reached(self, broker: tuple[str, int]) -> None:
+        """A transport to ``broker`` is open: the next (re)connection starts after it."""
+        self.current = broker
+        self._start = (self.brokers.index(broker) + 1) % len(self.brokers)
+
+
+class CoalescingTransportFactory(aiormq.connection.TransportFactory):
+    """aiormq's own TCP/TLS connection to the first broker of the ring that answers (each try
+    bounded by ``host_timeout``), its writer wrapped in :class:`CoalescingWriter`."""
+
+    def __init__(self, tls: bool, ring: BrokerRing, host_timeout: float) -> None:
         self._inner: aiormq.connection.TransportFactory = (
             aiormq.connection.TLSTransportFactory()
             if tls
             else aiormq.connection.TCPTransportFactory()
         )
+        self.ring = ring
+        self._host_timeout = host_timeout
 
     async def create(self, url: Any, **kwargs: Any) -> tuple[asyncio.StreamReader, Any]:
-        reader, writer = await self._inner.create(url, **kwargs)
-        return reader, CoalescingWriter(writer)
+        failures: list[str] = []
+        for host, port in self.ring.order():
+            try:
+                async with asyncio.timeout(self._host_timeout):
+                    # The URL's host also names the TLS server (SNI, certificate check).
+                    reader, writer = await self._inner.create(
+                        URL(url).with_host(host).with_port(port), **kwargs
+                    )
+            except (OSError, AMQPConnectionError, TimeoutError) as exc:
+                failures.append(f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
+                continue
+            if len(self.ring.brokers) > 1:
+                log.info("rabbit_broker_chosen", broker=f"{host}:{port}", tried=len(failures) + 1)
+            self.ring.reached((host, port))
+            return reader, CoalescingWriter(writer)
+        raise AMQPConnectionError(f"no broker answered ({'; '.join(failures)})")
 
 
 class Connection(aio_pika.RobustConnection):
-    """A robust connection whose channels are :class:`Channel` and whose frames leave in one
-    socket write per event-loop turn (:class:`CoalescingWriter`; also after reconnecting)."""
+    """A robust connection to one of ``brokers`` (:class:`BrokerRing`, on every reconnection
+    too), whose channels are :class:`Channel` and whose frames leave in one socket write per
+    event-loop turn (:class:`CoalescingWriter`)."""
 
     CHANNEL_CLASS = Channel
 
-    def __init__(self, url: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(url, *args, **kwargs)
-        self.kwargs["transport_factory"] = CoalescingTransportFactory(self.url.scheme == "amqps")
+    def __init__(
+        self, url: URL, *, brokers: Sequence[tuple[str, int]], host_timeout: float, **kwargs: Any
+    ) -> None:
+        super().__init__(url, **kwargs)
+        self.ring = BrokerRing(brokers)
+        self.kwargs["transport_factory"] = CoalescingTransportFactory(
+            self.url.scheme == "amqps", self.ring, host_timeout
+        )
 
 
 def retire(channel: AbstractRobustChannel) -> None:
@@ -138,10 +191,16 @@ def retire(channel: AbstractRobustChannel) -> None:
 
 
 async def connect(
-    url: str, *, attempts: int, timeout: float, reconnect_interval: float
-) -> AbstractRobustConnection:
-    """A robust :class:`Connection` to ``url``, after at most ``attempts`` tries with jittered
-    backoff, each bounded by ``timeout`` seconds. Raises the last connection error."""
+    url: str,
+    *,
+    brokers: Sequence[tuple[str, int]],
+    attempts: int,
+    timeout: float,
+    reconnect_interval: float,
+) -> Connection:
+    """A robust :class:`Connection` to one of ``brokers`` (``url`` gives the rest: user,
+    vhost, options), after at most ``attempts`` tries with jittered backoff, each bounded by
+    ``timeout`` seconds and walking every broker once. Raises the last connection error."""
     async for attempt in AsyncRetrying(
         stop=stop_after_attempt(attempts),
         wait=wait_exponential_jitter(multiplier=0.2, max=2.0, jitter=0.2),
@@ -149,12 +208,15 @@ async def connect(
         reraise=True,
     ):
         with attempt:
-            return await aio_pika.connect_robust(
-                url,
-                timeout=timeout,
+            # What aio_pika.connect_robust does, with our connection's own arguments.
+            connection = Connection(
+                URL(url),
+                brokers=brokers,
+                host_timeout=timeout / len(brokers),
                 reconnect_interval=reconnect_interval,
-                connection_class=Connection,
             )
+            await connection.connect(timeout=timeout)
+            return connection
     raise AssertionError("unreachable")  # pragma: no cover - tenacity returns or raises
 
 

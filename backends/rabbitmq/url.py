@@ -1,4 +1,5 @@
-"""Bus URLs: ``amqp[s]://user:pass@host:port/vhost?options`` read into a :class:`RabbitConfig`."""
+"""Bus URLs read into a :class:`RabbitConfig`: ``amqp[s]://user:pass@host:port/vhost?options``,
+or several brokers of one cluster, ``amqp://user:pass@h1:5672,h2:5672,h3:5672/vhost``."""
 
 from __future__ import annotations
 
@@ -31,37 +32,43 @@ _DRIVER_OPTIONS = frozenset(
         "no_verify_ssl",
     }
 )
-_OWN_OPTIONS = frozenset({"prefix", "delivery_limit", "reconnect_interval"})
+_OWN_OPTIONS = frozenset({"prefix", "delivery_limit", "reconnect_interval", "queue_type"})
+#: The queue types agentdeck can declare its task, report and dead queues as. Only quorum: the
+#: delivery limit that bounds a poison message, and replication across a cluster, need it.
+QUEUE_TYPES = ("quorum",)
 
 
 @dataclass(frozen=True, slots=True)
 class RabbitConfig:
-    """Where the broker is and how to use it, from a bus URL.
+    """Where the brokers are and how to use them, from a bus URL.
 
-    ``url`` still holds the password, so it is left out of ``repr``; ``where`` is the
-    ``host:port/vhost`` shown in messages.
+    ``url`` still holds the password, so it is left out of ``repr``; it names the first broker
+    (the transport picks the one to connect to from ``hosts``). ``where`` is the
+    ``host:port,.../vhost`` shown in messages.
     """
 
     url: str = field(repr=False)
     where: str
+    hosts: tuple[tuple[str, int], ...]
     prefix: str = DEFAULT_PREFIX
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT
     reconnect_interval: float = 1.0
 
 
 def parse_url(url: str) -> RabbitConfig:
-    """Read ``amqp[s]://user:pass@host:port/vhost?prefix=...``. Raises ConfigError naming the
-    bad part and what is allowed."""
+    """Read ``amqp[s]://user:pass@host:port[,host:port...]/vhost?prefix=...``. Raises
+    ConfigError naming the bad part and what is allowed."""
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
-        port = parts.port or (5671 if parts.scheme == "amqps" else 5672)
     except ValueError as exc:
         raise ConfigError(f"bad RabbitMQ URL {shown!r}: {exc}") from None
     if parts.scheme not in ("amqp", "amqps"):
         raise ConfigError(f"expected an amqp:// or amqps:// URL, got {shown!r}")
-    if not parts.hostname:
-        raise ConfigError(f"RabbitMQ URL {shown!r} has no host; use amqp://user:pass@host:5672/")
+    userinfo, at, host_list = parts.netloc.rpartition("@")
+    entries = host_list.split(",")
+    default_port = 5671 if parts.scheme == "amqps" else 5672
+    hosts = tuple(_host(entry, default_port, shown) for entry in entries)
     own: dict[str, str] = {}
     driver: list[tuple[str, str]] = []
     for key, value in parse_qsl(parts.query, keep_blank_values=True):
@@ -77,16 +84,45 @@ def parse_url(url: str) -> RabbitConfig:
         raise ConfigError(
             f"prefix {prefix!r} in {shown!r} is not allowed; use 1-64 of A-Z a-z 0-9 _ . -"
         )
+    queue_type = own.get("queue_type", QUEUE_TYPES[0])
+    if queue_type not in QUEUE_TYPES:
+        raise ConfigError(
+            f"queue_type={queue_type!r} in {shown!r} is not supported; allowed: "
+            f"{', '.join(QUEUE_TYPES)} (delivery limits and replication need quorum queues)"
+        )
     delivery_limit = _number(own, "delivery_limit", DEFAULT_DELIVERY_LIMIT, int, shown)
     reconnect_interval = _number(own, "reconnect_interval", 1.0, float, shown)
     vhost = parts.path[1:] if parts.path.startswith("/") else parts.path
+    first = f"{userinfo}{at}{entries[0].strip()}"
     return RabbitConfig(
-        url=urlunsplit(parts._replace(query=urlencode(driver))),
-        where=f"{parts.hostname}:{port}/{vhost}",
+        url=urlunsplit(parts._replace(netloc=first, query=urlencode(driver))),
+        where=f"{','.join(_show(h, p) for h, p in hosts)}/{vhost}",
+        hosts=hosts,
         prefix=prefix,
         delivery_limit=delivery_limit,
         reconnect_interval=reconnect_interval,
     )
+
+
+def _host(entry: str, default_port: int, shown: str) -> tuple[str, int]:
+    """One ``host[:port]`` of the URL's list, as (host, port)."""
+    form = "amqp://user:pass@host:5672/ or amqp://user:pass@h1:5672,h2:5672,h3:5672/"
+    try:
+        parts = urlsplit(f"//{entry.strip()}")
+        port = parts.port or default_port
+    except ValueError:
+        raise ConfigError(
+            f"RabbitMQ URL {shown!r}: {entry.strip()!r} is not host:port with a port of "
+            f"1-65535; use {form}"
+        ) from None
+    if not parts.hostname or parts.username is not None:
+        what = f"has an empty host in {entry!r}" if entry.strip() else "has an empty host"
+        raise ConfigError(f"RabbitMQ URL {shown!r} {what}; use {form}")
+    return parts.hostname, port
+
+
+def _show(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 N = TypeVar("N", int, float)

@@ -653,8 +653,11 @@ async def test_an_unreachable_broker_fails_start_with_one_line_and_no_password(
     [
         ("amqp://guest:pw@host/?prefix=a b", "prefix 'a b'"),
         ("amqp://guest:pw@host/?delivery_limit=0", "delivery_limit='0'"),
-        ("amqp://guest:pw@host/?queue_type=classic", "unknown option 'queue_type'"),
-        ("amqp://guest:pw@:5672/", "has no host"),
+        ("amqp://guest:pw@host/?queue_type=classic", "queue_type='classic'"),
+        ("amqp://guest:pw@host/?durable=no", "unknown option 'durable'"),
+        ("amqp://guest:pw@:5672/", "has an empty host"),
+        ("amqp://guest:pw@h1:5672,,h3/", "has an empty host"),
+        ("amqp://guest:pw@h1:5672,h2:56x72/", "'h2:56x72' is not host:port"),
     ],
 )
 def test_bad_urls_are_config_errors_naming_the_problem_without_the_password(
