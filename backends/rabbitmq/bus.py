@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any, Self, TypeVar
@@ -47,6 +46,7 @@ from tenacity import (
 
 from agentdeck.backends.rabbitmq import dead_letters as dead_queue
 from agentdeck.backends.rabbitmq.consumer import Consumer
+from agentdeck.backends.rabbitmq.events import EventBatcher, batch_message, topic_of
 from agentdeck.backends.rabbitmq.failures import (
     PERMANENT,
     RETRY_PUBLISH,
@@ -57,7 +57,6 @@ from agentdeck.backends.rabbitmq.failures import (
 )
 from agentdeck.backends.rabbitmq.names import RabbitNames
 from agentdeck.backends.rabbitmq.subscription import (
-    EVENT_BATCH_HEADER,
     SUBSCRIBER_BUFFER,
     Subscription,
 )
@@ -81,12 +80,6 @@ T = TypeVar("T")
 
 #: How many reports the scheduler may hold unacked; it acks them in batches after each write.
 REPORT_PREFETCH = 256
-#: The topic of an encoded core.messages.Event: the first keys of its JSON (``v``, ``type``,
-#: ``topic``), so a look at its start is enough and the body is never parsed.
-_TOPIC_RE = re.compile(rb'"topic"\s*:\s*"([A-Za-z0-9_-]{1,64})"')
-#: The most events in one message. A subscriber keeps at most ``subscriber_buffer`` events of a
-#: message it splits (the oldest go first, as in its queue), so this stays under the default.
-EVENT_BATCH_MAX = 256
 
 
 class RabbitBus:
@@ -139,8 +132,7 @@ class RabbitBus:
         """Every queue name this bus declared (see :meth:`delete_topology`)."""
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
         self._subscriptions: set[Subscription] = set()
-        self._event_batches: dict[str, list[bytes]] = {}
-        self._event_flush: asyncio.Task[None] | None = None
+        self._events_out = EventBatcher(self._send_events)
         self.closed = False
         self.published = 0
 
@@ -198,9 +190,9 @@ class RabbitBus:
         to their queues) and disconnect."""
         if self.closed:
             return
-        if self._event_flush is not None:  # events published just before closing still go
+        if self._events_out.flushing is not None:  # events published just before still go
             with contextlib.suppress(Exception):
-                await self._event_flush
+                await self._events_out.flushing
         self.closed = True
         consumers, subscriptions = list(self._consumers), list(self._subscriptions)
         self._subscriptions.clear()
@@ -366,49 +358,15 @@ class RabbitBus:
         subscribers split again. The scheduler publishes several events per task; one message
         each would cost it more than the tasks themselves. A failure is logged, not raised."""
         self._check_open()
-        match = _TOPIC_RE.search(body[:256])
-        key = match.group(1).decode() if match else "event"
+        topic = topic_of(body)
         if b"\n" in body:  # cannot share a message (compact JSON never has one)
-            await self._send_events(key, [body])
+            await self._send_events(topic, [body])
             return
-        self._event_batches.setdefault(key, []).append(body)
-        if self._event_flush is None:
-            self._event_flush = asyncio.get_running_loop().create_task(self._flush_events())
-
-    async def _flush_events(self) -> None:
-        await asyncio.sleep(0)  # let the rest of this turn's events join
-        try:
-            while self._event_batches:
-                batches, self._event_batches = self._event_batches, {}
-                await self._send_batches(batches)
-        finally:
-            self._event_flush = None
-
-    def _seal_events(self) -> asyncio.Task[None] | None:
-        """Send the events not yet sent without waiting for a subscriber that is about to be
-        set up: they were published before it subscribed, so it must not see them."""
-        if not self._event_batches:
-            return None
-        batches, self._event_batches = self._event_batches, {}
-        settling = [s.ready for s in self._subscriptions if not s.ready.done()]
-        return asyncio.get_running_loop().create_task(self._send_batches(batches, settling))
-
-    async def _send_batches(
-        self,
-        batches: Mapping[str, list[bytes]],
-        settling: Sequence[asyncio.Future[None]] | None = None,
-    ) -> None:
-        for key, bodies in batches.items():
-            for at in range(0, len(bodies), EVENT_BATCH_MAX):
-                chunk = bodies[at : at + EVENT_BATCH_MAX]
-                try:
-                    await self._send_events(key, chunk, settling)
-                except AgentdeckError as exc:
-                    log.warning("event_publish_failed", count=len(chunk), error=str(exc))
+        self._events_out.add(topic, body)
 
     async def _send_events(
         self,
-        key: str,
+        topic: str,
         bodies: list[bytes],
         settling: Sequence[asyncio.Future[None]] | None = None,
     ) -> None:
@@ -416,16 +374,11 @@ class RabbitBus:
             await self._settle_subscriptions()
         elif settling:
             await asyncio.wait(settling, timeout=self._publish_timeout)
-        headers: dict[str, Any] | None = (
-            {EVENT_BATCH_HEADER: len(bodies)} if len(bodies) > 1 else None
-        )
-        message = aio_pika.Message(
-            b"\n".join(bodies), headers=headers, delivery_mode=DeliveryMode.NOT_PERSISTENT
-        )
+        message = batch_message(bodies)
 
         async def send() -> None:
             assert self._events is not None
-            await self._events.publish(message, routing_key=key, mandatory=False)
+            await self._events.publish(message, routing_key=topic, mandatory=False)
 
         await self._retry("publish an event", send)
 
@@ -453,7 +406,11 @@ class RabbitBus:
         return self._subscribe(self.names.control)
 
     def _subscribe(self, exchange: str) -> Subscription:
-        after = self._seal_events() if exchange == self.names.events else None
+        after = None
+        if exchange == self.names.events:
+            after = self._events_out.seal(
+                [s.ready for s in self._subscriptions if not s.ready.done()]
+            )
         subscription = Subscription(self, exchange, after)
         if self.closed:
             subscription.end()
