@@ -32,6 +32,8 @@ _DRIVER_OPTIONS = frozenset(
         "no_verify_ssl",
     }
 )
+#: Where a list of whole URLs joined by commas splits: before each further scheme.
+_URL_LIST_RE = re.compile(r",\s*(?=amqps?://)")
 _OWN_OPTIONS = frozenset({"prefix", "delivery_limit", "reconnect_interval", "queue_type"})
 #: The queue types agentdeck can declare its task, report and dead queues as. Only quorum: the
 #: delivery limit that bounds a poison message, and replication across a cluster, need it.
@@ -56,8 +58,13 @@ class RabbitConfig:
 
 
 def parse_url(url: str) -> RabbitConfig:
-    """Read ``amqp[s]://user:pass@host:port[,host:port...]/vhost?prefix=...``. Raises
+    """Read ``amqp[s]://user:pass@host:port[,host:port...]/vhost?prefix=...``, or a list of such
+    URLs joined by commas (a settings list), which must differ in their hosts only. Raises
     ConfigError naming the bad part and what is allowed."""
+    several = _URL_LIST_RE.split(url.strip())
+    if len(several) > 1:
+        shown = ",".join(redact_url(one) for one in several)
+        return _joined([parse_url(one) for one in several], shown)
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
@@ -101,6 +108,34 @@ def parse_url(url: str) -> RabbitConfig:
         prefix=prefix,
         delivery_limit=delivery_limit,
         reconnect_interval=reconnect_interval,
+    )
+
+
+def _joined(configs: list[RabbitConfig], shown: str) -> RabbitConfig:
+    """One config with the brokers of every URL of a list, which must agree on the rest."""
+
+    def rest(config: RabbitConfig) -> tuple[object, ...]:
+        parts = urlsplit(config.url)
+        userinfo = parts.netloc.rpartition("@")[0]
+        return (parts.scheme, userinfo, parts.path, parts.query, config.prefix,
+                config.delivery_limit, config.reconnect_interval)  # fmt: skip
+
+    first = configs[0]
+    if any(rest(config) != rest(first) for config in configs[1:]):
+        raise ConfigError(
+            f"the RabbitMQ URLs in {shown!r} differ in more than their hosts (user, password, "
+            "vhost or options); list the brokers of one cluster as one URL: "
+            "amqp://user:pass@h1:5672,h2:5672,h3:5672/vhost"
+        )
+    hosts = tuple(host for config in configs for host in config.hosts)
+    vhost = first.where.partition("/")[2]
+    return RabbitConfig(
+        url=first.url,
+        where=f"{','.join(_show(h, p) for h, p in hosts)}/{vhost}",
+        hosts=hosts,
+        prefix=first.prefix,
+        delivery_limit=first.delivery_limit,
+        reconnect_interval=first.reconnect_interval,
     )
 
 

@@ -56,3 +56,21 @@ def test_each_connection_starts_after_the_broker_it_last_reached() -> None:
     assert ring.order() == [("c", 3), ("a", 1), ("b", 2)]
     ring.reached(("c", 3))
     assert ring.order() == [("a", 1), ("b", 2), ("c", 3)]
+
+
+def test_a_list_of_whole_urls_joined_by_commas_is_one_cluster() -> None:
+    """A settings list joined with commas gives the brokers of every URL, in order."""
+    config = parse_url("amqp://u:pw@h1/vh?prefix=a, amqp://u:pw@h2:5673,h3/vh?prefix=a")
+    assert config.hosts == (("h1", 5672), ("h2", 5673), ("h3", 5672))
+    assert config.url == "amqp://u:pw@h1/vh"  # the driver's URL: the first broker
+    assert config.prefix == "a"
+
+
+def test_urls_of_a_list_must_differ_in_their_hosts_only() -> None:
+    """Another user, password, vhost or option in the list is refused, passwords masked."""
+    with pytest.raises(ConfigError) as caught:
+        parse_url("amqp://u:pw1@h1/vh,amqp://u:pw2@h2/vh")
+    message = str(caught.value)
+    assert "differ in more than their hosts" in message
+    assert "amqp://u:***@h1/vh,amqp://u:***@h2/vh" in message
+    assert "pw1" not in message and "pw2" not in message
