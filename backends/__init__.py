@@ -32,6 +32,7 @@ REGISTRY: Mapping[str, str] = {
     "sqlite": "agentdeck.backends.sqlite.registry:SqliteRegistry",
     "redis": "agentdeck.backends.redis:RedisRegistry",
     "rediss": "agentdeck.backends.redis:RedisRegistry",
+    "redis+sentinel": "agentdeck.backends.redis:RedisRegistry",
 }
 BLOBS: Mapping[str, str] = {
     "file": "agentdeck.backends.files:FileBlobStore",

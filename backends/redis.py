@@ -1,4 +1,5 @@
-"""``RedisRegistry``: agents, breakers and the leader lease in Redis (``redis://host:6379/0``).
+"""``RedisRegistry``: agents, breakers and the leader lease in Redis (``redis://host:6379/0``,
+or the primary Redis Sentinel names: ``redis+sentinel://h1:26379,h2:26379/mymaster``).
 
 Redis holds what may be lost and rebuilt: an agent that finds its record gone registers
 again on its next heartbeat, a lost breaker starts closed, a lost lease is taken again with a
@@ -27,16 +28,14 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import re
 from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Self, TypeVar
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import tenacity
 from redis.asyncio import Redis
-from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import (
@@ -48,34 +47,24 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentdeck.backends.memory import check_ttl
+from agentdeck.backends.redis_url import (
+    DEFAULT_PREFIX,
+    check_prefix,
+    close_client,
+    open_client,
+    split_registry_url,
+    where,
+)
 from agentdeck.core.clock import Clock
-from agentdeck.core.errors import BackendUnavailable, ConfigError
+from agentdeck.core.errors import BackendUnavailable
 from agentdeck.core.models import AgentRecord, AgentState
 from agentdeck.core.ports import BreakerRecord, Lease
-from agentdeck.core.settings import redact_url
 
 T = TypeVar("T")
-
-DEFAULT_PREFIX = "agentdeck"
-PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 
 #: Seconds a record outlives its logical expiry in Redis before Redis deletes it. Generous
 #: because the logical expiry, not this, decides liveness; it only has to exceed clock skew.
 GC_MARGIN = 60.0
-
-#: Query options of a registry URL that redis-py understands and we pass on.
-REDIS_OPTIONS = frozenset(
-    {
-        "socket_timeout",
-        "socket_connect_timeout",
-        "health_check_interval",
-        "max_connections",
-        "client_name",
-        "ssl_cert_reqs",
-        "ssl_ca_certs",
-        "ssl_check_hostname",
-    }
-)
 
 #: Errors that mean "Redis cannot serve us right now": retryable, reported as BackendUnavailable.
 #: ReadOnlyError is a replica answering during a failover.
@@ -199,11 +188,13 @@ class RedisRegistry:
         self._url = url  # may hold a password: never put it in a message
         self._clock = clock
         self.prefix = prefix
-        self.where = _where(url)
-        """``host:port/db``: how messages name this Redis (no credentials)."""
+        self.where = where(url)
+        """``host:port/db`` or ``sentinel h1:26379,.../service/db``: how messages name this
+        Redis (no credentials)."""
         self._connect_attempts = connect_attempts
         self._connect_wait = connect_wait
         self._redis: Redis | None = None
+        self._sentinel: Sentinel | None = None
         self._scripts: dict[str, AsyncScript] = {}
 
     @classmethod
@@ -231,7 +222,7 @@ class RedisRegistry:
         """
         if self._redis is not None:
             return
-        client = Redis.from_url(
+        client, sentinel = open_client(
             self._url,
             decode_responses=True,
             # Redis answers in well under a millisecond; a call stuck for seconds must fail
@@ -257,10 +248,10 @@ class RedisRegistry:
                 with attempt:
                     await _done(client.ping())
         except (AuthenticationError, AuthorizationError) as exc:
-            await client.aclose()
+            await close_client(client, sentinel)
             raise BackendUnavailable(f"Redis at {self.where} refused the login: {exc}") from exc
         except _UNAVAILABLE as exc:
-            await client.aclose()
+            await close_client(client, sentinel)
             raise BackendUnavailable(
                 f"cannot reach Redis at {self.where} after {self._connect_attempts} attempt(s): "
                 f"{exc}"
@@ -275,13 +266,13 @@ class RedisRegistry:
                 ("release_lease", _RELEASE_LEASE),
             )
         }
-        self._redis = client
+        self._redis, self._sentinel = client, sentinel
 
     async def close(self) -> None:
         """Disconnect (safe to call twice)."""
         client, self._redis = self._redis, None
         if client is not None:
-            await client.aclose()
+            await close_client(client, self._sentinel)
 
     # -- agents
 
@@ -480,64 +471,10 @@ class RedisRegistry:
         )
 
 
-def check_prefix(prefix: str) -> None:
-    """Raise ConfigError unless ``prefix`` is a plain key prefix (no glob characters)."""
-    if not PREFIX_PATTERN.fullmatch(prefix):
-        raise ConfigError(
-            f"bad Redis key prefix {prefix!r}: use letters, digits, '_', '.' and '-' only"
-        )
-
-
-def split_registry_url(url: str) -> tuple[str, str]:
-    """Split a registry URL into the URL redis-py gets and the key prefix.
-
-    Raises ConfigError (with the password redacted) for a scheme other than ``redis``/
-    ``rediss``, a database that is not a number, an unknown option or a bad prefix.
-    """
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
-    except ValueError:
-        raise ConfigError(f"cannot parse the Redis URL {shown!r}") from None
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ConfigError(
-            f"expected 'redis://[user:password@]host[:port][/db][?prefix=name]' or rediss://, "
-            f"got {shown!r}"
-        )
-    database = unquote(parts.path).strip("/")
-    if database and not database.isdigit():
-        raise ConfigError(
-            f"the database in {shown!r} must be a number such as /0, got {database!r}"
-        )
-    options = dict(parse_qsl(parts.query, keep_blank_values=True))
-    prefix = options.pop("prefix", DEFAULT_PREFIX)
-    unknown = sorted(set(options) - REDIS_OPTIONS)
-    if unknown:
-        allowed = ", ".join(sorted({"prefix", *REDIS_OPTIONS}))
-        raise ConfigError(
-            f"unknown option(s) {', '.join(unknown)} in {shown!r}; allowed: {allowed}"
-        )
-    check_prefix(prefix)
-    redis_url = urlunsplit(parts._replace(query=urlencode(options)))
-    try:
-        parse_url(redis_url)
-    except ValueError as exc:
-        raise ConfigError(f"bad Redis URL {shown!r}: {exc}") from None
-    return redis_url, prefix
-
-
 async def _done(value: Awaitable[T] | T) -> T:
     """Await a redis-py command. redis-py types each command for its sync and async clients
     at once (a value or an awaitable); on the async client it is always an awaitable."""
     return await value if inspect.isawaitable(value) else value
-
-
-def _where(url: str) -> str:
-    """``host:port/db`` of a redis URL: how we name a server without its credentials."""
-    parts = urlsplit(url)
-    database = unquote(parts.path).strip("/") or "0"
-    return f"{parts.hostname}:{parts.port or 6379}/{database}"
 
 
 def _gc_ms(ttl: float) -> int:

@@ -31,7 +31,10 @@ import aiormq
 import pytest
 
 from agentdeck.backends import open_bus
-from agentdeck.backends.rabbitmq import RabbitBus, _Channel, _Consumer, parse_url
+from agentdeck.backends.rabbitmq import RabbitBus
+from agentdeck.backends.rabbitmq.consumer import Consumer
+from agentdeck.backends.rabbitmq.transport import Channel
+from agentdeck.backends.rabbitmq.url import parse_url
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import BackendUnavailable, ConfigError, NotFound
 from agentdeck.core.models import new_id
@@ -381,7 +384,7 @@ async def test_a_consumer_whose_queue_was_deleted_resumes_on_the_redeclared_queu
 ) -> None:
     """If an operator deletes a task queue, the broker cancels its consumers; the consumer
     notices, declares the queue again and keeps taking work instead of going quiet."""
-    monkeypatch.setattr(_Consumer, "CHECK_INTERVAL", 0.2)
+    monkeypatch.setattr(Consumer, "CHECK_INTERVAL", 0.2)
     bus = await open_bus_()
     consumer = bus.consume_tasks(["echo"], prefetch=1)
     await publish(bus, "echo", "1")
@@ -534,16 +537,16 @@ async def test_a_subscription_whose_set_up_the_broker_fails_is_set_up_again(
     """The broker failing a subscriber's queue declaration (INTERNAL_ERROR; in CI it made an
     agent exit at start) does not end the subscription: the half-set-up channel is closed and
     the subscription is set up again on a new one, and receives events."""
-    real = _Channel.declare_queue
-    failed: list[_Channel] = []
+    real = Channel.declare_queue
+    failed: list[Channel] = []
 
-    async def flaky(self: _Channel, name: str | None = None, **kwargs: Any) -> Any:
+    async def flaky(self: Channel, name: str | None = None, **kwargs: Any) -> Any:
         if kwargs.get("exclusive") and not failed:
             failed.append(self)
             raise aiormq.exceptions.ConnectionInternalError(None, "INTERNAL_ERROR (injected)")
         return await real(self, name, **kwargs)
 
-    monkeypatch.setattr(_Channel, "declare_queue", flaky)
+    monkeypatch.setattr(Channel, "declare_queue", flaky)
     publisher, bus = await open_bus_(), await open_bus_()
     events = bus.subscribe_events()
     seen: list[bytes] = []
@@ -650,8 +653,11 @@ async def test_an_unreachable_broker_fails_start_with_one_line_and_no_password(
     [
         ("amqp://guest:pw@host/?prefix=a b", "prefix 'a b'"),
         ("amqp://guest:pw@host/?delivery_limit=0", "delivery_limit='0'"),
-        ("amqp://guest:pw@host/?queue_type=classic", "unknown option 'queue_type'"),
-        ("amqp://guest:pw@:5672/", "has no host"),
+        ("amqp://guest:pw@host/?queue_type=classic", "queue_type='classic'"),
+        ("amqp://guest:pw@host/?durable=no", "unknown option 'durable'"),
+        ("amqp://guest:pw@:5672/", "has an empty host"),
+        ("amqp://guest:pw@h1:5672,,h3/", "has an empty host"),
+        ("amqp://guest:pw@h1:5672,h2:56x72/", "'h2:56x72' is not host:port"),
     ],
 )
 def test_bad_urls_are_config_errors_naming_the_problem_without_the_password(

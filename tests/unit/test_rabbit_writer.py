@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
-from agentdeck.backends.rabbitmq import _CoalescingWriter
+from agentdeck.backends.rabbitmq.transport import CoalescingWriter
 
 
 class FakeStreamWriter:
@@ -35,9 +35,9 @@ class FakeStreamWriter:
         return True
 
 
-def coalescing() -> tuple[_CoalescingWriter, FakeStreamWriter]:
+def coalescing() -> tuple[CoalescingWriter, FakeStreamWriter]:
     inner = FakeStreamWriter()
-    return _CoalescingWriter(cast(asyncio.StreamWriter, inner)), inner
+    return CoalescingWriter(cast(asyncio.StreamWriter, inner)), inner
 
 
 async def test_frames_of_one_turn_leave_in_one_write_in_order() -> None:
@@ -59,9 +59,9 @@ async def test_drain_waits_on_the_socket_and_flushes_past_the_limit() -> None:
     writer.write(b"small")
     await writer.drain()
     assert (inner.writes, inner.drains) == ([], 1)
-    writer.write(b"x" * _CoalescingWriter.LIMIT)
+    writer.write(b"x" * CoalescingWriter.LIMIT)
     await writer.drain()
-    assert inner.writes == [b"small" + b"x" * _CoalescingWriter.LIMIT]
+    assert inner.writes == [b"small" + b"x" * CoalescingWriter.LIMIT]
     await asyncio.sleep(0)  # the scheduled flush finds nothing left
     assert len(inner.writes) == 1
 
