@@ -5,11 +5,11 @@ ValueError and nothing is written.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentdeck.backends._checks import check_tasks
+from agentdeck.backends._checks import check_tasks, workflow_change
 from agentdeck.backends.sql.codec import (
     TASK_COLUMNS,
     TaskCodec,
@@ -19,8 +19,9 @@ from agentdeck.backends.sql.codec import (
 )
 from agentdeck.backends.sql.decide import EventRow
 from agentdeck.core.models import Command, Task, TaskEvent, Workflow
+from agentdeck.core.states import WorkflowStatus
 
-__all__ = ["Load", "NewWorkflow", "load_rows", "new_workflow"]
+__all__ = ["Load", "NewWorkflow", "StatusChange", "load_rows", "new_workflow", "status_change"]
 
 _STATUS = TASK_COLUMNS.index("status")
 
@@ -95,3 +96,25 @@ def load_rows(
         events=[event_to_row(e) for e in events],
         commands=[command_to_row(c) for c in commands],
     )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A workflow compare-and-set for ``set_workflow_status``, as stored strings."""
+
+    workflow_id: str
+    sources: list[str]
+    """The statuses it may move from (sorted)."""
+    target: str
+    at: float
+    finished_at: float | None
+    """``at`` when the target is terminal, else None (a resumed workflow is not finished)."""
+
+
+def status_change(
+    workflow_id: str, expect: Collection[WorkflowStatus], to: WorkflowStatus, at: float
+) -> StatusChange:
+    """The compare-and-set of a workflow status. Raises ValueError for a status that is not
+    one, InvalidTransition when a status in ``expect`` cannot go to ``to``."""
+    target, sources, finished_at = workflow_change(expect, to, at)
+    return StatusChange(workflow_id, [s.value for s in sources], target.value, at, finished_at)

@@ -44,25 +44,22 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from agentdeck.backends._checks import workflow_change as _workflow_change
-from agentdeck.backends.sql.codec import Row, command_to_row
-from agentdeck.backends.sql.decide import plan
-from agentdeck.backends.sql.reads import SqlReads
-from agentdeck.backends.sql.writes import load_rows, new_workflow
+from agentdeck.backends.sql.codec import Row
+from agentdeck.backends.sql.decide import Plan
+from agentdeck.backends.sql.store import SqlStore
+from agentdeck.backends.sql.writes import Load, NewWorkflow, StatusChange
 from agentdeck.backends.sqlite import schema, transitions, writes
-from agentdeck.backends.sqlite.dialect import SQLITE, TASKS, json_list
+from agentdeck.backends.sqlite.dialect import SQLITE, TASKS
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import BackendUnavailable, ConfigError
-from agentdeck.core.models import Change, Command, CommandStatus, Task, TaskEvent, Workflow
+from agentdeck.core.models import Task
 from agentdeck.core.ports import Applied
-from agentdeck.core.states import WorkflowStatus
 
 __all__ = ["MEMORY", "SqliteStore", "path_from_url"]
 
@@ -113,10 +110,11 @@ def path_from_url(url: str) -> str:
 # ------------------------------------------------------------------------------------ store
 
 
-class SqliteStore(SqlReads):
+class SqliteStore(SqlStore):
     """The Store port on one SQLite file (or a private in-memory database for tests).
 
-    The reads are :class:`backends.sql.reads.SqlReads`, in the :data:`SQLITE` dialect.
+    The port is :class:`backends.sql.store.SqlStore` in the :data:`SQLITE` dialect; this class
+    runs its statements on the worker thread.
 
     Build it with a path or :meth:`from_url`, call :meth:`migrate` once, and :meth:`close`
     it when done (``async with`` closes on exit). Several instances, in one process or many,
@@ -145,17 +143,6 @@ class SqliteStore(SqlReads):
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self._path) if self._path else MEMORY!r})"
-
-    async def __aenter__(self) -> SqliteStore:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # ------------------------------------------------------------------ worker plumbing
 
@@ -295,79 +282,26 @@ class SqliteStore(SqlReads):
     async def _tasks(self, op: str, sql: str, params: Sequence[Any]) -> list[Task]:
         return await self._read(_fetch_tasks, sql, params)
 
-    # ------------------------------------------------------------------------- writes
+    # ------------------------------------------------------------------ writes (hooks)
 
-    async def create_workflow(self, workflow: Workflow, tasks: Sequence[Task]) -> None:
-        """Write the workflow, its tasks, their dependencies and a ``created`` event per task in
-        one transaction. Raises ConflictError if the id exists, and ValueError (nothing
-        written) for tasks that do not fit the workflow: another workflow id, a duplicate key,
-        an unknown need, a ``task_count`` that is not the number of tasks."""
-        await self._write(writes.create_workflow, new_workflow(TASKS, workflow, tasks))
+    async def _insert_workflow(self, new: NewWorkflow) -> None:
+        await self._write(writes.create_workflow, new)
 
-    async def set_workflow_status(
-        self,
-        workflow_id: str,
-        expect: Collection[WorkflowStatus],
-        to: WorkflowStatus,
-        at: float,
-        *,
-        fence: int | None = None,
-    ) -> bool:
-        """Compare-and-set a workflow's status; True if it changed. ``finished_at`` is set when
-        ``to`` is terminal and cleared otherwise. Raises NotFound, InvalidTransition when
-        a status in ``expect`` cannot go to ``to``, and LeaseLost (nothing written) when
-        ``fence`` is older than a token that has written (as :meth:`apply`)."""
-        target, sources, finished_at = _workflow_change(expect, to, at)
-        return await self._write(
-            writes.set_workflow_status,
-            workflow_id,
-            json_list(s.value for s in sources),
-            target.value,
-            at,
-            finished_at,
-            fence,
-        )
+    async def _set_status(self, change: StatusChange, fence: int | None) -> bool:
+        return await self._write(writes.set_workflow_status, change, fence)
 
-    async def apply(
-        self, changes: Sequence[Change], at: float, *, fence: int | None = None
-    ) -> Applied:
-        """Apply compare-and-set transitions in one transaction (see the Protocol).
-
-        With ``fence`` and no changes, it only records the token, so a new leader can lock
-        out the old one before its first real write. Raises LeaseLost (nothing written),
-        ValueError for an unknown value name, InvalidTransition when ``expect`` holds a status
-        that cannot reach ``to``.
-        """
-        if not changes and fence is None:
-            return Applied(tasks=[], released=[])
-        plans = [plan(c) for c in changes]  # refuse a bad batch before writing anything
+    async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
         return await self._write(transitions.apply, plans, at, fence)
 
-    async def add_command(self, command: Command) -> None:
-        """Queue an operator's command. Raises ConflictError if its id exists."""
-        await self._write(writes.add_command, command_to_row(command))
+    async def _insert_command(self, row: tuple[Any, ...]) -> None:
+        await self._write(writes.add_command, row)
 
-    async def finish_command(self, command: Command) -> None:
-        """Record a command's outcome (status, result, finished_at). Raises NotFound."""
-        await self._write(
-            writes.finish_command,
-            command.id,
-            CommandStatus(command.status).value,
-            command.result,
-            command.finished_at,
-        )
-
-    async def load(
-        self,
-        *,
-        workflows: Sequence[Workflow] = (),
-        tasks: Sequence[Task] = (),
-        events: Sequence[TaskEvent] = (),
-        commands: Sequence[Command] = (),
+    async def _finish(
+        self, command_id: str, status: str, result: str, finished_at: float | None
     ) -> None:
-        """Write records as given in one transaction (see :meth:`core.ports.Store.load`).
-        Raises ConflictError, writing nothing, when any of them exists already."""
-        rows = load_rows(TASKS, workflows, tasks, events, commands)  # encode before writing
+        await self._write(writes.finish_command, command_id, status, result, finished_at)
+
+    async def _load(self, rows: Load) -> None:
         await self._write(writes.load, rows)
 
 

@@ -13,20 +13,9 @@ from __future__ import annotations
 
 import sqlite3
 
+from agentdeck.backends.sql import decide
 from agentdeck.backends.sql.codec import TASK_COLUMNS, columns
-from agentdeck.backends.sql.decide import (
-    SCALARS,
-    STATE_COLUMNS,
-    WRITE_COLUMNS,
-    Plan,
-    TaskState,
-    applied,
-    decide,
-    succeeding,
-    to_read,
-    waiting_on,
-    write_row,
-)
+from agentdeck.backends.sql.decide import Plan, TaskState
 from agentdeck.backends.sqlite.dialect import INSERT_EVENT, TASKS, in_list, json_list
 from agentdeck.core.errors import LeaseLost
 from agentdeck.core.ports import Applied
@@ -40,19 +29,19 @@ _DEPS_SQL = (
     f"SELECT needs_id, task_id FROM task_deps WHERE {in_list('needs_id', '?')} "
     "ORDER BY needs_id, task_id"
 )
-_STATES_SQL = f"SELECT {columns(STATE_COLUMNS)} FROM tasks WHERE {in_list('id', '?')}"
+_STATES_SQL = f"SELECT {columns(decide.STATE_COLUMNS)} FROM tasks WHERE {in_list('id', '?')}"
 _TASKS_SQL = f"SELECT {columns(TASK_COLUMNS)} FROM tasks WHERE {in_list('id', '?')}"
 
 
 def _update_sql() -> str:
-    """One UPDATE per decided state; its parameters are :func:`write_row` then ``at``.
+    """One UPDATE per decided state; its parameters are :func:`decide.write_row` then ``at``.
 
     Output and error are written only when the batch set them (``set_output``/``set_error``).
     """
-    n = {name: f"?{i}" for i, name in enumerate(WRITE_COLUMNS, start=1)}
-    plain = "".join(f", {name} = {n[name]}" for name in SCALARS)
+    n = {name: f"?{i}" for i, name in enumerate(decide.WRITE_COLUMNS, start=1)}
+    plain = "".join(f", {name} = {n[name]}" for name in decide.SCALARS)
     return (
-        f"UPDATE tasks SET status = {n['status']}, updated_at = ?{len(WRITE_COLUMNS) + 1}{plain}, "
+        f"UPDATE tasks SET status = {n['status']}, updated_at = ?{len(n) + 1}{plain}, "
         f"output = CASE WHEN {n['set_output']} THEN {n['output']} ELSE output END, "
         f"error = CASE WHEN {n['set_error']} THEN {n['error']} ELSE error END "
         f"WHERE id = {n['id']}"
@@ -85,11 +74,12 @@ def apply(conn: sqlite3.Connection, plans: list[Plan], at: float, fence: int | N
         check_fence(conn, fence)
     if not plans:
         return Applied(tasks=[], released=[])
-    ids = succeeding(plans)
-    waiting = waiting_on(conn.execute(_DEPS_SQL, (json_list(ids),))) if ids else {}
-    rows = conn.execute(_STATES_SQL, (json_list(to_read(plans, waiting)),))
-    decision = decide(plans, {r[0]: TaskState(*r) for r in rows}, waiting, at)
-    conn.executemany(_UPDATE_SQL, [(*write_row(s), at) for s in decision.writes])
+    ids = decide.succeeding(plans)
+    waiting = decide.waiting_on(conn.execute(_DEPS_SQL, (json_list(ids),))) if ids else {}
+    rows = conn.execute(_STATES_SQL, (json_list(decide.to_read(plans, waiting)),))
+    decision = decide.decide(plans, {r[0]: TaskState(*r) for r in rows}, waiting, at)
+    conn.executemany(_UPDATE_SQL, [(*decide.write_row(s), at) for s in decision.writes])
     conn.executemany(INSERT_EVENT, decision.events)
     wanted = json_list(decision.moved + decision.released)
-    return applied(decision, map(TASKS.from_row, conn.execute(_TASKS_SQL, (wanted,))))
+    tasks = map(TASKS.from_row, conn.execute(_TASKS_SQL, (wanted,)))
+    return decide.applied(decision, tasks)

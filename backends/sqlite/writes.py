@@ -8,13 +8,14 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from agentdeck.backends.sql.writes import Load, NewWorkflow
+from agentdeck.backends.sql.writes import Load, NewWorkflow, StatusChange
 from agentdeck.backends.sqlite.dialect import (
     INSERT_COMMAND,
     INSERT_EVENT,
     INSERT_EVENT_WITH_SEQ,
     INSERT_TASK,
     INSERT_WORKFLOW,
+    json_list,
 )
 from agentdeck.backends.sqlite.transitions import check_fence
 from agentdeck.core.errors import ConflictError, NotFound
@@ -63,26 +64,25 @@ def load(conn: sqlite3.Connection, rows: Load) -> None:
         raise ConflictError(f"cannot load: a task needs one that is not loaded: {exc}") from exc
 
 
-def set_workflow_status(
-    conn: sqlite3.Connection,
-    workflow_id: str,
-    expect: str,
-    to: str,
-    at: float,
-    finished_at: float | None,
-    fence: int | None,
-) -> bool:
-    """Compare-and-set a workflow's status (``expect``: a JSON list); True if it changed.
+def set_workflow_status(conn: sqlite3.Connection, change: StatusChange, fence: int | None) -> bool:
+    """Make ``change`` if the workflow's status is one of its sources; True if it did.
     Raises LeaseLost for an old ``fence`` and NotFound for an unknown workflow."""
     if fence is not None:
         check_fence(conn, fence)
     cursor = conn.execute(
         "UPDATE workflows SET status = ?, updated_at = ?, finished_at = ? "
         "WHERE id = ? AND status IN (SELECT value FROM json_each(?))",
-        (to, at, finished_at, workflow_id, expect),
+        (
+            change.target,
+            change.at,
+            change.finished_at,
+            change.workflow_id,
+            json_list(change.sources),
+        ),
     )
     if cursor.rowcount:
         return True
+    workflow_id = change.workflow_id
     if conn.execute("SELECT 1 FROM workflows WHERE id = ?", (workflow_id,)).fetchone() is None:
         raise NotFound(f"workflow {workflow_id!r} not found")
     return False
