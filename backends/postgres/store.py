@@ -3,9 +3,10 @@ on PostgreSQL through an asyncpg pool.
 
 How it is built, and why:
 
-- **A pool**, sized from the URL (``min_size``, ``max_size``), opened by :meth:`migrate` (or the
-  first call) with bounded retries (tenacity); a server that stays unreachable fails with one
-  :class:`BackendUnavailable` line naming ``host:port/database``, never the password.
+- **The port is shared**: :class:`backends.sql.store.SqlStore` holds every read and the
+  checks and encoding of every write; this module holds PostgreSQL's write statements.
+- **A pool**, opened by :meth:`migrate` (or the first call) with bounded retries
+  (:mod:`backends.postgres.connections`).
 - **Every write is one transaction**; batches cost a fixed number of round trips:
   ``create_workflow`` writes tasks, dependencies and events with ``COPY`` (one array INSERT
   per table when there are few), ``apply`` locks, decides and writes a whole batch with array
@@ -16,10 +17,8 @@ How it is built, and why:
 - **Migrations** are numbered and applied under ``pg_advisory_xact_lock``, so two nodes
   starting at once do not race; a database written by a newer agentdeck is refused with
   :class:`ConfigError` (:mod:`backends.postgres.schema`).
-- **Faults**: a lost connection, a server shutting down, a deadlock or a full server is
-  :class:`BackendUnavailable` (retryable). Reads retry it a few times first (they are
-  idempotent); writes do not, because a write whose commit was cut off may have happened:
-  the caller decides, and compare-and-set makes a repeated ``apply`` harmless.
+- **Faults** are :class:`BackendUnavailable`; reads retry them briefly, writes do not
+  (:mod:`backends.postgres.connections`).
 - **StoreWatch**: ``create_workflow`` and ``add_command`` NOTIFY in their transactions;
   :meth:`PostgresStore.changes` LISTENs (:mod:`backends.postgres.watch`).
 

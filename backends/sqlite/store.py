@@ -18,8 +18,11 @@ How it is built, and why:
   ``schema_version``; ``migrate`` applies the missing ones under ``BEGIN IMMEDIATE``, so two
   processes starting at once do not race, and a database written by a newer agentdeck is
   refused with :class:`ConfigError`.
+- **The port is shared**: :class:`backends.sql.store.SqlStore` holds every read and the checks
+  and encoding of every write; the write statements are :mod:`backends.sqlite.writes`.
 - **apply** (:mod:`backends.sqlite.transitions`) decides each compare-and-set under the write
-  lock and batches what it can; 1,000 changes take a few tens of milliseconds.
+  lock (:mod:`backends.sql.decide`) and batches what it can; 1,000 changes take a few tens of
+  milliseconds.
 
 Beyond the Protocol's docstrings, this store guarantees (and the contract suite checks):
 
