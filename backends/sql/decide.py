@@ -20,7 +20,7 @@ lock, PostgreSQL's row locks) from step 3 to the commit, the decision cannot go 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "plan",
     "succeeding",
     "to_read",
+    "value",
     "waiting_on",
     "write_row",
 ]
@@ -95,6 +96,8 @@ class Plan:
     error: tuple[str | None] | None  # (json,) when the change sets the error
     kind: str
     detail: str
+    columns: frozenset[str]
+    """The value columns the change sets (output and error included)."""
 
 
 @lru_cache(maxsize=512)
@@ -138,6 +141,7 @@ def plan(change: Change) -> Plan:
         error=(error_or_null(values["error"], f"error of {what}"),) if "error" in values else None,
         kind=change.event or to.value,
         detail=dumps(dict(change.detail), f"detail of {what}") if change.detail else "{}",
+        columns=frozenset(values),
     )
 
 
@@ -180,6 +184,26 @@ class TaskState:
     output: tuple[str | None] | None = None  # (json,) once a change has set it
     error: tuple[str | None] | None = None
 
+    def copy(self) -> TaskState:
+        """An equal, separate state (spelt out: eight times faster than ``replace``, and
+        :func:`decide` copies every state of a batch)."""
+        return TaskState(
+            self.id,
+            self.workflow_id,
+            self.key,
+            self.status,
+            self.attempt,
+            self.first_attempt,
+            self.agent_id,
+            self.not_before,
+            self.deadline,
+            self.started_at,
+            self.finished_at,
+            self.pending,
+            self.output,
+            self.error,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -193,6 +217,10 @@ class Decision:
     """The final state of every task to write (moved or counted down), in first-touch order."""
     events: list[EventRow] = field(default_factory=list)
     """The events, in the order they happened."""
+    changed: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """For each task written, the value columns the batch set (sorted; ``status`` is always
+    written besides): an engine whose UPDATE costs by column (SQLite maintains the index of
+    every column it sets) writes only these."""
 
 
 def decide(
@@ -210,8 +238,8 @@ def decide(
     below zero); a ``blocked`` dependent reaching zero becomes ``ready`` with a ``ready``
     event whose detail names the key that released it. ``states`` is not changed.
     """
-    current = {task_id: replace(state) for task_id, state in states.items()}
-    touched: dict[str, None] = {}  # insertion-ordered sets of ids
+    current = {task_id: state.copy() for task_id, state in states.items()}
+    touched: dict[str, set[str]] = {}  # the columns changed, by id in first-touch order
     moved: dict[str, None] = {}
     released: dict[str, None] = {}
     events: list[EventRow] = []
@@ -229,7 +257,8 @@ def decide(
             state.output = p.output
         if p.error is not None:
             state.error = p.error
-        touched[p.task_id] = moved[p.task_id] = None
+        moved[p.task_id] = None
+        touched.setdefault(p.task_id, set()).update(p.columns)
         agent = state.agent_id if state.agent_id is not None else agent_before
         events.append(
             (p.task_id, state.workflow_id, at, p.kind, state.attempt, before, p.to, agent, p.detail)
@@ -244,16 +273,17 @@ def decide(
         released=list(released),
         writes=[current[i] for i in touched],
         events=events,
+        changed={i: tuple(sorted(names)) for i, names in touched.items()},
     )
 
 
-def _count_down(states: dict[str, TaskState], dep_id: str, touched: dict[str, None]) -> bool:
+def _count_down(states: dict[str, TaskState], dep_id: str, touched: dict[str, set[str]]) -> bool:
     """One need of ``dep_id`` succeeded: lower its count; True if that releases it."""
     dep = states.get(dep_id)
     if dep is None:
         return False
     dep.pending = max(dep.pending - 1, 0)
-    touched[dep_id] = None
+    touched.setdefault(dep_id, set()).add("pending")
     if dep.status != _BLOCKED or dep.pending:
         return False
     dep.status = _READY
@@ -263,6 +293,14 @@ def _count_down(states: dict[str, TaskState], dep_id: str, touched: dict[str, No
 def _ready_event(dep: TaskState, released_by: str, at: float) -> EventRow:
     detail = dumps({"released_by": released_by}, "detail")
     return (dep.id, dep.workflow_id, at, "ready", dep.attempt, _BLOCKED, _READY, None, detail)
+
+
+def value(state: TaskState, name: str) -> Any:
+    """The value ``state`` gives column ``name`` (a scalar, ``output`` or ``error``)."""
+    if name == "output" or name == "error":
+        held: tuple[str | None] | None = getattr(state, name)
+        return None if held is None else held[0]
+    return getattr(state, name)
 
 
 def write_row(state: TaskState) -> tuple[Any, ...]:

@@ -4,14 +4,16 @@ Everything here runs inside the caller's write transaction (``BEGIN IMMEDIATE``)
 writer can touch the rows meanwhile. That allows a fast shape, whatever the batch size: read up
 front the tasks named and the dependents of those that may succeed; decide every
 compare-and-set and every dependent's count in Python (:func:`backends.sql.decide.decide`);
-then one ``executemany`` writes each touched task's final state, one appends the events, and
-one query reads the tasks back. ``UPDATE ... RETURNING`` per change, and a count-down
-statement per success, were simpler and about twice as slow.
+then one ``executemany`` per set of columns written writes each touched task's final state,
+one appends the events, and one query reads the tasks back. ``UPDATE ... RETURNING`` per
+change, and a count-down statement per success, were simpler and about twice as slow.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from functools import lru_cache
+from typing import Any
 
 from agentdeck.backends.sql import decide
 from agentdeck.backends.sql.codec import TASK_COLUMNS, columns
@@ -33,22 +35,16 @@ _STATES_SQL = f"SELECT {columns(decide.STATE_COLUMNS)} FROM tasks WHERE {in_list
 _TASKS_SQL = f"SELECT {columns(TASK_COLUMNS)} FROM tasks WHERE {in_list('id', '?')}"
 
 
-def _update_sql() -> str:
-    """One UPDATE per decided state; its parameters are :func:`decide.write_row` then ``at``.
+@lru_cache(maxsize=256)
+def _update_sql(names: tuple[str, ...]) -> str:
+    """The UPDATE of a task's status, ``updated_at`` and the columns ``names``; its parameters
+    are the status, ``at``, the values of ``names`` and the id.
 
-    Output and error are written only when the batch set them (``set_output``/``set_error``).
+    Only the columns a batch set: SQLite maintains the index of every column an UPDATE sets,
+    even to the value it had. Cached: a batch repeats a handful of shapes.
     """
-    n = {name: f"?{i}" for i, name in enumerate(decide.WRITE_COLUMNS, start=1)}
-    plain = "".join(f", {name} = {n[name]}" for name in decide.SCALARS)
-    return (
-        f"UPDATE tasks SET status = {n['status']}, updated_at = ?{len(n) + 1}{plain}, "
-        f"output = CASE WHEN {n['set_output']} THEN {n['output']} ELSE output END, "
-        f"error = CASE WHEN {n['set_error']} THEN {n['error']} ELSE error END "
-        f"WHERE id = {n['id']}"
-    )
-
-
-_UPDATE_SQL = _update_sql()
+    assignments = "".join(f", {name} = ?" for name in names)
+    return f"UPDATE tasks SET status = ?, updated_at = ?{assignments} WHERE id = ?"
 
 
 def check_fence(conn: sqlite3.Connection, fence: int) -> None:
@@ -78,7 +74,13 @@ def apply(conn: sqlite3.Connection, plans: list[Plan], at: float, fence: int | N
     waiting = decide.waiting_on(conn.execute(_DEPS_SQL, (json_list(ids),))) if ids else {}
     rows = conn.execute(_STATES_SQL, (json_list(decide.to_read(plans, waiting)),))
     decision = decide.decide(plans, {r[0]: TaskState(*r) for r in rows}, waiting, at)
-    conn.executemany(_UPDATE_SQL, [(*decide.write_row(s), at) for s in decision.writes])
+    shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}  # a statement per column set
+    for s in decision.writes:
+        names = decision.changed[s.id]
+        values = (decide.value(s, name) for name in names)
+        shapes.setdefault(names, []).append((s.status, at, *values, s.id))
+    for names, params in shapes.items():
+        conn.executemany(_update_sql(names), params)
     conn.executemany(INSERT_EVENT, decision.events)
     wanted = json_list(decision.moved + decision.released)
     tasks = map(TASKS.from_row, conn.execute(_TASKS_SQL, (wanted,)))

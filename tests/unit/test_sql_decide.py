@@ -4,7 +4,7 @@ SQL stores write exactly what these decide."""
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 
@@ -16,6 +16,7 @@ from agentdeck.backends.sql.decide import (
     plan,
     succeeding,
     to_read,
+    value,
     waiting_on,
     write_row,
 )
@@ -194,6 +195,13 @@ def test_a_dependent_missing_from_the_states_is_passed_over() -> None:
     assert (decision.moved, decision.released) == (["wf/a"], [])
 
 
+def test_a_state_copies_every_field() -> None:
+    """``TaskState.copy`` is equal to its original, field for field, and separate from it."""
+    original = TaskState(*(f"v{i}" for i in range(len(fields(TaskState)))))  # type: ignore[arg-type]
+    twin = original.copy()
+    assert twin == original and twin is not original
+
+
 def test_decide_leaves_the_states_it_is_given_alone() -> None:
     """The decision works on copies: the caller's states are as they were."""
     given = states(state("wf/a", T.READY))
@@ -244,3 +252,12 @@ def test_applied_answers_with_the_tasks_in_the_order_they_moved() -> None:
     )
     tasks = [Task(i, "wf", i[-1], "c", T.DISPATCHED, {}, (), 0, 1.0, AT) for i in ("wf/a", "wf/b")]
     assert [t.id for t in applied(decision, tasks).tasks] == ["wf/b", "wf/a"]
+
+
+def test_the_decision_names_the_columns_each_write_sets() -> None:
+    """A moved task lists the values its changes set; a counted-down dependent ``pending``."""
+    before = states(state("wf/a", T.RUNNING), state("wf/b", T.BLOCKED, pending=2))
+    plans = [plan(change("wf/a", T.SUCCEEDED, T.RUNNING, output=1, finished_at=5.0))]
+    decision = decide(plans, before, {"wf/a": ["wf/b"]}, AT)
+    assert decision.changed == {"wf/a": ("finished_at", "output"), "wf/b": ("pending",)}
+    assert [value(s, "output") for s in decision.writes] == ["1", None]
