@@ -11,6 +11,7 @@ written), then hand one engine primitive the prepared rows to write in one trans
 ``_insert_command``       a command row
 ``_finish``               a command's outcome
 ``_load``                 a :class:`~backends.sql.writes.Load`
+``close``                 end the connections (``async with`` calls it on exit)
 ========================  =====================================================
 """
 
