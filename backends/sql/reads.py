@@ -59,14 +59,18 @@ class SqlReads(ABC):
 
     # ---------------------------------------------------------------------- workflows
 
+    async def _by_id(self, table: str, select: str, record_id: str) -> Row:
+        """The row of ``table`` with id ``record_id``. Raises NotFound naming the record."""
+        p = self._params()
+        sql = f"SELECT {select} FROM {table}s WHERE id = {p(record_id)}"
+        rows = await self._rows(f"get_{table}", sql, p.values)
+        if not rows:
+            raise NotFound(f"{table} {record_id!r} not found")
+        return rows[0]
+
     async def get_workflow(self, workflow_id: str) -> Workflow:
         """One workflow. Raises NotFound."""
-        p = self._params()
-        sql = f"SELECT {_WORKFLOWS} FROM workflows WHERE id = {p(workflow_id)}"
-        rows = await self._rows("get_workflow", sql, p.values)
-        if not rows:
-            raise NotFound(f"workflow {workflow_id!r} not found")
-        return workflow_from_row(rows[0])
+        return workflow_from_row(await self._by_id("workflow", _WORKFLOWS, workflow_id))
 
     async def list_workflows(
         self,
@@ -251,12 +255,7 @@ class SqlReads(ABC):
 
     async def get_command(self, command_id: str) -> Command:
         """One command. Raises NotFound."""
-        p = self._params()
-        sql = f"SELECT {_COMMANDS} FROM commands WHERE id = {p(command_id)}"
-        rows = await self._rows("get_command", sql, p.values)
-        if not rows:
-            raise NotFound(f"command {command_id!r} not found")
-        return command_from_row(rows[0])
+        return command_from_row(await self._by_id("command", _COMMANDS, command_id))
 
     async def list_commands(self, limit: int = 100, offset: int = 0) -> list[Command]:
         """The action log, newest first (ties: last queued first), a page at a time."""
