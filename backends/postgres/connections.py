@@ -1,0 +1,264 @@
+"""The connections of ``PostgresStore``: the pool, what engine errors mean, and how a read or
+a write runs on a connection.
+
+- **A pool**, sized from the URL (``min_size``, ``max_size``), opened on first use with bounded
+  retries (tenacity); a server that stays unreachable fails with one
+  :class:`BackendUnavailable` line naming ``host:port/database``, never the password.
+- **Faults**: a lost connection, a server shutting down, a deadlock or a full server is
+  :class:`BackendUnavailable` (retryable). Reads retry it a few times first (they are
+  idempotent); writes do not, because a write whose commit was cut off may have happened:
+  the caller decides, and compare-and-set makes a repeated ``apply`` harmless.
+- A connection that broke is dropped, not returned to the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import asyncpg
+import tenacity
+
+from agentdeck.backends.postgres.url import PostgresTarget
+from agentdeck.core.errors import BackendUnavailable, ConfigError
+
+__all__ = ["PostgresConnections", "fetch"]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+#: Errors that mean "PostgreSQL cannot serve us right now": BackendUnavailable, retryable.
+#: Class 08 (connection), 53 (resources: too many connections, disk full), 57 (operator
+#: intervention: shutdown, cancelled query), 40 (deadlock, serialization failure).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.TransactionRollbackError,
+)
+#: Errors after which a connection cannot be used again (see ``PostgresStore._connection``).
+_BROKEN: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InternalClientError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+)
+
+
+def _broken(exc: BaseException | None) -> bool:
+    """True for an error that leaves the connection unusable."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc)  # "connection is closed"; other InterfaceErrors are bugs
+    return isinstance(exc, _BROKEN)
+
+
+#: Failures at connection time that waiting will not cure.
+_REFUSED: tuple[type[BaseException], ...] = (
+    asyncpg.InvalidAuthorizationSpecificationError,  # wrong password, no such role, pg_hba
+    asyncpg.InvalidCatalogNameError,  # no such database
+)
+
+
+async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows of one statement on ``conn``."""
+    return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
+
+
+class PostgresConnections:
+    """A pool on one PostgreSQL database, opened on first use, and the runners of reads and
+    writes on it (the base of :class:`backends.postgres.store.PostgresStore`)."""
+
+    def __init__(
+        self, target: PostgresTarget, *, connect_attempts: int = 5, connect_wait: float = 0.2
+    ) -> None:
+        """``connect_attempts`` tries, waiting ``connect_wait`` seconds and doubling (at most 5 s)
+        between them, before a start-up connection failure is reported."""
+        if connect_attempts < 1:
+            raise ValueError(f"connect_attempts must be at least 1, got {connect_attempts!r}")
+        self._target = target  # its dsn may hold a password: never put it in a message
+        self._connect_attempts = connect_attempts
+        self._connect_wait = connect_wait
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def where(self) -> str:
+        """``host:port/database``: how messages name this server (no credentials)."""
+        return self._target.where
+
+    def _describe(self, exc: BaseException) -> str:
+        """An engine error as text for a message, with the password masked should the
+        driver ever echo it."""
+        text = str(exc) or type(exc).__name__
+        if self._target.password:
+            text = text.replace(self._target.password, "***")
+        return text
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._pool is not None:
+            return self._pool
+        async with self._pool_lock:
+            if self._closed:
+                raise BackendUnavailable(f"the PostgreSQL store on {self.where} is closed")
+            if self._pool is None:
+                self._pool = await self._connect()
+        return self._pool
+
+    async def _connect(self) -> asyncpg.Pool:
+        """Open the pool, retrying what may pass (refused connections, a starting server)."""
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(self._connect_attempts),
+            wait=tenacity.wait_exponential(multiplier=self._connect_wait, max=5.0),
+            retry=tenacity.retry_if_exception_type(_UNAVAILABLE),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._open_pool()
+        except _REFUSED as exc:
+            raise BackendUnavailable(
+                f"PostgreSQL at {self.where} refused the connection: {self._describe(exc)}"
+            ) from None
+        except asyncpg.ClientConfigurationError as exc:
+            raise ConfigError(f"store URL for {self.where}: {self._describe(exc)}") from None
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(
+                f"cannot reach PostgreSQL at {self.where} after {self._connect_attempts} "
+                f"attempt(s): {self._describe(exc)}"
+            ) from None
+        except asyncpg.PostgresError as exc:  # e.g. an unknown server setting in the URL
+            raise BackendUnavailable(
+                f"PostgreSQL at {self.where} refused the connection: {self._describe(exc)}"
+            ) from None
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def _open_pool(self) -> asyncpg.Pool:
+        target = self._target
+        pool = await asyncpg.create_pool(
+            target.dsn,
+            min_size=target.min_size,
+            max_size=target.max_size,
+            command_timeout=target.command_timeout,
+            timeout=target.connect_timeout,
+            # asyncpg prepares every statement; after five runs PostgreSQL may switch to a
+            # generic plan and keep it until the next ANALYZE. A plan made while `tasks` held
+            # a few hundred rows (a seq scan) then stays in use at 20,000 rows: the row-lock
+            # query of every transition became the database's main cost under load (see
+            # docs/performance.md). Custom plans follow the table's current size instead.
+            server_settings={"plan_cache_mode": "force_custom_plan"},
+        )
+        try:
+            await pool.execute("SELECT 1")  # with min_size=0 nothing has connected yet
+        except BaseException:
+            pool.terminate()
+            raise
+        return pool
+
+    async def _listen_connection(self) -> asyncpg.Connection:
+        """A connection of its own for LISTEN (see :mod:`backends.postgres.watch`)."""
+        try:
+            return await asyncpg.connect(
+                self._target.dsn,
+                timeout=self._target.connect_timeout,
+                server_settings={"application_name": f"{self._target.application_name}-watch"},
+            )
+        except (*_UNAVAILABLE, *_REFUSED, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise BackendUnavailable(
+                f"cannot listen on PostgreSQL at {self.where}: {self._describe(exc)}"
+            ) from None
+
+    @contextlib.contextmanager
+    def _errors(self, op: str) -> Iterator[None]:
+        """Turn engine errors met during ``op`` into agentdeck's."""
+        try:
+            yield
+        except asyncpg.UndefinedTableError as exc:
+            raise ConfigError(
+                f"PostgreSQL database {self.where} has no agentdeck schema "
+                f"({self._describe(exc)}); run the migrations first"
+            ) from exc
+        except asyncpg.DataError as exc:  # a value the column cannot hold
+            raise ValueError(f"{op}: PostgreSQL refused a value: {self._describe(exc)}") from exc
+        except Exception as exc:
+            if not _broken(exc) and not isinstance(exc, _UNAVAILABLE):
+                raise  # ours (ConflictError, LeaseLost...) or a bug: let it through
+            raise BackendUnavailable(
+                f"PostgreSQL at {self.where} failed during {op}: {self._describe(exc)}"
+            ) from exc
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, dropped (not returned to the pool) if it broke meanwhile."""
+        async with pool.acquire(timeout=self._target.command_timeout) as conn:
+            try:
+                yield conn
+            except Exception as exc:
+                if _broken(exc):
+                    # A session the server ended (a restart, an operator) can leave the
+                    # connection half-closed, or in a state asyncpg cannot leave after an
+                    # unsolicited FATAL (MagicStack/asyncpg#1069). Drop it, and have the pool
+                    # replace its siblings too: they were most likely ended with it.
+                    with contextlib.suppress(asyncpg.InterfaceError):  # already let go of
+                        conn.terminate()
+                    await pool.expire_connections()
+                raise
+
+    async def _read(
+        self,
+        op: str,
+        fn: Callable[Concatenate[asyncpg.Connection, _P], Awaitable[_R]],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        """Run ``fn`` on a pooled connection, retrying briefly when the connection breaks
+        (one the server closed, a restart): a read may run twice. A timeout is not retried:
+        a query that took too long would most likely take too long again."""
+        retrying = tenacity.AsyncRetrying(
+            stop=tenacity.stop_after_attempt(3),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+            retry=tenacity.retry_if_exception(
+                lambda exc: isinstance(exc, BackendUnavailable) and _broken(exc.__cause__)
+            ),
+            reraise=True,
+        )
+        pool = await self._get_pool()  # retried on its own, at start-up
+        async for attempt in retrying:
+            with attempt, self._errors(op):
+                async with self._connection(pool) as conn:
+                    return await fn(conn, *args, **kwargs)
+        raise AssertionError("unreachable: tenacity returns or raises")
+
+    async def _write(
+        self,
+        op: str,
+        fn: Callable[Concatenate[asyncpg.Connection, _P], Awaitable[_R]],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        """Run ``fn`` in one transaction. Not retried: see the module docstring."""
+        pool = await self._get_pool()
+        with self._errors(op):
+            async with self._connection(pool) as conn, conn.transaction():
+                return await fn(conn, *args, **kwargs)
+
+    async def _fetch(self, op: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._read(op, fetch, sql, *args)
+
+    async def _close_pool(self) -> None:
+        """Close the pool (terminated if a connection stays busy); later calls fail."""
+        self._closed = True
+        async with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5.0)
+            except TimeoutError:  # a connection still busy: do not hang the shutdown
+                pool.terminate()
