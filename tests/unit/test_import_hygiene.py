@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -112,4 +113,41 @@ def test_every_import_of_the_product_goes_through_agentdeck() -> None:
         }
         if bare:
             offenders[str(path.relative_to(ROOT))] = sorted(bare)
+    assert offenders == {}
+
+
+#: Third-party modules that tie a package to an engine, a screen or a paid service.
+GUARDED = {"aio_pika", "aiormq", "asyncpg", "redis", "boto3", "botocore", "textual", "anthropic"}
+LAYERS = re.compile(r"<!-- layers:.*?-->\n\|.*\n\|[-| ]+\n((?:\|.*\n)+)")
+
+
+def documented_layers() -> dict[str, set[str]]:
+    """docs/architecture.md's table: package -> what it may import (agentdeck packages by
+    their short name, and guarded third-party modules)."""
+    match = LAYERS.search((ROOT / "docs" / "architecture.md").read_text())
+    assert match, "docs/architecture.md has no layers table"
+    layers: dict[str, set[str]] = {}
+    for row in match.group(1).splitlines():
+        package, ours, theirs = (cell.strip(" `") for cell in row.strip("|").split("|")[:3])
+        allowed = {n.strip() for n in f"{ours},{theirs}".split(",")} - {"—", ""}
+        layers[package.removeprefix("agentdeck.")] = {n.split(" ")[0] for n in allowed}
+    return layers
+
+
+def test_every_package_imports_only_what_docs_architecture_allows() -> None:
+    """The layers table in docs/architecture.md names every package, and no module imports an
+    agentdeck package or an engine/screen module its row does not allow."""
+    layers = documented_layers()
+    assert set(layers) == {"core", "backends", "agents", "themes", "tui"}
+    offenders: dict[str, list[str]] = {}
+    for package, allowed in layers.items():
+        for path in (ROOT / package).rglob("*.py"):
+            bad = {
+                root
+                for root in imported_roots(path)
+                if (root in layers and root != package and root not in allowed)
+                or (root in GUARDED and root not in allowed)
+            }
+            if bad:
+                offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}
