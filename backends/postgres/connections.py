@@ -39,6 +39,8 @@ _UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.InsufficientResourcesError,
     asyncpg.OperatorInterventionError,
     asyncpg.TransactionRollbackError,
+    # Several hosts and none is (yet) of the kind asked for: mid-failover, no primary yet.
+    asyncpg.TargetServerAttributeNotMatched,
 )
 #: Errors after which a connection cannot be used again (see ``PostgresStore._connection``).
 _BROKEN: tuple[type[BaseException], ...] = (

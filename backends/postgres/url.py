@@ -5,6 +5,11 @@ messages name the server without its password.
 
     postgresql://user:password@host:5432/agentdeck?min_size=2&max_size=10
     postgres://user@host/agentdeck?sslmode=require&command_timeout=30
+    postgresql://user@h1:5432,h2:5432,h3:5432/agentdeck     # a primary and its standbys
+
+Several hosts mean a primary and standbys (e.g. under Patroni): unless the URL says otherwise,
+``target_session_attrs=read-write`` is added, so every new connection goes to whichever host
+is the primary now, and after a failover the pool's next connections find the new one.
 
 Our own query options are taken out (:data:`POOL_OPTIONS`); every other one is left in the
 URL for asyncpg, which understands libpq's (``sslmode``, ``sslrootcert``, ``passfile``...) and
@@ -24,7 +29,12 @@ __all__ = ["DEFAULT_APPLICATION_NAME", "POOL_OPTIONS", "SCHEMES", "PostgresTarge
 
 SCHEMES = ("postgresql", "postgres")
 DEFAULT_APPLICATION_NAME = "agentdeck"
-FORMS = "postgresql://user:password@host:5432/database[?min_size=2&max_size=10]"
+FORMS = (
+    "postgresql://user:password@host:5432/database[?min_size=2&max_size=10] "
+    "(several hosts: host1:5432,host2:5432)"
+)
+#: libpq's ``target_session_attrs`` values asyncpg understands.
+SESSION_ATTRS = ("any", "primary", "standby", "prefer-standby", "read-write", "read-only")
 
 #: Query options read by agentdeck, not asyncpg, with their defaults.
 POOL_OPTIONS: dict[str, float] = {
@@ -60,7 +70,7 @@ def parse_url(url: str) -> PostgresTarget:
     """
     try:
         parts = urlsplit(url)
-        port = parts.port
+        hosts = _hosts(parts.netloc.rpartition("@")[2])
     except ValueError as exc:  # a port that is not a number, an unclosed IPv6 bracket
         raise ConfigError(f"store URL is not a valid PostgreSQL URL ({exc}); use {FORMS}") from None
     if parts.scheme not in SCHEMES:
@@ -73,10 +83,7 @@ def parse_url(url: str) -> PostgresTarget:
     user = unquote(parts.username or "")
     if not database and not user:
         raise ConfigError(f"store URL names no database (and no user to default to); use {FORMS}")
-    host = parts.hostname or "localhost"
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    where = f"{host}:{port or 5432}/{database or user}"
+    where = ",".join(f"{h}:{p}" for h, p in hosts) + f"/{database or user}"
 
     options = dict(POOL_OPTIONS)
     passed: list[tuple[str, str]] = []
@@ -89,6 +96,16 @@ def parse_url(url: str) -> PostgresTarget:
     application_name = dict(passed).get("application_name") or DEFAULT_APPLICATION_NAME
     if "application_name" not in dict(passed):
         passed.append(("application_name", application_name))
+    attrs = dict(passed).get("target_session_attrs")
+    if attrs is not None and attrs not in SESSION_ATTRS:
+        raise ConfigError(
+            f"store URL option target_session_attrs={attrs!r} is not one of "
+            f"{', '.join(SESSION_ATTRS)}"
+        )
+    if len(hosts) > 1 and attrs is None:
+        # Several hosts are a primary and its standbys: the Store writes, so only the primary
+        # will do; after a failover a new connection finds the new one.
+        passed.append(("target_session_attrs", "read-write"))
     min_size, max_size = options["min_size"], options["max_size"]
     if min_size != int(min_size) or max_size != int(max_size) or max_size < 1:
         raise ConfigError(
@@ -111,6 +128,24 @@ def parse_url(url: str) -> PostgresTarget:
         command_timeout=options["command_timeout"],
         connect_timeout=options["connect_timeout"],
     )
+
+
+def _hosts(netloc: str) -> list[tuple[str, int]]:
+    """``h1:5432,h2,[::1]:5433`` -> ``[("h1", 5432), ("h2", 5432), ("[::1]", 5433)]``;
+    ValueError naming a bad entry."""
+    found: list[tuple[str, int]] = []
+    for entry in netloc.split(",") if netloc else [""]:
+        if entry.startswith("["):
+            host, _, rest = entry[1:].partition("]")
+            host, port_text = f"[{host}]", rest.removeprefix(":")
+        else:
+            host, _, port_text = entry.partition(":")
+        if not host and len(netloc.split(",")) > 1:
+            raise ValueError(f"host entry {entry!r} names no host")
+        if port_text and not (port_text.isdigit() and 0 < int(port_text) < 65536):
+            raise ValueError(f"port {port_text!r} of {entry!r} is not a port number")
+        found.append((host or "localhost", int(port_text) if port_text else 5432))
+    return found
 
 
 def _number(name: str, value: str) -> float:
