@@ -401,6 +401,14 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("bus_url", mode="before")
+    @classmethod
+    def _join_brokers(cls, value: Any) -> Any:
+        # A cluster's brokers may be listed (TOML array): the bus reads them comma-joined.
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            return ",".join(value)
+        return value
+
     @field_validator("bus_url", "store_url", "registry_url", "blob_url", mode="after")
     @classmethod
     def _check_url(cls, value: str, info: ValidationInfo) -> str:

@@ -89,6 +89,15 @@ def test_env_beats_toml_beats_default(tmp_path: Path, monkeypatch: pytest.Monkey
     assert s.log_level == "info"
 
 
+def test_a_list_of_brokers_in_toml_is_one_bus_url(tmp_path: Path) -> None:
+    """bus_url may list a cluster's brokers; the bus reads them comma-joined."""
+    write_toml(
+        tmp_path / "agentdeck.toml",
+        'bus_url = ["amqp://u:p@mq1:5672/", "amqp://u:p@mq2:5672/"]\n',
+    )
+    assert Settings.load().bus_url == "amqp://u:p@mq1:5672/,amqp://u:p@mq2:5672/"
+
+
 def test_keyword_overrides_beat_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Keyword arguments (the command line) win over everything."""
     monkeypatch.setenv("AGENTDECK_NODE", "from-env")
