@@ -19,13 +19,12 @@ import asyncio
 import contextlib
 import functools
 import gc
-import getpass
 import signal
 import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AsyncExitStack
 from typing import ClassVar
 
 from rich.errors import StyleSyntaxError
@@ -38,7 +37,6 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
-from agentdeck.core.client import Client
 from agentdeck.core.errors import AgentdeckError, ConfigError
 from agentdeck.core.logs import configure_logging, get_logger
 from agentdeck.core.messages import Event, decode
@@ -48,7 +46,7 @@ from agentdeck.core.states import TaskStatus
 from agentdeck.themes import APP_CSS, BUILTIN, load_theme
 from agentdeck.tui.screens.actions import ActionsScreen
 from agentdeck.tui.screens.agents import AgentsScreen
-from agentdeck.tui.screens.base import DeckScreen, Sources
+from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.screens.breakers import BreakersScreen
 from agentdeck.tui.screens.capabilities import CapabilitiesScreen
 from agentdeck.tui.screens.dead_letters import DeadLettersScreen
@@ -58,11 +56,9 @@ from agentdeck.tui.screens.overview import OverviewScreen
 from agentdeck.tui.screens.tasks import TasksScreen
 from agentdeck.tui.screens.traces import TracesScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen, WorkflowsScreen
+from agentdeck.tui.sources import Connect, Sources
 from agentdeck.tui.terminal import end_stuck_exit, hangup_safe
 from agentdeck.tui.widgets.command_line import CommandLine
-
-Connect = Callable[[], AbstractAsyncContextManager[Sources]]
-"""Opens the data sources (and whatever runs behind them) for as long as the app runs."""
 
 #: How an action reads in a confirmation: "Retry task wf/a?".
 VERBS = {
@@ -686,70 +682,9 @@ class AgentdeckApp(App[None]):
 # ----------------------------------------------------------------------------- running
 
 
-@contextlib.asynccontextmanager
-async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[Sources]:
-    """Start the node's runtime (and the demo feed) and yield what the screens read."""
-    from agentdeck.tui.demo import DemoFeeder
-    from agentdeck.tui.telemetry import instrumented
-    from agentdeck.tui.wiring import build_runtime
-
-    runtime = build_runtime(settings, demo=demo)
-    if demo:
-        runtime.services.append(DemoFeeder(runtime.client, runtime.clock))
-    # /metrics and the spans buffer, as in the daemon (the settings say which are on).
-    async with instrumented(runtime, settings) as telemetry, runtime:
-        client = Client(
-            runtime.store,
-            runtime.clock,
-            limits=settings.limits,
-            actor=f"tui:{getpass.getuser()}@{runtime.node}",
-            on_submit=runtime.scheduler.wake,
-        )
-        yield Sources(
-            client,
-            runtime.registry,
-            runtime.clock,
-            runtime.bus.subscribe_events,
-            runtime.node,
-            runtime.bus,
-            telemetry.tracing.recent if telemetry.tracing is not None else None,
-        )
-
-
-@contextlib.asynccontextmanager
-async def attached_sources(settings: Settings) -> AsyncIterator[Sources]:
-    """Attach to the cluster the settings name: the Store, the Registry and the Bus, and no
-    scheduler or agent (this process never takes the lease, so it costs the scheduler nothing).
-    Commands are queued in the Store for whichever node leads, as the CLI does."""
-    from agentdeck.core.clock import SystemClock
-    from agentdeck.tui.wiring import bus_only, registry_only, store_only
-
-    clock = SystemClock()
-    async with (
-        store_only(settings, clock) as store,
-        registry_only(settings, clock) as registry,
-        bus_only(settings, clock) as bus,
-    ):
-        client = Client(
-            store, clock, limits=settings.limits, actor=f"tui:{getpass.getuser()}@{settings.node}"
-        )
-        yield Sources(
-            client, registry, clock, bus.subscribe_events, settings.node, bus, attached=True
-        )
-
-
-def app_sources(settings: Settings, *, demo: bool, scheduler: bool) -> Connect:
-    """What the control centre runs on: attached to the configured cluster, or (nothing
-    configured, ``--scheduler`` or ``--demo``) a whole node in this process."""
-    from agentdeck.tui.wiring import attaches
-
-    if attaches(settings) and not (scheduler or demo):
-        return lambda: attached_sources(settings)
-    return lambda: runtime_sources(settings, demo=demo)
-
-
-def run_app(settings: Settings, *, demo: bool, read_only: bool, scheduler: bool = False) -> None:
-    """Run the control centre until quit, SIGHUP/SIGTERM, or the terminal going away."""
+def run_app(settings: Settings, connect: Connect, *, read_only: bool) -> None:
+    """Run the control centre on the sources ``connect`` opens (``compose.control_centre``)
+    until quit, SIGHUP/SIGTERM, or the terminal going away."""
     try:
         # A bad theme is a config error before the screen changes.
         load_theme(settings.theme, is_colour)
@@ -762,7 +697,7 @@ def run_app(settings: Settings, *, demo: bool, read_only: bool, scheduler: bool 
     log_file = (home / "agentdeck-tui.log").open("a")
     configure_logging(settings.log_level, "json", node=settings.node, stream=log_file)
     app = AgentdeckApp(
-        app_sources(settings, demo=demo, scheduler=scheduler),
+        connect,
         read_only=read_only,
         theme=settings.theme,
         freeze_heap=True,

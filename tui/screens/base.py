@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.text import Text
@@ -13,11 +12,8 @@ from textual.containers import Vertical
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from agentdeck.core.client import Client
-from agentdeck.core.clock import Clock
-from agentdeck.core.ports import Bus, Registry, Store
 from agentdeck.core.states import TaskStatus, WorkflowStatus
-from agentdeck.core.tracing import RecentSpans
+from agentdeck.tui.sources import Sources
 from agentdeck.tui.widgets.command_line import CommandLine
 from agentdeck.tui.widgets.live_table import LiveTable
 from agentdeck.tui.widgets.status_bar import StatusBar
@@ -42,30 +38,6 @@ MUTATING = frozenset(
         "requeue",
     }
 )
-
-
-@dataclass
-class Sources:
-    """Where the screens read from: the Store (through a Client), the Registry, a clock, and
-    (optionally) the events stream that tells them when to look again."""
-
-    client: Client
-    registry: Registry
-    clock: Clock
-    events: Callable[[], AsyncIterator[bytes]] | None = None
-    node: str = ""
-    bus: Bus | None = None
-    """The bus, for reading dead letters (None: this node cannot see them)."""
-    recent: RecentSpans | None = None
-    """This process's recent spans, for the traces screen (None: tracing is off)."""
-    attached: bool = False
-    """True when this process runs no scheduler (attached to a cluster): a leader elsewhere
-    carries out the commands, and the app shows who leads, or warns that nobody does."""
-
-    @property
-    def store(self) -> Store:
-        """The Store behind the client."""
-        return self.client.store
 
 
 class DeckScreen(Screen[None]):
