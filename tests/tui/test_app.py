@@ -479,7 +479,7 @@ async def test_events_stream_counts_throughput_and_reports_command_results(world
             await pilot.pause()
             if app._notifications:
                 break
-        succeeded, failed = app.rates()
+        succeeded, failed = app.feed.rates()
         assert (succeeded[-1], failed[-1]) == (2, 1)
         assert [n.message for n in app._notifications] == ["retry w/a: retrying 1"]
 

@@ -92,7 +92,7 @@ async def test_logs_follow_the_events_stream_capped(world: World) -> None:
         await world.bus.publish_event(encode(sample_events()[2]))
         for _ in range(50):
             await pilot.pause()
-            if app.logbook:
+            if app.feed.logbook:
                 break
         await pilot.press("9")
         await pilot.pause()
@@ -101,8 +101,8 @@ async def test_logs_follow_the_events_stream_capped(world: World) -> None:
         assert messages(app)[0].startswith(f"{WF_FAILED}/transform failed")
         for n in range(LOG_CAP + 10):
             app.record(Event(topic="other", at=START, data={"n": n}))
-        assert len(app.logbook) == LOG_CAP
-        assert app.logbook[0].text == "n=10"
+        assert len(app.feed.logbook) == LOG_CAP
+        assert app.feed.logbook[0].text == "n=10"
 
 
 async def test_filters_search_and_follow(app_for: Callable[..., AgentdeckApp]) -> None:

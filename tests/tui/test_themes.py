@@ -14,8 +14,9 @@ import pytest
 from agentdeck.core.errors import ConfigError
 from agentdeck.core.settings import Settings
 from agentdeck.themes import BUILTIN, load_theme
-from agentdeck.tui.app import AgentdeckApp, is_colour, run_app
+from agentdeck.tui.app import AgentdeckApp, is_colour
 from agentdeck.tui.compose import control_centre
+from agentdeck.tui.run import run_app
 from tests.tui.test_app import SIZE, command, ready
 
 pytestmark = pytest.mark.tui

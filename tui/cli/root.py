@@ -98,7 +98,7 @@ def main(
     sources = compose.control_centre(settings, demo=demo, scheduler=scheduler)
     # Imported here so that the daemon path and every other command never load Textual; a broken
     # import is an error, never a silent fall-back to another mode.
-    from agentdeck.tui.app import run_app
+    from agentdeck.tui.run import run_app
 
     run_app(settings, sources, read_only=read_only)
 
