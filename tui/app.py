@@ -23,7 +23,7 @@ import functools
 import gc
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.errors import StyleSyntaxError
 from rich.segment import Segments
@@ -43,7 +43,7 @@ from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.themes import APP_CSS, BUILTIN, load_theme
 from agentdeck.tui.feed import EventFeed
 from agentdeck.tui.screens import registry
-from agentdeck.tui.screens.base import DeckScreen
+from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.overview import OverviewScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
@@ -521,3 +521,8 @@ class AgentdeckApp(App[None]):
         if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
             table.clear_tags()
         await self.refresh_now()
+
+
+if TYPE_CHECKING:
+    # The type checker's proof that the app offers the screens what they read of it.
+    _deck: type[Deck] = AgentdeckApp

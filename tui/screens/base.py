@@ -48,22 +48,30 @@ MUTATING = frozenset(
 
 
 class Deck(Protocol):
-    """What a screen may read of the app it runs in."""
+    """What a screen may read of the app it runs in (read-only: it asks for changes by message)."""
 
-    sources: Sources | None
-    """The data sources (None until connected)."""
-    read_only: bool
-    """``--read-only``: no action changes anything."""
-    leader: str | None
-    """Attached: the node holding the scheduler lease at the last reload."""
-    feed: EventFeed
-    """The recent events as log lines, and the task rates."""
-    completions: Sequence[str]
-    """What the ``:`` command line completes."""
+    @property
+    def sources(self) -> Sources | None:
+        """The data sources (None until connected)."""
+
+    @property
+    def read_only(self) -> bool:
+        """``--read-only``: no action changes anything."""
+
+    @property
+    def leader(self) -> str | None:
+        """Attached: the node holding the scheduler lease at the last reload."""
+
+    @property
+    def feed(self) -> EventFeed:
+        """The recent events as log lines, and the task rates."""
+
+    @property
+    def completions(self) -> Sequence[str]:
+        """What the ``:`` command line completes."""
 
     def status_style(self, status: str) -> str:
         """The colour of a state in the current theme (empty if none)."""
-        ...
 
 
 class DeckScreen(Screen[None]):
