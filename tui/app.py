@@ -45,7 +45,6 @@ from agentdeck.tui.feed import EventFeed
 from agentdeck.tui.screens import registry
 from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
-from agentdeck.tui.screens.overview import OverviewScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
 from agentdeck.tui.sources import Connect, Sources
 from agentdeck.tui.widgets.command_line import CommandLine
@@ -137,7 +136,7 @@ class AgentdeckApp(App[None]):
         for name in BUILTIN:
             self.add_theme(load_theme(name, is_colour))
         self.set_theme(self._theme_setting)
-        self.push_screen(OverviewScreen())
+        self.push_screen(registry.HOME.screen())
         self.run_worker(self._connect(), name="connect", group="connect")
 
     async def _connect(self) -> None:

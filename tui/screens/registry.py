@@ -158,6 +158,8 @@ SCREENS: tuple[ScreenSpec, ...] = (
     ),
 )
 
+HOME = SCREENS[0]
+"""The screen the app opens on (the first row)."""
 BY_NAME = {spec.name: spec for spec in SCREENS}
 """The screens by name (``goto('dead')``)."""
 BY_WORD = {word: spec for spec in SCREENS for word in spec.words}
