@@ -11,8 +11,8 @@ import pytest
 from agentdeck.core.messages import Event, encode
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.tui.app import AgentdeckApp
-from agentdeck.tui.screens.base import Sources
 from agentdeck.tui.screens.logs import LOG_CAP, LogsScreen, log_line
+from agentdeck.tui.sources import Sources
 from tests.tui.conftest import START, WF_FAILED, WF_RUNNING, World
 from tests.tui.test_app import command, crumbs, open_failed_etl_task, ready, settle, table
 
