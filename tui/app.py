@@ -441,7 +441,7 @@ class AgentdeckApp(App[None]):
                 await self.goto(goto.screen)
                 if goto.target is not None:
                     await self._open_workflow(goto.target)
-            elif word in ("q", "quit", "exit"):
+            elif word in registry.QUIT_WORDS:
                 self.exit()
             elif word == "help":
                 self.action_help()

@@ -103,6 +103,14 @@ def test_help_palette_and_completion_name_every_screen() -> None:
     assert " ".join(registry.command_help()) == ", ".join(registry.command_usage())
 
 
+def test_key_runs_read_as_ranges_only_when_consecutive() -> None:
+    """Three or more consecutive digits are a range; anything else is listed."""
+    assert registry.keys_label(["1", "2", "3"]) == "1-3"
+    assert registry.keys_label(["7", "8", "9", "0"]) == "7 8 9 0"
+    assert registry.keys_label(["1", "2"]) == "1 2"
+    assert registry.keys_label(["a", "b", "c"]) == "a b c"
+
+
 def test_app_keys_are_the_registrys() -> None:
     """The app binds each screen's key to a jump to it, with its title."""
     bindings = {b.key: b for b in AgentdeckApp.BINDINGS if not isinstance(b, tuple)}

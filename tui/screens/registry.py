@@ -158,6 +158,10 @@ SCREENS: tuple[ScreenSpec, ...] = (
     ),
 )
 
+QUIT_WORDS = ("q", "quit", "exit")
+"""What ``:`` takes for leaving."""
+APP_WORDS = ("help", "theme", *QUIT_WORDS)
+"""The ``:`` words the app keeps for itself (no screen may take one)."""
 HOME = SCREENS[0]
 """The screen the app opens on (the first row)."""
 BY_NAME = {spec.name: spec for spec in SCREENS}
@@ -171,9 +175,9 @@ def _check(specs: Sequence[ScreenSpec]) -> None:
         values = [getattr(s, attribute) for s in specs]
         if len(set(values)) != len(values):  # pragma: no cover - caught at import
             raise AssertionError(f"two screens share a {attribute}: {values}")
-    words = [w for s in specs for w in s.words]
+    words = [w for s in specs for w in s.words] + list(APP_WORDS)
     if len(set(words)) != len(words):  # pragma: no cover - caught at import
-        raise AssertionError(f"two screens share a word: {words}")
+        raise AssertionError(f"two screens (or a screen and the app) share a word: {words}")
 
 
 _check(SCREENS)
@@ -222,9 +226,10 @@ def command_help(width: int = 58) -> list[str]:
     return [line.replace("\u00a0", " ") for line in textwrap.wrap(text, width)]
 
 
-def _keys_label(keys: Sequence[str]) -> str:
+def keys_label(keys: Sequence[str]) -> str:
+    """``1-6`` for three or more consecutive digits, else the keys spaced (``7 8 9 0``)."""
     digits = [int(k) for k in keys] if all(k.isdigit() for k in keys) else []
-    if len(keys) > 2 and digits == list(range(digits[0], digits[0] + len(keys))):
+    if len(keys) > 2 and digits and digits == list(range(digits[0], digits[0] + len(keys))):
         return f"{keys[0]}-{keys[-1]}"
     return " ".join(keys)
 
@@ -232,20 +237,19 @@ def _keys_label(keys: Sequence[str]) -> str:
 def key_help(width: int = 60) -> list[tuple[str, str]]:
     """The screen keys for the help: runs of screens whose titles fit in ``width`` characters
     (``("1-6", "Overview, workflows, ...")``)."""
-    lines: list[tuple[str, str]] = []
-    keys: list[str] = []
-    titles: list[str] = []
+    runs: list[list[ScreenSpec]] = []
     for spec in SCREENS:
-        title = spec.title if not titles else spec.title[0].lower() + spec.title[1:]
-        if titles and len(", ".join([*titles, title])) > width:
-            lines.append((_keys_label(keys), ", ".join(titles)))
-            keys, title = [], spec.title
-            titles = []
-        keys.append(spec.key)
-        titles.append(title)
-    if keys:
-        lines.append((_keys_label(keys), ", ".join(titles)))
-    return lines
+        if runs and len(_titles([*runs[-1], spec])) <= width:
+            runs[-1].append(spec)
+        else:
+            runs.append([spec])
+    return [(keys_label([s.key for s in run]), _titles(run)) for run in runs]
+
+
+def _titles(specs: Sequence[ScreenSpec]) -> str:
+    """``Overview, workflows, tasks``: the titles as one phrase."""
+    first, *rest = specs
+    return ", ".join([first.title, *(s.title[:1].lower() + s.title[1:] for s in rest)])
 
 
 def palette() -> list[Shortcut]:
