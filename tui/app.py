@@ -1,12 +1,14 @@
-"""The control centre: a Textual app over the Store, the Registry and the events stream.
+"""The control centre: a Textual app over the data sources the composition root hands it.
 
-``agentdeck`` (no subcommand) calls :func:`run_app`. With nothing configured it builds the
-embedded runtime (scheduler, agents, SQLite) and runs it inside the app: started in a worker on
-mount, shut down when the app closes. With backend URLs configured it *attaches*: it opens the
-Store, the Registry and the Bus only, runs no scheduler (it never takes the lease) and shows who
-leads. Screens read the Store through a :class:`core.client.Client` and change nothing
-themselves: actions queue commands that the scheduler leader carries out, and those land in the
-action log.
+``agentdeck`` (no subcommand) runs it (``agentdeck.tui.run``) with one opener of
+:class:`Sources` (``agentdeck.tui.compose``): a whole node in this process, or a cluster it is
+attached to. The app enters it in its own event loop and never opens a backend itself.
+
+Screens read the Store through a :class:`core.client.Client` and change nothing themselves:
+they post messages the app handles here (an action to confirm and queue, a screen to open, a
+reload). The commands they queue are carried out by the scheduler leader and land in the
+action log. The screens, their keys, the ``:`` commands, the palette and the help all come
+from one registry (``agentdeck.tui.screens.registry``).
 
 Refreshing is batched: events only mark the view dirty; a timer reloads the *visible* screen at
 most ``refresh_interval`` apart (and every few seconds anyway, for ages and heartbeats), and never
@@ -19,14 +21,9 @@ import asyncio
 import contextlib
 import functools
 import gc
-import getpass
-import signal
-import sys
-import threading
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import ClassVar
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.errors import StyleSyntaxError
 from rich.segment import Segments
@@ -38,53 +35,23 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
-from agentdeck.core.client import Client
-from agentdeck.core.errors import AgentdeckError, ConfigError
-from agentdeck.core.logs import configure_logging, get_logger
+from agentdeck.core.actions import ACTIONS, Action
+from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import Event, decode
 from agentdeck.core.scheduler import LEASE_NAME
-from agentdeck.core.settings import Settings
-from agentdeck.core.states import TaskStatus
 from agentdeck.themes import APP_CSS, BUILTIN, load_theme
-from agentdeck.tui.screens.actions import ActionsScreen
-from agentdeck.tui.screens.agents import AgentsScreen
-from agentdeck.tui.screens.base import DeckScreen, Sources
-from agentdeck.tui.screens.breakers import BreakersScreen
-from agentdeck.tui.screens.capabilities import CapabilitiesScreen
-from agentdeck.tui.screens.dead_letters import DeadLettersScreen
-from agentdeck.tui.screens.logs import LEVELS, LOG_CAP, LogLine, LogsScreen, log_line
+from agentdeck.tui.feed import EventFeed
+from agentdeck.tui.screens import registry
+from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
-from agentdeck.tui.screens.overview import OverviewScreen
-from agentdeck.tui.screens.tasks import TasksScreen
-from agentdeck.tui.screens.traces import TracesScreen
-from agentdeck.tui.screens.workflows import WorkflowScreen, WorkflowsScreen
-from agentdeck.tui.terminal import end_stuck_exit, hangup_safe
+from agentdeck.tui.screens.workflows import WorkflowScreen
+from agentdeck.tui.sources import Connect, Sources
 from agentdeck.tui.widgets.command_line import CommandLine
 
-Connect = Callable[[], AbstractAsyncContextManager[Sources]]
-"""Opens the data sources (and whatever runs behind them) for as long as the app runs."""
-
-#: How an action reads in a confirmation: "Retry task wf/a?".
-VERBS = {
-    "retry": "Retry",
-    "cancel": "Cancel",
-    "pause": "Pause",
-    "resume": "Resume",
-    "trip": "Trip open",
-    "reset": "Reset closed",
-    "drain": "Drain",
-    "undrain": "Undrain",
-    "pause-capability": "Pause",
-    "resume-capability": "Resume",
-    "requeue": "Requeue",
-}
 #: Seconds between reloads when nothing happened (ages and heartbeats still move).
 IDLE_RELOAD = 2.0
-RATE_WINDOW = 60
 log = get_logger(__name__)
-#: Seconds after SIGHUP/SIGTERM before the process ends itself if a clean exit is stuck
-#: (longer than the runtime's drain grace, so a clean shutdown always gets its chance).
-EXIT_WATCHDOG = 20.0
 #: What an attached control centre says when no scheduler holds the lease.
 NO_LEADER = "no leader — start `agentdeck --daemon`"
 
@@ -125,16 +92,7 @@ class AgentdeckApp(App[None]):
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("p", "toggle_pause", "Freeze"),
         Binding("t", "cycle_theme", "Theme", show=False),
-        Binding("1", "goto('overview')", "Overview", show=False),
-        Binding("2", "goto('workflows')", "Workflows", show=False),
-        Binding("3", "goto('tasks')", "Tasks", show=False),
-        Binding("4", "goto('agents')", "Agents", show=False),
-        Binding("5", "goto('actions')", "Action log", show=False),
-        Binding("6", "goto('breakers')", "Breakers", show=False),
-        Binding("7", "goto('capabilities')", "Capabilities", show=False),
-        Binding("8", "goto('dead')", "Dead letters", show=False),
-        Binding("9", "goto('logs')", "Logs", show=False),
-        Binding("0", "goto('traces')", "Traces", show=False),
+        *registry.bindings(),
         Binding("q", "quit", "Quit"),
     ]
 
@@ -163,12 +121,10 @@ class AgentdeckApp(App[None]):
         self._reloading = False
         self._themes: list[str] = []
         self._theme_setting = theme
-        self._done: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
-        self._failed: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
-        self._rate_second: int | None = None
-        self.logbook: deque[LogLine] = deque(maxlen=LOG_CAP)
-        """The newest events as log lines, for the logs screen (capped)."""
-        self._log_seq = 0
+        self.feed = EventFeed()
+        """The recent events as log lines, and the task rates (for the logs and overview)."""
+        self.completions = registry.completions(BUILTIN)
+        """What the ``:`` command line completes (the screen registry's, and the themes)."""
         self.leader: str | None = None
         """Attached: the node holding the scheduler lease at the last reload (None: nobody)."""
         self._leader_read = False
@@ -180,7 +136,7 @@ class AgentdeckApp(App[None]):
         for name in BUILTIN:
             self.add_theme(load_theme(name, is_colour))
         self.set_theme(self._theme_setting)
-        self.push_screen(OverviewScreen())
+        self.push_screen(registry.HOME.screen())
         self.run_worker(self._connect(), name="connect", group="connect")
 
     async def _connect(self) -> None:
@@ -204,7 +160,7 @@ class AgentdeckApp(App[None]):
             gc.freeze()
 
     async def on_unmount(self) -> None:
-        """Shut down what :func:`run_app` started (the runtime), after the screens are gone."""
+        """Shut down what the sources opener started (the runtime), after the screens are gone."""
         await self._stack.aclose()
 
     def notify(
@@ -283,24 +239,6 @@ class AgentdeckApp(App[None]):
 
     # ---------------------------------------------------------------------- refreshing
 
-    def _count(self, event: Event) -> None:
-        second = int(event.at)
-        if self._rate_second is None:
-            self._rate_second = second
-        while self._rate_second < second:
-            self._rate_second += 1
-            self._done.append(0)
-            self._failed.append(0)
-        kind = event.data.get("kind")
-        if kind == "succeeded":
-            self._done[-1] += 1
-        elif kind in ("failed", "retrying"):
-            self._failed[-1] += 1
-
-    def rates(self) -> tuple[list[int], list[int]]:
-        """Tasks that succeeded and that failed, per second, over the last minute."""
-        return list(self._done), list(self._failed)
-
     async def _follow_events(self, events: Callable[[], AsyncIterator[bytes]]) -> None:
         async for body in events():
             try:
@@ -308,9 +246,7 @@ class AgentdeckApp(App[None]):
             except AgentdeckError:
                 continue
             self.record(event)
-            if event.topic == "task":
-                self._count(event)
-            elif event.topic == "command":
+            if event.topic == "command":
                 d = event.data
                 failed = d.get("status") != "done"
                 self.notify(
@@ -319,9 +255,8 @@ class AgentdeckApp(App[None]):
                 )
 
     def record(self, event: Event) -> None:
-        """Keep ``event`` in the (capped) log and mark the view dirty."""
-        self._log_seq += 1
-        self.logbook.append(log_line(self._log_seq, event))
+        """Keep ``event`` in the feed and mark the view dirty."""
+        self.feed.record(event)
         self._dirty = True
 
     async def _tick(self) -> None:
@@ -403,20 +338,28 @@ class AgentdeckApp(App[None]):
         await self.refresh_now()
 
     async def action_goto(self, name: str) -> None:
-        """Jump to a top-level screen by name."""
-        screens: dict[str, Callable[[], DeckScreen]] = {
-            "overview": OverviewScreen,
-            "workflows": WorkflowsScreen,
-            "tasks": TasksScreen,
-            "agents": AgentsScreen,
-            "actions": ActionsScreen,
-            "breakers": BreakersScreen,
-            "capabilities": CapabilitiesScreen,
-            "dead": DeadLettersScreen,
-            "logs": LogsScreen,
-            "traces": TracesScreen,
-        }
-        await self.goto(screens[name]())
+        """Jump to a top-level screen by its name in the registry."""
+        await self.goto(registry.BY_NAME[name].screen())
+
+    async def on_deck_screen_open_requested(self, message: DeckScreen.OpenRequested) -> None:
+        """A screen asks to open another above it."""
+        message.stop()
+        await self.drill(message.screen)
+
+    def on_deck_screen_back_requested(self, message: DeckScreen.BackRequested) -> None:
+        """Esc on a screen."""
+        message.stop()
+        self.go_back()
+
+    async def on_deck_screen_reload_requested(self, message: DeckScreen.ReloadRequested) -> None:
+        """A screen asks to be read again now."""
+        message.stop()
+        await self.refresh_now()
+
+    def on_deck_screen_changed(self, message: DeckScreen.Changed) -> None:
+        """What the status bar shows of a screen changed."""
+        message.stop()
+        self.update_bar()
 
     def go_back(self) -> None:
         """Close the top drill-down screen (the top-level screen stays)."""
@@ -465,13 +408,9 @@ class AgentdeckApp(App[None]):
             (":", "Command line (Tab completes)"),
             ("p", "Pause / follow the view"),
         ]
-        keys += [
-            ("1-6", "Overview, workflows, tasks, agents, action log, breakers"),
-            ("7 8 9 0", "Capabilities, dead letters, logs, traces"),
-            ("t", "Next theme"),
-        ]
+        keys += [*registry.key_help(), ("t", "Next theme")]
         keys += [("ctrl+p", "Command palette"), ("?", "This help"), ("q", "Quit")]
-        self.push_screen(HelpScreen(screen.crumb_text(), keys))
+        self.push_screen(HelpScreen(screen.crumb_text(), keys, registry.command_help()))
 
     async def on_command_line_typed(self, message: CommandLine.Typed) -> None:
         """Filter as the user types."""
@@ -492,148 +431,40 @@ class AgentdeckApp(App[None]):
             await self.run_command(message.text)
 
     async def run_command(self, text: str) -> None:
-        """Carry out a ``:`` command (``agents``, ``tasks failed cap=echo``, ``wf <id>``...)."""
+        """Carry out a ``:`` command (``agents``, ``tasks failed cap=echo``, ``wf <id>``...):
+        a screen's words (the registry), ``theme <name>``, ``help`` or ``quit``."""
         word, *args = text.split()
         word = word.lower()
-        if word in ("q", "quit", "exit"):
-            self.exit()
-        elif word in ("o", "ov", "overview"):
-            await self.goto(OverviewScreen())
-        elif word in ("wf", "workflow", "workflows"):
-            await self.goto(WorkflowsScreen())
-            if args:
-                await self._open_workflow(args[0])
-        elif word in ("t", "task", "tasks"):
-            screen = self._tasks_screen(args)
-            if screen is not None:
-                await self.goto(screen)
-        elif word in ("a", "agent", "agents"):
-            await self.goto(AgentsScreen())
-        elif word in ("actions", "history"):
-            await self.goto(ActionsScreen())
-        elif word in ("breakers", "breaker", "br"):
-            await self.goto(BreakersScreen())
-        elif word in ("caps", "capabilities", "capability", "cap"):
-            await self.goto(CapabilitiesScreen())
-        elif word in ("dead", "dead-letters", "dlq"):
-            await self.goto(DeadLettersScreen())
-        elif word in ("traces", "trace", "tr"):
-            await self.goto(TracesScreen())
-        elif word in ("logs", "log"):
-            logs = self._logs_screen(args)
-            if logs is not None:
-                await self.goto(logs)
-        elif word == "help":
-            self.action_help()
-        elif word == "theme" and args:
-            try:
+        try:
+            goto = registry.find(word, args)
+            if goto is not None:
+                await self.goto(goto.screen)
+                if goto.target is not None:
+                    await self._open_workflow(goto.target)
+            elif word in registry.QUIT_WORDS:
+                self.exit()
+            elif word == "help":
+                self.action_help()
+            elif word == "theme" and args:
                 self.set_theme(args[0])
-            except ConfigError as exc:
-                self.notify(str(exc), severity="error")
-            await self.refresh_now()
-        else:
-            self.notify(
-                f"unknown command {text!r}; known: overview, workflows, wf <id>, "
-                "tasks [status] [cap=x] [wf=id] [agent=id], agents, actions, breakers, caps, "
-                "dead, logs [task=id] [wf=id] [agent=id] [level=x], traces, theme <name>, help, "
-                "quit",
-                severity="error",
-            )
-
-    def _tasks_screen(self, args: Iterable[str]) -> TasksScreen | None:
-        statuses: list[TaskStatus] = []
-        capability = workflow = agent = None
-        for arg in args:
-            key, eq, value = arg.partition("=")
-            if eq and key in ("cap", "capability"):
-                capability = value
-            elif eq and key in ("wf", "workflow"):
-                workflow = value
-            elif eq and key == "agent":
-                agent = value
-            elif arg in TaskStatus.__members__.values():
-                statuses.append(TaskStatus(arg))
+                await self.refresh_now()
             else:
-                self.notify(
-                    f"tasks: {arg!r} is not a filter; use a status "
-                    f"({', '.join(TaskStatus)}), cap=<capability>, wf=<workflow id> or agent=<id>",
-                    severity="error",
-                )
-                return None
-        return TasksScreen(statuses, capability, workflow, agent)
-
-    def _logs_screen(self, args: Iterable[str]) -> LogsScreen | None:
-        filters: dict[str, str] = {}
-        names = {"task": "task", "wf": "workflow", "workflow": "workflow", "agent": "agent"}
-        for arg in args:
-            key, eq, value = arg.partition("=")
-            if eq and key in names and value:
-                filters[names[key]] = value
-            elif eq and key == "level" and value in LEVELS:
-                filters["level"] = value
-            else:
-                self.notify(
-                    f"logs: {arg!r} is not a filter; use task=<id>, wf=<id>, agent=<id> or "
-                    f"level=<{'|'.join(LEVELS)}>",
-                    severity="error",
-                )
-                return None
-        return LogsScreen(**filters)
+                raise registry.unknown(text)
+        except AgentdeckError as exc:
+            self.notify(str(exc), severity="error")
 
     async def _open_workflow(self, target: str) -> None:
         if self.sources is None:
             return
-        try:
-            found = await self.sources.client.resolve(target)
-        except AgentdeckError as exc:
-            self.notify(str(exc), severity="error")
-            return
+        found = await self.sources.client.resolve(target)
         await self.drill(WorkflowScreen(getattr(found, "workflow_id", found.id)))
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
-        """The command palette: the screens, the themes, pause, quit."""
-        yield SystemCommand(
-            "Overview",
-            "The fleet at a glance",
-            lambda: self.run_worker(self.action_goto("overview")),
-        )
-        yield SystemCommand(
-            "Workflows", "Every workflow", lambda: self.run_worker(self.action_goto("workflows"))
-        )
-        yield SystemCommand(
-            "Tasks", "Every task", lambda: self.run_worker(self.action_goto("tasks"))
-        )
-        yield SystemCommand(
-            "Failed tasks",
-            "Tasks that failed for good",
-            lambda: self.run_worker(self.run_command("tasks failed")),
-        )
-        yield SystemCommand(
-            "Agents", "The live fleet", lambda: self.run_worker(self.action_goto("agents"))
-        )
-        yield SystemCommand(
-            "Capabilities",
-            "Queues per capability; pause or resume one",
-            lambda: self.run_worker(self.action_goto("capabilities")),
-        )
-        yield SystemCommand(
-            "Dead letters",
-            "Messages the bus gave up on; requeue them",
-            lambda: self.run_worker(self.action_goto("dead")),
-        )
-        yield SystemCommand(
-            "Logs", "The events stream", lambda: self.run_worker(self.action_goto("logs"))
-        )
-        yield SystemCommand(
-            "Traces",
-            "Recent traces and their spans",
-            lambda: self.run_worker(self.action_goto("traces")),
-        )
-        yield SystemCommand(
-            "Action log",
-            "Operator commands and results",
-            lambda: self.run_worker(self.action_goto("actions")),
-        )
+        """The command palette: the screens (the registry's), the themes, pause, quit."""
+        for entry in registry.palette():
+            yield SystemCommand(
+                entry.title, entry.help, functools.partial(self._run_soon, entry.command)
+            )
         for name in self._themes:
             yield SystemCommand(
                 f"Theme: {name}", f"Switch to the {name} theme", lambda n=name: self.set_theme(n)
@@ -643,9 +474,17 @@ class AgentdeckApp(App[None]):
         )
         yield SystemCommand("Quit", "Leave agentdeck", self.exit)
 
+    def _run_soon(self, command: str) -> None:
+        self.run_worker(self.run_command(command))
+
     # ------------------------------------------------------------------------- actions
 
-    def request_action(self, action: str, targets: list[str], what: str) -> None:
+    def on_deck_screen_action_requested(self, message: DeckScreen.ActionRequested) -> None:
+        """A screen asks for an operator action: confirm, then queue it."""
+        message.stop()
+        self.request_action(message.action, message.targets, message.what)
+
+    def request_action(self, action: Action, targets: list[str], what: str) -> None:
         """Ask to confirm ``action`` on ``targets`` naming them, then queue the command(s)."""
         if self.read_only:
             self.notify("read-only: actions are disabled", severity="warning")
@@ -654,7 +493,7 @@ class AgentdeckApp(App[None]):
             self.notify("nothing selected", severity="warning")
             return
         plural = f"{len(targets)} {what}s" if len(targets) > 1 else f"{what} {targets[0]}"
-        question = f"{VERBS[action]} {plural}?"
+        question = f"{ACTIONS[action].verb} {plural}?"
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -664,7 +503,7 @@ class AgentdeckApp(App[None]):
 
         self.push_screen(ConfirmScreen(question, targets), answered)
 
-    async def _send(self, action: str, targets: list[str]) -> None:
+    async def _send(self, action: Action, targets: list[str]) -> None:
         assert self.sources is not None
         sent = 0
         for target in targets:
@@ -683,124 +522,6 @@ class AgentdeckApp(App[None]):
         await self.refresh_now()
 
 
-# ----------------------------------------------------------------------------- running
-
-
-@contextlib.asynccontextmanager
-async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[Sources]:
-    """Start the node's runtime (and the demo feed) and yield what the screens read."""
-    from agentdeck.tui.demo import DemoFeeder
-    from agentdeck.tui.telemetry import instrumented
-    from agentdeck.tui.wiring import build_runtime
-
-    runtime = build_runtime(settings, demo=demo)
-    if demo:
-        runtime.services.append(DemoFeeder(runtime.client, runtime.clock))
-    # /metrics and the spans buffer, as in the daemon (the settings say which are on).
-    async with instrumented(runtime, settings) as telemetry, runtime:
-        client = Client(
-            runtime.store,
-            runtime.clock,
-            limits=settings.limits,
-            actor=f"tui:{getpass.getuser()}@{runtime.node}",
-            on_submit=runtime.scheduler.wake,
-        )
-        yield Sources(
-            client,
-            runtime.registry,
-            runtime.clock,
-            runtime.bus.subscribe_events,
-            runtime.node,
-            runtime.bus,
-            telemetry.tracing.recent if telemetry.tracing is not None else None,
-        )
-
-
-@contextlib.asynccontextmanager
-async def attached_sources(settings: Settings) -> AsyncIterator[Sources]:
-    """Attach to the cluster the settings name: the Store, the Registry and the Bus, and no
-    scheduler or agent (this process never takes the lease, so it costs the scheduler nothing).
-    Commands are queued in the Store for whichever node leads, as the CLI does."""
-    from agentdeck.core.clock import SystemClock
-    from agentdeck.tui.wiring import bus_only, registry_only, store_only
-
-    clock = SystemClock()
-    async with (
-        store_only(settings, clock) as store,
-        registry_only(settings, clock) as registry,
-        bus_only(settings, clock) as bus,
-    ):
-        client = Client(
-            store, clock, limits=settings.limits, actor=f"tui:{getpass.getuser()}@{settings.node}"
-        )
-        yield Sources(
-            client, registry, clock, bus.subscribe_events, settings.node, bus, attached=True
-        )
-
-
-def app_sources(settings: Settings, *, demo: bool, scheduler: bool) -> Connect:
-    """What the control centre runs on: attached to the configured cluster, or (nothing
-    configured, ``--scheduler`` or ``--demo``) a whole node in this process."""
-    from agentdeck.tui.wiring import attaches
-
-    if attaches(settings) and not (scheduler or demo):
-        return lambda: attached_sources(settings)
-    return lambda: runtime_sources(settings, demo=demo)
-
-
-def run_app(settings: Settings, *, demo: bool, read_only: bool, scheduler: bool = False) -> None:
-    """Run the control centre until quit, SIGHUP/SIGTERM, or the terminal going away."""
-    try:
-        # A bad theme is a config error before the screen changes.
-        load_theme(settings.theme, is_colour)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    home = settings.home
-    home.mkdir(parents=True, exist_ok=True)
-    # Logs would scribble over the screen: they go to a file while the TUI runs.
-    log_file = (home / "agentdeck-tui.log").open("a")
-    configure_logging(settings.log_level, "json", node=settings.node, stream=log_file)
-    app = AgentdeckApp(
-        app_sources(settings, demo=demo, scheduler=scheduler),
-        read_only=read_only,
-        theme=settings.theme,
-        freeze_heap=True,
-    )
-
-    # Textual's terminal threads must not keep the process alive after a hang-up (tui/terminal.py).
-    app.driver_class = hangup_safe(app.driver_class)
-    hung_up = threading.Event()
-    signals: list[int] = []
-
-    def hang_up(loop: asyncio.AbstractEventLoop, signum: int, frame: object) -> None:
-        # The terminal is gone (SIGHUP) or we are told to stop (SIGTERM): leave cleanly, which
-        # stops the runtime. A plain signal handler, not loop.add_signal_handler: it runs even
-        # while the event loop is blocked, as Textual blocks it when the terminal stops reading
-        # without hanging up (a frozen SSH link) and its output queue is full. Only for that
-        # (or a blocked exit not yet understood) a watchdog ends the process, logging
-        # `exit_watchdog` and every thread's stack, if leaving takes longer than the drain grace.
-        if hung_up.is_set():
-            return
-        hung_up.set()
-        signals.append(signum)  # (logged on the way out: a handler must not write the log)
-        watchdog = threading.Timer(EXIT_WATCHDOG, end_stuck_exit, args=(128 + signum, log_file))
-        watchdog.daemon = True
-        watchdog.start()
-        with contextlib.suppress(RuntimeError):  # the loop is closed: the app has left already
-            loop.call_soon_threadsafe(app.request_exit)
-
-    async def go() -> None:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGHUP, signal.SIGTERM):
-            signal.signal(sig, functools.partial(hang_up, loop))
-        await app.run_async()
-
-    try:
-        asyncio.run(go())
-    finally:
-        how = signal.Signals(signals[0]).name if signals else "error" if app.return_code else "quit"
-        log.info("tui_exited", how=how, return_code=app.return_code or 0)
-        log_file.close()
-    if app.return_code:
-        raise SystemExit(app.return_code)
+if TYPE_CHECKING:
+    # The type checker's proof that the app offers the screens what they read of it.
+    _deck: type[Deck] = AgentdeckApp

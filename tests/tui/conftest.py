@@ -35,7 +35,7 @@ from agentdeck.core.states import TaskStatus as T
 from agentdeck.core.states import WorkflowStatus as W
 from agentdeck.core.tracing import Tracing
 from agentdeck.tui.app import AgentdeckApp
-from agentdeck.tui.screens.base import Sources
+from agentdeck.tui.sources import Sources
 
 START = 1_700_000_000.0
 WF_FAILED = "a1b2c3d4e5f6"

@@ -17,12 +17,12 @@ from agentdeck.themes import BUILTIN, load_theme
 from agentdeck.tui.app import AgentdeckApp
 from agentdeck.tui.screens.actions import ActionsScreen
 from agentdeck.tui.screens.agents import AgentsScreen
-from agentdeck.tui.screens.base import Sources
 from agentdeck.tui.screens.breakers import BreakersScreen
 from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.overview import OverviewScreen
 from agentdeck.tui.screens.tasks import TaskScreen, TasksScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen, WorkflowsScreen
+from agentdeck.tui.sources import Sources
 from agentdeck.tui.widgets.command_line import CommandLine
 from agentdeck.tui.widgets.live_table import LiveTable
 from agentdeck.tui.widgets.status_bar import StatusBar
@@ -479,7 +479,7 @@ async def test_events_stream_counts_throughput_and_reports_command_results(world
             await pilot.pause()
             if app._notifications:
                 break
-        succeeded, failed = app.rates()
+        succeeded, failed = app.feed.rates()
         assert (succeeded[-1], failed[-1]) == (2, 1)
         assert [n.message for n in app._notifications] == ["retry w/a: retrying 1"]
 

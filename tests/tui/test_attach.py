@@ -24,7 +24,8 @@ from agentdeck.core.models import CommandStatus
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.core.settings import Settings
 from agentdeck.core.states import WorkflowStatus as W
-from agentdeck.tui.app import NO_LEADER, AgentdeckApp, app_sources
+from agentdeck.tui.app import NO_LEADER, AgentdeckApp
+from agentdeck.tui.compose import control_centre
 from agentdeck.tui.screens.overview import OverviewScreen
 from agentdeck.tui.screens.workflows import WorkflowsScreen
 from agentdeck.tui.wiring import attaches, build_runtime, store_only
@@ -66,7 +67,7 @@ async def test_the_scheduler_flag_runs_a_scheduler_in_the_tui(tmp_path: Path) ->
     """`--scheduler` runs the whole node in the TUI as before attaching was the default: with
     no other node its scheduler takes the lease."""
     settings = cluster(tmp_path, "tui-node", scheduler={"heartbeat_interval": 0.05})
-    async with app_sources(settings, demo=False, scheduler=True)() as sources:
+    async with control_centre(settings, scheduler=True)() as sources:
         assert not sources.attached
         async with asyncio.timeout(15):
             while (lease := await sources.registry.get_lease(LEASE_NAME)) is None:
@@ -118,7 +119,7 @@ async def attached_with_a_daemon_beside(
     async with store_only(tui) as store:
         workflow = await Client(store, SystemClock()).submit_text(SPEC)
 
-    app = AgentdeckApp(app_sources(tui, demo=False, scheduler=False), refresh_interval=None)
+    app = AgentdeckApp(control_centre(tui), refresh_interval=None)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert app.sources is not None and app.sources.attached

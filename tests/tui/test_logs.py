@@ -11,8 +11,8 @@ import pytest
 from agentdeck.core.messages import Event, encode
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.tui.app import AgentdeckApp
-from agentdeck.tui.screens.base import Sources
 from agentdeck.tui.screens.logs import LOG_CAP, LogsScreen, log_line
+from agentdeck.tui.sources import Sources
 from tests.tui.conftest import START, WF_FAILED, WF_RUNNING, World
 from tests.tui.test_app import command, crumbs, open_failed_etl_task, ready, settle, table
 
@@ -92,7 +92,7 @@ async def test_logs_follow_the_events_stream_capped(world: World) -> None:
         await world.bus.publish_event(encode(sample_events()[2]))
         for _ in range(50):
             await pilot.pause()
-            if app.logbook:
+            if app.feed.logbook:
                 break
         await pilot.press("9")
         await pilot.pause()
@@ -101,8 +101,8 @@ async def test_logs_follow_the_events_stream_capped(world: World) -> None:
         assert messages(app)[0].startswith(f"{WF_FAILED}/transform failed")
         for n in range(LOG_CAP + 10):
             app.record(Event(topic="other", at=START, data={"n": n}))
-        assert len(app.logbook) == LOG_CAP
-        assert app.logbook[0].text == "n=10"
+        assert len(app.feed.logbook) == LOG_CAP
+        assert app.feed.logbook[0].text == "n=10"
 
 
 async def test_filters_search_and_follow(app_for: Callable[..., AgentdeckApp]) -> None:

@@ -14,7 +14,9 @@ import pytest
 from agentdeck.core.errors import ConfigError
 from agentdeck.core.settings import Settings
 from agentdeck.themes import BUILTIN, load_theme
-from agentdeck.tui.app import AgentdeckApp, is_colour, run_app
+from agentdeck.tui.app import AgentdeckApp, is_colour
+from agentdeck.tui.compose import control_centre
+from agentdeck.tui.run import run_app
 from tests.tui.test_app import SIZE, command, ready
 
 pytestmark = pytest.mark.tui
@@ -137,7 +139,7 @@ def test_a_bad_configured_theme_stops_the_app_before_the_screen_changes(
     bad.write_text('primary = "notacolour"\n')
     settings = Settings.load(config_path=None, theme=str(bad), home=tmp_path / "home")
     with pytest.raises(SystemExit) as exited:
-        run_app(settings, demo=False, read_only=False)
+        run_app(settings, control_centre(settings), read_only=False)
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert err.count("error:") == 1

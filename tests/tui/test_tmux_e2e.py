@@ -244,8 +244,8 @@ def test_a_crash_restores_the_terminal(tmp_path: Path) -> None:
     status non-zero."""
     (tmp_path / "agentdeck.toml").write_text(CONFIG)
     crash = (
-        "import tui.app as a; a.AgentdeckApp.action_help = lambda self: 1 / 0; "
-        "from tui.cli import main; main()"
+        "import agentdeck.tui.app as a; a.AgentdeckApp.action_help = lambda self: 1 / 0; "
+        "from agentdeck.tui.cli import main; main()"
     )
     after = 'echo "exit=$?"; stty -a | tr " " "\\n" | grep -x -- "-*echo"; exec sleep 60'
     with running(tmp_path, f"{sys.executable} -c '{crash}'; {after}") as term:

@@ -76,17 +76,29 @@ def test_import_core_loads_no_textual() -> None:
 
 
 def test_daemon_path_loads_no_textual() -> None:
-    """The CLI module, the wiring and a built daemon runtime never import textual."""
+    """Every CLI module, the composition root, the wiring and a composed daemon node never
+    import textual."""
+    cli = " ".join(
+        f"agentdeck.tui.cli.{p.stem}"
+        for p in (ROOT / "tui" / "cli").glob("*.py")
+        if p.stem not in ("__init__", "__main__")
+    )
     code = (
-        "import os, tempfile\n"
+        "import asyncio, importlib, os, tempfile\n"
         "os.environ['AGENTDECK_HOME'] = tempfile.mkdtemp()\n"
         "import agentdeck.tui.cli, agentdeck.tui.demo\n"
-        "from agentdeck.tui import wiring\n"
+        f"for m in '{cli}'.split(): importlib.import_module(m)\n"
+        "from agentdeck.tui import compose, wiring\n"
         "from agentdeck.core.settings import Settings\n"
-        "rt = wiring.build_runtime(Settings.load(), demo=True)\n"
+        "settings = Settings.load(metrics_port=0)\n"
+        "compose.control_centre(settings)\n"
+        "async def build():\n"
+        "    async with compose.node(settings, demo=True, live_log=True) as (rt, _):\n"
+        "        assert rt.services\n"
+        "asyncio.run(build())\n"
     )
     loaded = _modules_after(code)
-    assert "agentdeck.tui.wiring" in loaded
+    assert {"agentdeck.tui.wiring", "agentdeck.tui.compose", "agentdeck.tui.cli.actions"} <= loaded
     assert not {m for m in loaded if m == "textual" or m.startswith("textual.")}
 
 

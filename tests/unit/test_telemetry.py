@@ -467,7 +467,7 @@ async def test_the_control_centre_serves_metrics(
     import socket
 
     from agentdeck.core.settings import Settings
-    from agentdeck.tui.app import runtime_sources
+    from agentdeck.tui.compose import runtime_sources
 
     with socket.socket() as probe:  # a free port (0 means "off" in the settings)
         probe.bind(("127.0.0.1", 0))

@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
+from agentdeck.core.actions import Action
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.table import ago
 from agentdeck.tui.widgets.live_table import LiveTable
@@ -63,10 +64,8 @@ class AgentsScreen(DeckScreen):
 
     def action_drain(self) -> None:
         """Drain the agent under the cursor: it finishes what runs and takes nothing new."""
-        key = self.query_one(LiveTable).cursor_key
-        self.deck.request_action("drain", [key] if key else [], "agent")
+        self.request(Action.DRAIN, self.cursor_keys(), "agent")
 
     def action_undrain(self) -> None:
         """Let the drained agent under the cursor take tasks again."""
-        key = self.query_one(LiveTable).cursor_key
-        self.deck.request_action("undrain", [key] if key else [], "agent")
+        self.request(Action.UNDRAIN, self.cursor_keys(), "agent")

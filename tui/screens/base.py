@@ -1,71 +1,77 @@
-"""What every control-centre screen shares: where data comes from, the frame, the read-only rule."""
+"""What every control-centre screen shares: the frame, the messages it sends the app, what it
+may read of the app, and the read-only rule.
+
+Screens stand on public ground: they read the app through :class:`Deck` (the data sources,
+the theme's colours, the event feed) and ask it for everything else by message. The app
+handles :class:`DeckScreen.ActionRequested` (confirm, then queue an operator action),
+:class:`DeckScreen.OpenRequested` (open a screen above this one: the one way screens
+navigate), :class:`DeckScreen.BackRequested`, :class:`DeckScreen.ReloadRequested` and
+:class:`DeckScreen.Changed` (redraw the status bar).
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import ClassVar, Protocol, Self, cast
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from agentdeck.core.client import Client
-from agentdeck.core.clock import Clock
-from agentdeck.core.ports import Bus, Registry, Store
+from agentdeck.core.actions import ACTIONS, Action
 from agentdeck.core.states import TaskStatus, WorkflowStatus
-from agentdeck.core.tracing import RecentSpans
+from agentdeck.tui.feed import EventFeed
+from agentdeck.tui.sources import Sources
 from agentdeck.tui.widgets.command_line import CommandLine
 from agentdeck.tui.widgets.live_table import LiveTable
 from agentdeck.tui.widgets.status_bar import StatusBar
 
-if TYPE_CHECKING:
-    from agentdeck.tui.app import AgentdeckApp
+__all__ = ["MUTATING", "Deck", "DeckScreen", "Sources", "screen_action"]
 
-#: Screen actions that change something; ``--read-only`` disables (and hides) all of them.
+
+def screen_action(action: Action) -> str:
+    """The name of the screen action (``action_<name>``, bound to a key) that asks for
+    ``action``: ``pause-capability`` is ``pause_capability``."""
+    return action.value.replace("-", "_")
+
+
+#: Screen actions that change something; ``--read-only`` disables (and hides) all of them:
+#: one per mutating operator action, plus pause-or-resume and the tags of bulk actions.
 MUTATING = frozenset(
-    {
-        "retry",
-        "cancel",
-        "pause_resume",
-        "tag",
-        "clear_tags",
-        "trip",
-        "reset",
-        "drain",
-        "undrain",
-        "pause_capability",
-        "resume_capability",
-        "requeue",
-    }
+    {screen_action(a) for a, spec in ACTIONS.items() if spec.mutating}
+    | {"pause_resume", "tag", "clear_tags"}
 )
 
 
-@dataclass
-class Sources:
-    """Where the screens read from: the Store (through a Client), the Registry, a clock, and
-    (optionally) the events stream that tells them when to look again."""
-
-    client: Client
-    registry: Registry
-    clock: Clock
-    events: Callable[[], AsyncIterator[bytes]] | None = None
-    node: str = ""
-    bus: Bus | None = None
-    """The bus, for reading dead letters (None: this node cannot see them)."""
-    recent: RecentSpans | None = None
-    """This process's recent spans, for the traces screen (None: tracing is off)."""
-    attached: bool = False
-    """True when this process runs no scheduler (attached to a cluster): a leader elsewhere
-    carries out the commands, and the app shows who leads, or warns that nobody does."""
+class Deck(Protocol):
+    """What a screen may read of the app it runs in (read-only: it asks for changes by message)."""
 
     @property
-    def store(self) -> Store:
-        """The Store behind the client."""
-        return self.client.store
+    def sources(self) -> Sources | None:
+        """The data sources (None until connected)."""
+
+    @property
+    def read_only(self) -> bool:
+        """``--read-only``: no action changes anything."""
+
+    @property
+    def leader(self) -> str | None:
+        """Attached: the node holding the scheduler lease at the last reload."""
+
+    @property
+    def feed(self) -> EventFeed:
+        """The recent events as log lines, and the task rates."""
+
+    @property
+    def completions(self) -> Sequence[str]:
+        """What the ``:`` command line completes."""
+
+    def status_style(self, status: str) -> str:
+        """The colour of a state in the current theme (empty if none)."""
 
 
 class DeckScreen(Screen[None]):
@@ -75,15 +81,45 @@ class DeckScreen(Screen[None]):
     a few times a second while the screen is visible and the view is not paused.
     """
 
+    class ActionRequested(Message):
+        """Ask the operator to confirm ``action`` on ``targets`` (``what`` names one of them
+        in the question: "Retry task wf/a?"), then queue it."""
+
+        def __init__(self, action: Action, targets: Sequence[str], what: str) -> None:
+            super().__init__()
+            self.action, self.targets, self.what = action, list(targets), what
+
+    class OpenRequested(Message):
+        """Open ``screen`` above the current one (Enter on a row, ``l`` for logs, ...)."""
+
+        def __init__(self, screen: DeckScreen) -> None:
+            super().__init__()
+            self.screen = screen
+
+    class BackRequested(Message):
+        """Close this screen if it was opened above another (Esc)."""
+
+    class ReloadRequested(Message):
+        """Read the visible screen again now (its filters changed, or it needs other rows)."""
+
+    class Changed(Message):
+        """What the status bar shows of this screen changed (tags, follow mode)."""
+
     crumb: ClassVar[str] = ""
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back", show=False),
     ]
 
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> Self:
+        """The screen ``:<name> args`` opens (arguments are ignored unless a screen reads
+        them; one it cannot read raises AgentdeckError saying what it takes)."""
+        return cls()
+
     @property
-    def deck(self) -> AgentdeckApp:
-        """The app, typed."""
-        return self.app  # type: ignore[return-value]
+    def deck(self) -> Deck:
+        """The app, as much of it as a screen reads."""
+        return cast(Deck, self.app)
 
     @property
     def sources(self) -> Sources:
@@ -100,7 +136,7 @@ class DeckScreen(Screen[None]):
         yield StatusBar()
         yield from self.body()
         with Vertical(id="bottom"):
-            yield CommandLine()
+            yield CommandLine(self.deck.completions)
             yield Footer(compact=True, show_command_palette=False)
 
     def body(self) -> ComposeResult:
@@ -115,25 +151,46 @@ class DeckScreen(Screen[None]):
     async def reload(self) -> None:
         """Read the current state and show it."""
 
+    def request(self, action: Action, targets: Iterable[str], what: str) -> None:
+        """Ask the app to confirm and queue ``action`` on ``targets``."""
+        self.post_message(self.ActionRequested(action, list(targets), what))
+
+    def open(self, screen: DeckScreen) -> None:
+        """Ask the app to open ``screen`` above this one."""
+        self.post_message(self.OpenRequested(screen))
+
+    def changed(self) -> None:
+        """Ask the app to redraw the status bar."""
+        self.post_message(self.Changed())
+
+    def reload_soon(self) -> None:
+        """Ask the app to read this screen again now."""
+        self.post_message(self.ReloadRequested())
+
     def selected_keys(self) -> list[str]:
         """What an action applies to: the tagged rows, else the row under the cursor."""
         table = self.query_one(LiveTable)
         return table.tagged_keys() or ([table.cursor_key] if table.cursor_key else [])
 
+    def cursor_keys(self) -> list[str]:
+        """The row under the cursor, as a list (empty when the table is)."""
+        key = self.query_one(LiveTable).cursor_key
+        return [key] if key else []
+
     def action_tag(self) -> None:
         """Tag or untag the row under the cursor for a bulk action."""
         self.query_one(LiveTable).toggle_tag()
-        self.deck.update_bar()
+        self.changed()
 
     def action_clear_tags(self) -> None:
         """Untag every row."""
         self.query_one(LiveTable).clear_tags()
-        self.deck.update_bar()
+        self.changed()
 
     def on_live_table_reload(self, message: LiveTable.Reload) -> None:
         """A table that holds only a window needs other rows: read again now."""
         message.stop()
-        self.call_later(self.deck.refresh_now)
+        self.reload_soon()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """In read-only mode actions that change something do not exist."""
@@ -141,11 +198,11 @@ class DeckScreen(Screen[None]):
 
     def on_screen_resume(self) -> None:
         """Shown again (opened, or back from a screen above): show it fresh."""
-        self.call_later(self.deck.refresh_now)
+        self.reload_soon()
 
     def action_back(self) -> None:
         """Esc: back up one level (the top-level screen stays)."""
-        self.deck.go_back()
+        self.post_message(self.BackRequested())
 
     def status_text(self, status: TaskStatus | WorkflowStatus | str) -> Text:
         """A status word in its theme colour."""

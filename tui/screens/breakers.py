@@ -8,6 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
+from agentdeck.core.actions import Action
 from agentdeck.core.holds import is_hold_record
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.table import ago
@@ -39,12 +40,6 @@ class BreakersScreen(DeckScreen):
             return Text(str(value), style=self.deck.status_style(_COLOUR.get(str(value), "")))
         return "-" if value is None else str(value)
 
-    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Trip and reset exist only when not read-only and the scheduler knows them."""
-        if action in ("trip", "reset"):
-            return not self.deck.read_only
-        return super().check_action(action, parameters)
-
     async def reload(self) -> None:
         """Read the breakers."""
         now = self.sources.clock.now()
@@ -72,10 +67,8 @@ class BreakersScreen(DeckScreen):
 
     def action_trip(self) -> None:
         """Open the breaker under the cursor (hold its capability or agent)."""
-        key = self.query_one(LiveTable).cursor_key
-        self.deck.request_action("trip", [key] if key else [], "breaker")
+        self.request(Action.TRIP, self.cursor_keys(), "breaker")
 
     def action_reset(self) -> None:
         """Close the breaker under the cursor (let work through again)."""
-        key = self.query_one(LiveTable).cursor_key
-        self.deck.request_action("reset", [key] if key else [], "breaker")
+        self.request(Action.RESET, self.cursor_keys(), "breaker")

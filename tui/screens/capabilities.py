@@ -9,6 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
+from agentdeck.core.actions import Action
 from agentdeck.core.holds import CapabilityHolds
 from agentdeck.core.states import TaskStatus
 from agentdeck.tui.screens.base import DeckScreen
@@ -71,10 +72,8 @@ class CapabilitiesScreen(DeckScreen):
 
     def action_pause_capability(self) -> None:
         """Pause the capability under the cursor: its ready tasks stay ready, none dispatched."""
-        key = self.query_one(LiveTable).cursor_key
-        self.deck.request_action("pause-capability", [key] if key else [], "capability")
+        self.request(Action.PAUSE_CAPABILITY, self.cursor_keys(), "capability")
 
     def action_resume_capability(self) -> None:
         """Resume the paused capability under the cursor."""
-        key = self.query_one(LiveTable).cursor_key
-        self.deck.request_action("resume-capability", [key] if key else [], "capability")
+        self.request(Action.RESUME_CAPABILITY, self.cursor_keys(), "capability")

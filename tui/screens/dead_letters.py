@@ -12,6 +12,7 @@ from typing import ClassVar
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
+from agentdeck.core.actions import Action
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.table import ago
 from agentdeck.tui.widgets.live_table import LiveTable
@@ -52,4 +53,4 @@ class DeadLettersScreen(DeckScreen):
         table = self.query_one(LiveTable)
         key = table.cursor_key
         targets = sorted(table.tagged) or ([key] if key else [])
-        self.deck.request_action("requeue", targets, "dead letter")
+        self.request(Action.REQUEUE, targets, "dead letter")

@@ -1,6 +1,6 @@
 """Logs: the events stream as a capped log view, newest first, with filters and search.
 
-The app keeps the last :data:`LOG_CAP` events as :class:`LogLine` (see ``AgentdeckApp.record``)
+The app keeps the last :data:`LOG_CAP` events as :class:`LogLine` (``agentdeck.tui.feed``)
 whatever screen is visible, so opening the logs shows the recent past at once. ``f`` stops and
 starts following (while not following, the cursor stays where it is instead of jumping to the
 newest line); ``p`` freezes the whole view as everywhere; ``/`` searches the lines' text.
@@ -8,70 +8,21 @@ newest line); ``p`` freezes the whole view as everywhere; ``/`` searches the lin
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from collections.abc import Iterable, Sequence
+from typing import Any, ClassVar, Self
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 
-from agentdeck.core.messages import Event
+from agentdeck.core.errors import AgentdeckError
+from agentdeck.tui.feed import LEVELS, LOG_CAP, LogLine, log_line
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.table import when
 from agentdeck.tui.widgets.live_table import LiveTable
 
-#: How many lines the log keeps (older ones drop off).
-LOG_CAP = 2000
-LEVELS = ("debug", "info", "warning", "error")
+__all__ = ["LEVELS", "LOG_CAP", "LogLine", "LogsScreen", "log_line"]
 _LEVEL_STYLE = {"error": "failed", "warning": "retrying", "debug": "skipped"}
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """One event as a log line, with the fields the filters look at."""
-
-    seq: int
-    at: float
-    level: str
-    topic: str
-    text: str
-    agent: str = ""
-    workflow: str = ""
-    task: str = ""
-
-
-def log_line(seq: int, event: Event) -> LogLine:
-    """An event from the stream as a log line (task failures are errors, retries warnings)."""
-    d = event.data
-    level, text = "info", ""
-    task, workflow = str(d.get("task_id") or ""), str(d.get("workflow_id") or "")
-    agent = str(d.get("agent_id") or "")
-    if event.topic == "task":
-        kind = str(d.get("kind") or d.get("status") or "")
-        level = {"failed": "error", "retrying": "warning"}.get(kind, "info")
-        text = f"{task} {kind}"
-        if d.get("attempt"):
-            text += f" (attempt {d['attempt']})"
-        if agent:
-            text += f" on {agent}"
-        error = d.get("error")
-        if isinstance(error, dict) and error.get("message"):
-            text += f": {error.get('type', 'error')}: {error['message']}"
-    elif event.topic == "workflow":
-        text = f"workflow {workflow} {d.get('name', '')} {d.get('status', '')}".replace("  ", " ")
-    elif event.topic == "command":
-        level = "info" if d.get("status") == "done" else "error"
-        text = f"{d.get('action')} {d.get('target')}: {d.get('result')}"
-    elif event.topic == "log":  # an agent's own log line (agents/logstream.py)
-        level = str(d.get("level") or "info").lower()
-        level = {"critical": "error", "exception": "error", "warn": "warning"}.get(level, level)
-        extra = {k: v for k, v in d.items() if k not in ("agent_id", "level", "event")}
-        text = " ".join([f"{agent}: {d.get('event', '')}", *(f"{k}={v}" for k, v in extra.items())])
-    else:
-        text = " ".join(f"{k}={v}" for k, v in sorted(d.items()))
-        level = str(d.get("level") or "info")
-    return LogLine(seq, event.at, level, event.topic, text, agent, workflow, task)
 
 
 class LogsScreen(DeckScreen):
@@ -95,6 +46,24 @@ class LogsScreen(DeckScreen):
         self.task_filter, self.workflow_filter, self.agent_filter = task, workflow, agent
         self.level = level
         self.following = True
+
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> Self:
+        """``:logs task=<id> wf=<id> agent=<id> level=<level>``, any of them."""
+        filters: dict[str, str] = {}
+        names = {"task": "task", "wf": "workflow", "workflow": "workflow", "agent": "agent"}
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if eq and key in names and value:
+                filters[names[key]] = value
+            elif eq and key == "level" and value in LEVELS:
+                filters["level"] = value
+            else:
+                raise AgentdeckError(
+                    f"logs: {arg!r} is not a filter; use task=<id>, wf=<id>, agent=<id> or "
+                    f"level=<{'|'.join(LEVELS)}>"
+                )
+        return cls(**filters)
 
     def crumb_text(self) -> str:
         """``Logs task=wf/a level=error`` and so on."""
@@ -137,7 +106,7 @@ class LogsScreen(DeckScreen):
 
     def lines(self) -> Iterable[LogLine]:
         """The matching lines, newest first."""
-        return (line for line in reversed(self.deck.logbook) if self.matches(line))
+        return (line for line in reversed(self.deck.feed.logbook) if self.matches(line))
 
     async def reload(self) -> None:
         """Show the matching lines; when following, put the cursor on the newest."""
@@ -154,11 +123,11 @@ class LogsScreen(DeckScreen):
     def action_follow(self) -> None:
         """Stop or start following the newest line."""
         self.following = not self.following
-        self.deck.update_bar()
-        self.call_later(self.deck.refresh_now)
+        self.changed()
+        self.reload_soon()
 
     def action_errors(self) -> None:
         """Show only errors, or everything again."""
         self.level = None if self.level == "error" else "error"
-        self.deck.update_bar()
-        self.call_later(self.deck.refresh_now)
+        self.changed()
+        self.reload_soon()

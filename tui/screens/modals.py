@@ -43,15 +43,18 @@ class ConfirmScreen(ModalScreen[bool]):
 
 
 class HelpScreen(ModalScreen[None]):
-    """The keys of the screen it was opened on (only those that work there)."""
+    """The keys of the screen it was opened on (only those that work there), and the ``:``
+    commands (lines of text)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q", "close", "Close"),
     ]
 
-    def __init__(self, title: str, keys: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self, title: str, keys: Sequence[tuple[str, str]], commands: Sequence[str] = ()
+    ) -> None:
         super().__init__()
-        self.title_text, self.keys = title, list(keys)
+        self.title_text, self.keys, self.commands = title, list(keys), list(commands)
 
     def compose(self) -> ComposeResult:
         """A table of key and what it does."""
@@ -59,11 +62,8 @@ class HelpScreen(ModalScreen[None]):
         for key, description in self.keys:
             text.append(f"{key:>10}  ", style="bold")
             text.append(f"{description}\n")
-        text.append("\n: commands  overview, workflows, wf <id>, tasks [status] [cap=x]\n")
-        text.append("           [wf=id] [agent=id], agents, actions, breakers, caps, dead,\n")
-        text.append("           logs [task=id] [wf=id] [agent=id] [level=x], traces,\n")
-        text.append("           theme <name>,\n")
-        text.append("           help, quit\n")
+        for n, line in enumerate(self.commands):
+            text.append(("\n: commands  " if n == 0 else " " * 11) + line + "\n")
         text.append("Esc closes", style="dim")
         with VerticalScroll():
             yield Static(text)

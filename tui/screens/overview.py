@@ -84,7 +84,7 @@ class OverviewScreen(DeckScreen):
         text.append(", ".join(f"{b.name} {b.state}" for b in breakers) or "all closed")
         self._show("#agents", text)
 
-        done, failed = self.deck.rates()
+        done, failed = self.deck.feed.rates()
         self._show(
             "#rates",
             Text.assemble(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -12,6 +12,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from agentdeck.core.actions import Action
+from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.models import JSON, Task, TaskEvent
 from agentdeck.core.ports import TASK_SORTS
 from agentdeck.core.states import TaskStatus
@@ -53,6 +55,28 @@ class TasksScreen(DeckScreen):
         super().__init__()
         self.status, self.capability, self.workflow_id = list(status), capability, workflow_id
         self.agent_id = agent_id
+
+    @classmethod
+    def from_args(cls, args: Sequence[str]) -> Self:
+        """``:tasks failed cap=echo wf=<id> agent=<id>``: statuses and filters, any order."""
+        statuses: list[TaskStatus] = []
+        capability = workflow = agent = None
+        for arg in args:
+            key, eq, value = arg.partition("=")
+            if eq and key in ("cap", "capability"):
+                capability = value
+            elif eq and key in ("wf", "workflow"):
+                workflow = value
+            elif eq and key == "agent":
+                agent = value
+            elif arg in TaskStatus.__members__.values():
+                statuses.append(TaskStatus(arg))
+            else:
+                raise AgentdeckError(
+                    f"tasks: {arg!r} is not a filter; use a status "
+                    f"({', '.join(TaskStatus)}), cap=<capability>, wf=<workflow id> or agent=<id>"
+                )
+        return cls(statuses, capability, workflow, agent)
 
     def crumb_text(self) -> str:
         """``Tasks failed cap=echo``."""
@@ -113,21 +137,21 @@ class TasksScreen(DeckScreen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter: open the task."""
         if event.row_key.value:
-            self.app.push_screen(TaskScreen(event.row_key.value))
+            self.open(TaskScreen(event.row_key.value))
 
     def action_retry(self) -> None:
         """Retry the tagged tasks, or the one under the cursor."""
-        self.deck.request_action("retry", self.selected_keys(), "task")
+        self.request(Action.RETRY, self.selected_keys(), "task")
 
-    async def action_logs(self) -> None:
+    def action_logs(self) -> None:
         """Open the logs narrowed to the task under the cursor."""
         if task_id := self.query_one(LiveTable).cursor_key:
-            await self.deck.drill(LogsScreen(task=task_id))
+            self.open(LogsScreen(task=task_id))
 
-    async def action_trace(self) -> None:
+    def action_trace(self) -> None:
         """Open the trace of the task under the cursor."""
         if task_id := self.query_one(LiveTable).cursor_key:
-            await self.deck.drill(TraceScreen(task_trace_id(task_id), task_id=task_id))
+            self.open(TraceScreen(task_trace_id(task_id), task_id=task_id))
 
 
 def _json(value: JSON) -> str:
@@ -243,12 +267,12 @@ class TaskScreen(DeckScreen):
 
     def action_retry(self) -> None:
         """Retry this task."""
-        self.deck.request_action("retry", [self.task_id], "task")
+        self.request(Action.RETRY, [self.task_id], "task")
 
-    async def action_logs(self) -> None:
+    def action_logs(self) -> None:
         """Open the logs narrowed to this task."""
-        await self.deck.drill(LogsScreen(task=self.task_id))
+        self.open(LogsScreen(task=self.task_id))
 
-    async def action_trace(self) -> None:
+    def action_trace(self) -> None:
         """Open this task's trace (its workflow's, with this task's spans marked)."""
-        await self.deck.drill(TraceScreen(task_trace_id(self.task_id), task_id=self.task_id))
+        self.open(TraceScreen(task_trace_id(self.task_id), task_id=self.task_id))

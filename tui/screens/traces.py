@@ -106,7 +106,7 @@ class TracesScreen(DeckScreen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter: the waterfall of that trace."""
         if event.row_key.value:
-            self.app.push_screen(TraceScreen(event.row_key.value))
+            self.open(TraceScreen(event.row_key.value))
 
 
 class TraceScreen(DeckScreen):

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
+from agentdeck.core.actions import Action
 from agentdeck.core.dag import levels
 from agentdeck.core.models import Task, Workflow
 from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
@@ -97,24 +98,24 @@ class WorkflowsScreen(DeckScreen):
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter: open the workflow's DAG."""
         if event.row_key.value:
-            self.app.push_screen(WorkflowScreen(event.row_key.value))
+            self.open(WorkflowScreen(event.row_key.value))
 
     def action_retry(self) -> None:
         """Retry every failed task of the selected workflow(s)."""
-        self.deck.request_action("retry", self.selected_keys(), "failed tasks of workflow")
+        self.request(Action.RETRY, self.selected_keys(), "failed tasks of workflow")
 
     def action_cancel(self) -> None:
         """Cancel the selected workflow(s)."""
-        self.deck.request_action("cancel", self.selected_keys(), "workflow")
+        self.request(Action.CANCEL, self.selected_keys(), "workflow")
 
     def action_pause_resume(self) -> None:
         """Pause a running workflow, resume a paused one."""
         targets = self.selected_keys()
         paused = [t for t in targets if self._is_paused(t)]
         if paused:
-            self.deck.request_action("resume", paused, "workflow")
+            self.request(Action.RESUME, paused, "workflow")
         else:
-            self.deck.request_action("pause", targets, "workflow")
+            self.request(Action.PAUSE, targets, "workflow")
 
     def _is_paused(self, workflow_id: str) -> bool:
         w = self.workflows.get(workflow_id)
@@ -214,20 +215,20 @@ class WorkflowScreen(DeckScreen):
         from agentdeck.tui.screens.tasks import TaskScreen
 
         if event.row_key.value:
-            self.app.push_screen(TaskScreen(event.row_key.value))
+            self.open(TaskScreen(event.row_key.value))
 
     def action_retry(self) -> None:
         """Retry the task under the cursor (or the tagged ones)."""
-        self.deck.request_action("retry", self.selected_keys(), "task")
+        self.request(Action.RETRY, self.selected_keys(), "task")
 
     def action_cancel(self) -> None:
         """Cancel this workflow."""
-        self.deck.request_action("cancel", [self.workflow_id], "workflow")
+        self.request(Action.CANCEL, [self.workflow_id], "workflow")
 
     def action_pause_resume(self) -> None:
         """Pause this workflow, or resume it when paused."""
         paused = self.workflow is not None and self.workflow.status == WorkflowStatus.PAUSED
-        self.deck.request_action("resume" if paused else "pause", [self.workflow_id], "workflow")
+        self.request(Action.RESUME if paused else Action.PAUSE, [self.workflow_id], "workflow")
 
     async def action_failures(self) -> None:
         """Show only failed, retrying and cancelled tasks (again: show all)."""

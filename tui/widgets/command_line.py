@@ -2,41 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.suggester import SuggestFromList
 from textual.widgets import Input
-
-#: What ``:`` understands (also the completion list, with workflow ids added as they appear).
-COMMANDS = (
-    "overview",
-    "workflows",
-    "wf",
-    "tasks",
-    "tasks failed",
-    "tasks running",
-    "tasks ready",
-    "tasks retrying",
-    "tasks blocked",
-    "tasks succeeded",
-    "tasks cancelled",
-    "tasks skipped",
-    "agents",
-    "actions",
-    "breakers",
-    "caps",
-    "dead",
-    "logs",
-    "traces",
-    "help",
-    "theme dark",
-    "theme light",
-    "theme high-contrast",
-    "quit",
-)
 
 
 class CommandLine(Input):
@@ -61,8 +33,10 @@ class CommandLine(Input):
             super().__init__()
             self.text = text
 
-    def __init__(self) -> None:
+    def __init__(self, commands: Sequence[str] = ()) -> None:
         super().__init__(id="command-line", compact=True)
+        self.commands = list(commands)
+        """What ``:`` completes, in the order Tab tries them (the screen registry's)."""
         self.mode = "command"
         self._extra: list[str] = []
         # Hidden, it must not take the keys: focusable only while open.
@@ -72,7 +46,7 @@ class CommandLine(Input):
         """Show the line in ``mode`` with ``text`` typed, and focus it."""
         self.mode = mode
         self.suggester = (
-            SuggestFromList([*COMMANDS, *self._extra], case_sensitive=False)
+            SuggestFromList([*self.commands, *self._extra], case_sensitive=False)
             if mode == "command"
             else None
         )

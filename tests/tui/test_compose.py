@@ -1,0 +1,46 @@
+"""The composition root decides once what this process runs, and the event feed it fills."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentdeck.core.messages import Event
+from agentdeck.core.settings import Settings
+from agentdeck.tui.compose import Mode, mode
+from agentdeck.tui.feed import LOG_CAP, RATE_WINDOW, EventFeed
+
+
+def test_the_mode_is_decided_by_settings_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing configured is a node; a configured cluster is attached unless --scheduler or
+    --demo asks for a node in this process too."""
+    assert mode(Settings.load(config_path=None, home=tmp_path)) is Mode.NODE
+    monkeypatch.setenv("AGENTDECK_REGISTRY_URL", f"sqlite:///{tmp_path}/registry.db")
+    cluster = Settings.load(config_path=None, home=tmp_path)
+    assert mode(cluster) is Mode.ATTACHED
+    assert mode(cluster, scheduler=True) is Mode.NODE
+    assert mode(cluster, demo=True) is Mode.NODE
+
+
+def _task(at: float, kind: str) -> Event:
+    return Event(topic="task", at=at, data={"kind": kind, "task_id": "w/a", "workflow_id": "w"})
+
+
+def test_the_feed_counts_per_second_and_keeps_a_capped_log() -> None:
+    """Successes and failures land in the second they happened, the window slides, and the
+    log keeps only the newest LOG_CAP lines."""
+    feed = EventFeed()
+    feed.record(_task(100.2, "succeeded"))
+    feed.record(_task(100.9, "succeeded"))
+    feed.record(_task(102.0, "failed"))
+    feed.record(_task(102.5, "retrying"))
+    done, failed = feed.rates()
+    assert len(done) == len(failed) == RATE_WINDOW
+    assert done[-3:] == [2, 0, 0] and failed[-3:] == [0, 0, 2]
+    for n in range(LOG_CAP + 5):
+        feed.record(Event(topic="workflow", at=103.0, data={"workflow_id": f"w{n}", "name": "x"}))
+    assert len(feed.logbook) == LOG_CAP
+    assert feed.logbook[-1].workflow == f"w{LOG_CAP + 4}"
