@@ -1,6 +1,6 @@
 """The runtime: backends started, the scheduler leading or standing by, services running.
 
-The composition root (``tui/cli.py``) opens the backends and builds the services (agent
+The composition root (``tui/compose.py``) opens the backends and builds the services (agent
 workers, the demo feeder, the metrics server) and hands them here; this module knows none of
 them by name.
 """
