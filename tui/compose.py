@@ -30,7 +30,14 @@ from agentdeck.core.runtime import Runtime
 from agentdeck.core.settings import Settings
 from agentdeck.tui.sources import Connect, Sources
 from agentdeck.tui.telemetry import Telemetry, instrumented
-from agentdeck.tui.wiring import attaches, build_runtime, bus_only, registry_only, store_only
+from agentdeck.tui.wiring import (
+    agent_specs,
+    attaches,
+    build_runtime,
+    bus_only,
+    registry_only,
+    store_only,
+)
 
 
 class Mode(StrEnum):
@@ -62,7 +69,8 @@ async def node(
         if demo and live_log:
             runtime.services.append(LivePrinter(runtime.bus))
         if demo:
-            runtime.services.append(DemoFeeder(runtime.client, runtime.clock))
+            served = {c for spec in agent_specs(settings, demo) for c in spec.capabilities}
+            runtime.services.append(DemoFeeder(runtime.client, runtime.clock, capabilities=served))
         yield runtime, telemetry
 
 

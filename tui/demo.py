@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import sys
+from collections.abc import Collection
 from pathlib import Path
 from typing import TextIO
 
@@ -27,10 +28,21 @@ def example_specs(client: Client, folder: Path = EXAMPLES) -> list[WorkflowSpec]
 
 
 class DemoFeeder:
-    """Submits the example workflows in turn, one every ``interval`` seconds."""
+    """Submits the example workflows in turn, one every ``interval`` seconds: those whose every
+    capability is in ``capabilities`` (the fleet that runs them; None: all of them). An example
+    for agents this node does not run (``claude_review.yaml`` needs Claude Code) is skipped
+    with a log line, rather than left waiting for ever."""
 
-    def __init__(self, client: Client, clock: Clock, *, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        client: Client,
+        clock: Clock,
+        *,
+        interval: float = 2.0,
+        capabilities: Collection[str] | None = None,
+    ) -> None:
         self.client, self.clock, self.interval = client, clock, interval
+        self.capabilities = None if capabilities is None else frozenset(capabilities)
         self.submitted = 0
         self._stopping = asyncio.Event()
 
@@ -39,7 +51,16 @@ class DemoFeeder:
 
     async def run(self) -> None:
         """Submit until stopped."""
-        specs = example_specs(self.client)
+        specs = []
+        for spec in example_specs(self.client):
+            missing = {t.capability for t in spec.tasks} - (self.capabilities or set())
+            if self.capabilities is not None and missing:
+                log.info("demo_example_skipped", name=spec.name, served_by_no_agent=sorted(missing))
+            else:
+                specs.append(spec)
+        if not specs:
+            log.error("demo_has_no_example", capabilities=sorted(self.capabilities or ()))
+            return
         for spec in itertools.cycle(specs):
             if self._stopping.is_set():
                 return

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from agentdeck.core.messages import Event
 from agentdeck.core.settings import Settings
-from agentdeck.tui.compose import Mode, mode
+from agentdeck.tui.compose import Mode, mode, node
+from agentdeck.tui.demo import DemoFeeder
 from agentdeck.tui.feed import LOG_CAP, RATE_WINDOW, EventFeed
 
 
@@ -44,3 +47,24 @@ def test_the_feed_counts_per_second_and_keeps_a_capped_log() -> None:
         feed.record(Event(topic="workflow", at=103.0, data={"workflow_id": f"w{n}", "name": "x"}))
     assert len(feed.logbook) == LOG_CAP
     assert feed.logbook[-1].workflow == f"w{LOG_CAP + 4}"
+
+
+async def test_the_demo_feeds_only_examples_its_fleet_can_run(tmp_path: Path) -> None:
+    """The demo node's feeder submits the examples its agents serve and skips the rest (the
+    Claude example needs Claude Code) with a log line, so no demo workflow waits for ever."""
+    settings = Settings.load(config_path=None, home=tmp_path)
+    async with node(settings, demo=True) as (runtime, _):
+        (feeder,) = [s for s in runtime.services if isinstance(s, DemoFeeder)]
+        assert feeder.capabilities == {"echo", "sleep", "chaos"}
+        await runtime.store.migrate()
+        feeder.interval = 0
+        with capture_logs() as logs:
+            task = asyncio.create_task(feeder.run())
+            while feeder.submitted < 8:
+                await asyncio.sleep(0.01)
+            await feeder.stop(0)
+            await task
+        skipped = [e for e in logs if e["event"] == "demo_example_skipped"]
+        assert [e["name"] for e in skipped] == ["claude-review"]
+        names = {w.name for w in await runtime.store.list_workflows(limit=100)}
+        assert "claude-review" not in names and len(names) >= 4
