@@ -10,15 +10,14 @@ import click
 from agentdeck.core.clock import SystemClock
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.logs import configure_logging
+from agentdeck.core.settings import AGENT_KINDS
 from agentdeck.tui.cli.output import emit_json, fail, run
 from agentdeck.tui.cli.root import Context, main, pass_ctx
 from agentdeck.tui.table import ago, format_table
 
 
 @main.command("agent")
-@click.option(
-    "--kind", default=None, help="Built-in agent: echo, sleep, chaos, shell, http, python."
-)
+@click.option("--kind", default=None, help=f"Built-in agent: {', '.join(AGENT_KINDS)}.")
 @click.option(
     "--module",
     "modules",
