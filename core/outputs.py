@@ -123,6 +123,7 @@ class OutputStore:
             raise ValueError(f"limit must be 0 (keep every output inline) or more, got {limit}")
         self.blobs, self.limit = blobs, limit
         self.cache = cache if cache is not None else OutputCache()
+        self._reading: dict[tuple[str, str], asyncio.Future[bytes]] = {}
         self.offloaded = 0
         self.fetched = 0
         """Objects read from the blob store (cache misses that went to it)."""
@@ -211,12 +212,27 @@ class OutputStore:
 
     async def text(self, ref: Mapping[str, JSON]) -> bytes:
         """The JSON text of the output ``ref`` names: from the cache, else read (:meth:`read`)
-        and cached. Raises as :meth:`read` does."""
+        and cached. Readers that ask at once for the same object share one read (a fan-out's
+        dependents starting together). Raises as :meth:`read` does."""
         text = self.cache.get(ref)
-        if text is None:
-            text = await self.read(ref)
-            self.cache.put(ref, text)
-        return text
+        if text is not None:
+            return text
+        name = _name(ref)
+        reading = self._reading.get(name)
+        if reading is None:
+            reading = self._reading[name] = asyncio.ensure_future(self.read(ref))
+            reading.add_done_callback(lambda done: self._read_done(name, ref, done))
+        # Shielded: a reader cancelled (its task timed out) does not cancel the others' read.
+        return await asyncio.shield(reading)
+
+    def _read_done(
+        self, name: tuple[str, str], ref: Mapping[str, JSON], done: asyncio.Future[bytes]
+    ) -> None:
+        if self._reading.get(name) is done:
+            del self._reading[name]
+        # exception() also marks a failure seen, should no reader be left to take it.
+        if not done.cancelled() and done.exception() is None:
+            self.cache.put(ref, done.result())
 
     async def read(self, ref: Mapping[str, JSON]) -> bytes:
         """The JSON text of the output ``ref`` names, read from the blob store and checked

@@ -108,6 +108,20 @@ async def test_a_store_reads_each_object_once_and_remembers_what_it_wrote(
     assert reader.fetched == 2  # read() always goes to the blob store
 
 
+async def test_readers_asking_at_once_share_one_read(blobs: FileBlobStore) -> None:
+    """A fan-out's dependents starting together read the object once between them; a failed
+    read is not remembered, so the next reader tries again."""
+    ref = await OutputStore(blobs, limit=10).offload("w/a", 1, BIG)
+    reader = OutputStore(blobs, limit=10)
+    texts = await asyncio.gather(*(reader.text(ref) for _ in range(5)))
+    assert len(set(texts)) == 1 and reader.fetched == 1
+    gone = await OutputStore(blobs, limit=10).offload("w/b", 1, BIG)
+    await blobs.delete(gone["$blob"])
+    for _ in range(2):
+        with pytest.raises(AgentdeckError, match="missing"):
+            await reader.text(gone)
+
+
 async def test_the_scheduler_safety_net_does_not_fill_its_cache(blobs: FileBlobStore) -> None:
     """What the scheduler stores for an agent without a blob store is not cached by it: the
     scheduler never reads outputs, and its agents may live elsewhere."""
