@@ -6,6 +6,8 @@ ones as a reference to the blob store (:mod:`core.outputs`). :class:`Upstream` i
 referenced one from the blob store only when the handler first reads it, through the
 process's :class:`~core.outputs.OutputCache`. An output a handler never reads is never
 fetched.
+It is a read-only Mapping, not a dict: ``dict(ctx.upstream)`` when a plain dict is needed
+(``json.dumps``), which reads every output.
 
 Reading ``ctx.upstream["a"]`` is synchronous, so an output not yet in the cache is read in a
 thread of its own while the handler's event loop waits (a local file: a millisecond; S3: a
