@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from agentdeck.agents.builtin._template import render, template_values
+from agentdeck.agents.builtin.anthropic_api import request_of
+from agentdeck.agents.builtin.claude import prompt_of
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.agents.testing import make_context
 from agentdeck.agents.upstream import UNREADABLE, Upstream, named_in
@@ -21,6 +23,7 @@ from agentdeck.backends.files import FileBlobStore
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import BackendUnavailable, TaskFailed
+from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import Report, TaskMessage, decode, encode
 from agentdeck.core.models import JSON
 from agentdeck.core.outputs import OutputStore
@@ -297,3 +300,34 @@ async def test_a_handler_that_reads_nothing_runs_without_a_blob_store(
 
     report = await run_task(clock, ignore, await refs(blobs), None)
     assert (report.kind, report.output) == ("succeeded", ["a", "b"])
+
+
+@pytest.mark.parametrize("kind", ["claude", "anthropic"])
+async def test_the_ai_agents_prompts_read_only_the_outputs_they_name(
+    blobs: CountingBlobs, kind: str
+) -> None:
+    """The claude and anthropic prompts fill `{a.rows[1]}` from a referenced output and
+    fetch nothing else."""
+    outputs = OutputStore(blobs, limit=10)
+    message = TaskMessage(
+        task_id="wf/t",
+        workflow_id="wf",
+        key="t",
+        capability=kind,
+        attempt=1,
+        input={"prompt": "row: {a.rows[1]}"},
+        upstream=await refs(blobs),
+        timeout=60,
+        dispatched_at=0.0,
+    )
+    ctx = TaskContext.for_message(
+        message, agent_id="agent", now=0.0, log=get_logger("test"), outputs=outputs
+    )
+    if kind == "claude":
+        prompt = prompt_of(ctx)
+    else:
+        ((prompt_message,), _) = request_of(ctx)
+        prompt = prompt_message["content"]
+    assert prompt == "row: " + "x" * 50
+    assert outputs.fetched == 1 and isinstance(ctx.upstream, Upstream)
+    assert ctx.upstream.fetched == 1
