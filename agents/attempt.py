@@ -98,13 +98,11 @@ async def _prefetched(handler: Handler, context: TaskContext) -> JSON:
     they are read. Only named ones: an output nobody reads is never fetched. Inside the
     handler's time: a slow blob store counts against the task's timeout."""
     upstream = context.upstream
-    if isinstance(upstream, Upstream) and upstream.refs:
-        named = named_in(context.input, upstream.refs)
+    if isinstance(upstream, Upstream) and (named := named_in(context.input, upstream.refs)):
         # Should one fail, the handler's own read fails the attempt with the reason: the
         # string may only have looked like a template, so this alone fails nothing.
         with contextlib.suppress(TaskFailed):
-            if named:  # load() with no keys would load them all
-                await upstream.load(*named)
+            await upstream.load(*named)
     return await handler(context)
 
 

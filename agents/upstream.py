@@ -142,6 +142,8 @@ def named_in(value: JSON, keys: Iterable[str]) -> list[str]:
     """Those of ``keys`` that a template string somewhere in ``value`` (a task's input) names
     as ``{key}``, ``{key.field}`` or ``{key[0]}``, in the order of ``keys``."""
     wanted = set(keys)
+    if not wanted:
+        return []
     found: set[str] = set()
 
     def scan(item: JSON, depth: int) -> None:
