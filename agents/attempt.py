@@ -10,6 +10,7 @@ JSON.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.upstream import Upstream, named_in
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import TaskFailed
 from agentdeck.core.messages import TaskMessage
@@ -69,7 +71,7 @@ async def call_handler(
     """
     if job.cancel_requested:
         raise Cancelled(by_operator=True)
-    handler_task = asyncio.ensure_future(handler(context))
+    handler_task = asyncio.ensure_future(_prefetched(handler, context))
     job.handler_task = handler_task
     timer = asyncio.ensure_future(clock.sleep(seconds))
     try:
@@ -88,6 +90,20 @@ async def call_handler(
     if handler_task.cancelled():
         raise Cancelled(by_operator=job.cancel_requested)
     return handler_task.result()
+
+
+async def _prefetched(handler: Handler, context: TaskContext) -> JSON:
+    """``handler(context)``, once the large upstream outputs its input names in a template
+    (``{a.result}``) are fetched, so filling the template does not hold the event loop while
+    they are read. Only named ones: an output nobody reads is never fetched. Inside the
+    handler's time: a slow blob store counts against the task's timeout."""
+    upstream = context.upstream
+    if isinstance(upstream, Upstream) and (named := named_in(context.input, upstream.refs)):
+        # Should one fail, the handler's own read fails the attempt with the reason: the
+        # string may only have looked like a template, so this alone fails nothing.
+        with contextlib.suppress(TaskFailed):
+            await upstream.load(*named)
+    return await handler(context)
 
 
 def error_of(exc: Exception, timeout: float, log: FilteringBoundLogger) -> ErrorInfo:

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 from structlog.typing import FilteringBoundLogger
 
 from agentdeck.agents.feed import AttemptFeed
+from agentdeck.agents.upstream import Upstream
 from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import TaskMessage
 from agentdeck.core.models import JSON
+from agentdeck.core.outputs import OutputStore
 
 
 def _default_log() -> FilteringBoundLogger:
@@ -21,7 +23,9 @@ def _default_log() -> FilteringBoundLogger:
 class TaskContext:
     """One task attempt as an agent's handler sees it.
 
-    ``upstream`` holds the outputs of the tasks this one ``needs``, by task key. ``deadline``
+    ``upstream`` holds the outputs of the tasks this one ``needs``, by task key: the whole
+    output, a large one fetched from the blob store when first read (:mod:`agents.upstream`;
+    :meth:`load_upstream` fetches without holding the event loop). ``deadline``
     is the clock time (seconds since the epoch) after which the attempt counts as timed out.
     ``log`` is bound to the task, so every line a handler writes can be traced back to it.
     ``feed`` takes what the handler reports while it runs (:meth:`usage`, :meth:`progress`,
@@ -75,6 +79,18 @@ class TaskContext:
         handler's return value."""
         self.feed.emit(text)
 
+    async def load_upstream(self, *keys: str) -> None:
+        """Fetch the large upstream outputs of ``keys`` (none given: all) without holding the
+        event loop, so reading ``upstream[key]`` afterwards is instant; worth it for a large
+        output on a remote blob store. Raises KeyError for a key that is not upstream,
+        TaskFailed (``upstream_unreadable``) for an output that cannot be read."""
+        if isinstance(self.upstream, Upstream):
+            await self.upstream.load(*keys)
+        else:
+            missing = [k for k in keys if k not in self.upstream]
+            if missing:
+                raise KeyError(f"{missing[0]!r} is not an upstream task of this one")
+
     @classmethod
     def for_message(
         cls,
@@ -84,9 +100,12 @@ class TaskContext:
         now: float,
         log: FilteringBoundLogger,
         feed: AttemptFeed | None = None,
+        outputs: OutputStore | None = None,
     ) -> TaskContext:
         """The context for running ``message`` on agent ``agent_id``, starting at ``now``
-        (``feed``: where its usage, progress and output go; None: a fresh one, going nowhere)."""
+        (``feed``: where its usage, progress and output go; None: a fresh one, going nowhere;
+        ``outputs``: where its large upstream outputs are read from; None: nowhere, so
+        reading one fails the attempt as ``upstream_unreadable``)."""
         return cls(
             task_id=message.task_id,
             workflow_id=message.workflow_id,
@@ -94,7 +113,7 @@ class TaskContext:
             capability=message.capability,
             attempt=message.attempt,
             input=message.input,
-            upstream=dict(message.upstream),
+            upstream=Upstream(message.upstream, outputs),
             agent_id=agent_id,
             deadline=now + message.timeout,
             log=log.bind(

@@ -76,7 +76,7 @@ class Worker:
     ``outputs`` (the BlobStore of ``blob_url``) keeps an output over its limit in the blob store
     and reports only the reference (:mod:`core.outputs`), so a large output does not cross the
     bus in its report; None: every output goes inside its report (the scheduler then stores
-    large ones).
+    large ones). Handlers read large upstream outputs through it too (None: they cannot).
     Should the blob store fail, an output of at most ``inline_fallback`` bytes of JSON goes
     inside its report instead; a larger one fails the attempt as ``output_not_stored``
     (retryable). Raises ConfigError for bad values.
@@ -426,7 +426,12 @@ class Worker:
             self.feed_stream,
         )
         context = TaskContext.for_message(
-            message, agent_id=self.id, now=self._clock.now(), log=self._log, feed=feed
+            message,
+            agent_id=self.id,
+            now=self._clock.now(),
+            log=self._log,
+            feed=feed,
+            outputs=self.outputs,
         )
         output: JSON = None
         error: ErrorInfo | None = None

@@ -33,7 +33,8 @@ class TaskMessage(_Message):
     attempt: int = Field(ge=1)
     input: JSON = None
     upstream: dict[str, JSON] = Field(default_factory=dict)
-    """The outputs of the tasks this one needs, by task key."""
+    """The outputs of the tasks this one needs, by task key: small ones inline, large ones as
+    references to the blob store, which the agent fetches when its handler reads them."""
     timeout: float = Field(gt=0)
     dispatched_at: float
 

@@ -20,12 +20,17 @@ tasks succeeded over the time from the first submit to the last ``succeeded``.
 
     .venv/bin/python scripts/bench.py                       # defaults: 200 light, 20 x 1,000
     .venv/bin/python scripts/bench.py --light 50 --workflows 5   # a quick look
+
+``--scenario pipeline-refs`` measures instead what crosses the bus in a pipeline of large
+outputs (``--steps`` x ``--output-kb``) on the embedded default, in this process
+(:func:`pipeline_refs`); it needs none of the services.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import secrets
 import statistics
@@ -54,6 +59,27 @@ AGENTDECK = [sys.executable, "-m", "agentdeck.tui.cli"]
 
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--scenario",
+        choices=("services", "pipeline-refs"),
+        default="services",
+        help="services: the end-to-end run above; pipeline-refs: bytes over the bus in a "
+        "pipeline of large outputs, on the embedded default",
+    )
+    p.add_argument("--steps", type=int, default=100, help="pipeline-refs: steps")
+    p.add_argument("--output-kb", type=int, default=200, help="pipeline-refs: KB per output")
+    p.add_argument(
+        "--inline-limit",
+        type=int,
+        default=65_536,
+        help="pipeline-refs: output_inline_limit in bytes (the default setting is 1 MiB)",
+    )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="pipeline-refs: the agent keeps no cache, as on another host: it reads every "
+        "upstream output from the blob store",
+    )
     p.add_argument("--light", type=int, default=200, help="lone tasks, one after the other")
     p.add_argument("--workflows", type=int, default=20, help="saturated: workflows")
     p.add_argument("--tasks", type=int, default=1000, help="saturated: tasks per workflow")
@@ -203,8 +229,126 @@ async def create_database(admin: str, name: str) -> str:
     return admin.rsplit("/", 1)[0] + f"/{name}"
 
 
+async def pipeline_refs(args: argparse.Namespace) -> None:
+    """A chain of ``--steps`` tasks, each reading the whole output of the one before and
+    returning ``--output-kb`` KB of text, on the embedded default (memory bus, SQLite, blob
+    store in a local folder) in this process. The bus is wrapped to count the messages and
+    bytes published by kind; an output crosses the bus at most once when every kind's bytes
+    stay far below steps x output size."""
+    import collections
+
+    from agentdeck.agents.context import TaskContext
+    from agentdeck.agents.worker import Worker
+    from agentdeck.core.logs import configure_logging
+    from agentdeck.core.models import JSON
+    from agentdeck.core.outputs import OutputCache, OutputStore
+    from agentdeck.core.settings import Settings
+    from agentdeck.tui.wiring import build_runtime
+
+    home = Path(tempfile.mkdtemp(prefix="agentdeck-bench-refs-"))
+    os.environ["AGENTDECK_HOME"] = str(home)
+    for var in ("AGENTDECK_BLOB_URL", "AGENTDECK_STORE_URL", "AGENTDECK_BUS_URL"):
+        os.environ.pop(var, None)
+    settings = Settings.load(
+        config_path=None,
+        output_inline_limit=args.inline_limit,
+        log_level="warning",
+        scheduler={"poll_interval": 0.05},
+    )
+    configure_logging("warning")
+    size = args.output_kb * 1000
+    # Prose, as a model writes it (it compresses as text does): the docs, from a different
+    # place for each step.
+    corpus = "".join(p.read_text() for p in sorted((ROOT / "docs").glob("*.md")))
+    corpus *= size // len(corpus) + 2
+
+    async def step(ctx: TaskContext) -> JSON:
+        seen = sum(len(json.dumps(v)) for v in ctx.upstream.values())  # reads every input
+        start = int(ctx.key[1:]) * 7919 % (len(corpus) - size)
+        return {"step": ctx.key, "read": seen, "text": corpus[start : start + size]}
+
+    runtime = build_runtime(settings, clock=SystemClock(), with_agents=False)
+    outputs = runtime.scheduler.outputs
+    assert outputs is not None
+    if args.cold:  # the agent's own store over the same folder, caching nothing
+        outputs = OutputStore(runtime.blobs, limit=args.inline_limit, cache=OutputCache(0))
+    runtime.services.append(
+        Worker(runtime.bus, runtime.registry, {"step": step}, name="bench", concurrency=4,
+               clock=runtime.clock, outputs=outputs)
+    )  # fmt: skip
+    sent: collections.Counter[str] = collections.Counter()
+    count: collections.Counter[str] = collections.Counter()
+    bus: Any = runtime.bus
+    publish_tasks, publish_report, publish_event = (
+        bus.publish_tasks, bus.publish_report, bus.publish_event
+    )  # fmt: skip
+
+    async def tasks(messages: Any) -> None:
+        for m in messages:
+            sent["task"] += len(m.body)
+            count["task"] += 1
+        await publish_tasks(messages)
+
+    async def report(body: bytes, headers: Any) -> None:
+        sent["report"] += len(body)
+        count["report"] += 1
+        await publish_report(body, headers)
+
+    async def event(body: bytes) -> None:
+        sent["event"] += len(body)
+        count["event"] += 1
+        await publish_event(body)
+
+    bus.publish_tasks, bus.publish_report, bus.publish_event = tasks, report, event
+    chain = WorkflowSpec.model_validate(
+        {
+            "name": "pipeline-refs",
+            "tasks": [
+                {"key": f"s{i:03d}", "capability": "step",
+                 **({"needs": [f"s{i - 1:03d}"]} if i else {})}
+                for i in range(args.steps)
+            ],
+        }
+    )  # fmt: skip
+    async with runtime:
+        started, cpu = time.perf_counter(), time.process_time()
+        wf = await runtime.client.submit(chain)
+        wf = await runtime.client.wait(wf.id, 600)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        done = await runtime.store.list_tasks(workflow_id=wf.id, limit=args.steps)
+    # What the outputs weigh as JSON: a reference says it, an inline output is measured.
+    outputs_bytes = sum(
+        t.output["size"] if isinstance(t.output, dict) and "$blob" in t.output
+        else len(json.dumps(t.output, separators=(",", ":")))
+        for t in done
+    )  # fmt: skip
+    total = sum(sent.values())
+    print(
+        f"pipeline-refs: {args.steps} steps x {outputs_bytes / args.steps / 1e3:,.0f} kB "
+        "of JSON each, "
+        f"output_inline_limit {args.inline_limit:,} B{', cold agent' if args.cold else ''}; "
+        f"workflow {wf.status.value} "
+        f"in {elapsed:.2f} s ({elapsed / args.steps * 1000:.1f} ms a step; CPU of this "
+        f"process {cpu / args.steps * 1000:.1f} ms a step)"
+    )
+    for kind in ("task", "report", "event"):
+        print(
+            f"  {kind:<7} {count[kind]:>6} messages {sent[kind] / 1e6:>10.3f} MB "
+            f"({sent[kind] / max(1, count[kind]) / 1e3:,.1f} kB each)"
+        )
+    print(
+        f"  all     {sum(count.values()):>6} messages {total / 1e6:>10.3f} MB = "
+        f"{total / outputs_bytes:.3f} x the outputs' size; "
+        f"blob reads {outputs.fetched}, cache hits {outputs.cache.hits}, "
+        f"objects written {outputs.offloaded}"
+    )
+
+
 def main() -> None:
     args = parse_args()
+    if args.scenario == "pipeline-refs":
+        asyncio.run(pipeline_refs(args))
+        return
     prefix = f"bench-{secrets.token_hex(4)}"
     database = f"agentdeck_bench_{secrets.token_hex(4)}"
     store_url = asyncio.run(create_database(args.postgres, database))

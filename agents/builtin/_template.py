@@ -6,6 +6,9 @@ own input (which wins when both have it); ``.field`` and ``[field]`` go into obj
 into lists. Strings go in as they are, anything else as compact JSON. ``{{`` and ``}}`` are
 literal braces. There is no attribute access, conversion or call: a template reads data only.
 
+The values are read lazily (:func:`template_values`): only the upstream outputs a template
+names are read, so a large one it does not name is never fetched from the blob store.
+
 A field the data does not have is one clear error (TaskFailed, ``bad_input``, not retryable:
 the same upstream outputs would fail the same way) naming the field and what there is.
 """
@@ -15,13 +18,39 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from agentdeck.core.errors import TaskFailed
 from agentdeck.core.models import JSON
 
 _PART = re.compile(r"\.([^.\[\]]+)|\[([^\[\]]+)\]")
 _FORMATTER = string.Formatter()
+
+
+class _Values(Mapping[str, JSON]):
+    """``inputs`` over ``upstream``, reading a value only when asked for it."""
+
+    def __init__(self, upstream: Mapping[str, JSON], inputs: Mapping[str, JSON]) -> None:
+        self._upstream, self._inputs = upstream, inputs
+
+    def __getitem__(self, key: str) -> JSON:
+        return self._inputs[key] if key in self._inputs else self._upstream[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._inputs or key in self._upstream
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._upstream
+        yield from (k for k in self._inputs if k not in self._upstream)
+
+    def __len__(self) -> int:
+        return len(self._upstream) + sum(1 for k in self._inputs if k not in self._upstream)
+
+
+def template_values(upstream: Mapping[str, JSON], inputs: Mapping[str, JSON]) -> Mapping[str, JSON]:
+    """What a template is filled from: the task's ``inputs`` (which win) and its ``upstream``
+    outputs, as ``{**upstream, **inputs}`` but read only when a template names them."""
+    return _Values(upstream, inputs)
 
 
 def render(template: str, values: Mapping[str, JSON], *, kind: str, what: str) -> str:

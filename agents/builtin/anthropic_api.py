@@ -30,7 +30,7 @@ from typing import Any
 
 from agentdeck.agents.builtin._options import Options
 from agentdeck.agents.builtin._ratelimit import RATE_LIMIT_STATUSES, retry_after
-from agentdeck.agents.builtin._template import render
+from agentdeck.agents.builtin._template import render, template_values
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.agents.prices import price_of
 from agentdeck.core.errors import ConfigError, RateLimited, TaskFailed
@@ -117,7 +117,7 @@ def request_of(ctx: TaskContext) -> tuple[list[Any], str | None]:
             'the task input must be an object with a "prompt" string or a "messages" list '
             "(not both)"
         )
-    values = {**ctx.upstream, **{k: v for k, v in data.items() if k != "prompt"}}
+    values = template_values(ctx.upstream, {k: v for k, v in data.items() if k != "prompt"})
     system = data.get("system")
     if system is not None:
         if not isinstance(system, str):

@@ -37,7 +37,7 @@ from typing import Any
 from agentdeck.agents.builtin._options import Options
 from agentdeck.agents.builtin._process import end_group, exit_code, read_capped, text_of
 from agentdeck.agents.builtin._ratelimit import RATE_LIMIT_STATUSES
-from agentdeck.agents.builtin._template import render
+from agentdeck.agents.builtin._template import render, template_values
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.core.errors import RateLimited, TaskFailed
 from agentdeck.core.models import JSON
@@ -171,7 +171,7 @@ def prompt_of(ctx: TaskContext) -> str:
             non_retryable=True,
             kind="bad_input",
         )
-    values = {**ctx.upstream, **{k: v for k, v in data.items() if k != "prompt"}}
+    values = template_values(ctx.upstream, {k: v for k, v in data.items() if k != "prompt"})
     return render(data["prompt"], values, kind="claude", what="prompt")
 
 

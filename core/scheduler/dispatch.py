@@ -90,11 +90,12 @@ class Dispatch(SchedulerBase):
         return {capability: sum(by.values()) for capability, by in counts.items()}
 
     async def _messages_for(self, tasks: Sequence[Task], now: float) -> list[OutgoingTask]:
-        """One message per task, for its current attempt, with its upstream outputs."""
+        """One message per task, for its current attempt, with its upstream outputs as the
+        Store holds them: small ones inline, large ones as references (:mod:`core.outputs`).
+        The agent fetches what its handler reads, so the scheduler never reads an object and
+        a large output crosses the bus at most once (in its agent's report, if at all)."""
         needed = {f"{t.workflow_id}/{k}" for t in tasks for k in t.needs}
         outputs = await self.store.outputs(needed) if needed else {}
-        if self.outputs is not None:
-            outputs = await self.outputs.resolve_all(outputs)
         messages = []
         for t in tasks:
             self._timeouts[t.id] = t.timeout

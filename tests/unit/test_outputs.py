@@ -1,5 +1,5 @@
 """Large outputs by reference: kept in the blob store (by the agent, else the scheduler),
-resolved for upstream inputs and show."""
+handed to dependents as references, resolved by the agents that read them and by show."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import AgentdeckError, BackendUnavailable
 from agentdeck.core.messages import Event, Report, TaskMessage, decode, encode
 from agentdeck.core.models import JSON, Change
-from agentdeck.core.outputs import OutputStore, is_ref
+from agentdeck.core.outputs import OutputCache, OutputStore, is_ref
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.scheduler import Scheduler, SchedulerConfig
@@ -68,7 +68,7 @@ async def test_small_outputs_stay_inline_and_large_ones_become_references(
     assert ref["size"] == len(json.dumps(BIG, separators=(",", ":")))
     assert json.loads(gzip.decompress(await blobs.get(ref["$blob"]))) == BIG
     assert await outputs.resolve(ref) == BIG
-    assert await outputs.resolve_all({"a": ref, "b": 3}) == {"a": BIG, "b": 3}
+    assert await outputs.resolve(3) == 3
 
 
 async def test_limit_zero_stores_nothing_but_still_resolves(blobs: FileBlobStore) -> None:
@@ -83,14 +83,70 @@ async def test_limit_zero_stores_nothing_but_still_resolves(blobs: FileBlobStore
 
 async def test_a_damaged_or_missing_object_is_an_error(blobs: FileBlobStore) -> None:
     """Resolving a reference whose object changed or vanished names the object."""
-    outputs = OutputStore(blobs, limit=10)
-    ref = await outputs.offload("w/a", 1, BIG)
+    ref = await OutputStore(blobs, limit=10).offload("w/a", 1, BIG)
+    reader = OutputStore(blobs, limit=10)  # another process: nothing cached
     await blobs.put(ref["$blob"], gzip.compress(b'{"other": 1}'))
     with pytest.raises(AgentdeckError, match="damaged"):
-        await outputs.resolve(ref)
+        await reader.resolve(ref)
     await blobs.delete(ref["$blob"])
     with pytest.raises(AgentdeckError, match="missing"):
-        await outputs.resolve(ref)
+        await reader.resolve(ref)
+
+
+async def test_a_store_reads_each_object_once_and_remembers_what_it_wrote(
+    blobs: FileBlobStore,
+) -> None:
+    """The second read of an output is a cache hit, not a blob store read; an output this
+    store wrote for its agent is in its cache already (a pipeline's next step reads it)."""
+    writer = OutputStore(blobs, limit=10)
+    ref = await writer.offload("w/a", 1, BIG)
+    assert await writer.resolve(ref) == BIG and writer.fetched == 0
+    reader = OutputStore(blobs, limit=10)
+    assert await reader.resolve(ref) == BIG and await reader.resolve(ref) == BIG
+    assert reader.fetched == 1 and (reader.cache.hits, reader.cache.misses) == (1, 1)
+    assert await reader.read(ref) == json.dumps(BIG, separators=(",", ":")).encode()
+    assert reader.fetched == 2  # read() always goes to the blob store
+
+
+async def test_readers_asking_at_once_share_one_read(blobs: FileBlobStore) -> None:
+    """A fan-out's dependents starting together read the object once between them; a failed
+    read is not remembered, so the next reader tries again."""
+    ref = await OutputStore(blobs, limit=10).offload("w/a", 1, BIG)
+    reader = OutputStore(blobs, limit=10)
+    texts = await asyncio.gather(*(reader.text(ref) for _ in range(5)))
+    assert len(set(texts)) == 1 and reader.fetched == 1
+    gone = await OutputStore(blobs, limit=10).offload("w/b", 1, BIG)
+    await blobs.delete(gone["$blob"])
+    for _ in range(2):
+        with pytest.raises(AgentdeckError, match="missing"):
+            await reader.text(gone)
+
+
+async def test_the_scheduler_safety_net_does_not_fill_its_cache(blobs: FileBlobStore) -> None:
+    """What the scheduler stores for an agent without a blob store is not cached by it: the
+    scheduler never reads outputs, and its agents may live elsewhere."""
+    outputs = OutputStore(blobs, limit=10)
+    assert is_ref(await outputs.keep("w/a", 1, BIG))
+    assert len(outputs.cache) == 0
+
+
+def test_the_cache_drops_the_least_recently_used_output_to_stay_within_its_bytes() -> None:
+    """Bounded by bytes of JSON, least recently used first; an output larger than the whole
+    cache is not kept; a negative bound is refused, naming it."""
+    cache = OutputCache(max_bytes=10)
+    a, b, c = ({"$blob": f"k/{n}", "sha256": n} for n in "abc")
+    cache.put(a, b"aaaa")
+    cache.put(b, b"bbbb")
+    assert cache.get(a) == b"aaaa"  # a is now the most recent
+    cache.put(c, b"cccc")  # 12 bytes: b goes
+    assert (cache.get(b), cache.get(a), cache.get(c)) == (None, b"aaaa", b"cccc")
+    assert (cache.bytes, cache.evicted, cache.hits, cache.misses) == (8, 1, 3, 1)
+    cache.put({"$blob": "k/huge", "sha256": "h"}, b"x" * 11)
+    assert cache.get({"$blob": "k/huge", "sha256": "h"}) is None and cache.bytes == 8
+    same_key_other_object = {"$blob": "k/a", "sha256": "changed"}
+    assert cache.get(same_key_other_object) is None
+    with pytest.raises(ValueError, match="got -1"):
+        OutputCache(max_bytes=-1)
 
 
 @pytest.mark.parametrize("s3_down", [False, True], ids=["stored", "blob-store-down"])
@@ -98,7 +154,8 @@ async def test_scheduler_keeps_large_output_by_reference_and_hands_it_downstream
     tmp_path: Path, clock: FakeClock, blobs: FileBlobStore, s3_down: bool
 ) -> None:
     """A's large output, sent inline by its agent, is a reference in the Store (or, with the
-    blob store down, kept inline there rather than lost); B receives the whole of it."""
+    blob store down, kept inline there rather than lost); B's message carries what the Store
+    holds (the reference, or the output itself), and the scheduler reads no object."""
     store = SqliteStore(tmp_path / "agentdeck.db", clock=clock)
     bus = MemoryBus.from_url("memory://", clock=clock)
     registry = MemoryRegistry.from_url("memory://", clock=clock)
@@ -145,7 +202,11 @@ async def test_scheduler_keeps_large_output_by_reference_and_hands_it_downstream
         assert stored.status is T.SUCCEEDED
         assert stored.output == BIG if s3_down else is_ref(stored.output)
         b = await take()
-        assert b.upstream == {"a": BIG}
+        if s3_down:
+            assert b.upstream == {"a": BIG}
+        else:
+            assert b.upstream == {"a": stored.output} and outputs.fetched == 0
+            assert await OutputStore(blobs, limit=0).resolve(b.upstream["a"]) == BIG
     finally:
         await scheduler.stop()
         await store.close()
