@@ -366,9 +366,11 @@ class Settings(BaseSettings):
     snapshots: SnapshotSettings = Field(default_factory=SnapshotSettings)
     """Periodic snapshots of the whole state."""
 
-    output_inline_limit: int = Field(default=1_048_576, ge=0, le=1_073_741_824)
+    output_inline_limit: int = Field(default=65_536, ge=0, le=1_073_741_824)
     """Task outputs whose JSON is larger than this many bytes are kept in the blob store and
-    the task holds a reference; 0 keeps every output in the Store."""
+    the task holds a reference; 0 keeps every output in the Store. 64 KiB: a model's long
+    answer handed down a pipeline then crosses the bus as a reference, never whole
+    (docs/performance.md, "Outputs by reference")."""
 
     agents: list[AgentSpec] = Field(default_factory=list)
     """Agents the daemon runs on this node."""

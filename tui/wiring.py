@@ -111,14 +111,18 @@ def build_worker(
     )
 
 
-def agent_blobs(settings: Settings, clock: Clock) -> BlobStore | None:
-    """The BlobStore an agent process keeps its large outputs in (not started), or None: it
-    sends them inside its reports and the scheduler stores them. Only a ``blob_url`` that is
-    configured (config file or environment) counts: the default is a folder on this machine,
-    which a scheduler on another cannot read. ``output_inline_limit`` 0 keeps all inline."""
-    if not settings.output_inline_limit or "blob_url" not in settings.model_fields_set:
-        return None
-    return open_blobs(settings.blob_url, clock=clock)
+def agent_outputs(settings: Settings, clock: Clock) -> tuple[BlobStore, OutputStore]:
+    """The BlobStore (not started) and OutputStore of an agent process.
+
+    With a ``blob_url`` configured (config file or environment), the agent keeps its outputs
+    over ``output_inline_limit`` there itself and reports references. Without one, the default
+    is a folder on this machine, which a scheduler on another cannot read: the agent then sends
+    every output inside its reports (limit 0) and only READS references from that folder, so
+    an agent beside the daemon reads its upstream outputs, and one on another host without a
+    shared blob store fails such a read with an error that says to configure ``blob_url``."""
+    blobs = open_blobs(settings.blob_url, clock=clock)
+    shared = "blob_url" in settings.model_fields_set
+    return blobs, OutputStore(blobs, limit=settings.output_inline_limit if shared else 0)
 
 
 @contextlib.asynccontextmanager

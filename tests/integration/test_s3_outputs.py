@@ -21,7 +21,7 @@ from agentdeck.core.models import JSON, new_id
 from agentdeck.core.outputs import OutputStore, is_ref
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.settings import Settings
-from agentdeck.tui.wiring import agent_blobs
+from agentdeck.tui.wiring import agent_outputs
 
 pytestmark = pytest.mark.integration
 
@@ -41,8 +41,8 @@ async def test_an_agent_keeps_a_large_output_in_s3_and_reports_the_reference(
     url = f"s3://{bucket}/deck?endpoint_url={s3_endpoint}&region=us-east-1"
     monkeypatch.chdir(tmp_path)
     clock = FakeClock()
-    blobs = agent_blobs(Settings(home=tmp_path, blob_url=url), clock)
-    assert blobs is not None
+    blobs, kept = agent_outputs(Settings(home=tmp_path, blob_url=url), clock)
+    assert kept.limit == 1_048_576  # a configured, shared store: the agent keeps its outputs
     await blobs.start()
     bus = MemoryBus.from_url("memory://", clock=clock)
     registry = MemoryRegistry.from_url("memory://", clock=clock)
@@ -105,8 +105,7 @@ async def test_an_agent_reads_an_upstream_reference_from_s3_only_when_its_handle
     monkeypatch.chdir(tmp_path)
     clock = FakeClock()
     writer_blobs = open_blobs(url, clock=clock)
-    agent_store = agent_blobs(Settings(home=tmp_path, blob_url=url), clock)
-    assert agent_store is not None
+    agent_store, _ = agent_outputs(Settings(home=tmp_path, blob_url=url), clock)
     await writer_blobs.start()
     await agent_store.start()
     bus = MemoryBus.from_url("memory://", clock=clock)

@@ -33,7 +33,7 @@ from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import TASK_TERMINAL
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.tui.cli import main
-from agentdeck.tui.wiring import agent_blobs
+from agentdeck.tui.wiring import agent_outputs
 
 BIG = {"rows": ["x" * 50] * 20}  # about 1 kB of JSON
 TERMINAL = {s.value for s in TASK_TERMINAL}
@@ -440,17 +440,21 @@ async def test_a_reference_to_an_object_the_scheduler_cannot_read_fails_the_atte
     assert run.final["b"]["status"] == "skipped" and [c.key for c in run.seen] == ["a"]
 
 
-def test_an_agent_process_uses_only_a_configured_blob_store(
+def test_an_agent_process_keeps_outputs_only_in_a_configured_blob_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The default blob_url is a folder on the agent's own machine, which a scheduler
-    elsewhere cannot read: only a configured one is used, and not with the limit at 0."""
+    elsewhere cannot read: only in a configured one (and not with the limit at 0) does the
+    agent keep its outputs; otherwise it sends them inline and only reads references from its
+    folder (which a daemon on the same machine shares)."""
     monkeypatch.chdir(tmp_path)  # no agentdeck.toml here
     for var in ("AGENTDECK_BLOB_URL", "AGENTDECK_OUTPUT_INLINE_LIMIT"):
         monkeypatch.delenv(var, raising=False)
     clock = FakeClock()
-    assert agent_blobs(Settings(home=tmp_path), clock) is None
+    blobs, outputs = agent_outputs(Settings(home=tmp_path), clock)
+    assert isinstance(blobs, FileBlobStore) and outputs.limit == 0
     configured = Settings(home=tmp_path, blob_url=f"file://{tmp_path}/shared")
-    assert isinstance(agent_blobs(configured, clock), FileBlobStore)
+    blobs, outputs = agent_outputs(configured, clock)
+    assert outputs.limit == configured.output_inline_limit and outputs.blobs is blobs
     inline = Settings(home=tmp_path, blob_url=f"file://{tmp_path}/shared", output_inline_limit=0)
-    assert agent_blobs(inline, clock) is None
+    assert agent_outputs(inline, clock)[1].limit == 0

@@ -70,10 +70,9 @@ def agent_cmd(
     your own @agent functions (--module)."""
     from agentdeck.agents.main import run_workers
     from agentdeck.backends import open_bus, open_registry
-    from agentdeck.core.outputs import OutputStore
     from agentdeck.core.settings import AgentSpec
     from agentdeck.tui.telemetry import Telemetry
-    from agentdeck.tui.wiring import agent_blobs, build_worker, decorated_workers
+    from agentdeck.tui.wiring import agent_outputs, build_worker, decorated_workers
 
     if bool(kind) == bool(modules):
         fail("give either --kind KIND or --module MODULE (not both)")
@@ -113,13 +112,11 @@ def agent_cmd(
         clock = SystemClock()
         bus = open_bus(settings.bus_url, clock=clock)
         registry = open_registry(settings.registry_url, clock=clock)
-        blobs = agent_blobs(settings, clock)  # None: large outputs go in the reports
-        outputs = OutputStore(blobs, limit=settings.output_inline_limit) if blobs else None
+        blobs, outputs = agent_outputs(settings, clock)
         await bus.start()
         await registry.start()
         try:
-            if blobs is not None:
-                await blobs.start()
+            await blobs.start()
             if spec is not None:
                 workers = [build_worker(spec, bus, registry, clock, settings, outputs)]
             else:
@@ -137,8 +134,7 @@ def agent_cmd(
         finally:
             await bus.close()
             await registry.close()
-            if blobs is not None:
-                await blobs.close()
+            await blobs.close()
 
     run(go())
 
