@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import traceback
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +22,15 @@ from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.agents.reports import Settle, offload
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import TaskFailed
-from agentdeck.core.jsoncheck import find_problem, largest_text, size_text
+from agentdeck.core.jsoncheck import find_problem, largest_text, safe_text, size_text
 from agentdeck.core.messages import TaskMessage
 from agentdeck.core.models import JSON, ErrorInfo
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Delivery
+
+LOGGED_CHARS = 1000
+"""The most characters of a handler's exception text written to the log (the report carries
+more: see :data:`agents.reports.ERROR_CHARS`)."""
 
 OUTCOMES = ("timeout", "cancelled", "rate_limited")
 """Error kinds that are metrics outcomes of their own; every other error is ``failed``."""
@@ -101,8 +106,19 @@ def error_of(exc: Exception, timeout: float, log: FilteringBoundLogger) -> Error
         return ErrorInfo("cancelled", str(exc), retryable=not exc.by_operator)
     if isinstance(exc, TaskFailed):
         return ErrorInfo(exc.kind, exc.message, not exc.non_retryable, exc.retry_after)
-    log.warning("task_handler_raised", exc_info=exc)
-    return ErrorInfo(type(exc).__name__, str(exc) or repr(exc))
+    text = str(exc)
+    if len(text) <= LOGGED_CHARS:
+        log.warning("task_handler_raised", exc_info=exc)
+    else:
+        # The console renderer highlights an exception's text in time that grows faster than
+        # its length (a second for 5,000 characters): the event loop would stall on it.
+        log.warning(
+            "task_handler_raised",
+            error_type=type(exc).__name__,
+            error=safe_text(text, LOGGED_CHARS),
+            traceback="".join(traceback.format_tb(exc.__traceback__)),
+        )
+    return ErrorInfo(type(exc).__name__, text or repr(exc))
 
 
 def outcome_of(error: ErrorInfo | None) -> str:
