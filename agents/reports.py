@@ -149,6 +149,20 @@ class Reporter:
             return False
         return await self._send(body, headers, report) is None
 
+    async def refusal(self, ids: tuple[str, int], reason: str, headers: Mapping[str, str]) -> bool:
+        """Fail attempt ``ids`` (task id, attempt) ``malformed`` for a task message that could
+        not be run (it did not decode, or names a capability this agent does not serve), one
+        try; False (logged) when it could not be published."""
+        report = Report(
+            kind="failed",
+            task_id=ids[0],
+            attempt=ids[1],
+            agent_id=self.agent_id,
+            at=self._clock.now(),
+            error=wire_error(ErrorInfo("malformed", reason, retryable=False)),
+        )
+        return await self.publish(report, headers)
+
     async def result(
         self,
         headers: Mapping[str, str],

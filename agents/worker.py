@@ -56,7 +56,7 @@ from agentdeck.agents.reports import (
 from agentdeck.core.clock import Clock, SystemClock
 from agentdeck.core.errors import BackendUnavailable, MessageError
 from agentdeck.core.logs import get_logger, tee_logs
-from agentdeck.core.messages import Control, ErrorModel, Report, TaskMessage, decode, peek_ids
+from agentdeck.core.messages import Control, TaskMessage, decode, peek_ids
 from agentdeck.core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus, Delivery, Registry
@@ -363,6 +363,12 @@ class Worker:
                 await self._dead_letter(job.delivery, str(exc))
                 return
             await self._observed_attempt(job, job.message)
+        except Exception as exc:
+            # The agent's own machinery failed (a handler's errors are reported): the worker
+            # and its other tasks go on; the message goes aside for a person, and the
+            # scheduler's dispatch deadline ends the attempt.
+            self._log.error("task_attempt_crashed", task_id=job.task_id, exc_info=exc)
+            await settle(job.delivery.reject(f"the agent failed on it: {exc!r}"), self._log)
         except asyncio.CancelledError:
             # A shutdown, not the task's fault: no report, so the attempt is not spent and the
             # message is given back for another agent to run. Should the requeue fail (the
@@ -499,16 +505,7 @@ class Worker:
             self.metrics.message_rejected()
         self._log.warning("task_message_rejected", reason=reason, ids=ids)
         if ids is not None:
-            error = ErrorInfo("malformed", reason, retryable=False)
-            report = Report(
-                kind="failed",
-                task_id=ids[0],
-                attempt=ids[1],
-                agent_id=self.id,
-                at=self._clock.now(),
-                error=ErrorModel.of(error),
-            )
-            await self._reporter.publish(report, delivery.headers)
+            await self._reporter.refusal(ids, reason, delivery.headers)
         await settle(delivery.reject(reason), self._log)
 
     def _log_line_dropped(self, reason: str) -> None:

@@ -329,3 +329,44 @@ def test_bad_sending_settings_are_refused_naming_the_value(clock: FakeClock) -> 
         Worker(bus, registry, {CAP: h}, name="w", report_limit=10)
     with pytest.raises(ConfigError, match=r"publish_retry_delays .* got -1"):
         Worker(bus, registry, {CAP: h}, name="w", publish_retry_delays=[1, -1])
+
+
+class BrokenMetrics:
+    """Metrics whose ``run_started`` raises: the agent's own machinery failing mid-task."""
+
+    def run_started(self, capability: str, waited: float) -> None:
+        raise RuntimeError("metrics registry corrupted")
+
+    def run_finished(self, capability: str, outcome: str, seconds: float) -> None:
+        """Nothing to count."""
+
+    def message_rejected(self) -> None:
+        """Nothing to count."""
+
+    def log_line_dropped(self, reason: str) -> None:
+        """Nothing to count."""
+
+
+async def test_a_failure_of_the_agent_itself_sets_the_message_aside_and_goes_on(
+    rig: Rig,
+) -> None:
+    """An error in the worker's own code (not the handler's) neither kills the worker nor
+    loses the message: it is logged at error level and dead-lettered, and the next message
+    is taken as usual."""
+    with capture_logs() as logs:
+        worker = await rig.start(metrics=BrokenMetrics())
+        await rig.publish(message("a"))
+        await rig.publish(message("b"))
+
+        async def both_aside() -> bool:
+            return len(await rig.bus.dead_letters()) == 2
+
+        await eventually(both_aside)
+    crashed = [line for line in logs if line["event"] == "task_attempt_crashed"]
+    assert [(line["task_id"], line["log_level"]) for line in crashed] == [
+        ("wf/a", "error"),
+        ("wf/b", "error"),
+    ]
+    assert worker.in_flight == 0 and not rig.runs[0][1].done()
+    (letter, _) = await rig.bus.dead_letters()
+    assert "metrics registry corrupted" in letter.reason
