@@ -24,10 +24,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
-MAX_DEPTH: Final = 100
-"""The most containers a value may nest, the outermost one counted: far below pydantic's
-limit (about 250, reports and task messages wrap an output in two or three more levels) and
-SQLite's (1000), and far beyond any reasonable document."""
+MAX_DEPTH: Final = 200
+"""The most containers a value may nest, the outermost one counted. Pydantic writes 255 levels
+of an untyped value in a report, a task message or an event, and no more; 200 leaves room for
+a wrapper or two (SQLite's limit is 1000). Outputs that hold their upstream grow with each
+step: the ``echo`` agent's output in a chain of 100 tasks is 200 levels deep."""
 
 PATH_CHARS: Final = 200
 """A path longer than this is shown with parts cut out of its middle."""
@@ -93,11 +94,13 @@ def find_problem(
         step, depth = stack.pop()
         item: Any = step[2]  # a dict, list or tuple: only those are pushed
         if depth > max_depth:
-            return _too_deep(step, max_depth)
+            return _cycle(step) or Problem(
+                _format(step), f"nested more than {max_depth} levels deep"
+            )
         if budget >= 0:
             budget -= len(item)
-            if budget < 0:
-                return Problem(where, f"holds more than {max_values} values")
+            if budget < 0:  # a cycle with siblings at each turn may use it up first
+                return _cycle(step) or Problem(where, f"holds more than {max_values} values")
         inner: list[tuple[_Step, int]] = []
         pairs: Iterable[tuple[Any, Any]]
         if isinstance(item, dict):
@@ -213,9 +216,9 @@ def _key_problem(key: object) -> str | None:
     return f"a key is a {type(key).__name__} ({shown}); JSON object keys are strings"
 
 
-def _too_deep(step: _Step, max_depth: int) -> Problem:
-    """Past ``max_depth``: either truly that deep, or a container holds itself (then the
-    problem is named at the outermost container that comes round again)."""
+def _cycle(step: _Step) -> Problem | None:
+    """The problem when a container on the path to ``step`` holds itself, named at the
+    outermost container that comes round again; None when none does."""
     chain: list[_Step] = []
     link: _Step | None = step
     while link is not None:
@@ -227,7 +230,7 @@ def _too_deep(step: _Step, max_depth: int) -> Problem:
         seen = first.setdefault(id(link[2]), link)
         if seen is not link:
             return Problem(_format(seen), f"contains itself (at {_format(link)})")
-    return Problem(_format(step), f"nested more than {max_depth} levels deep")
+    return None
 
 
 def _format(step: _Step) -> str:

@@ -26,6 +26,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from agentdeck.agents.builtin import echo
 from agentdeck.agents.context import TaskContext
 from agentdeck.agents.worker import Worker
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
@@ -36,7 +37,7 @@ from agentdeck.core.jsoncheck import MAX_DEPTH
 from agentdeck.core.models import Task
 from agentdeck.core.scheduler import Scheduler, SchedulerConfig
 from agentdeck.core.spec import SpecLimits, parse_spec
-from agentdeck.core.states import TASK_TERMINAL, TaskStatus
+from agentdeck.core.states import TASK_TERMINAL, WORKFLOW_TERMINAL, TaskStatus, WorkflowStatus
 
 CAP = "produce"
 LIMIT = 4096
@@ -101,7 +102,14 @@ async def rig(tmp_path: Path, clock: FakeClock) -> AsyncIterator[Rig]:
     async def produce(ctx: TaskContext) -> Any:
         return outputs[ctx.input["case"]]
 
-    worker = Worker(bus, registry, {CAP: produce}, name="w", clock=clock, report_limit=LIMIT)
+    worker = Worker(
+        bus,
+        registry,
+        {CAP: produce, "echo": echo.make()},
+        name="w",
+        clock=clock,
+        report_limit=LIMIT,
+    )
     running = asyncio.create_task(worker.run())
     for _ in range(100):
         if await registry.agents():
@@ -266,3 +274,30 @@ async def test_every_valid_json_output_succeeds_unchanged(rig: Rig, output: Any)
     task = await rig.run(output)
     assert task.status is TaskStatus.SUCCEEDED
     assert task.output == output
+
+
+async def test_a_pipeline_whose_outputs_grow_each_step_stops_failed_at_the_limit(rig: Rig) -> None:
+    """The issue's story: ``echo`` outputs hold their upstream, 2 levels deeper each step. A
+    chain of 101 runs its first 100 steps (200 levels), and the 101st fails ``malformed``
+    naming the path, at once; the workflow ends failed instead of stalling."""
+    tasks: list[dict[str, Any]] = [
+        {"key": f"c{i:03d}", "capability": "echo", **({"needs": [f"c{i - 1:03d}"]} if i else {})}
+        for i in range(101)
+    ]
+    text = yaml.safe_dump({"name": "growing", "tasks": tasks})
+    workflow = await rig.client.submit(parse_spec(text, fmt="yaml", limits=SpecLimits()))
+    began = rig.clock.now()
+    for _ in range(10 * len(tasks)):
+        await rig.scheduler.tick()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        if (await rig.store.get_workflow(workflow.id)).status in WORKFLOW_TERMINAL:
+            break
+    assert (await rig.store.get_workflow(workflow.id)).status is WorkflowStatus.FAILED
+    assert rig.clock.now() == began  # no deadline ended it: the agent's own report did
+    last = await rig.store.get_task(f"{workflow.id}/c100")
+    assert last.status is TaskStatus.FAILED and last.error is not None
+    assert last.error.kind == "malformed"
+    assert last.error.message.startswith("output.upstream.c099.upstream.c098.upstream.c097")
+    assert last.error.message.endswith(": nested more than 200 levels deep")
+    assert (await rig.store.get_task(f"{workflow.id}/c099")).status is TaskStatus.SUCCEEDED
