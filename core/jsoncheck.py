@@ -2,17 +2,18 @@
 
 An agent's output crosses the bus inside a report, is stored, and is handed on to the tasks
 that need it. Python's ``json`` and pydantic disagree at the edges (pydantic writes ``NaN`` as
-``null`` and a ``set`` as a list; ``json`` refuses both; pydantic stops at about 250 levels of
-nesting, ``json`` at about 1000; neither writes a lone surrogate as UTF-8), so "it encoded
-here" is no promise that it can be sent, stored and read back. :func:`find_problem` is the one
-rule, stricter than both, and names the first value that breaks it by its path::
+``null`` and a ``set`` as a list, ``json`` refuses both; pydantic stops at 255 levels of
+nesting, ``json`` at about 1000; pydantic refuses a lone surrogate, ``json`` escapes it), so
+"it encoded here" is no promise that it can be sent, stored and read back.
+:func:`find_problem` is the one rule, stricter than both, and names the first value that
+breaks it by its path::
 
     >>> str(find_problem({"items": [1, 2, 3, {"when": datetime.now()}]}))
     'output.items[3].when: datetime is not JSON (use .isoformat())'
 
 Allowed: ``dict`` with ``str`` keys (an ``int`` key is written as its digits, as every JSON
-encoder does), ``list`` and ``tuple``, ``str`` that UTF-8 can encode, ``int`` (not a float
-in disguise), finite ``float``, ``bool`` and ``None``, subclasses included, at most
+encoder does), ``list`` and ``tuple``, ``str`` that UTF-8 can encode, ``int``, finite ``float``,
+``bool`` and ``None``, subclasses included, at most
 :data:`MAX_DEPTH` containers deep. Pure functions; the walk keeps its own stack, so no value,
 however deep or cyclic, makes it raise.
 """
