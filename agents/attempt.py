@@ -3,8 +3,8 @@ timeout, and what its outcome is.
 
 Pure pieces the :class:`~agents.worker.Worker` puts together: :func:`call_handler` runs a
 handler on the worker's clock, :func:`error_of` turns what a handler raised into the
-:class:`~core.models.ErrorInfo` its report carries, :func:`check_output` checks the output is
-JSON.
+:class:`~core.models.ErrorInfo` its report carries, :func:`check_output` checks the output can
+travel as JSON and :func:`oversize` that it fits in its report.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import traceback
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
@@ -19,12 +20,19 @@ from typing import Any
 from structlog.typing import FilteringBoundLogger
 
 from agentdeck.agents.context import Handler, TaskContext
+from agentdeck.agents.reports import Settle, offload
 from agentdeck.agents.upstream import Upstream, named_in
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import TaskFailed
+from agentdeck.core.jsoncheck import find_problem, largest_text, safe_text, size_text
 from agentdeck.core.messages import TaskMessage
 from agentdeck.core.models import JSON, ErrorInfo
+from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Delivery
+
+LOGGED_CHARS = 1000
+"""The most characters of a handler's exception text written to the log (the report carries
+more: see :data:`agents.reports.ERROR_CHARS`)."""
 
 OUTCOMES = ("timeout", "cancelled", "rate_limited")
 """Error kinds that are metrics outcomes of their own; every other error is ``failed``."""
@@ -114,8 +122,19 @@ def error_of(exc: Exception, timeout: float, log: FilteringBoundLogger) -> Error
         return ErrorInfo("cancelled", str(exc), retryable=not exc.by_operator)
     if isinstance(exc, TaskFailed):
         return ErrorInfo(exc.kind, exc.message, not exc.non_retryable, exc.retry_after)
-    log.warning("task_handler_raised", exc_info=exc)
-    return ErrorInfo(type(exc).__name__, str(exc) or repr(exc))
+    text = str(exc)
+    if len(text) <= LOGGED_CHARS:
+        log.warning("task_handler_raised", exc_info=exc)
+    else:
+        # The console renderer highlights an exception's text in time that grows faster than
+        # its length (a second for 5,000 characters): the event loop would stall on it.
+        log.warning(
+            "task_handler_raised",
+            error_type=type(exc).__name__,
+            error=safe_text(text, LOGGED_CHARS),
+            traceback="".join(traceback.format_tb(exc.__traceback__)),
+        )
+    return ErrorInfo(type(exc).__name__, text or repr(exc))
 
 
 def outcome_of(error: ErrorInfo | None) -> str:
@@ -126,15 +145,86 @@ def outcome_of(error: ErrorInfo | None) -> str:
     return error.kind if error.kind in OUTCOMES else "failed"
 
 
-def check_output(output: JSON) -> tuple[ErrorInfo | None, bytes]:
-    """``output``'s compact JSON, with None when it can travel as JSON; else the
-    ``bad_output`` error saying why."""
+def check_output(output: JSON, limit: int | None = None) -> tuple[ErrorInfo | None, bytes]:
+    """``output``'s compact JSON (UTF-8), with None when it can travel as JSON; else the
+    ``malformed`` error (not retryable) naming what and where, as
+    ``output.items[3].when: datetime is not JSON (use .isoformat())``.
+
+    ``limit``: the most bytes it may take, or None (it may go to the blob store, whatever its
+    size). Never raises.
+    """
+    # The same handler returns the same kind of value next time: retrying cannot help.
+    problem = find_problem(output, max_values=None if limit is None else limit // 2)
+    if problem is not None:
+        return ErrorInfo("malformed", str(problem), retryable=False), b""
     try:
-        return None, json.dumps(output, allow_nan=False, separators=(",", ":")).encode()
-    except (TypeError, ValueError) as exc:
-        # The same handler returns the same kind of value next time: retrying cannot help.
-        error = ErrorInfo("bad_output", f"the handler's output is not JSON: {exc}", retryable=False)
-        return error, b""
+        encoded = json.dumps(output, ensure_ascii=False, separators=(",", ":")).encode()
+    except Exception as exc:  # find_problem's rules are stricter than json's: not expected
+        return ErrorInfo("malformed", f"output does not encode: {exc}", retryable=False), b""
+    return None, encoded
+
+
+def oversize(output: JSON, size: int, limit: int, outputs: OutputStore | None) -> ErrorInfo | None:
+    """The ``malformed`` error (not retryable) for an output of ``size`` bytes of JSON that is
+    to go inside its report, when that is over ``limit``; it says where most of it is and
+    how the blob store (``outputs``, the agent's; None: it has none) would keep it."""
+    if size <= limit:
+        return None
+    message = f"output is {size_text(size)} of JSON, over the {size_text(limit)} a report may carry"
+    largest = largest_text(output)
+    if largest is not None and largest[1] * 2 >= size:
+        message += f"; most of it is {largest[0]} ({largest[1]} characters)"
+    if outputs is None:
+        message += (
+            "; give this agent a blob_url (the daemon's) and outputs over output_inline_limit "
+            "go to the blob store, the report carrying a reference"
+        )
+    else:
+        message += (
+            f"; output_inline_limit is {size_text(outputs.limit)}: under {size_text(limit)}, "
+            "the blob store keeps such outputs and the report carries a reference"
+        )
+    return ErrorInfo("malformed", message, retryable=False)
+
+
+async def sendable(
+    message: TaskMessage,
+    output: JSON,
+    *,
+    limit: int,
+    outputs: OutputStore | None,
+    inline_fallback: int,
+    log: FilteringBoundLogger,
+) -> tuple[JSON, ErrorInfo | None]:
+    """What the succeeded report of ``message``'s attempt carries (``output``, or its
+    reference in the blob store ``outputs``), or the error that fails the attempt instead:
+    ``malformed`` when it is not JSON or too large for a report of ``limit`` bytes,
+    ``output_not_stored`` when the blob store failed and it is over ``inline_fallback``."""
+    error, encoded = check_output(output, None if outputs else limit)
+    if error is not None:
+        return None, error
+    inline = True
+    if outputs is not None:
+        kept, error = await offload(
+            outputs, message, output, encoded, min(inline_fallback, limit), log
+        )
+        if error is not None:
+            return None, error
+        inline = kept is output
+        output = kept
+    if inline and (error := oversize(output, len(encoded), limit, outputs)):
+        return None, error
+    return output, None
+
+
+def settling(delivery: Delivery, how: Settle) -> Awaitable[None]:
+    """The ack, requeue or reject of ``delivery`` that :class:`~agents.reports.Sent` asks
+    for: a requeued attempt must run again somewhere, since its result is not on the bus."""
+    if how == "ack":
+        return delivery.ack()
+    if how == "requeue":
+        return delivery.requeue()
+    return delivery.reject("its result report was refused by the bus")
 
 
 async def settle(action: Awaitable[None], log: FilteringBoundLogger) -> None:

@@ -3,7 +3,7 @@ settings the worker is checked against before it registers."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from structlog.typing import FilteringBoundLogger
 
@@ -70,3 +70,17 @@ def check_settings(
             f"agent {name!r}: ttl ({ttl!r}) must be longer than heartbeat_interval "
             f"({interval!r}), or the record lapses between heartbeats"
         )
+
+
+def check_sending(name: str, report_limit: int, retry_delays: Sequence[float]) -> None:
+    """Raise ConfigError naming a bad ``report_limit`` or ``publish_retry_delays``."""
+    if isinstance(report_limit, bool) or not isinstance(report_limit, int) or report_limit < 1024:
+        raise ConfigError(
+            f"agent {name!r}: report_limit must be a whole number of bytes >= 1024, "
+            f"got {report_limit!r}"
+        )
+    for delay in retry_delays:
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay <= 60:
+            raise ConfigError(
+                f"agent {name!r}: publish_retry_delays must be seconds from 0 to 60, got {delay!r}"
+            )

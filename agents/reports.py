@@ -1,16 +1,27 @@
 """How an agent tells the scheduler about an attempt: its reports, and where a large output
-goes before its report is sent."""
+goes before its report is sent.
+
+A result report always ends the attempt, one way or another (:meth:`Reporter.result`): what
+cannot be encoded or is too large goes out as a failed report ``malformed`` saying why; a
+publish the bus refuses is replaced by a small failed report; a bus that stays unavailable
+is tried again for a few seconds, then the task message goes back to the broker. Nothing is
+dropped without a log line at error level.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 from structlog.typing import FilteringBoundLogger
 
 from agentdeck.core.clock import Clock
+from agentdeck.core.errors import BackendUnavailable
+from agentdeck.core.jsoncheck import safe_text, size_text
 from agentdeck.core.messages import ErrorModel, Report, TaskMessage, UsageModel, encode
 from agentdeck.core.models import JSON, ErrorInfo, Usage
 from agentdeck.core.outputs import OutputStore
@@ -19,22 +30,95 @@ from agentdeck.core.ports import Bus
 TRACE_HEADER = "traceparent"
 """The W3C trace context header, carried from the task message to its reports."""
 
-INLINE_FALLBACK = 16 * 1024 * 1024
-"""The largest output (bytes of JSON) sent inside its report when the blob store fails:
-RabbitMQ 4's default ``max_message_size`` (3.x allows 128 MiB)."""
+REPORT_LIMIT = 16 * 1024 * 1024
+"""The largest report an agent sends (bytes of JSON): RabbitMQ 4's default
+``max_message_size`` (3.x allows 128 MiB). A larger one would be refused by the broker."""
+
+INLINE_FALLBACK = REPORT_LIMIT
+"""The largest output (bytes of JSON) sent inside its report when the blob store fails."""
+
+PUBLISH_RETRY_DELAYS: tuple[float, ...] = (0.5, 2.0)
+"""Seconds waited before each new try of a result report the bus could not take (it said
+BackendUnavailable): an attempt ends within seconds whatever the bus does. The RabbitMQ bus
+already retries within its own ``publish_timeout`` before it says so."""
+
+ERROR_CHARS = 4000
+"""The most characters of an error message a report carries (an exception may quote a whole
+document); the rest is cut, with a note of how much."""
+
+TRANSIENT = (BackendUnavailable, ConnectionError, TimeoutError)
+"""What a bus raises when it may take the same report later; any other error is a refusal of
+this report, which trying again cannot change."""
+
+Settle = Literal["ack", "requeue", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What became of an attempt's result report.
+
+    ``error``: what the report that went out said (None: it succeeded); when nothing went out,
+    the error that was to be sent. ``settle``: what to do with the task message: ``ack`` (a
+    report is on the bus), ``requeue`` (the bus was unavailable throughout: another try
+    later, by this agent or another) or ``reject`` (the bus refused even a small failed
+    report: the message is kept aside for a person, and the scheduler's dispatch deadline
+    ends the attempt).
+    """
+
+    error: ErrorInfo | None
+    settle: Settle
 
 
 class Reporter:
-    """Publishes one agent's reports on the bus, each with its task message's trace header."""
+    """Publishes one agent's reports on the bus, each with its task message's trace header.
 
-    def __init__(self, bus: Bus, clock: Clock, agent_id: str, log: FilteringBoundLogger) -> None:
+    ``limit``: the largest report body in bytes; ``retry_delays``: the waits between tries of
+    a result report while the bus is unavailable (on ``clock``).
+    """
+
+    def __init__(
+        self,
+        bus: Bus,
+        clock: Clock,
+        agent_id: str,
+        log: FilteringBoundLogger,
+        *,
+        limit: int = REPORT_LIMIT,
+        retry_delays: Sequence[float] = PUBLISH_RETRY_DELAYS,
+    ) -> None:
         self.agent_id = agent_id
+        self.limit = limit
+        self.retry_delays = tuple(retry_delays)
         self._bus = bus
         self._clock = clock
         self._log = log
 
     def __repr__(self) -> str:
-        return f"<Reporter agent={self.agent_id}>"
+        return f"<Reporter agent={self.agent_id} limit={self.limit}>"
+
+    def make(
+        self,
+        message: TaskMessage,
+        kind: Literal["started", "succeeded", "failed"],
+        *,
+        output: JSON = None,
+        error: ErrorInfo | None = None,
+        started_at: float | None = None,
+        usage: Usage | None = None,
+    ) -> Report:
+        """A report on ``message``'s attempt, its error made safe to send (see
+        :func:`wire_error`)."""
+        return Report(
+            kind=kind,
+            task_id=message.task_id,
+            attempt=message.attempt,
+            agent_id=self.agent_id,
+            at=self._clock.now(),
+            output=output,
+            error=wire_error(error) if error else None,
+            started_at=started_at,
+            usage=UsageModel.of(usage) if usage is not None else None,
+        )
 
     async def report(
         self,
@@ -47,32 +131,167 @@ class Reporter:
         started_at: float | None = None,
         usage: Usage | None = None,
     ) -> bool:
-        """Publish a report on ``message``'s attempt; False (logged) when the bus refused it."""
-        report = Report(
-            kind=kind,
-            task_id=message.task_id,
-            attempt=message.attempt,
-            agent_id=self.agent_id,
-            at=self._clock.now(),
-            output=output,
-            error=ErrorModel.of(error) if error else None,
-            started_at=started_at,
-            usage=UsageModel.of(usage) if usage is not None else None,
+        """Publish a report on ``message``'s attempt, one try; False (logged) when it could
+        not be. For a result, :meth:`result` is the one that never gives up silently."""
+        report = self.make(
+            message, kind, output=output, error=error, started_at=started_at, usage=usage
         )
         return await self.publish(report, headers)
 
     async def publish(self, report: Report, headers: Mapping[str, str]) -> bool:
-        """Publish ``report`` (``headers``: its task message's); False (logged) when the bus
-        refused it."""
-        carried = {TRACE_HEADER: headers[TRACE_HEADER]} if TRACE_HEADER in headers else {}
-        try:
-            await self._bus.publish_report(encode(report), carried)
-        except Exception as exc:
+        """Publish ``report`` (``headers``: its task message's), one try; False (logged)
+        when it did not encode or the bus refused it."""
+        body, problem = self.encode(report)
+        if problem is not None:
             self._log.error(
-                "report_publish_failed", task_id=report.task_id, kind=report.kind, error=str(exc)
+                "report_publish_failed", task_id=report.task_id, kind=report.kind, error=problem
             )
             return False
-        return True
+        return await self._send(body, headers, report) is None
+
+    async def refusal(self, ids: tuple[str, int], reason: str, headers: Mapping[str, str]) -> bool:
+        """Fail attempt ``ids`` (task id, attempt) ``malformed`` for a task message that could
+        not be run (it did not decode, or names a capability this agent does not serve), one
+        try; False (logged) when it could not be published."""
+        report = Report(
+            kind="failed",
+            task_id=ids[0],
+            attempt=ids[1],
+            agent_id=self.agent_id,
+            at=self._clock.now(),
+            error=wire_error(ErrorInfo("malformed", reason, retryable=False)),
+        )
+        return await self.publish(report, headers)
+
+    async def result(
+        self,
+        headers: Mapping[str, str],
+        message: TaskMessage,
+        *,
+        output: JSON,
+        error: ErrorInfo | None,
+        started_at: float | None,
+        usage: Usage | None,
+    ) -> Sent:
+        """Publish the attempt's result (``succeeded`` with ``output``, or ``failed`` with
+        ``error``), and say what became of it. Never raises; returns within seconds (the
+        bus's own timeout, times one plus ``retry_delays``, plus their sum).
+
+        - A report that does not encode or is over ``limit`` is replaced by a failed one,
+          ``malformed``, not retryable, saying why.
+        - While the bus raises BackendUnavailable, the same report is tried again after each
+          of ``retry_delays``; should it still fail, a small failed report
+          ``report_not_sent`` (retryable: the retry policy runs the task again) is tried once,
+          and if the bus does not take that either, the task message is requeued.
+        - Any other error is the bus refusing this report: a succeeded one is replaced by a
+          failed ``malformed`` (not retryable) naming the bus's reason; if even that is
+          refused, the task message is rejected (dead-lettered).
+        """
+        kind: Literal["succeeded", "failed"] = "failed" if error else "succeeded"
+        report = self.make(
+            message,
+            kind,
+            output=None if error else output,
+            error=error,
+            started_at=started_at,
+            usage=usage,
+        )
+        body, problem = self.encode(report)
+        if problem is not None:
+            error = ErrorInfo("malformed", f"the {kind} report cannot be sent: {problem}", False)
+            report, body = self._failed(message, error, started_at, usage)
+        failure = await self._send(body, headers, report, self.retry_delays)
+        if failure is None:
+            return Sent(error, "ack")
+        transient = isinstance(failure, TRANSIENT)
+        if report.kind == "succeeded":
+            # The output made it large or odd; a failed report is small and plain.
+            size = size_text(len(body))
+            reason = safe_text(failure, 500)
+            error = (
+                ErrorInfo(
+                    "report_not_sent",
+                    f"the succeeded report ({size}) could not be published "
+                    f"({1 + len(self.retry_delays)} tries): {reason}",
+                )
+                if transient
+                else ErrorInfo(
+                    "malformed", f"the bus refused the succeeded report ({size}): {reason}", False
+                )
+            )
+            report, body = self._failed(message, error, started_at, usage)
+            failure = await self._send(body, headers, report)
+            if failure is None:
+                return Sent(error, "ack")
+            transient = isinstance(failure, TRANSIENT)
+        settle: Settle = "requeue" if transient else "reject"
+        self._log.error(
+            "task_report_undeliverable",
+            task_id=message.task_id,
+            attempt=message.attempt,
+            error_kind=error.kind if error else None,
+            error=safe_text(failure, 500),
+            settle=settle,
+        )
+        return Sent(error, settle)
+
+    def encode(self, report: Report) -> tuple[bytes, str | None]:
+        """``report``'s body, with None when it can be sent; else why not (it does not encode,
+        or it is over ``limit``)."""
+        try:
+            body = encode(report)
+        except Exception as exc:  # pydantic's serializer: depth, types, text it cannot write
+            return b"", f"it does not encode ({safe_text(exc, 500)})"
+        if len(body) > self.limit:
+            return body, (
+                f"it is {size_text(len(body))}, over the {size_text(self.limit)} a report may carry"
+            )
+        return body, None
+
+    def _failed(
+        self,
+        message: TaskMessage,
+        error: ErrorInfo,
+        started_at: float | None,
+        usage: Usage | None,
+    ) -> tuple[Report, bytes]:
+        """A failed report with ``error``, and its body: ids, numbers and safe text, so it
+        encodes (the usage is dropped if it is what did not)."""
+        report = self.make(message, "failed", error=error, started_at=started_at, usage=usage)
+        body, problem = self.encode(report)
+        if problem is not None:
+            report = self.make(message, "failed", error=error, started_at=started_at)
+            body, _ = self.encode(report)
+        return report, body
+
+    async def _send(
+        self,
+        body: bytes,
+        headers: Mapping[str, str],
+        report: Report,
+        retry_delays: Sequence[float] = (),
+    ) -> Exception | None:
+        """Publish ``body``, trying again after each of ``retry_delays`` while the bus is
+        unavailable; None once published, else the last error (each one logged)."""
+        carried = {TRACE_HEADER: headers[TRACE_HEADER]} if TRACE_HEADER in headers else {}
+        waits = list(retry_delays)
+        while True:
+            try:
+                await self._bus.publish_report(body, carried)
+                return None
+            except Exception as exc:  # any engine's error: the caller decides what follows
+                again = isinstance(exc, TRANSIENT) and bool(waits)
+                self._log.warning(
+                    "report_publish_failed",
+                    task_id=report.task_id,
+                    kind=report.kind,
+                    size=len(body),
+                    error=safe_text(exc, 500),
+                    retry_in=waits[0] if again else None,
+                )
+                if not again:
+                    return exc
+            await self._clock.sleep(waits.pop(0))
 
     async def start_report(
         self, headers: Mapping[str, str], message: TaskMessage, after: float
@@ -98,6 +317,19 @@ class Reporter:
         started.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await started
+
+
+def wire_error(error: ErrorInfo) -> ErrorModel:
+    """``error`` as a report carries it: text that encodes, the message cut to
+    :data:`ERROR_CHARS`, a ``retry_after`` that is not a finite number >= 0 left out."""
+    after = error.retry_after
+    finite = isinstance(after, int | float) and math.isfinite(after) and after >= 0
+    return ErrorModel(
+        kind=safe_text(error.kind, 200),
+        message=safe_text(error.message, ERROR_CHARS),
+        retryable=bool(error.retryable),
+        retry_after=float(after) if finite and after is not None else None,
+    )
 
 
 async def offload(

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
@@ -36,20 +36,27 @@ from agentdeck.agents.attempt import (
     Job,
     aclose,
     call_handler,
-    check_output,
     error_of,
     outcome_of,
+    sendable,
     settle,
+    settling,
 )
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.agents.feed import AttemptFeed, FeedStream
 from agentdeck.agents.logstream import LogStream
-from agentdeck.agents.presence import check_settings, deregister, heartbeat
-from agentdeck.agents.reports import INLINE_FALLBACK, TRACE_HEADER, Reporter, offload
+from agentdeck.agents.presence import check_sending, check_settings, deregister, heartbeat
+from agentdeck.agents.reports import (
+    INLINE_FALLBACK,
+    PUBLISH_RETRY_DELAYS,
+    REPORT_LIMIT,
+    TRACE_HEADER,
+    Reporter,
+)
 from agentdeck.core.clock import Clock, SystemClock
 from agentdeck.core.errors import BackendUnavailable, MessageError
 from agentdeck.core.logs import get_logger, tee_logs
-from agentdeck.core.messages import Control, ErrorModel, Report, TaskMessage, decode, peek_ids
+from agentdeck.core.messages import Control, TaskMessage, decode, peek_ids
 from agentdeck.core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus, Delivery, Registry
@@ -59,7 +66,7 @@ if TYPE_CHECKING:
     from agentdeck.core.metrics import Metrics
     from agentdeck.core.tracing import Tracing
 
-__all__ = ["INLINE_FALLBACK", "TRACE_HEADER", "Worker"]
+__all__ = ["INLINE_FALLBACK", "REPORT_LIMIT", "TRACE_HEADER", "Worker"]
 
 
 class Worker:
@@ -79,7 +86,12 @@ class Worker:
     large ones). Handlers read large upstream outputs through it too (None: they cannot).
     Should the blob store fail, an output of at most ``inline_fallback`` bytes of JSON goes
     inside its report instead; a larger one fails the attempt as ``output_not_stored``
-    (retryable). Raises ConfigError for bad values.
+    (retryable).
+
+    What cannot be sent fails its attempt at once (:mod:`agents.reports`): an output that is
+    not JSON or over ``report_limit`` bytes is ``malformed``, naming what and where; a bus
+    that cannot take a report is tried again after each of ``publish_retry_delays``
+    seconds. Raises ConfigError for bad values.
     """
 
     def __init__(
@@ -99,8 +111,12 @@ class Worker:
         started_after: float = 0.0,
         outputs: OutputStore | None = None,
         inline_fallback: int = INLINE_FALLBACK,
+        report_limit: int = REPORT_LIMIT,
+        publish_retry_delays: Sequence[float] = PUBLISH_RETRY_DELAYS,
     ) -> None:
         check_settings(name, handlers, concurrency, heartbeat_interval, ttl)
+        check_sending(name, report_limit, publish_retry_delays)
+        self.report_limit = report_limit
         self.started_after = max(0.0, started_after)
         self.outputs = outputs
         self.inline_fallback = inline_fallback
@@ -125,7 +141,14 @@ class Worker:
         self.feed_stream = FeedStream(bus, self._clock, self.id)
         """Carries its handlers' progress and streamed output to the events stream (a budget
         of its own, apart from the log lines'; drops are counted in its ``dropped``)."""
-        self._reporter = Reporter(bus, self._clock, self.id, self._log)
+        self._reporter = Reporter(
+            bus,
+            self._clock,
+            self.id,
+            self._log,
+            limit=report_limit,
+            retry_delays=publish_retry_delays,
+        )
 
         self.state = AgentState.UP
         self.succeeded = 0
@@ -340,6 +363,12 @@ class Worker:
                 await self._dead_letter(job.delivery, str(exc))
                 return
             await self._observed_attempt(job, job.message)
+        except Exception as exc:
+            # The agent's own machinery failed (a handler's errors are reported): the worker
+            # and its other tasks go on; the message goes aside for a person, and the
+            # scheduler's dispatch deadline ends the attempt.
+            self._log.error("task_attempt_crashed", task_id=job.task_id, exc_info=exc)
+            await settle(job.delivery.reject(f"the agent failed on it: {exc!r}"), self._log)
         except asyncio.CancelledError:
             # A shutdown, not the task's fault: no report, so the attempt is not spent and the
             # message is given back for another agent to run. Should the requeue fail (the
@@ -443,35 +472,35 @@ class Worker:
         except Exception as exc:
             error = error_of(exc, message.timeout, log)
         else:
-            error, encoded = check_output(output)
-            if error is None and self.outputs is not None:
-                output, error = await offload(
-                    self.outputs, message, output, encoded, self.inline_fallback, log
-                )
-        job.error = error
+            output, error = await sendable(
+                message,
+                output,
+                limit=self.report_limit,
+                outputs=self.outputs,
+                inline_fallback=self.inline_fallback,
+                log=log,
+            )
         # Usage goes on failed results too: a call that failed may still have been billed.
-        published = await self._reporter.report(
+        sent = await self._reporter.result(
             headers,
             message,
-            "failed" if error else "succeeded",
-            output=None if error else output,
+            output=output,
             error=error,
             started_at=began,
             usage=feed.usage,
         )
+        error = job.error = sent.error
         if error is None:
             self.succeeded += 1
             log.info("task_succeeded")
         else:
             self.failed += 1
-            log.info(
+            # What cannot be sent is a bug to fix (or a bus to mend): said at error level.
+            loud = error.kind in ("malformed", "report_not_sent")
+            (log.error if loud else log.info)(
                 "task_failed", kind=error.kind, retryable=error.retryable, message=error.message
             )
-        if published:
-            await settle(job.delivery.ack(), log)
-        else:
-            # Without its result on the bus the attempt must run again somewhere.
-            await settle(job.delivery.requeue(), log)
+        await settle(settling(job.delivery, sent.settle), log)
 
     async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Fail the attempt (when its ids can be read) and dead-letter the message."""
@@ -481,16 +510,7 @@ class Worker:
             self.metrics.message_rejected()
         self._log.warning("task_message_rejected", reason=reason, ids=ids)
         if ids is not None:
-            error = ErrorInfo("malformed", reason, retryable=False)
-            report = Report(
-                kind="failed",
-                task_id=ids[0],
-                attempt=ids[1],
-                agent_id=self.id,
-                at=self._clock.now(),
-                error=ErrorModel.of(error),
-            )
-            await self._reporter.publish(report, delivery.headers)
+            await self._reporter.refusal(ids, reason, delivery.headers)
         await settle(delivery.reject(reason), self._log)
 
     def _log_line_dropped(self, reason: str) -> None:

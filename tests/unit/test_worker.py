@@ -444,7 +444,8 @@ async def test_other_exceptions_are_retryable_failures_named_by_class(env: Env) 
 
 
 async def test_output_that_is_not_json_fails_permanently(env: Env) -> None:
-    """A handler returning something JSON cannot carry fails ``bad_output``, not retryable."""
+    """A handler returning something JSON cannot carry fails ``malformed``, not retryable,
+    naming where the bad value is."""
 
     async def odd(ctx: TaskContext) -> Any:
         return {"when": {1, 2}}
@@ -454,7 +455,8 @@ async def test_output_that_is_not_json_fails_permanently(env: Env) -> None:
     await eventually(lambda: len(env.reports.kinds("wf/a")) == 2)
     error = env.reports.final("wf/a").error
     assert error is not None
-    assert (error.kind, error.retryable) == ("bad_output", False)
+    assert (error.kind, error.retryable) == ("malformed", False)
+    assert error.message.startswith("output.when: set is not JSON")
 
 
 async def test_malformed_message_is_failed_and_dead_lettered(env: Env) -> None:
