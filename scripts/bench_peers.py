@@ -358,7 +358,7 @@ def peer_turn(args: argparse.Namespace, system: str, turn: Turn, logs: Path) -> 
                 chain = drive(system, "chain", args.chain, env, args.timeout)
                 turn.chain_steps, turn.chain_seconds = args.chain, chain["elapsed"]
     finally:
-        asyncio.run(peer_cleanup(args, system, queue, env["PEERS_PREFIX"]))
+        asyncio.run(asyncio.wait_for(peer_cleanup(args, system, queue, env["PEERS_PREFIX"]), 60))
 
 
 async def peer_cleanup(args: argparse.Namespace, system: str, queue: str, prefix: str) -> None:
@@ -449,7 +449,7 @@ def main() -> None:
         os.execv(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]])
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
-    meta = describe(args, asyncio.run(server_versions(args)))
+    meta = describe(args, asyncio.run(asyncio.wait_for(server_versions(args), 60)))
     for key, value in meta.items():
         print(f"{key}: {value}")
     turns = run(args)
