@@ -399,9 +399,9 @@ def record_failure(turn: Turn, workload: str) -> Iterator[None]:
         print(f"  {turn.system} {workload} failed: {exc}", file=sys.stderr, flush=True)
 
 
-def run(args: argparse.Namespace) -> list[Turn]:
+def run(args: argparse.Namespace, turns: list[Turn]) -> None:
+    """Every turn of every repetition, each appended to ``turns`` once it is over."""
     logs = Path(tempfile.mkdtemp(prefix="agentdeck-bench-peers-"))
-    turns: list[Turn] = []
     try:
         for rep in range(1, args.reps + 1):
             for system in turn_order(args.systems, rep):
@@ -419,7 +419,6 @@ def run(args: argparse.Namespace) -> list[Turn]:
     finally:
         if args.keep_logs:
             print(f"peer worker logs: {logs}")
-    return turns
 
 
 def write_results(args: argparse.Namespace, turns: list[Turn], meta: dict[str, str]) -> Path:
@@ -452,10 +451,18 @@ def main() -> None:
     meta = describe(args, asyncio.run(asyncio.wait_for(server_versions(args), 60)))
     for key, value in meta.items():
         print(f"{key}: {value}")
-    turns = run(args)
-    page = write_results(args, turns, meta)
-    print(page.read_text())
-    print(f"written: {page} (+ .png, .json)")
+    turns: list[Turn] = []
+    try:
+        run(args, turns)
+    except (KeyboardInterrupt, SystemExit):
+        # The turns that ended are kept, and the page says the run was cut short.
+        meta["stopped"] = f"interrupted at {now_utc()} UTC, after {len(turns)} turn(s)"
+        raise
+    finally:
+        if turns:
+            page = write_results(args, turns, meta)
+            print(page.read_text())
+            print(f"written: {page} (+ .png, .json)")
 
 
 if __name__ == "__main__":

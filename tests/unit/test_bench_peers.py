@@ -3,6 +3,7 @@ results table. Nothing here starts a process or times anything."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -199,3 +200,48 @@ def test_the_table_lists_what_failed() -> None:
     page = report.markdown([turn("celery", 2, errors=["chain: TimeoutError: 5 of 10"])], {})
     assert "- rep 2, celery: chain: TimeoutError: 5 of 10" in page
     assert "| celery | 1 | — | — | — | — | — | — |" in page
+
+
+# ---------------------------------------------------------------------------- completions
+
+completions = importlib.import_module("peers.completions")
+
+
+class FakeRedis:
+    """A hash of per-process counters as Redis returns it (bytes); each wait on the wake-up
+    list brings the next field in ``arriving``, as a worker's flush would."""
+
+    def __init__(self, fields: dict[bytes, bytes], arriving: list[tuple[bytes, bytes]]) -> None:
+        self.fields = dict(fields)
+        self.arriving = list(arriving)
+        self.waited: list[list[str]] = []
+
+    def hgetall(self, key: str) -> dict[bytes, bytes]:
+        return dict(self.fields)
+
+    def blpop(self, keys: list[str], timeout: float) -> None:
+        self.waited.append(keys)
+        if self.arriving:
+            field, value = self.arriving.pop(0)
+            self.fields[field] = value
+
+
+def test_progress_sums_every_process() -> None:
+    """The counts of every worker process add up; first is the oldest, last the newest."""
+    fake = FakeRedis({b"101": b"3 100.5 102.0", b"102": b"2 100.25 101.5"}, [])
+    assert completions.progress(fake, "k") == (5, 100.25, 102.0)
+    assert completions.progress(FakeRedis({}, []), "k") == (0, 0.0, 0.0)
+
+
+def test_wait_for_waits_on_the_wake_up_list_until_all_are_done() -> None:
+    """The driver waits on ``key:wake`` until n tasks are counted, then gives first and last."""
+    fake = FakeRedis({b"101": b"3 100.5 102.0"}, [(b"102", b"2 100.25 103.0")])
+    assert completions.wait_for(fake, "k", 5, timeout=60) == (100.25, 103.0)
+    assert fake.waited == [["k:wake"]]
+
+
+def test_wait_for_says_how_many_were_done_at_its_deadline() -> None:
+    """Past its deadline the wait raises TimeoutError with the count it reached."""
+    fake = FakeRedis({b"101": b"3 100.5 102.0"}, [])
+    with pytest.raises(TimeoutError, match=r"3 of 5 tasks done under k after 0 s"):
+        completions.wait_for(fake, "k", 5, timeout=0)
