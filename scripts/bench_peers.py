@@ -54,7 +54,7 @@ ROOT = SCRIPTS.parent
 sys.path.insert(0, str(SCRIPTS))
 
 import bench  # noqa: E402 - scripts/ is on the path from here on
-from peers.report import SYSTEMS, Turn, markdown, plot  # noqa: E402
+from peers.report import SYSTEMS, Turn, markdown, plot, plot_title, turn_from_dict  # noqa: E402
 
 from agentdeck.core.spec import WorkflowSpec  # noqa: E402
 
@@ -96,6 +96,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--venv", type=Path, default=ROOT / ".bench-venv", help="the peers' venv")
     p.add_argument(
         "--no-venv", action="store_true", help="run in this interpreter (it has the extra)"
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="run nothing: write the page and plot of an earlier run again from its .json",
     )
     p.add_argument("--keep-logs", action="store_true", help="print where the process logs are")
     p.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
@@ -218,11 +224,18 @@ def describe(args: argparse.Namespace, versions: dict[str, str]) -> dict[str, st
         ),
         platform.processor() or "unknown",
     )
-    packages = ", ".join(f"{name} {metadata.version(name)}" for name in VERSIONED)
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    packages = ", ".join(f"{name} {version(name)}" for name in VERSIONED)
     return {
         "command": "`" + " ".join(["scripts/bench_peers.py", *sys.argv[1:]]) + "`",
         "machine": f"{os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}",
-        "code": f"agentdeck {metadata.version('agentdeck')} at {git_revision()}",
+        "code": f"agentdeck {version('agentdeck')} at {git_revision()}",
         "servers": ", ".join(f"{k} {v}" for k, v in versions.items()),
         "Python": f"{platform.python_version()}; {packages}",
         "agentdeck": "scheduler (`agentdeck --daemon`) + 1 agent process (`sleep` 0 s, "
@@ -421,19 +434,32 @@ def run(args: argparse.Namespace, turns: list[Turn]) -> None:
             print(f"peer worker logs: {logs}")
 
 
-def write_results(args: argparse.Namespace, turns: list[Turn], meta: dict[str, str]) -> Path:
-    """Writes the page, the plot and the samples under ``args.out``; the page's path."""
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = "peers-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
-    if args.quick:
-        stem += "-quick"
-    png = args.out / f"{stem}.png"
-    plot(turns, png, f"{meta['machine']}; {meta['sizes']}")
-    page = args.out / f"{stem}.md"
+def write_results(base: Path, turns: list[Turn], meta: dict[str, str]) -> Path:
+    """Writes ``base`` + ``.md`` (the page), ``.png`` (the plot) and ``.json`` (meta and every
+    sample, which ``--render`` reads back); the page's path."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    png = base.with_suffix(".png")
+    plot(turns, png, plot_title(turns, meta))
+    page = base.with_suffix(".md")
     page.write_text(markdown(turns, meta, png.name))
     raw = {"meta": meta, "turns": [asdict(t) for t in turns]}
-    (args.out / f"{stem}.json").write_text(json.dumps(raw, indent=1) + "\n")
+    base.with_suffix(".json").write_text(json.dumps(raw, indent=1) + "\n")
     return page
+
+
+def new_base(args: argparse.Namespace) -> Path:
+    stem = "peers-" + dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    return args.out / (stem + ("-quick" if args.quick else ""))
+
+
+def render(path: Path) -> Path:
+    """Writes the page and the plot of a run again from its ``.json`` (the same samples)."""
+    if path.suffix != ".json" or not path.is_file():
+        raise SystemExit(f"--render {str(path)!r}: not a .json file written by this script")
+    raw = json.loads(path.read_text())
+    return write_results(
+        path.with_suffix(""), [turn_from_dict(t) for t in raw["turns"]], raw["meta"]
+    )
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -446,6 +472,9 @@ def main() -> None:
         ensure_venv(args.venv)
         python = str(args.venv / "bin" / "python")
         os.execv(python, [python, str(Path(__file__).resolve()), *sys.argv[1:]])
+    if args.render:
+        print(f"written: {render(args.render)} (+ .png)")
+        return
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGHUP, _stop)
     meta = describe(args, asyncio.run(asyncio.wait_for(server_versions(args), 60)))
@@ -460,7 +489,7 @@ def main() -> None:
         raise
     finally:
         if turns:
-            page = write_results(args, turns, meta)
+            page = write_results(new_base(args), turns, meta)
             print(page.read_text())
             print(f"written: {page} (+ .png, .json)")
 

@@ -38,6 +38,15 @@ class Turn:
     """What failed or timed out (that workload's figures stay empty)."""
 
 
+def turn_from_dict(raw: dict[str, Any]) -> Turn:
+    """A :class:`Turn` from its JSON form (``dataclasses.asdict``: tuples became lists)."""
+    fields = dict(raw)
+    for name in ("load_before", "load_after"):
+        if fields.get(name) is not None:
+            fields[name] = tuple(fields[name])
+    return Turn(**fields)
+
+
 @dataclass(frozen=True)
 class Figures:
     """A turn's figures: tasks/s, lone-task latency percentiles (ms), chain ms per step; None
@@ -183,6 +192,13 @@ def markdown(turns: Sequence[Turn], meta: dict[str, str], plot_name: str | None 
     return "\n".join(out) + "\n"
 
 
+def plot_title(turns: Sequence[Turn], meta: dict[str, str]) -> str:
+    """The plot's title: machine, sizes, and the range of the 1-minute load over the run."""
+    loads = [t.load_before[0] for t in turns] + [t.load_after[0] for t in turns if t.load_after]
+    span = f"load {min(loads):.1f}-{max(loads):.1f} (1 min)" if loads else "load unknown"
+    return f"{meta.get('machine', '')}; {meta.get('sizes', '')}; {span}"
+
+
 def plot(turns: Sequence[Turn], path: Path, title: str) -> None:
     """Writes a PNG: saturated throughput (a bar per system at its median, a dot per turn),
     the lone-task latency distribution of each system (all its turns), and chain ms/step."""
@@ -203,7 +219,8 @@ def plot(turns: Sequence[Turn], path: Path, title: str) -> None:
             if vals:
                 middle = statistics.median(vals)
                 ax.bar(i, middle, color=colours.get(name), alpha=0.8)
-                ax.annotate(f"{middle:,.3g}", (i, middle), ha="center", va="bottom")
+                label = f"{middle:,.0f}" if middle >= 100 else f"{middle:.3g}"
+                ax.annotate(label, (i, middle), ha="center", va="bottom")
                 ax.plot([i] * len(vals), vals, "k.", markersize=6)
         ax.set_xticks(range(len(names)), names)
         ax.set_ylabel(ylabel)

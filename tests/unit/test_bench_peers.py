@@ -3,8 +3,10 @@ results table. Nothing here starts a process or times anything."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -245,3 +247,17 @@ def test_wait_for_says_how_many_were_done_at_its_deadline() -> None:
     fake = FakeRedis({b"101": b"3 100.5 102.0"}, [])
     with pytest.raises(TimeoutError, match=r"3 of 5 tasks done under k after 0 s"):
         completions.wait_for(fake, "k", 5, timeout=0)
+
+
+def test_a_turn_survives_its_json_form() -> None:
+    """--render reads back what the run wrote: a turn through JSON is the same turn."""
+    original = turn("agentdeck", 2, latency=[0.004], load_after=(3.0, 2.0, 1.0), errors=["x"])
+    raw = json.loads(json.dumps(dataclasses.asdict(original)))
+    assert report.turn_from_dict(raw) == original
+
+
+def test_the_plot_title_gives_the_load_range() -> None:
+    """The plot's title carries the lowest and highest 1-minute load seen over the run."""
+    turns = [turn("celery", load_after=(7.3, 1.0, 1.0)), turn("dramatiq")]
+    title = report.plot_title(turns, {"machine": "2 CPUs", "sizes": "quick"})
+    assert title == "2 CPUs; quick; load 1.0-7.3 (1 min)"
