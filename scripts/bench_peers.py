@@ -412,6 +412,38 @@ def record_failure(turn: Turn, workload: str) -> Iterator[None]:
         print(f"  {turn.system} {workload} failed: {exc}", file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def broker_watch(url: str, turn: Turn) -> Iterator[None]:
+    """Holds a connection to RabbitMQ across the turn and writes down, in the turn, if the
+    broker dropped it: RabbitMQ restarted (on a shared machine, other test suites restart it)
+    and the turn's figures include the outage and the reconnections."""
+    try:
+        import pika
+    except ImportError:  # --no-venv in an interpreter without the extra: no watch
+        yield
+        return
+    params = pika.URLParameters(url)
+    params.heartbeat = 0  # nothing reads the connection during the turn: no heartbeats due
+    try:
+        connection = pika.BlockingConnection(params)
+    except pika.exceptions.AMQPError as exc:
+        turn.disturbances.append(f"RabbitMQ refused a connection at the start: {exc!r}")
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            connection.process_data_events(0)
+            lost = connection.is_closed
+        except pika.exceptions.AMQPError:
+            lost = True
+        if lost:
+            turn.disturbances.append("RabbitMQ closed its connections during the turn (a restart)")
+        else:
+            connection.close()
+
+
 def run(args: argparse.Namespace, turns: list[Turn]) -> None:
     """Every turn of every repetition, each appended to ``turns`` once it is over."""
     logs = Path(tempfile.mkdtemp(prefix="agentdeck-bench-peers-"))
@@ -421,7 +453,7 @@ def run(args: argparse.Namespace, turns: list[Turn]) -> None:
                 turn = Turn(system, rep, now_utc(), loadavg())
                 print(f"rep {rep}: {system} (load {turn.load_before[0]:.2f}) ...", flush=True)
                 started = time.monotonic()
-                with record_failure(turn, "turn"):
+                with broker_watch(args.amqp, turn), record_failure(turn, "turn"):
                     if system == "agentdeck":
                         agentdeck_turn(args, turn)
                     else:

@@ -36,6 +36,8 @@ class Turn:
     """``saturated_tasks`` tasks on a full queue: the first one done -> the last one done."""
     errors: list[str] = field(default_factory=list)
     """What failed or timed out (that workload's figures stay empty)."""
+    disturbances: list[str] = field(default_factory=list)
+    """What happened to the machine during the turn (a broker restart): its figures include it."""
 
 
 def turn_from_dict(raw: dict[str, Any]) -> Turn:
@@ -187,6 +189,9 @@ def markdown(turns: Sequence[Turn], meta: dict[str, str], plot_name: str | None 
     errors = [f"- rep {t.rep}, {t.system}: {e}" for t in turns for e in t.errors]
     if errors:
         out += ["", "## What failed", "", *errors]
+    disturbed = [f"- rep {t.rep}, {t.system}: {d}" for t in turns for d in t.disturbances]
+    if disturbed:
+        out += ["", "## Disturbed turns (their figures include this)", "", *disturbed]
     if plot_name:
         out += ["", f"![throughput, latency and chain figures]({plot_name})"]
     return "\n".join(out) + "\n"

@@ -261,3 +261,11 @@ def test_the_plot_title_gives_the_load_range() -> None:
     turns = [turn("celery", load_after=(7.3, 1.0, 1.0)), turn("dramatiq")]
     title = report.plot_title(turns, {"machine": "2 CPUs", "sizes": "quick"})
     assert title == "2 CPUs; quick; load 1.0-7.3 (1 min)"
+
+
+def test_disturbed_turns_are_listed_apart_from_failures() -> None:
+    """A broker restart during a turn is listed under its own heading, with the turn named."""
+    page = report.markdown([turn("agentdeck", 2, disturbances=["RabbitMQ restarted"])], {})
+    assert "## Disturbed turns (their figures include this)" in page
+    assert "- rep 2, agentdeck: RabbitMQ restarted" in page
+    assert "What failed" not in page
