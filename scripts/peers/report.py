@@ -149,6 +149,13 @@ def markdown(turns: Sequence[Turn], meta: dict[str, str], plot_name: str | None 
     a row with the load before and after it, then each system's medians, with its
     throughput as a multiple of Dramatiq's when Dramatiq ran."""
     out = ["# agentdeck, Dramatiq and Celery side by side", ""]
+    out += [
+        'How each figure is taken: docs/performance.md, "Side by side with Dramatiq and '
+        'Celery". Not like for like: agentdeck writes every transition and result to '
+        "PostgreSQL (and uses quorum queues); the peers keep no results. The peers' saturated "
+        "queue is filled before their workers start.",
+        "",
+    ]
     out += [f"- **{key}**: {value}" for key, value in meta.items()]
     out += [
         "",
