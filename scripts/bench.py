@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -38,6 +39,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +60,9 @@ from agentdeck.core.states import TaskStatus, WorkflowStatus  # noqa: E402
 AGENTDECK = [sys.executable, "-m", "agentdeck.tui.cli"]
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``parse_args([])`` gives the defaults (scripts/bench_peers.py reads
+    them)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--scenario",
@@ -72,7 +77,7 @@ def parse_args() -> argparse.Namespace:
         "--inline-limit",
         type=int,
         default=65_536,
-        help="pipeline-refs: output_inline_limit in bytes (the default setting is 1 MiB)",
+        help="pipeline-refs: output_inline_limit in bytes (the default setting too)",
     )
     p.add_argument(
         "--cold",
@@ -102,12 +107,24 @@ def parse_args() -> argparse.Namespace:
         default=19400,
         help="with --telemetry: the daemon's port; agent i gets this + 1 + i",
     )
-    return p.parse_args()
+    return p.parse_args(argv)
 
 
-def spec(name: str, tasks: int) -> WorkflowSpec:
+@dataclass(frozen=True)
+class AgentKind:
+    """What the agent processes run: a built-in kind, the capability it serves, its options."""
+
+    kind: str = "echo"
+    capability: str = "echo"
+    options: tuple[str, ...] = ()
+
+
+ECHO = AgentKind()
+
+
+def spec(name: str, tasks: int, capability: str = "echo") -> WorkflowSpec:
     return WorkflowSpec.model_validate(
-        {"name": name, "tasks": [{"key": f"t{i}", "capability": "echo"} for i in range(tasks)]}
+        {"name": name, "tasks": [{"key": f"t{i}", "capability": capability} for i in range(tasks)]}
     )
 
 
@@ -125,10 +142,13 @@ def line(label: str, latencies: list[float], extra: str = "") -> str:
 
 
 async def latencies(
-    store: PostgresStore, workflow_ids: list[str], split: list[float] | None = None
+    store: PostgresStore,
+    workflow_ids: list[str],
+    split: list[float] | None = None,
+    ends: list[float] | None = None,
 ) -> tuple[list[float], float]:
     """Per task, created -> succeeded (seconds), and the last ``succeeded`` time; ``split``
-    gets each task's created -> dispatched."""
+    gets each task's created -> dispatched, ``ends`` each task's ``succeeded`` time."""
     pool = store._pool  # a bench may look behind the port: one query instead of 20,000
     assert pool is not None
     rows = await pool.fetch(
@@ -142,6 +162,8 @@ async def latencies(
     created, done = at["created"], at["succeeded"]
     if split is not None:
         split += [at["dispatched"][t] - created[t] for t in done]
+    if ends is not None:
+        ends += done.values()
     return [done[t] - created[t] for t in done], max(done.values(), default=0.0)
 
 
@@ -150,57 +172,101 @@ async def wait_done(store: PostgresStore, workflow_id: str, poll: float) -> None
         await asyncio.sleep(poll)
 
 
-async def bench(args: argparse.Namespace, store_url: str, env: dict[str, str]) -> None:
+@dataclass(frozen=True)
+class Saturated:
+    """The saturated phase's outcome: per-task latencies, tasks succeeded, seconds from the
+    first submit to the last ``succeeded``, seconds spent submitting, and seconds from the
+    first ``succeeded`` to the last."""
+
+    latencies: list[float]
+    succeeded: int
+    elapsed: float
+    submitted: float
+    first_to_last: float
+
+
+async def warm_up(client: Client, store: PostgresStore, capability: str = "echo") -> None:
+    """Every process connected and the queues declared before anything is measured."""
+    warm = await client.submit(spec("warm-up", 10, capability))
+    await asyncio.wait_for(wait_done(store, warm.id, 0.05), 60)
+
+
+async def run_light(
+    client: Client, store: PostgresStore, n: int, capability: str = "echo", timeout: float = 30
+) -> tuple[list[float], list[float]]:
+    """``n`` single-task workflows, each submitted once the last one finished: per task,
+    created -> succeeded and created -> dispatched (seconds)."""
+    ids = []
+    for i in range(n):
+        wf = await client.submit(spec(f"light-{i}", 1, capability))
+        await asyncio.wait_for(wait_done(store, wf.id, 0.001), timeout)
+        ids.append(wf.id)
+    to_dispatch: list[float] = []
+    lat, _ = await latencies(store, ids, to_dispatch) if ids else ([], 0.0)
+    return lat, to_dispatch
+
+
+async def run_saturated(
+    client: Client,
+    store: PostgresStore,
+    workflows: int,
+    tasks: int,
+    capability: str = "echo",
+    timeout: float = 600,
+) -> Saturated:
+    """``workflows`` workflows of ``tasks`` independent tasks, submitted at once."""
+    started = time.time()
+    ids = [(await client.submit(spec(f"load-{i}", tasks, capability))).id for i in range(workflows)]
+    submitted = time.time() - started
+    for wf_id in ids:
+        await asyncio.wait_for(wait_done(store, wf_id, 0.05), timeout)
+    ends: list[float] = []
+    lat, last = await latencies(store, ids, ends=ends)
+    ok = sum(c.get(TaskStatus.SUCCEEDED, 0) for c in (await store.count_tasks(ids)).values())
+    return Saturated(lat, ok, last - started, submitted, last - min(ends, default=last))
+
+
+@contextlib.asynccontextmanager
+async def open_client(
+    store_url: str, max_tasks: int
+) -> AsyncIterator[tuple[Client, PostgresStore]]:
+    """A Client submitting through the benchmark's Store, and the Store to read results from."""
     store = PostgresStore.from_url(store_url, clock=SystemClock())
     await store.migrate()
-    client = Client(store, SystemClock(), limits=SpecLimits(max_tasks=max(args.tasks, 10_000)))
     try:
-        # Warm up: every process connected and the queues declared.
-        warm = await client.submit(spec("warm-up", 10))
-        await asyncio.wait_for(wait_done(store, warm.id, 0.05), 60)
-
-        light_ids = []
-        for i in range(args.light):
-            wf = await client.submit(spec(f"light-{i}", 1))
-            await asyncio.wait_for(wait_done(store, wf.id, 0.001), 30)
-            light_ids.append(wf.id)
-        if light_ids:
-            to_dispatch: list[float] = []
-            lat, _ = await latencies(store, light_ids, to_dispatch)
-            print(line("light", lat, "   (one task at a time)"))
-            print(line("  of which", to_dispatch, "   (created -> dispatched)"))
-
-        if args.workflows:
-            started = time.time()
-            ids = [
-                (await client.submit(spec(f"load-{i}", args.tasks))).id
-                for i in range(args.workflows)
-            ]
-            submitted = time.time() - started
-            for wf_id in ids:
-                await asyncio.wait_for(wait_done(store, wf_id, 0.05), 600)
-            lat, last = await latencies(store, ids)
-            ok = sum(
-                c.get(TaskStatus.SUCCEEDED, 0) for c in (await store.count_tasks(ids)).values()
-            )
-            elapsed = last - started
-            print(
-                line(
-                    "saturated",
-                    lat,
-                    f"\n           {ok} tasks in {elapsed:.2f} s = {ok / elapsed:,.0f} tasks/s "
-                    f"({args.workflows} x {args.tasks}; submitting took {submitted:.2f} s)",
-                )
-            )
+        yield (
+            Client(store, SystemClock(), limits=SpecLimits(max_tasks=max(max_tasks, 10_000))),
+            store,
+        )
     finally:
         await store.close()
 
 
-async def cleanup(args: argparse.Namespace, prefix: str, database: str) -> None:
+async def bench(args: argparse.Namespace, store_url: str) -> None:
+    async with open_client(store_url, args.tasks) as (client, store):
+        await warm_up(client, store)
+        if args.light:
+            lat, to_dispatch = await run_light(client, store, args.light)
+            print(line("light", lat, "   (one task at a time)"))
+            print(line("  of which", to_dispatch, "   (created -> dispatched)"))
+        if args.workflows:
+            sat = await run_saturated(client, store, args.workflows, args.tasks)
+            print(
+                line(
+                    "saturated",
+                    sat.latencies,
+                    f"\n           {sat.succeeded} tasks in {sat.elapsed:.2f} s = "
+                    f"{sat.succeeded / sat.elapsed:,.0f} tasks/s "
+                    f"({args.workflows} x {args.tasks}; submitting took {sat.submitted:.2f} s)",
+                )
+            )
+
+
+async def cleanup(args: argparse.Namespace, prefix: str, database: str, capability: str) -> None:
     connection = await aio_pika.connect(args.amqp)
     try:
         channel = await connection.channel()
-        for queue in ("task.echo", "reports", "dead"):
+        for queue in (f"task.{capability}", "reports", "dead"):
             await channel.queue_delete(f"{prefix}.{queue}")
         for exchange in ("events", "control", "dlx"):
             await channel.exchange_delete(f"{prefix}.{exchange}")
@@ -227,6 +293,62 @@ async def create_database(admin: str, name: str) -> str:
     finally:
         await conn.close()
     return admin.rsplit("/", 1)[0] + f"/{name}"
+
+
+@contextlib.contextmanager
+def stack(args: argparse.Namespace, agent: AgentKind = ECHO) -> Iterator[str]:
+    """The scheduler and ``args.agents`` agent processes on a fresh database, RabbitMQ prefix
+    and Redis prefix; yields the Store URL. On leaving (also on an error or Ctrl-C) the
+    processes are stopped (SIGTERM, SIGKILL after 15 s) and everything is removed."""
+    prefix = f"bench-{secrets.token_hex(4)}"
+    database = f"agentdeck_bench_{secrets.token_hex(4)}"
+    store_url = asyncio.run(create_database(args.postgres, database))
+    logs = Path(tempfile.mkdtemp(prefix="agentdeck-bench-"))
+    env: dict[str, Any] = {
+        **os.environ,
+        "AGENTDECK_HOME": str(logs),
+        "AGENTDECK_BUS_URL": f"{args.amqp}?prefix={prefix}",
+        "AGENTDECK_STORE_URL": store_url,
+        "AGENTDECK_REGISTRY_URL": f"{args.redis}?prefix={prefix}",
+        "AGENTDECK_LOG_LEVEL": "warning",
+        "AGENTDECK_LOG_FORMAT": "json",
+        # Spans go to the in-process buffer (and to OTLP when OTEL_* says so).
+        "AGENTDECK_TRACING": "true" if args.telemetry else "false",
+        "AGENTDECK_METRICS_PORT": str(args.metrics_port if args.telemetry else 0),
+        "AGENTDECK_SCHEDULER__BATCH_SIZE": str(args.batch_size),
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(name: str, *cmd: str) -> None:
+        with (logs / f"{name}.log").open("wb") as out:
+            procs.append(
+                subprocess.Popen(
+                    [*AGENTDECK, *cmd], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+                )
+            )
+
+    options = [arg for option in agent.options for arg in ("--option", option)]
+    try:
+        start("daemon", "--daemon")
+        for i in range(args.agents):
+            port = args.metrics_port + 1 + i if args.telemetry else 0
+            start(f"agent{i}", "agent", "--kind", agent.kind, "--name", f"bench{i}",
+                  "--capability", agent.capability, *options,
+                  "--concurrency", str(args.concurrency),
+                  "--started-after", str(args.started_after),
+                  "--metrics-port", str(port))  # fmt: skip
+        yield store_url
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        asyncio.run(cleanup(args, prefix, database, agent.capability))
+        if args.keep_logs:
+            print(f"process logs: {logs}")
 
 
 async def pipeline_refs(args: argparse.Namespace) -> None:
@@ -349,59 +471,14 @@ def main() -> None:
     if args.scenario == "pipeline-refs":
         asyncio.run(pipeline_refs(args))
         return
-    prefix = f"bench-{secrets.token_hex(4)}"
-    database = f"agentdeck_bench_{secrets.token_hex(4)}"
-    store_url = asyncio.run(create_database(args.postgres, database))
-    logs = Path(tempfile.mkdtemp(prefix="agentdeck-bench-"))
-    env: dict[str, Any] = {
-        **os.environ,
-        "AGENTDECK_HOME": str(logs),
-        "AGENTDECK_BUS_URL": f"{args.amqp}?prefix={prefix}",
-        "AGENTDECK_STORE_URL": store_url,
-        "AGENTDECK_REGISTRY_URL": f"{args.redis}?prefix={prefix}",
-        "AGENTDECK_LOG_LEVEL": "warning",
-        "AGENTDECK_LOG_FORMAT": "json",
-        # Spans go to the in-process buffer (and to OTLP when OTEL_* says so).
-        "AGENTDECK_TRACING": "true" if args.telemetry else "false",
-        "AGENTDECK_METRICS_PORT": str(args.metrics_port if args.telemetry else 0),
-        "AGENTDECK_SCHEDULER__BATCH_SIZE": str(args.batch_size),
-    }
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(name: str, *cmd: str) -> None:
-        with (logs / f"{name}.log").open("wb") as out:
-            procs.append(
-                subprocess.Popen(
-                    [*AGENTDECK, *cmd], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
-                )
-            )
-
     print(
         f"agentdeck bench: scheduler + {args.agents} agent process(es) x concurrency "
         f"{args.concurrency}, batch {args.batch_size}, started-after {args.started_after}, "
         f"telemetry {'on' if args.telemetry else 'off'}; "
         f"{os.cpu_count()} CPU(s)"
     )
-    try:
-        start("daemon", "--daemon")
-        for i in range(args.agents):
-            port = args.metrics_port + 1 + i if args.telemetry else 0
-            start(f"agent{i}", "agent", "--kind", "echo", "--name", f"bench{i}",
-                  "--concurrency", str(args.concurrency),
-                  "--started-after", str(args.started_after),
-                  "--metrics-port", str(port))  # fmt: skip
-        asyncio.run(bench(args, store_url, env))
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        asyncio.run(cleanup(args, prefix, database))
-        if args.keep_logs:
-            print(f"process logs: {logs}")
+    with stack(args) as store_url:
+        asyncio.run(bench(args, store_url))
 
 
 if __name__ == "__main__":
