@@ -45,10 +45,9 @@ def fill_meta(row: int) -> Style:
 
 
 def width_of(cell: Text, console: Console) -> int:
-    """The columns ``cell`` asks for, as DataTable measures a cell (capped by the console)."""
-    plain = cell.plain
-    if plain.isprintable():  # (no line breaks, tabs or controls: its cell length)
-        return min(cell.cell_len, console.width)
+    """The columns ``cell`` asks for, as DataTable measures a cell."""
+    if cell.plain.isprintable():  # (no line breaks, tabs or controls: its cell length)
+        return cell.cell_len
     return measure(console, cell, 1)
 
 
