@@ -33,6 +33,8 @@ from agentdeck.tui.widgets.table_lines import EMPTY, Look, draw_row, one_line, w
 CONTENTS_HELD = 2_000
 #: Lines kept drawn (every line of a few states of a big screen: cursor, hover, scroll).
 LINES_HELD = 1_000
+#: Rows whose cells are kept drawn (unstyled), a few windows' worth.
+ROWS_HELD = 300
 #: Blank columns each side of a cell.
 PAD = 1
 
@@ -163,6 +165,9 @@ class LineTable(ScrollView, can_focus=True):
         self._look: Look | None = None
         self._generation = 0  # bumped when the look or the column widths change
         self._lines: LRUCache[tuple[Any, ...], Strip] = LRUCache(LINES_HELD)
+        self._row_contents: LRUCache[tuple[int, int], list[list[Segment] | None]] = LRUCache(
+            ROWS_HELD
+        )
         # (the cell is held with its content, so an id is not reused while it is here)
         self._contents: LRUCache[tuple[int, int], tuple[Text, list[Segment] | None]] = LRUCache(
             CONTENTS_HELD
@@ -330,10 +335,21 @@ class LineTable(ScrollView, can_focus=True):
             cells, stamp = self._shown[key], self._stamp[key]
         cursor = index == self._cursor
         hover = self._show_hover and index == self._hover
-        cache_key = (stamp, index, cursor, hover, width, scroll_x, self._generation)
+        generation = self._generation
+        cache_key = (stamp, index, cursor, hover, width, scroll_x, generation)
         strip = self._lines.get(cache_key)
         if strip is None:
+            # What the row's cells draw before they are styled is kept with the row: a row
+            # that moves to another line (a re-sort) is styled again, not drawn again.
+            contents = self._row_contents.get((stamp, generation))
+            if contents is None:
+                contents = [
+                    self._content(cell if cell or index < 0 else EMPTY, inner)
+                    for cell, inner in zip(cells, self._widths, strict=True)
+                ]
+                self._row_contents[stamp, generation] = contents
             table_width = sum(self._widths) + 2 * PAD * len(self._widths)
+            fill = max(0, width - table_width)
             segments = draw_row(
                 cells,
                 self._widths,
@@ -343,19 +359,23 @@ class LineTable(ScrollView, can_focus=True):
                 cursor=cursor,
                 hover=hover,
                 pad=PAD,
-                fill=max(0, width - table_width),
-                content=self._content,
+                fill=fill,
+                contents=contents,
                 console=self.app.console,
-                options=self.app.console_options,
+                options=lambda: self.app.console_options,
             )
-            strip = Strip(segments).crop(scroll_x, scroll_x + width)
-            strip = strip.adjust_cell_length(width, look.base).simplify()
+            strip = Strip(segments, table_width + fill).crop(scroll_x, scroll_x + width)
+            strip = strip.adjust_cell_length(width, look.base)
+            if None in contents:
+                # (a cell drawn by Rich may have neighbours of one style; the others' are
+                # joined already, and no two cells share their mouse metadata)
+                strip = strip.simplify()
             self._lines[cache_key] = strip
         return strip
 
     def _content(self, cell: Text, width: int) -> list[Segment] | None:
-        # What a cell draws before the table styles it, kept while the cell is: a row that
-        # moves to another line (a re-sort) is styled again, not drawn again.
+        # What a cell draws before the table styles it, kept while the cell is (a row with
+        # one changed cell draws that cell only).
         key = (id(cell), width)
         held = self._contents.get(key)
         if held is not None and held[0] is cell:

@@ -28,9 +28,6 @@ _NULL = Style.null()
 EMPTY = Text(no_wrap=True, end="")
 """What an empty cell is drawn as (DataTable's stand-in for a falsy cell)."""
 
-#: Draws what a cell shows, without the table's styles, in ``width`` cells (or None).
-Content = Callable[[Text, int], "list[Segment] | None"]
-
 
 @lru_cache(maxsize=4096)
 def cell_meta(row: int, column: int) -> Style:
@@ -138,13 +135,14 @@ def draw_row(
     hover: bool,
     pad: int,
     fill: int,
-    content: Content,
+    contents: Sequence[list[Segment] | None],
     console: Console,
-    options: ConsoleOptions,
+    options: Callable[[], ConsoleOptions],
 ) -> list[Segment]:
     """Row ``index`` (-1: the header) as one line of segments: ``cells`` in columns of
     ``widths`` (content widths; ``pad`` is added on each side), then ``fill`` blank cells in
-    the row's colour."""
+    the row's colour. ``contents`` are the cells as :func:`one_line` draws them (None: drawn
+    by :func:`draw_cell`, with ``options()``)."""
     row_style = look.row_style(index, zebra)
     header = index == -1
     component, post = look.cell_styles(header, hover, cursor)
@@ -156,15 +154,13 @@ def draw_row(
     bare = row_component + post
     line: list[Segment] = []
     append = line.append
-    for column, (cell, inner) in enumerate(zip(cells, widths, strict=True)):
+    for column, (cell, inner, drawn) in enumerate(zip(cells, widths, contents, strict=True)):
         meta = cell_meta(index, column)
-        if not cell and index != -1:
-            cell = EMPTY  # (as DataTable draws an empty cell: without its style)
-        drawn = content(cell, inner)
         if drawn is None:
-            line += draw_cell(
-                cell, inner, pad, row_style + meta + component, post, console, options
-            )
+            if not cell and index != -1:
+                cell = EMPTY  # (as DataTable draws an empty cell: without its style)
+            pre = row_style + meta + component
+            line += draw_cell(cell, inner, pad, pre, post, console, options())
             continue
         texts: list[str] = []
         last = bare
