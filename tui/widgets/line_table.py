@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 from rich.segment import Segment
 from rich.text import Text
 from textual import events
-from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.geometry import Region, Size
 from textual.message import Message
@@ -110,10 +109,6 @@ class LineTable(ScrollView, can_focus=True):
         "line-table--header-hover",
         "line-table--hover",
     }
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Select", show=False),
-    ]
-
     zebra_stripes = reactive(False)
     """Alternate rows in two colours."""
 
@@ -396,7 +391,7 @@ class LineTable(ScrollView, can_focus=True):
             self.refresh_line(self.header_height + row)
 
     def action_select_cursor(self) -> None:
-        """Enter: the row under the cursor is selected (:class:`RowSelected`)."""
+        """Select the row under the cursor (:class:`RowSelected`; a subclass binds a key)."""
         self.hide_hover()
         key = self.cursor_key
         if key is not None:

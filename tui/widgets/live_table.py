@@ -55,12 +55,13 @@ class LiveTable(LineTable):
     and tagged rows, holding only the rows on screen."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("down,j", "cursor_down", "Down", show=False),
-        Binding("up,k", "cursor_up", "Up", show=False),
+        Binding("j,down", "cursor_down", "Down", show=False),
+        Binding("k,up", "cursor_up", "Up", show=False),
         Binding("pagedown", "page_down", "Page down", show=False),
         Binding("pageup", "page_up", "Page up", show=False),
-        Binding("ctrl+home,g", "scroll_top", "Top", show=False),
-        Binding("ctrl+end,G", "scroll_bottom", "Bottom", show=False),
+        Binding("g,ctrl+home", "scroll_top", "Top", show=False),
+        Binding("G,ctrl+end", "scroll_bottom", "Bottom", show=False),
+        Binding("enter", "select_cursor", "Select", show=False),
         Binding("s", "sort_next", "Sort", show=False),
         Binding("S", "sort_reverse", "Reverse", show=False),
     ]
