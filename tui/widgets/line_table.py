@@ -222,7 +222,8 @@ class LineTable(ScrollView, can_focus=True):
         self._cells.clear()
 
     def show(self, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
-        """Hold ``rows`` (key, values), top to bottom, drawing again only what changed."""
+        """Hold ``rows`` (key, values), top to bottom, drawing again only what changed (once
+        mounted: the columns are measured with the app's console)."""
         # Give each line its row. A row held before keeps its cells, and only
         # its changed cells are rendered again; only lines whose row or cells changed are
         # drawn again; a column grows (and everything is drawn again) only for a wider cell.
