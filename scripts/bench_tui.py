@@ -307,7 +307,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, setup: float
             f"{trio(r['paint_wall']):>24}  {trio(r['paint_cpu']):>23}"
         )
     print(
-        "\n(ms; rows: rows the DataTable holds, of: rows the list has in total; cells/b: cells "
+        "\n(ms; rows: rows the table holds, of: rows the list has in total; cells/b: cells "
         "updated in place per batch)"
     )
 

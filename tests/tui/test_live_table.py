@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from rich.text import Text
 from textual.app import App, ComposeResult
-from textual.coordinate import Coordinate
 from textual.geometry import Region
+from textual.strip import Strip
 from textual.widgets import DataTable
-from textual.widgets.data_table import ColumnKey
 
 from agentdeck.core.models import AgentRecord, AgentState, Change
 from agentdeck.core.spec import TaskSpec, WorkflowSpec, build
@@ -192,24 +191,16 @@ async def test_the_cursor_stays_on_its_item_when_a_change_re_sorts_the_list(
 
 
 class SpyTable(LiveTable):
-    """A LiveTable that records every cell it writes in place, and every full-table write."""
+    """A LiveTable that records the lines it draws (y, as Textual asks for them)."""
 
     def __init__(self) -> None:
         super().__init__(["name", "state", "n"], id="spy")
-        self.written: list[tuple[str, str]] = []
-        self.update_cell_calls = 0
+        self.drawn: list[int] = []
 
-    def write_cells(self, changed: dict[str, list[tuple[ColumnKey, str | Text]]]) -> None:
-        """Record, then write."""
-        self.written += [
-            (key, str(col.value)) for key, cells in changed.items() for col, _ in cells
-        ]
-        super().write_cells(changed)
-
-    def update_cell(self, *args: Any, **kwargs: Any) -> None:
-        """Count (this path redraws every cell on screen)."""
-        self.update_cell_calls += 1
-        super().update_cell(*args, **kwargs)
+    def render_line(self, y: int) -> Strip:
+        """Record, then draw."""
+        self.drawn.append(y)
+        return super().render_line(y)
 
 
 class TableApp(App[None]):
@@ -233,42 +224,68 @@ def line(t: LiveTable, row: int) -> str:
     return t.render_line(t.header_height + row).text
 
 
-async def test_a_refresh_writes_only_the_cells_that_changed_and_the_screen_shows_them() -> None:
+async def drawn_after(pilot: Any, t: SpyTable, data: list[Row]) -> list[int]:
+    """The table's rows (0: the first row under the header) drawn again to show ``data``."""
+    await pilot.pause()
+    t.drawn.clear()
+    t.sync(data)
+    await pilot.pause()
+    return sorted({y - t.header_height for y in t.drawn})
+
+
+async def test_a_refresh_draws_only_the_rows_that_changed_and_the_screen_shows_them() -> None:
     """Of 200 rows, one visible cell and one cell out of sight change: only the visible cell
-    is written, nothing is rebuilt or redrawn whole, and the screen shows the new value."""
+    is rendered again, only its line is drawn again, and the screen shows the new value."""
     app = TableApp()
     async with app.run_test(size=(60, 12)) as pilot:
         t = app.query_one(SpyTable)
         t.sync(rows(200))
         await pilot.pause()
         assert t.row_count == t.fits() < 12 and t.total == 200
-        before = t.rebuilds
         assert "up" in line(t, 2)
+        cells = t.cell_updates
 
-        t.sync(rows(200, {2: ("r002", "down", 2), 150: ("r150", "gone", 0)}))
-        await pilot.pause()
-        assert t.written == [("r002", "state")]
-        assert t.update_cell_calls == 0 and t.rebuilds == before
+        changed = rows(200, {2: ("r002", "down", 2), 150: ("r150", "gone", 0)})
+        assert await drawn_after(pilot, t, changed) == [2]
+        assert t.cell_updates - cells == 1
         assert "down" in line(t, 2) and "up" not in line(t, 2)
         assert "up" in line(t, 1) and "up" in line(t, 3)
 
-        t.sync(rows(200, {2: ("r002", "down", 2), 150: ("r150", "gone", 0)}))
-        await pilot.pause()
-        assert t.written == [("r002", "state")]  # the same data writes nothing
+        assert await drawn_after(pilot, t, changed) == []  # the same data draws nothing
+        assert t.cell_updates - cells == 1
 
 
 async def test_a_wider_value_widens_its_column() -> None:
-    """A value wider than its column re-measures it (the one case that redraws it all)."""
+    """A value wider than its column widens it (the one case that draws every line again)."""
     app = TableApp()
     async with app.run_test(size=(60, 12)) as pilot:
         t = app.query_one(SpyTable)
         t.sync(rows(20))
-        await pilot.pause()
-        t.sync(rows(20, {0: ("r000", "draining-for-a-while", 0)}))
-        await pilot.pause()
-        await pilot.pause()
-        assert t.update_cell_calls == 1
+        drawn = await drawn_after(pilot, t, rows(20, {0: ("r000", "draining-for-a-while", 0)}))
+        assert drawn == list(range(-1, t.fits()))  # the header too
         assert "draining-for-a-while" in line(t, 0)
+        assert line(t, 1).index("up") == line(t, 0).index("draining")
+
+
+async def test_a_column_widened_once_stays_wide_so_later_values_redraw_only_their_rows() -> None:
+    """A wider value widens its column; a narrower value in the same batch, and values up to
+    that width later, draw only their own rows: the column does not shrink back, so the next
+    wide value does not draw the whole table again."""
+    app = TableApp()
+    async with app.run_test(size=(60, 12)) as pilot:
+        t = app.query_one(SpyTable)
+        t.sync(rows(20))
+        wide = rows(20, {0: ("r000", "dispatched", 0), 1: ("r001", "ok", 1)})
+        assert len(await drawn_after(pilot, t, wide)) == t.fits() + 1  # "dispatched" only
+        assert "dispatched" in line(t, 0) and "ok" in line(t, 1)
+
+        narrower = rows(20, {0: ("r000", "running", 0), 1: ("r001", "ok", 1)})
+        assert await drawn_after(pilot, t, narrower) == [0]
+        later = rows(
+            20, {0: ("r000", "running", 0), 1: ("r001", "ok", 1), 2: ("r002", "retrying", 2)}
+        )
+        assert await drawn_after(pilot, t, later) == [2]
+        assert "retrying" in line(t, 2) and "running" in line(t, 0)
 
 
 class TwoTablesApp(App[None]):
@@ -334,34 +351,6 @@ async def test_a_re_sorted_window_is_redrawn_in_place_exactly_as_a_new_table_dra
         ]
 
 
-async def test_a_column_widened_once_stays_wide_so_later_values_redraw_only_their_rows() -> None:
-    """A wider value widens its column; a narrower value in the same batch, and values up to
-    that width later, are written in place: the column does not shrink back, so the next wide
-    value does not redraw the whole table again."""
-    app = TableApp()
-    async with app.run_test(size=(60, 12)) as pilot:
-        t = app.query_one(SpyTable)
-        t.sync(rows(20))
-        await pilot.pause()
-        t.sync(rows(20, {0: ("r000", "dispatched", 0), 1: ("r001", "ok", 1)}))
-        await pilot.pause()
-        await pilot.pause()
-        assert t.update_cell_calls == 1  # "dispatched" only
-        assert t.written == [("r001", "state")]
-        assert "dispatched" in line(t, 0) and "ok" in line(t, 1)
-
-        t.written.clear()
-        t.sync(rows(20, {0: ("r000", "running", 0), 1: ("r001", "ok", 1)}))
-        await pilot.pause()
-        t.sync(
-            rows(20, {0: ("r000", "running", 0), 1: ("r001", "ok", 1), 2: ("r002", "retrying", 2)})
-        )
-        await pilot.pause()
-        assert t.update_cell_calls == 1
-        assert t.written == [("r000", "state"), ("r002", "state")]
-        assert "retrying" in line(t, 2) and "running" in line(t, 0)
-
-
 async def test_a_changed_task_rewrites_only_its_own_row(
     world: World, app_for: Callable[..., AgentdeckApp]
 ) -> None:
@@ -399,136 +388,89 @@ CELLS: list[str | Text] = [
     Text("right", style="magenta", justify="right"),
     Text("an ellipsis that is long", style="yellow", overflow="ellipsis"),
     Text(""),
+    Text("", style="bold"),
+    Text("two\nlines", style="green"),
+    Text("wider than the terminal " * 5, style="bold"),
+    "x" * 90,
 ]
 """Cells of every kind the screens write (plain text, markup, styled Text, wide characters,
-empty) and some they do not (justified, ellipsis, tabs)."""
+empty) and some they do not (justified, ellipsis, tabs, two lines, wider than the screen)."""
 
 
-def _text_of(renderables: Any) -> list[Any]:
-    # (Text equality compares the characters and spans only)
-    return [
-        (c.plain, c.spans, c.style, c.no_wrap, c.end, c.justify, c.overflow)
-        for c in renderables.cells
-    ]
+class SideBySideApp(App[None]):
+    """A LiveTable and a DataTable of the same size, one above the other."""
 
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.width = width
 
-class CellsApp(App[None]):
-    """A tagged table whose cells are shown as given."""
+    def on_mount(self) -> None:
+        """Both tables ``width`` wide, 14 high."""
+        for widget in self.query("LiveTable, DataTable"):
+            widget.styles.width = self.width
+            widget.styles.height = widget.styles.max_height = 14
 
     def compose(self) -> ComposeResult:
-        """One table, a column per kind of cell."""
+        """A tagged table whose cells are shown as given, and a DataTable to compare with."""
         yield LiveTable(
-            [f"c{i}" for i in range(4)], render=lambda _i, v: v, taggable=True, id="cells"
+            [f"c{i}" for i in range(4)], render=lambda _i, v: v, taggable=True, id="live"
         )
+        yield DataTable(cursor_type="row", id="data")
 
 
-def counting(fn: Callable[..., Any]) -> tuple[Callable[..., Any], list[None]]:
-    """``fn`` wrapped to note each call, and the list the calls are noted in."""
-    calls: list[None] = []
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        calls.append(None)
-        return fn(*args, **kwargs)
-
-    return counted, calls
-
-
-async def test_cells_are_drawn_exactly_as_data_table_draws_them() -> None:
-    """LiveTable draws one-line text cells itself (DataTable's way costs ~1 ms a row): every
-    kind of cell, cut to its column or not, in the header, on the cursor row, under the mouse,
-    on striped rows and in the tag column, comes out as the same segments as DataTable's."""
-    app = CellsApp()
-    async with app.run_test(size=(70, 14)) as pilot:
-        t = app.query_one(LiveTable)
-        shown = [CELLS[i : i + 4] + CELLS[: max(0, i + 4 - len(CELLS))] for i in range(len(CELLS))]
-        t.sync([(f"r{i}", tuple(cells)) for i, cells in enumerate(shown)])
-        t.tagged = {"r1", "r4"}
-        t.restyle()
+@pytest.mark.parametrize("wide", [True, False], ids=["wider-than-screen", "narrower"])
+async def test_lines_are_drawn_exactly_as_data_table_draws_them(wide: bool) -> None:
+    """Every line (header, rows, blank lines below) is the same segments, styles and mouse
+    metadata as Textual's DataTable draws for the same cells: every kind of cell, with the
+    cursor, the mouse over a row or the header, zebra stripes on and off, focused or not,
+    scrolled sideways or not, in a table wider than the screen and in one narrower (whose row
+    colours reach the right edge)."""
+    cells = CELLS if wide else CELLS[:9]
+    app = SideBySideApp(80 if wide else 150)
+    async with app.run_test(size=(160, 30)) as pilot:
+        live, data = app.query_one(LiveTable), app.query_one(DataTable)
+        n = len(cells)
+        rows_ = [(f"r{i}", tuple(cells[(i + j) % n] for j in range(4))) for i in range(10)]
+        live.tagged = {"r1", "r4"}
+        live.sync(rows_)
         await pilot.pause()
-        # Values longer than their (already measured) columns, written in place.
-        long = Text("a value much longer than its column", style="bold")
-        t.write_cells(
-            {
-                "r2": [(ColumnKey("c0"), long), (ColumnKey("c1"), "x" * 40)],
-                "r5": [(ColumnKey("c2"), "[i]new[/i]"), (ColumnKey("c3"), "")],
-            }
-        )
-        # The cells of a written row are formatted again one by one, as DataTable would.
-        for row in (2, 5):
-            held = t._row_renderable_cache.get((t._update_count, row))
-            assert held is not None and _text_of(held) == _text_of(t._compute_row_renderables(row))
+        data.add_column(" ", key="_tag", width=1)
+        for name in ("c0", "c1", "c2", "c3"):
+            data.add_column(name, key=name)
+        for key, _ in rows_:
+            data.add_row(*live.get_row(key), key=key)
         await pilot.pause()
-        t.move_cursor(row=3, animate=False)
-        t.hover_coordinate = t.cursor_coordinate.up()
-        await pilot.pause()
+        assert live.row_count == data.row_count == 10
+        assert live.virtual_size.width == data.virtual_size.width
+        assert (live.virtual_size.width > live.size.width) is wide
 
-        real = DataTable._render_cell
-        counted, slow_calls = counting(real)
+        def lines(shown: LiveTable | DataTable[Any]) -> list[list[Any]]:
+            return [list(shown.render_line(y)) for y in range(shown.size.height)]
 
-        def fresh(render: Callable[..., Any], *args: Any) -> Any:
-            t._cell_render_cache.clear()
-            return render(*args)
-
-        cases = 0
-        for zebra in (False, True):
-            t.zebra_stripes = zebra
-            for row in range(-1, t.row_count):
-                styles = [t._get_row_style(row, t.rich_style)]
-                if row == -1:
-                    styles.append(t.get_component_styles("datatable--header").rich_style)
-                for style, column, width, cursor, hover in (
-                    (s, c, col.get_render_width(t), cur, hov)
-                    for s in styles
-                    for c, col in enumerate(t.ordered_columns)
-                    for cur in (False, True)
-                    for hov in (False, True)
-                ):
-                    args = (row, column, style, width, cursor, hover)
-                    expected = fresh(real, t, *args)
-                    with pytest.MonkeyPatch.context() as patch:
-                        patch.setattr(DataTable, "_render_cell", counted)
-                        got = fresh(t._render_cell, *args)
-                    assert got == expected, args
-                    cases += 1
-        assert cases > 400
-        # Justified, ellipsis and tabbed cells may go DataTable's way; the rest must not.
-        assert len(slow_calls) < cases / 4
-
-        # And whole lines on screen (LiveTable builds rows itself too), in both states of each
-        # option, with the mouse over a row and over the header.
-        def lines() -> list[list[Any]]:
-            for cache in (t._line_cache, t._row_render_cache, t._row_renderable_cache):
-                cache.clear()
-            return [list(fresh(t.render_line, y)) for y in range(t.size.height)]
-
-        real_row = DataTable._render_line_in_row
-        counted_row, slow_rows = counting(real_row)
-
-        for wide, hover, show_hover in itertools.product(
-            (False, True), (t.cursor_coordinate.up(), Coordinate(-1, 2)), (False, True)
+        seen: set[str] = set()
+        for cursor, zebra, scroll_x, hover, focus in itertools.product(
+            (0, 3), (False, True), (0, 7), (None, 2, 0), (None, "live")
         ):
-            if wide and t.size.width < 150:  # room to the right of the table, to be filled
-                await pilot.resize_terminal(160, 14)
+            for shown in (live, data):
+                shown.move_cursor(row=cursor)
+                shown.zebra_stripes = zebra
+                shown.scroll_to(x=scroll_x, animate=False, immediate=True)
+            await pilot.pause()
+            theirs: list[list[Any]] = []
+            ours: list[list[Any]] = []
+            for shown, out in ((data, theirs), (live, ours)):
+                # (the mouse and the focus are on one table at a time: each in turn)
+                app.set_focus(shown if focus else None)
+                await pilot.hover(None, offset=(159, 29))  # off both tables
+                if hover is not None:
+                    await pilot.hover(shown, offset=(5, hover))
                 await pilot.pause()
-            t.hover_coordinate = hover
-            t._show_hover_cursor = show_hover
-            for zebra in (False, True):
-                t.zebra_stripes = zebra
-                for priority in ("css", "renderable"):
-                    t.cursor_foreground_priority = priority  # type: ignore[assignment]
-                    t.cursor_background_priority = priority  # type: ignore[assignment]
-                    with pytest.MonkeyPatch.context() as patch:
-                        patch.setattr(DataTable, "_render_line_in_row", counted_row)
-                        ours = lines()
-                    with pytest.MonkeyPatch.context() as patch:
-                        patch.setattr(t, "_render_cell", lambda *a, **k: real(t, *a, **k))
-                        patch.setattr(
-                            t, "_render_line_in_row", lambda *a, **k: real_row(t, *a, **k)
-                        )
-                        theirs = lines()
-                    assert ours == theirs, (hover, show_hover, zebra, priority)
-                    assert any("a value much" in seg.text for line in ours for seg in line)
-        assert slow_rows == []
+                out += lines(shown)
+            assert ours == theirs, (cursor, zebra, scroll_x, hover, focus)
+            seen.add(repr(ours))
+        # Each state shows (else the case would prove nothing); a narrow table cannot scroll.
+        assert len(seen) == (48 if wide else 24)
+        assert any("日本語" in seg.text for line in ours for seg in line)
 
 
 async def test_text_that_looks_like_markup_is_shown_as_it_is() -> None:

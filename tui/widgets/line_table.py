@@ -1,0 +1,444 @@
+"""A Line API table of a few rows with a row cursor, drawn as Textual's DataTable draws them.
+
+:class:`LineTable` holds the rows it is given (the few that fit on screen: the
+:class:`~agentdeck.tui.widgets.live_table.LiveTable` above it decides which) and draws them
+on Textual's public API alone: a ``ScrollView`` whose ``render_line`` builds each line (see
+:mod:`agentdeck.tui.widgets.table_lines`), as Textual's own ``Log`` widget does. Lines are
+kept drawn, keyed on what they show; a refresh draws again only the lines whose row or cells
+changed, a column only grows (a wider cell draws everything again, once), and the cursor and
+the mouse redraw only the lines they leave and reach.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from rich.segment import Segment
+from rich.text import Text
+from textual import events
+from textual.cache import LRUCache
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+from textual.widgets.data_table import RowKey
+
+from agentdeck.tui.widgets.table_lines import EMPTY, Look, draw_row, one_line, width_of
+
+#: Cells whose drawn content is kept (a few screens' worth at 160x48).
+CONTENTS_HELD = 2_000
+#: Lines kept drawn (every line of a few states of a big screen: cursor, hover, scroll).
+LINES_HELD = 1_000
+#: Rows whose cells are kept drawn (unstyled), a few windows' worth.
+ROWS_HELD = 300
+#: Blank columns each side of a cell.
+PAD = 1
+
+_stamps = itertools.count(1)
+
+
+class LineTable(ScrollView, can_focus=True):
+    """Rows of cells under a header, with a row cursor; each row a key and its values."""
+
+    # Its height must come from the layout: sized to its content, a table holding only the
+    # rows that fit would shrink to them, and fewer would fit each time. The rest is
+    # DataTable's look, so a screen looks the same as it did on one.
+    DEFAULT_CSS = """
+    LineTable {
+        background: $surface;
+        color: $foreground;
+        height: 1fr;
+        max-height: 100%;
+
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .line-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+            & > .line-table--header {
+                background-tint: $foreground 5%;
+            }
+        }
+        &:dark {
+            & > .line-table--even-row {
+                background: $surface-darken-1 40%;
+            }
+        }
+        & > .line-table--header {
+            text-style: bold;
+            background: $panel;
+            color: $foreground;
+        }
+        &:ansi > .line-table--header {
+            background: ansi_bright_blue;
+            color: ansi_default;
+        }
+        & > .line-table--odd-row {
+        }
+        & > .line-table--even-row {
+            background: $surface-lighten-1 50%;
+        }
+        & > .line-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+        & > .line-table--header-cursor {
+            background: $accent-darken-1;
+            color: $foreground;
+        }
+        & > .line-table--header-hover {
+            background: $accent 30%;
+        }
+        & > .line-table--hover {
+            background: $block-hover-background;
+        }
+    }
+    """
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "line-table--header",
+        "line-table--odd-row",
+        "line-table--even-row",
+        "line-table--cursor",
+        "line-table--header-cursor",
+        "line-table--header-hover",
+        "line-table--hover",
+    }
+    zebra_stripes = reactive(False)
+    """Alternate rows in two colours."""
+
+    header_height = 1
+    """Lines the header takes (the rows start below it)."""
+
+    class RowSelected(Message, namespace="data_table"):
+        """Enter, or a click on the cursor's row: open that row.
+
+        Handled as ``on_data_table_row_selected``, with ``row_key`` and ``cursor_row``, the
+        names DataTable's message has: screens written for a DataTable need no change."""
+
+        def __init__(self, table: LineTable, cursor_row: int, row_key: RowKey) -> None:
+            super().__init__()
+            self.table = table
+            self.cursor_row = cursor_row
+            """The line of the window the row is on."""
+            self.row_key = row_key
+            """The row's key (``row_key.value`` is the item's id)."""
+
+        @property
+        def control(self) -> LineTable:
+            """The table the row was selected in."""
+            return self.table
+
+    def __init__(self, labels: Sequence[str], *, fixed: int = 0, id: str | None = None) -> None:
+        """Columns headed ``labels``; the first ``fixed`` are one cell wide, whatever they
+        hold."""
+        super().__init__(id=id)
+        self._labels = [Text.from_markup(label) for label in labels]
+        self._widths: list[int] = []  # content widths: measured on mount, then only grow
+        self._fixed = fixed
+        self.cell_updates = 0
+        """Cells rendered again for rows already held (a measure of how little a refresh
+        redraws)."""
+        self.rebuilds = 0
+        """Times the table changed its number of rows."""
+        self.rekeys = 0
+        """Times the table's lines took other rows in place (re-sorted, moved)."""
+        # The rows: keys top to bottom, and per key the values, the cells as shown, and a
+        # stamp that changes whenever those cells do (the drawn lines are keyed on it).
+        self._keys: list[str] = []
+        self._cells: dict[str, tuple[Any, ...]] = {}
+        self._shown: dict[str, list[Text]] = {}
+        self._stamp: dict[str, int] = {}
+        self._cursor = 0
+        self._hover = 0
+        self._show_hover = False
+        self._look: Look | None = None
+        self._generation = 0  # bumped when the look or the column widths change
+        self._lines: LRUCache[tuple[Any, ...], Strip] = LRUCache(LINES_HELD)
+        self._row_contents: LRUCache[tuple[int, int], list[list[Segment] | None]] = LRUCache(
+            ROWS_HELD
+        )
+        # (the cell is held with its content, so an id is not reused while it is here)
+        self._contents: LRUCache[tuple[int, int], tuple[Text, list[Segment] | None]] = LRUCache(
+            CONTENTS_HELD
+        )
+
+    def on_mount(self) -> None:
+        """Measure the headers (the columns are at least that wide)."""
+        console = self.app.console
+        self._widths = [width_of(label, console) for label in self._labels]
+        for column in range(self._fixed):
+            self._widths[column] = 1
+        self._resize_virtual()
+
+    # ------------------------------------------------------------------------------ rows
+
+    @property
+    def cursor_key(self) -> str | None:
+        """The key of the row under the cursor, if any."""
+        if not self._keys or not 0 <= self._cursor < len(self._keys):
+            return None
+        return self._keys[self._cursor]
+
+    @property
+    def cursor_row(self) -> int:
+        """The cursor's line among the rows (0: the top row)."""
+        return self._cursor
+
+    @property
+    def hover_row(self) -> int:
+        """The line the mouse is over (-1: the header), whether it is shown or not."""
+        return self._hover
+
+    @property
+    def row_count(self) -> int:
+        """How many rows the table holds."""
+        return len(self._keys)
+
+    @property
+    def keys(self) -> list[str]:
+        """The keys of the rows held, top to bottom."""
+        return list(self._keys)
+
+    def get_row(self, key: str) -> list[Text]:
+        """The cells of the held row ``key`` as shown; KeyError if the table does not hold
+        it."""
+        try:
+            return list(self._shown[key])
+        except KeyError:
+            raise KeyError(f"no row {key!r} here (the table holds {self.keys!r})") from None
+
+    def render_cell(self, column: int, value: Any) -> Text:
+        """How ``value`` shows in ``column`` (here: as plain text; "-" for None)."""
+        return Text("-" if value is None else str(value), no_wrap=True, end="")
+
+    def forget_cells(self) -> None:
+        """Render every cell again at the next :meth:`show` (the renderer changed)."""
+        self._cells.clear()
+
+    def show(self, rows: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Hold ``rows`` (key, values), top to bottom, drawing again only what changed (once
+        mounted: the columns are measured with the app's console)."""
+        # Give each line its row. A row held before keeps its cells, and only
+        # its changed cells are rendered again; only lines whose row or cells changed are
+        # drawn again; a column grows (and everything is drawn again) only for a wider cell.
+        old_keys = self._keys
+        keys = [key for key, _ in rows]
+        if len(keys) != len(old_keys):
+            self.rebuilds += 1
+        elif keys != old_keys:
+            self.rekeys += 1
+        console = self.app.console
+        widths = self._widths
+        grew = False
+        cells_of: dict[str, tuple[Any, ...]] = {}
+        shown_of: dict[str, list[Text]] = {}
+        stamp_of: dict[str, int] = {}
+        for key, cells in rows:
+            before = self._cells.get(key)
+            shown = self._shown.get(key)
+            if before == cells and shown is not None:
+                stamp = self._stamp[key]
+            else:
+                changed: Sequence[int]
+                if before is None or shown is None or len(before) != len(cells):
+                    changed = range(len(cells))
+                    shown = [EMPTY] * len(cells)
+                else:
+                    changed = [
+                        i for i, (b, a) in enumerate(zip(before, cells, strict=True)) if b != a
+                    ]
+                    shown = list(shown)
+                    self.cell_updates += len(changed)
+                for i in changed:
+                    shown[i] = cell = self.render_cell(i, cells[i])
+                    if i >= self._fixed and (width := width_of(cell, console)) > widths[i]:
+                        widths[i] = width
+                        grew = True
+                stamp = next(_stamps)
+            cells_of[key], shown_of[key], stamp_of[key] = cells, shown, stamp
+        old_stamps = self._stamp
+        self._keys, self._cells, self._shown, self._stamp = keys, cells_of, shown_of, stamp_of
+        if grew or len(keys) != len(old_keys):
+            self._resize_virtual()
+        if grew:
+            self._generation += 1
+            self.refresh()
+            return
+        for line, key in enumerate(keys):
+            if line >= len(old_keys) or old_keys[line] != key or old_stamps[key] != stamp_of[key]:
+                self.refresh_line(self.header_height + line)
+        for line in range(len(keys), len(old_keys)):
+            self.refresh_line(self.header_height + line)
+
+    def _resize_virtual(self) -> None:
+        width = sum(self._widths) + 2 * PAD * len(self._widths)
+        self.virtual_size = Size(width, self.header_height + len(self._keys))
+
+    # ------------------------------------------------------------------------------ drawing
+
+    def notify_style_update(self) -> None:
+        """The CSS changed: draw every line again."""
+        super().notify_style_update()
+        self._look = None
+        self.refresh()
+
+    def watch_zebra_stripes(self) -> None:
+        """Stripes on or off: every line changes."""
+        self._generation += 1
+        self.refresh()
+
+    def _read_look(self) -> Look:
+        # The styles of this render pass; a change from the last pass draws every line again.
+        style = self.get_component_rich_style
+        look = Look(
+            base=self.rich_style,
+            header=style("line-table--header"),
+            even=style("line-table--even-row"),
+            odd=style("line-table--odd-row"),
+            hover=style("line-table--hover"),
+            header_hover=style("line-table--header-hover"),
+            cursor=style("line-table--cursor"),
+            header_cursor=style("line-table--header-cursor"),
+        )
+        if look != self._look:
+            self._look = look
+            self._generation += 1
+        return look
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """Render the lines in ``crop`` (the styles are read once for them all)."""
+        self._read_look()
+        return super().render_lines(crop)
+
+    def render_line(self, y: int) -> Strip:
+        """Line ``y`` of the table on screen: the header, a row, or blank below the rows."""
+        look = self._look or self._read_look()
+        width = self.size.width
+        scroll_x = self.scroll_offset.x
+        index = y - self.header_height
+        if index >= len(self._keys):
+            return Strip.blank(width, look.base)
+        if index < 0:
+            cells, stamp = self._labels, 0
+        else:
+            key = self._keys[index]
+            cells, stamp = self._shown[key], self._stamp[key]
+        cursor = index == self._cursor
+        hover = self._show_hover and index == self._hover
+        generation = self._generation
+        cache_key = (stamp, index, cursor, hover, width, scroll_x, generation)
+        strip = self._lines.get(cache_key)
+        if strip is None:
+            # What the row's cells draw before they are styled is kept with the row: a row
+            # that moves to another line (a re-sort) is styled again, not drawn again.
+            contents = self._row_contents.get((stamp, generation))
+            if contents is None:
+                contents = [
+                    self._content(cell if cell or index < 0 else EMPTY, inner)
+                    for cell, inner in zip(cells, self._widths, strict=True)
+                ]
+                self._row_contents[stamp, generation] = contents
+            table_width = sum(self._widths) + 2 * PAD * len(self._widths)
+            fill = max(0, width - table_width)
+            segments = draw_row(
+                cells,
+                self._widths,
+                index=index,
+                look=look,
+                zebra=self.zebra_stripes,
+                cursor=cursor,
+                hover=hover,
+                pad=PAD,
+                fill=fill,
+                contents=contents,
+                console=self.app.console,
+                options=lambda: self.app.console_options,
+            )
+            strip = Strip(segments, table_width + fill).crop(scroll_x, scroll_x + width)
+            strip = strip.adjust_cell_length(width, look.base)
+            if None in contents:
+                # (a cell drawn by Rich may have neighbours of one style; the others' are
+                # joined already, and no two cells share their mouse metadata)
+                strip = strip.simplify()
+            self._lines[cache_key] = strip
+        return strip
+
+    def _content(self, cell: Text, width: int) -> list[Segment] | None:
+        # What a cell draws before the table styles it, kept while the cell is (a row with
+        # one changed cell draws that cell only).
+        key = (id(cell), width)
+        held = self._contents.get(key)
+        if held is not None and held[0] is cell:
+            return held[1]
+        content = one_line(cell, width, self.app.console)
+        self._contents[key] = (cell, content)
+        return content
+
+    # ------------------------------------------------------------------------ the cursor
+
+    def move_cursor(self, *, row: int, animate: bool = False) -> None:
+        """Put the cursor on line ``row`` of the window (kept within the rows held)."""
+        del animate  # (DataTable's signature: the window never scrolls, nothing to animate)
+        row = max(0, min(row, len(self._keys) - 1))
+        if row != self._cursor:
+            self.refresh_line(self.header_height + self._cursor)
+            self._cursor = row
+            self.refresh_line(self.header_height + row)
+
+    def action_select_cursor(self) -> None:
+        """Select the row under the cursor (:class:`RowSelected`; a subclass binds a key)."""
+        self.hide_hover()
+        key = self.cursor_key
+        if key is not None:
+            self.post_message(self.RowSelected(self, self._cursor, RowKey(key)))
+
+    def hide_hover(self) -> None:
+        """The keys move the cursor: the mouse's row is no longer lit."""
+        self._set_hover(self._hover, shown=False)
+
+    # ------------------------------------------------------------------------ the mouse
+
+    def _set_hover(self, row: int, *, shown: bool) -> None:
+        if (row, shown) == (self._hover, self._show_hover):
+            return
+        self.refresh_line(self.header_height + self._hover)
+        self._hover, self._show_hover = row, shown
+        self.refresh_line(self.header_height + row)
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        """The row under the mouse is lit (the metadata of the cell under it says which)."""
+        meta = event.style.meta
+        if "row" in meta:
+            self._set_hover(meta["row"], shown=True)
+        else:
+            self._set_hover(self._hover, shown=False)
+
+    def on_leave(self, _event: events.Leave) -> None:
+        """The mouse went away: no row is lit."""
+        self._set_hover(self._hover, shown=False)
+
+    def on_click(self, event: events.Click) -> None:
+        """A click on a header sorts by it (again: reverses); on a row, moves the cursor
+        there; on the cursor's row, selects it."""
+        meta = event.style.meta
+        if "row" not in meta or "column" not in meta:
+            return
+        row = meta["row"]
+        self._set_hover(row, shown=True)
+        if row == -1:
+            self.header_clicked(meta["column"])
+            return
+        event.stop()
+        if row == self._cursor:
+            self.action_select_cursor()
+        else:
+            self.move_cursor(row=row)
+
+    def header_clicked(self, column: int) -> None:
+        """A click on the header of ``column`` (here: nothing happens)."""
