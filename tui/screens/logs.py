@@ -46,6 +46,10 @@ class LogsScreen(DeckScreen):
         self.task_filter, self.workflow_filter, self.agent_filter = task, workflow, agent
         self.level = level
         self.following = True
+        # A line's row never changes: built once, not once per refresh (a refresh shows up to
+        # LOG_CAP lines, and formatting their times was most of its cost).
+        self._rows: dict[int, tuple[str, tuple[str, str, str, str]]] = {}
+        self._level_styles: dict[str, str] = {}
 
     @classmethod
     def from_args(cls, args: Sequence[str]) -> Self:
@@ -89,8 +93,23 @@ class LogsScreen(DeckScreen):
 
     def _cell_text(self, column: int, value: Any) -> str | Text:
         if column == 1:
-            return Text(str(value), style=self.deck.status_style(_LEVEL_STYLE.get(str(value), "")))
+            level = str(value)
+            style = self._level_styles.get(level)
+            if style is None:  # one look-up per level and refresh, not one per cell drawn
+                style = self._level_styles[level] = self.deck.status_style(
+                    _LEVEL_STYLE.get(level, "")
+                )
+            return Text(level, style=style)
         return str(value)
+
+    def _row(self, line: LogLine) -> tuple[str, tuple[str, str, str, str]]:
+        row = self._rows.get(line.seq)
+        if row is None:
+            row = self._rows[line.seq] = (
+                str(line.seq),
+                (when(line.at)[11:], line.level, line.topic, line.text),
+            )
+        return row
 
     def matches(self, line: LogLine) -> bool:
         """True if ``line`` passes this screen's filters."""
@@ -111,12 +130,12 @@ class LogsScreen(DeckScreen):
     async def reload(self) -> None:
         """Show the matching lines; when following, put the cursor on the newest."""
         table = self.query_one(LiveTable)
-        table.sync(
-            [
-                (str(line.seq), (when(line.at)[11:], line.level, line.topic, line.text))
-                for line in self.lines()
-            ]
-        )
+        self._level_styles.clear()  # the theme may have changed since
+        rows = [self._row(line) for line in self.lines()]
+        if len(self._rows) > 2 * LOG_CAP:  # forget lines the capped logbook let go
+            kept = {line.seq for line in self.deck.feed.logbook}
+            self._rows = {seq: row for seq, row in self._rows.items() if seq in kept}
+        table.sync(rows)
         if self.following and table.row_count:
             table.goto(0)
 
