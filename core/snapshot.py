@@ -39,7 +39,16 @@ import structlog
 
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError, ConflictError, NotFound
-from agentdeck.core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
+from agentdeck.core.models import (
+    JSON,
+    Budget,
+    Command,
+    CommandStatus,
+    ErrorInfo,
+    Task,
+    TaskEvent,
+    Workflow,
+)
 from agentdeck.core.ports import BlobStore, Store
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 
@@ -89,6 +98,8 @@ def _decode(line: Mapping[str, Any]) -> tuple[str, Any]:
     kind, r = line["t"], dict(line["r"])
     if kind == "workflow":
         r["status"] = WorkflowStatus(r["status"])
+        if r.get("budget") is not None:  # absent from snapshots older than budgets
+            r["budget"] = Budget(**r["budget"])
         return kind, Workflow(**r)
     if kind == "task":
         r["status"] = TaskStatus(r["status"])

@@ -17,7 +17,16 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentdeck.core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
+from agentdeck.core.models import (
+    JSON,
+    Budget,
+    Command,
+    CommandStatus,
+    ErrorInfo,
+    Task,
+    TaskEvent,
+    Workflow,
+)
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 __all__ = [
@@ -25,9 +34,11 @@ __all__ = [
     "EVENT_COLUMNS",
     "EVENT_INSERT_COLUMNS",
     "TASK_COLUMNS",
+    "USAGE_COLUMNS",
     "WORKFLOW_COLUMNS",
     "Row",
     "TaskCodec",
+    "budget_or_null",
     "columns",
     "command_from_row",
     "command_to_row",
@@ -76,7 +87,22 @@ WORKFLOW_COLUMNS: tuple[str, ...] = (
     "task_count",
     "finished_at",
     "labels",
+    "budget",
+    "hold_reason",
 )
+USAGE_COLUMNS: tuple[str, ...] = (
+    "task_id",
+    "workflow_id",
+    "attempt",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cost_usd",
+    "at",
+)
+"""The ``attempt_usage`` columns: one row per task attempt that reported usage."""
 EVENT_INSERT_COLUMNS: tuple[str, ...] = (
     "task_id",
     "workflow_id",
@@ -223,6 +249,8 @@ def workflow_from_row(r: Row) -> Workflow:
         task_count=r[5],
         finished_at=r[6],
         labels=json.loads(r[7]),
+        budget=None if r[8] is None else Budget(**json.loads(r[8])),
+        hold_reason=r[9],
     )
 
 
@@ -237,7 +265,14 @@ def workflow_to_row(w: Workflow) -> tuple[Any, ...]:
         w.task_count,
         w.finished_at,
         dumps(dict(w.labels), f"labels of workflow {w.id!r}"),
+        budget_or_null(w.budget, f"budget of workflow {w.id!r}"),
+        w.hold_reason,
     )
+
+
+def budget_or_null(budget: Budget | None, what: str) -> str | None:
+    """A Budget as JSON text; None stays NULL."""
+    return None if budget is None else dumps(budget.to_dict(), what)
 
 
 def event_from_row(r: Row) -> TaskEvent:

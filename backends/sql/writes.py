@@ -109,12 +109,23 @@ class StatusChange:
     at: float
     finished_at: float | None
     """``at`` when the target is terminal, else None (a resumed workflow is not finished)."""
+    reason: str | None = None
+    """The workflow's ``hold_reason`` from now on (None clears it)."""
 
 
 def status_change(
-    workflow_id: str, expect: Collection[WorkflowStatus], to: WorkflowStatus, at: float
+    workflow_id: str,
+    expect: Collection[WorkflowStatus],
+    to: WorkflowStatus,
+    at: float,
+    reason: str | None = None,
 ) -> StatusChange:
     """The compare-and-set of a workflow status. Raises ValueError for a status that is not
-    one, InvalidTransition when a status in ``expect`` cannot go to ``to``."""
+    one or a reason that is not a string, InvalidTransition when a status in ``expect``
+    cannot go to ``to``."""
     target, sources, finished_at = workflow_change(expect, to, at)
-    return StatusChange(workflow_id, [s.value for s in sources], target.value, at, finished_at)
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"a workflow's hold reason must be a string, got {reason!r}")
+    return StatusChange(
+        workflow_id, [s.value for s in sources], target.value, at, finished_at, reason
+    )
