@@ -11,12 +11,13 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from agentdeck.core.actions import ACTIONS, TargetKind, parse_action
+from agentdeck.core.actions import ACTIONS, Action, TargetKind, parse_action
 from agentdeck.core.breakers import breaker_name
+from agentdeck.core.budgets import parse_budget_args
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError, NotFound
 from agentdeck.core.holds import check_capability
-from agentdeck.core.models import Command, CommandStatus, Task, TaskEvent, Workflow, new_id
+from agentdeck.core.models import JSON, Command, CommandStatus, Task, TaskEvent, Workflow, new_id
 from agentdeck.core.ports import Store
 from agentdeck.core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
 from agentdeck.core.states import WORKFLOW_TERMINAL
@@ -69,18 +70,23 @@ class Client:
                     return workflow
                 await asyncio.sleep(self._poll)
 
-    async def command(self, action: str, target: str, *, wait: float | None = 10.0) -> Command:
-        """Queue ``action`` on ``target`` and, unless ``wait`` is None, wait that long for the
-        scheduler to carry it out.
+    async def command(
+        self, action: str, target: str, value: str | None = None, *, wait: float | None = 10.0
+    ) -> Command:
+        """Queue ``action`` on ``target`` (with ``value``, for an action that takes one, such as
+        ``budget``'s ``usd=10``) and, unless ``wait`` is None, wait that long for the scheduler
+        to carry it out.
 
         The target is checked by what the action's row of :data:`~agentdeck.core.actions.ACTIONS`
-        says it names, before anything is queued. Raises AgentdeckError naming the known actions
-        for an unknown one, NotFound for a workflow or task that does not exist, AgentdeckError
-        for a malformed target, CommandTimeout if nobody carried the command out.
+        says it names, and the value by the action, before anything is queued. Raises
+        AgentdeckError naming the known actions for an unknown one, NotFound for a workflow or
+        task that does not exist, AgentdeckError for a malformed target or value (or a value
+        given to an action that takes none), CommandTimeout if nobody carried the command out.
         """
         spec = ACTIONS[parse_action(action)]
+        args = self._check_value(spec.action, spec.value, value)
         target = await self._check_target(spec.target, action, target)
-        command = Command(new_id(), action, target, self.clock.now(), actor=self.actor)
+        command = Command(new_id(), action, target, self.clock.now(), actor=self.actor, args=args)
         await self.store.add_command(command)
         self._on_submit()
         if wait is None:
@@ -97,6 +103,20 @@ class Client:
                 f"{action} {target} is queued but no scheduler carried it out within "
                 f"{wait:g}s; it runs when a daemon starts (agentdeck --daemon)"
             ) from None
+
+    @staticmethod
+    def _check_value(action: Action, form: str | None, value: str | None) -> dict[str, JSON]:
+        """The command's args for ``value``, or an error naming what the action takes."""
+        if form is None:
+            if value is not None:
+                raise AgentdeckError(f"{action.value} takes no value (got {value!r})")
+            return {}
+        if value is None:
+            raise AgentdeckError(f"{action.value} needs a value: {form}")
+        try:
+            return parse_budget_args(value)
+        except ValueError as exc:
+            raise AgentdeckError(str(exc)) from None
 
     async def _check_target(self, kind: TargetKind, action: str, target: str) -> str:
         """``target`` as the command carries it (a breaker's full name, a workflow's full id),

@@ -99,7 +99,7 @@ def test_missing_and_unknown_top_level_fields() -> None:
     assert problems("labels: {}\ncolour: red\n") == [
         "missing required field 'name'",
         "missing required field 'tasks'",
-        "unknown field 'colour' (allowed: name, labels, tasks)",
+        "unknown field 'colour' (allowed: name, labels, budget, tasks)",
     ]
 
 
