@@ -67,7 +67,10 @@ URL_FORMS: dict[str, str] = {
 }
 
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "authorization", "api_key", "apikey")
+_SECRET_WORDS = ("password", "passwd", "secret", "authorization", "api_key", "apikey")
+# "token" but not "tokens": an access_token is a secret, tokens_per_minute and a budget's
+# tokens are counts an operator needs to see.
+_TOKEN_RE = re.compile(r"token(?!s)")
 _config_file: ContextVar[Path | None] = ContextVar("agentdeck_config_file", default=None)
 
 
@@ -76,7 +79,7 @@ _config_file: ContextVar[Path | None] = ContextVar("agentdeck_config_file", defa
 
 def _is_secret_name(name: str) -> bool:
     lowered = name.lower().replace("-", "_")
-    return any(word in lowered for word in _SECRET_WORDS)
+    return bool(_TOKEN_RE.search(lowered)) or any(word in lowered for word in _SECRET_WORDS)
 
 
 def redact_url(url: str) -> str:
