@@ -21,6 +21,7 @@ from agentdeck.core.models import JSON, Command, CommandStatus, Task, TaskEvent,
 from agentdeck.core.ports import Store
 from agentdeck.core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
 from agentdeck.core.states import WORKFLOW_TERMINAL
+from agentdeck.core.usage import USAGE_GROUPS, UsageTotal, by_label
 
 
 class CommandTimeout(AgentdeckError):
@@ -151,6 +152,28 @@ class Client:
                 f"no workflow or task {target!r}"
                 + (f" ({len(matches)} workflows start with it)" if matches else "")
             ) from None
+
+    async def usage(self, by: str = "workflow", *, since: float | None = None) -> list[UsageTotal]:
+        """What attempts spent, one total per ``by`` (``workflow``, ``task``, ``capability``,
+        ``model`` or ``label``), sorted by key, from ``since`` on when given. A label's total
+        sums those of the workflows carrying it. Raises AgentdeckError naming the groupings for
+        another ``by``."""
+        group = "workflow" if by == "label" else by
+        try:
+            totals = await self.store.usage_totals(group, since=since)  # type: ignore[arg-type]
+        except ValueError:
+            raise AgentdeckError(
+                f"cannot sum usage by {by!r}; by: {', '.join((*USAGE_GROUPS, 'label'))}"
+            ) from None
+        if by != "label":
+            return totals
+        workflows = {}
+        for total in totals:
+            try:
+                workflows[total.key or ""] = await self.store.get_workflow(total.key or "")
+            except NotFound:
+                continue
+        return by_label(totals, workflows)
 
     async def history(self, task_id: str) -> list[TaskEvent]:
         """A task's event history, oldest first."""

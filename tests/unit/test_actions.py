@@ -16,7 +16,7 @@ from agentdeck.core.breakers import Breakers
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import AgentdeckError, NotFound
-from agentdeck.core.models import Command, CommandStatus, new_id
+from agentdeck.core.models import Change, Command, CommandStatus, Usage, new_id
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.scheduler import Scheduler
 from agentdeck.core.scheduler.commands import HANDLERS
@@ -259,3 +259,25 @@ async def test_requeue_of_a_missing_dead_letter_fails_the_command(deck: Deck) ->
     """Requeueing a dead letter that is not there fails the command with NotFound's text."""
     with pytest.raises(NotFound, match="no dead letter"):
         await deck.scheduler.execute(Command("c1", "requeue", "nope", deck.clock.now()))
+
+
+async def test_the_client_sums_usage_by_each_grouping_and_label(deck: Deck) -> None:
+    """Client.usage groups as the Store does, folds by label, and refuses another grouping
+    naming the allowed ones."""
+    spec = parse_spec(
+        "name: l\nlabels: {team: a}\ntasks:\n  - {key: a, capability: echo}\n",
+        limits=SpecLimits(),
+    )
+    workflow_id = (await deck.client.submit(spec)).id
+    task = f"{workflow_id}/a"
+    await deck.store.apply(
+        [Change(task, T.DISPATCHED, frozenset({T.READY}), attempt=0, values={"attempt": 1})],
+        deck.clock.now(),
+    )
+    done = Change(task, T.SUCCEEDED, frozenset({T.DISPATCHED}), attempt=1, usage=Usage(7, 3))
+    await deck.store.apply([done], deck.clock.now())
+    assert [(t.key, t.tokens) for t in await deck.client.usage("label")] == [("team=a", 10)]
+    assert [t.key for t in await deck.client.usage("task")] == [task]
+    assert await deck.client.usage("model", since=deck.clock.now() + 1) == []
+    with pytest.raises(AgentdeckError, match="by: workflow, task, capability, model, label"):
+        await deck.client.usage("agent")
