@@ -20,7 +20,7 @@ from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.holds import CapabilityHolds
 from agentdeck.core.limits import Limiter
 from agentdeck.core.messages import Control, encode
-from agentdeck.core.models import Change, Task
+from agentdeck.core.models import Change, Task, Workflow
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus, Delivery, OutgoingTask, Registry, Store
 from agentdeck.core.recovery import LostAgents
@@ -89,6 +89,7 @@ class SchedulerBase:
         # them), and the labels known to be over their budget, with why (None: not read yet).
         self._budget_due: set[str] = set()
         self._labels_over: dict[str, str] | None = None
+        self._labels_seen: dict[str, Workflow] = {}
         self._fence: int | None = None
         self._lease_renewed = 0.0
         self._stopping = False

@@ -31,6 +31,9 @@ from agentdeck.core.usage import empty, label_key, sum_totals
 log = structlog.get_logger(__name__)
 
 W = WorkflowStatus
+LABELS_SEEN = 10_000
+"""Workflows whose labels dispatch remembers while a label is over its budget (then it forgets
+them all and reads again): one lookup per workflow, not one per round."""
 
 
 class Budgets(FollowUps):
@@ -131,7 +134,13 @@ class Budgets(FollowUps):
             return list(ready)
         blocked: set[str] = set()
         for workflow_id in sorted({t.workflow_id for t in ready}):
-            workflow = await self.store.get_workflow(workflow_id)
+            workflow = self._labels_seen.get(workflow_id)
+            if workflow is None:
+                if len(self._labels_seen) >= LABELS_SEEN:
+                    self._labels_seen.clear()  # bounded; a workflow's labels never change
+                workflow = self._labels_seen[workflow_id] = await self.store.get_workflow(
+                    workflow_id
+                )
             reason = self._label_reason(workflow)
             if reason:
                 blocked.add(workflow_id)
