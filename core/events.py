@@ -28,15 +28,14 @@ def task_event(task: Task, at: float, kind: str | None = None) -> Event:
 
 
 def workflow_event(workflow: Workflow, at: float) -> Event:
-    """The event announcing a workflow's new state (with ``reason`` when the scheduler holds
-    it, e.g. its budget is spent)."""
+    """The event announcing a workflow's new state; ``reason`` says why the scheduler holds
+    it (e.g. its budget is spent), None otherwise."""
     data: dict[str, JSON] = {
         "workflow_id": workflow.id,
         "name": workflow.name,
         "status": workflow.status.value,
+        "reason": workflow.hold_reason,
     }
-    if workflow.hold_reason:
-        data["reason"] = workflow.hold_reason
     return Event(topic="workflow", at=at, data=data)
 
 
