@@ -125,9 +125,8 @@ class Budgets(FollowUps):
 
     async def _budget_admit(self, ready: Sequence[Task]) -> list[Task]:
         """``ready`` without the tasks of workflows a label over its budget holds (those
-        workflows are held now). Reads labels only while some label is over."""
-        if not self.config.label_budgets:
-            return list(ready)
+        workflows are held now). Reads labels only while some label is over; the caller
+        calls it only when some label has a budget."""
         if self._labels_over is None:
             await self._labels_now_over([])
         if not self._labels_over:

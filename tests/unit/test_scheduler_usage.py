@@ -15,6 +15,7 @@ from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.backends.sqlite.store import SqliteStore
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
+from agentdeck.core.errors import BackendUnavailable
 from agentdeck.core.limits import CapabilityLimits
 from agentdeck.core.messages import Event, Report, TaskMessage, decode, encode
 from agentdeck.core.metrics import Metrics, MetricsObserver
@@ -350,4 +351,69 @@ async def test_a_new_leader_finds_labels_already_over(
     late = await deck.submit(labelled)
     await deck.settle()
     assert (await deck.store.get_workflow(late)).status == W.PAUSED
+    assert await deck.drain() == []
+
+
+async def test_a_label_holds_until_its_budget_is_raised_in_settings(
+    make_deck: DeckFactory,
+) -> None:
+    """A workflow its label holds cannot be resumed, and raising its own budget does not
+    release it: the action says the label still holds it."""
+    deck = await make_deck(label_budgets={"team=search": Budget(usd=0.5)})
+    wf = await deck.submit(TWO.format(extra="labels: {team: search}\n"))
+    await deck.settle()
+    await deck.report(await deck.take(), "succeeded", output=1, usage=USAGE)
+    reason = "budget: spent $0.60 of $0.50 (label team=search)"
+    resume = await deck.client.command("resume", wf, wait=None)
+    budget = await deck.client.command("budget", wf, "usd=100", wait=None)
+    await deck.settle()
+    assert (await deck.store.get_command(resume.id)).result.startswith(
+        f"workflow {wf} is over its budget ({reason})"
+    )
+    assert (await deck.store.get_command(budget.id)).result.endswith(f"still held ({reason})")
+    assert (await deck.store.get_workflow(wf)).status == W.PAUSED
+
+
+async def test_a_budget_check_the_store_failed_is_done_next_round(
+    make_deck: DeckFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Store failing during the budget check fails the round, not the hold: the next
+    round checks again and holds the workflow."""
+    deck = await make_deck()
+    wf = await deck.submit(TWO.format(extra="budget: {usd: 0.5}\n"))
+    await deck.settle()
+    msg = await deck.take()
+    real = deck.store.usage_totals
+    calls = 0
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BackendUnavailable("the Store is restarting")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(deck.store, "usage_totals", flaky)
+    await deck.bus.publish_report(
+        encode(
+            Report(
+                kind="succeeded",
+                task_id=msg.task_id,
+                attempt=msg.attempt,
+                agent_id="agent-1",
+                at=deck.clock.now(),
+                output=1,
+                usage=USAGE,  # type: ignore[arg-type]
+            )
+        ),
+        {},
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)
+    with pytest.raises(BackendUnavailable):
+        await deck.scheduler.tick()
+    assert (await deck.store.get_workflow(wf)).status == W.RUNNING
+    deck.clock.advance(1)
+    await deck.settle()
+    assert (await deck.store.get_workflow(wf)).hold_reason == "budget: spent $0.60 of $0.50"
     assert await deck.drain() == []
