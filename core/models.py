@@ -125,6 +125,18 @@ class Usage:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptUsage:
+    """The usage record of one attempt, as the Store keeps it: written with the change that
+    ended the attempt, at ``at``."""
+
+    task_id: str
+    workflow_id: str
+    attempt: int
+    usage: Usage
+    at: float
+
+
 def _join_models(first: str | None, second: str | None) -> str | None:
     if not first or not second:
         return first or second

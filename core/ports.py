@@ -16,6 +16,7 @@ from agentdeck.core.models import (
     JSON,
     AgentRecord,
     AgentState,
+    AttemptUsage,
     Budget,
     Change,
     Command,
@@ -350,6 +351,13 @@ class Store(Protocol):
         """Up to ``limit`` commands whose id sorts after ``after``, by id."""
         ...
 
+    async def dump_usage(
+        self, *, after: tuple[str, int] = ("", 0), limit: int = 1000
+    ) -> list[AttemptUsage]:
+        """Up to ``limit`` usage records whose (task id, attempt) sorts after ``after``, by
+        task id then attempt. Passing the last one's of each page visits every record once."""
+        ...
+
     async def load(
         self,
         *,
@@ -357,14 +365,17 @@ class Store(Protocol):
         tasks: Sequence[Task] = (),
         events: Sequence[TaskEvent] = (),
         commands: Sequence[Command] = (),
+        usage: Sequence[AttemptUsage] = (),
     ) -> None:
         """Write records exactly as given, in one transaction: statuses, attempts, outputs,
-        each event's ``seq`` and each command's outcome are kept; dependency links are rebuilt
-        from the tasks' ``needs``; events written later get a ``seq`` above every loaded one.
+        each event's ``seq``, each command's outcome and each attempt's usage are kept;
+        dependency links are rebuilt from the tasks' ``needs``; events written later get a
+        ``seq`` above every loaded one.
 
         A task's workflow, and the tasks it needs, must be loaded before it or in the same
-        call. Raises ConflictError, writing nothing, if a workflow, task, event seq or command
-        id already exists. Meant for restoring a snapshot into an empty store.
+        call. Raises ConflictError, writing nothing, if a workflow, task, event seq, command
+        id or usage record (task and attempt) already exists. Meant for restoring a snapshot
+        into an empty store.
         """
         ...
 

@@ -50,6 +50,7 @@ from agentdeck.backends.sql.codec import (
     EVENT_COLUMNS,
     EVENT_INSERT_COLUMNS,
     TASK_COLUMNS,
+    USAGE_COLUMNS,
     WORKFLOW_COLUMNS,
     Row,
     columns,
@@ -327,6 +328,7 @@ async def _load(conn: asyncpg.Connection, rows: Load) -> None:
         ("task_deps", ("needs_id", "task_id"), rows.deps),
         ("task_events", EVENT_COLUMNS, rows.events),
         ("commands", COMMAND_COLUMNS, rows.commands),
+        ("attempt_usage", USAGE_COLUMNS, rows.usage),
     )
     for table, names, values in tables:
         if not values:

@@ -19,12 +19,14 @@ from typing import Any
 
 from agentdeck.core.models import (
     JSON,
+    AttemptUsage,
     Budget,
     Command,
     CommandStatus,
     ErrorInfo,
     Task,
     TaskEvent,
+    Usage,
     Workflow,
 )
 from agentdeck.core.states import TaskStatus, WorkflowStatus
@@ -48,6 +50,8 @@ __all__ = [
     "event_from_row",
     "event_to_row",
     "loads_or_none",
+    "usage_from_row",
+    "usage_to_row",
     "workflow_from_row",
     "workflow_to_row",
 ]
@@ -267,6 +271,34 @@ def workflow_to_row(w: Workflow) -> tuple[Any, ...]:
         dumps(dict(w.labels), f"labels of workflow {w.id!r}"),
         budget_or_null(w.budget, f"budget of workflow {w.id!r}"),
         w.hold_reason,
+    )
+
+
+def usage_from_row(r: Row) -> AttemptUsage:
+    """An ``attempt_usage`` row (:data:`USAGE_COLUMNS` order) as an AttemptUsage."""
+    return AttemptUsage(
+        task_id=r[0],
+        workflow_id=r[1],
+        attempt=r[2],
+        usage=Usage(int(r[4]), int(r[5]), int(r[6]), int(r[7]), r[8], r[3]),
+        at=r[9],
+    )
+
+
+def usage_to_row(u: AttemptUsage) -> tuple[Any, ...]:
+    """An AttemptUsage as an ``attempt_usage`` row in :data:`USAGE_COLUMNS` order."""
+    used = u.usage
+    return (
+        u.task_id,
+        u.workflow_id,
+        u.attempt,
+        used.model,
+        used.input_tokens,
+        used.output_tokens,
+        used.cache_creation_input_tokens,
+        used.cache_read_input_tokens,
+        used.cost_usd,
+        u.at,
     )
 
 

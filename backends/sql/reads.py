@@ -19,17 +19,19 @@ from agentdeck.backends.sql.codec import (
     COMMAND_COLUMNS,
     EVENT_COLUMNS,
     TASK_COLUMNS,
+    USAGE_COLUMNS,
     WORKFLOW_COLUMNS,
     Row,
     columns,
     command_from_row,
     event_from_row,
     loads_or_none,
+    usage_from_row,
     workflow_from_row,
 )
 from agentdeck.backends.sql.dialect import Dialect, Params, task_filter
 from agentdeck.core.errors import NotFound
-from agentdeck.core.models import JSON, Command, Task, TaskEvent, Workflow
+from agentdeck.core.models import JSON, AttemptUsage, Command, Task, TaskEvent, Workflow
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 from agentdeck.core.usage import UsageGroup, UsageTotal, check_group
 
@@ -280,6 +282,21 @@ class SqlReads(ABC):
         ]
         # Sorted here: the engines place NULL differently.
         return sorted(totals, key=lambda t: (t.key is None, t.key or ""))
+
+    async def dump_usage(
+        self, *, after: tuple[str, int] = ("", 0), limit: int = 1000
+    ) -> list[AttemptUsage]:
+        """Up to ``limit`` usage records after ``after`` (task id by bytes, then attempt)."""
+        check_page(limit)
+        p, collate = self._params(), self._dialect.byte_order
+        task_id, attempt = after
+        sql = (
+            f"SELECT {columns(USAGE_COLUMNS)} FROM attempt_usage "
+            f"WHERE task_id > {p(task_id)}{collate} "
+            f"OR (task_id = {p(task_id)} AND attempt > {p(attempt)}) "
+            f"ORDER BY task_id{collate}, attempt LIMIT {p(limit)}"
+        )
+        return [usage_from_row(r) for r in await self._rows("dump_usage", sql, p.values)]
 
     # ------------------------------------------------------------------------- events
 

@@ -34,7 +34,16 @@ from agentdeck.backends.sql.writes import (
     new_workflow,
     status_change,
 )
-from agentdeck.core.models import Budget, Change, Command, CommandStatus, Task, TaskEvent, Workflow
+from agentdeck.core.models import (
+    AttemptUsage,
+    Budget,
+    Change,
+    Command,
+    CommandStatus,
+    Task,
+    TaskEvent,
+    Workflow,
+)
 from agentdeck.core.ports import Applied
 from agentdeck.core.states import WorkflowStatus
 
@@ -163,7 +172,9 @@ class SqlStore(SqlReads):
         tasks: Sequence[Task] = (),
         events: Sequence[TaskEvent] = (),
         commands: Sequence[Command] = (),
+        usage: Sequence[AttemptUsage] = (),
     ) -> None:
         """Write records as given in one transaction (see :meth:`core.ports.Store.load`).
         Raises ConflictError, writing nothing, when any of them exists already."""
-        await self._load(load_rows(self._dialect.tasks, workflows, tasks, events, commands))
+        rows = load_rows(self._dialect.tasks, workflows, tasks, events, commands, usage)
+        await self._load(rows)

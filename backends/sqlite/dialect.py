@@ -29,6 +29,7 @@ __all__ = [
     "INSERT_EVENT_WITH_SEQ",
     "INSERT_TASK",
     "INSERT_USAGE",
+    "INSERT_USAGE_AS_GIVEN",
     "INSERT_WORKFLOW",
     "SQLITE",
     "TASKS",
@@ -86,5 +87,7 @@ INSERT_WORKFLOW = _insert("workflows", WORKFLOW_COLUMNS)
 INSERT_COMMAND = _insert("commands", COMMAND_COLUMNS)
 INSERT_EVENT = _insert("task_events", EVENT_INSERT_COLUMNS)
 INSERT_EVENT_WITH_SEQ = _insert("task_events", EVENT_COLUMNS)
-INSERT_USAGE = _insert("attempt_usage", USAGE_COLUMNS) + " ON CONFLICT DO NOTHING"
+INSERT_USAGE_AS_GIVEN = _insert("attempt_usage", USAGE_COLUMNS)
+"""One usage row; a second for the same task and attempt is an IntegrityError (load)."""
+INSERT_USAGE = INSERT_USAGE_AS_GIVEN + " ON CONFLICT DO NOTHING"
 """One usage row; a second for the same task and attempt is ignored."""

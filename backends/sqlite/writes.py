@@ -14,6 +14,7 @@ from agentdeck.backends.sqlite.dialect import (
     INSERT_EVENT,
     INSERT_EVENT_WITH_SEQ,
     INSERT_TASK,
+    INSERT_USAGE_AS_GIVEN,
     INSERT_WORKFLOW,
     json_list,
 )
@@ -57,6 +58,7 @@ def load(conn: sqlite3.Connection, rows: Load) -> None:
         ("task", INSERT_TASK, rows.tasks),
         ("event", INSERT_EVENT_WITH_SEQ, rows.events),
         ("command", INSERT_COMMAND, rows.commands),
+        ("usage record", INSERT_USAGE_AS_GIVEN, rows.usage),
     )
     for what, sql, values in tables:
         try:

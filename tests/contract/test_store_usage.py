@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agentdeck.core.clock import FakeClock
-from agentdeck.core.errors import LeaseLost, NotFound
+from agentdeck.core.errors import ConflictError, LeaseLost, NotFound
 from agentdeck.core.models import Budget, Change, Usage
 from agentdeck.core.ports import Store
 from agentdeck.core.states import TaskStatus as T
@@ -226,3 +226,32 @@ async def test_a_hold_reason_is_set_with_the_status_and_cleared_by_the_next(
     assert (await store.get_workflow("w1")).hold_reason == reason
     assert await store.set_workflow_status("w1", {W.PAUSED}, W.RUNNING, clock.now())
     assert (await store.get_workflow("w1")).hold_reason is None
+
+
+async def test_usage_dumps_page_by_page_and_loads_back(
+    store: Store, backend: StoreBackend, tmp_path: Path, clock: FakeClock
+) -> None:
+    """dump_usage pages by (task id, attempt); load writes the records as they were, so the
+    totals of the loaded store are the same; loading one again is a ConflictError."""
+    await submit(store, clock, "w1", {"a": [], "b": []})
+    at = clock.now()
+    await store.apply([dispatch("w1/a")], at)
+    await store.apply([Change("w1/a", T.RETRYING, IN_FLIGHT, attempt=1, usage=used(cost=None))], at)
+    await store.apply([Change("w1/a", T.READY, frozenset({T.RETRYING}))], at)
+    await run(store, "w1/a", at + 1, usage=used(model=None), attempt=2)
+    await run(store, "w1/b", at + 2, usage=used())
+    pages, last = [], ("", 0)
+    while page := await store.dump_usage(after=last, limit=2):
+        pages.append(page)
+        last = (page[-1].task_id, page[-1].attempt)
+    records = [u for page in pages for u in page]
+    assert [(u.task_id, u.attempt) for u in records] == [("w1/a", 1), ("w1/a", 2), ("w1/b", 1)]
+    assert [len(page) for page in pages] == [2, 1]
+    assert records[0].usage == used(cost=None) and records[1].usage.model is None
+    workflows, tasks = await store.dump_workflows(), await store.dump_tasks()
+    async with backend.open(tmp_path / "target", clock) as target:
+        await target.load(workflows=workflows, tasks=tasks, usage=records)
+        assert await target.dump_usage() == records
+        assert await target.usage_totals("model") == await store.usage_totals("model")
+        with pytest.raises(ConflictError):
+            await target.load(usage=records[:1])
