@@ -89,7 +89,7 @@ class SchedulerBase:
         # them), and the labels known to be over their budget, with why (None: not read yet).
         self._budget_due: set[str] = set()
         self._labels_over: dict[str, str] | None = None
-        self._labels_seen: dict[str, Workflow] = {}
+        self._workflows_seen: dict[str, Workflow] = {}
         self._fence: int | None = None
         self._lease_renewed = 0.0
         self._stopping = False

@@ -12,7 +12,8 @@ which is refused while the workflow is still over a budget (raise it first).
 Where it is checked: after reports are applied, for the workflows whose attempts reported
 usage in that round (one summing query for them, one per label with a budget that they carry),
 and before dispatch, for ready tasks of workflows carrying a label already over its budget
-(a workflow submitted after its label ran out starts nothing).
+(a workflow submitted after its label ran out starts nothing). A workflow with no budget and
+no label costs one lookup, the first time it spends.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from agentdeck.core.usage import empty, label_key, sum_totals
 log = structlog.get_logger(__name__)
 
 W = WorkflowStatus
-LABELS_SEEN = 10_000
-"""Workflows whose labels dispatch remembers while a label is over its budget (then it forgets
-them all and reads again): one lookup per workflow, not one per round."""
+WORKFLOWS_SEEN = 10_000
+"""Workflows whose labels and budget the checks remember (then they forget them all and read
+again): one lookup per workflow, not one per round."""
 
 
 class Budgets(FollowUps):
@@ -46,17 +47,29 @@ class Budgets(FollowUps):
         self._budget_due.update(workflow_ids)
         if not self._budget_due:
             return []
-        workflows = []
-        for workflow_id in sorted(self._budget_due):
-            workflow = await self.store.get_workflow(workflow_id)
-            if workflow.status == W.RUNNING:
-                workflows.append(workflow)
+        # Labels and budgets from the cache: statuses may be stale, but a hold is a
+        # compare-and-set from running, so a workflow no longer running is left alone.
+        workflows = [await self._workflow(w) for w in sorted(self._budget_due)]
+        if not any(w.budget is not None or w.labels for w in workflows):
+            self._budget_due.clear()
+            return []
         held = await self._hold_over_budget(workflows)
         newly_over = await self._labels_now_over(workflows)
         if newly_over:
             held += await self._hold_labelled(newly_over)
         self._budget_due.clear()
         return held
+
+    async def _workflow(self, workflow_id: str) -> Workflow:
+        """The workflow as last read, for its labels and budget (labels never change; this
+        leader is the one that changes budgets, and forgets what it changes)."""
+        workflow = self._workflows_seen.get(workflow_id)
+        if workflow is None:
+            if len(self._workflows_seen) >= WORKFLOWS_SEEN:
+                self._workflows_seen.clear()  # bounded: read again what is still needed
+            workflow = await self.store.get_workflow(workflow_id)
+            self._workflows_seen[workflow_id] = workflow
+        return workflow
 
     async def _hold_over_budget(self, workflows: Sequence[Workflow]) -> list[str]:
         """Hold those of ``workflows`` over their own budget or a label's known to be over."""
@@ -133,14 +146,7 @@ class Budgets(FollowUps):
             return list(ready)
         blocked: set[str] = set()
         for workflow_id in sorted({t.workflow_id for t in ready}):
-            workflow = self._labels_seen.get(workflow_id)
-            if workflow is None:
-                if len(self._labels_seen) >= LABELS_SEEN:
-                    self._labels_seen.clear()  # bounded; a workflow's labels never change
-                workflow = self._labels_seen[workflow_id] = await self.store.get_workflow(
-                    workflow_id
-                )
-            reason = self._label_reason(workflow)
+            reason = self._label_reason(await self._workflow(workflow_id))
             if reason:
                 blocked.add(workflow_id)
                 await self._hold_workflow(workflow_id, reason)

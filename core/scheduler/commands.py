@@ -157,6 +157,7 @@ class Commands(Budgets):
             raise AgentdeckError(str(exc)) from None
         now = self.clock.now()
         await self.store.set_workflow_budget(workflow.id, budget, now, fence=self._fence)
+        self._workflows_seen.pop(workflow.id, None)  # the budget checks read the new one
         shown = ", ".join(f"{k}={v}" for k, v in budget.to_dict().items())
         done = f"budget of workflow {workflow.id} set to {shown}"
         held = workflow.status == W.PAUSED and (workflow.hold_reason or "").startswith(HOLD_PREFIX)
