@@ -31,6 +31,7 @@ class Action(StrEnum):
     PAUSE_CAPABILITY = "pause-capability"
     RESUME_CAPABILITY = "resume-capability"
     REQUEUE = "requeue"
+    BUDGET = "budget"
 
 
 class TargetKind(StrEnum):
@@ -58,6 +59,8 @@ class ActionSpec:
     ("Retry task wf/a?"). ``help``: the CLI command's help text. ``metavar``: the CLI's name for
     the target argument. ``group``: the CLI group the command lives in (None: top level).
     ``mutating``: it changes something (``--read-only`` and read-only roles may not).
+    ``value``: the metavar of the value the action takes besides its target, carried in the
+    command's ``args`` (None: it takes none).
     """
 
     action: Action
@@ -67,6 +70,7 @@ class ActionSpec:
     metavar: str = "TARGET"
     group: str | None = None
     mutating: bool = True
+    value: str | None = None
 
 
 def _table(*specs: ActionSpec) -> Mapping[Action, ActionSpec]:
@@ -131,6 +135,15 @@ ACTIONS: Mapping[Action, ActionSpec] = _table(
         "Requeue",
         "Put dead letter ID back on its queue.",
         metavar="ID",
+    ),
+    ActionSpec(
+        Action.BUDGET,
+        TargetKind.WORKFLOW,
+        "Set the budget of",
+        "Set workflow WF's budget to VALUE (usd=N and/or tokens=N); a workflow its budget "
+        "held resumes once it is within it.",
+        metavar="WF",
+        value="usd=N|tokens=N",
     ),
     ActionSpec(
         Action.TRIP,

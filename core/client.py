@@ -11,15 +11,17 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from agentdeck.core.actions import ACTIONS, TargetKind, parse_action
+from agentdeck.core.actions import ACTIONS, Action, TargetKind, parse_action
 from agentdeck.core.breakers import breaker_name
+from agentdeck.core.budgets import parse_budget_args
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError, NotFound
 from agentdeck.core.holds import check_capability
-from agentdeck.core.models import Command, CommandStatus, Task, TaskEvent, Workflow, new_id
+from agentdeck.core.models import JSON, Command, CommandStatus, Task, TaskEvent, Workflow, new_id
 from agentdeck.core.ports import Store
 from agentdeck.core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
 from agentdeck.core.states import WORKFLOW_TERMINAL
+from agentdeck.core.usage import USAGE_GROUPS, UsageTotal, by_label
 
 
 class CommandTimeout(AgentdeckError):
@@ -69,18 +71,23 @@ class Client:
                     return workflow
                 await asyncio.sleep(self._poll)
 
-    async def command(self, action: str, target: str, *, wait: float | None = 10.0) -> Command:
-        """Queue ``action`` on ``target`` and, unless ``wait`` is None, wait that long for the
-        scheduler to carry it out.
+    async def command(
+        self, action: str, target: str, value: str | None = None, *, wait: float | None = 10.0
+    ) -> Command:
+        """Queue ``action`` on ``target`` (with ``value``, for an action that takes one, such as
+        ``budget``'s ``usd=10``) and, unless ``wait`` is None, wait that long for the scheduler
+        to carry it out.
 
         The target is checked by what the action's row of :data:`~agentdeck.core.actions.ACTIONS`
-        says it names, before anything is queued. Raises AgentdeckError naming the known actions
-        for an unknown one, NotFound for a workflow or task that does not exist, AgentdeckError
-        for a malformed target, CommandTimeout if nobody carried the command out.
+        says it names, and the value by the action, before anything is queued. Raises
+        AgentdeckError naming the known actions for an unknown one, NotFound for a workflow or
+        task that does not exist, AgentdeckError for a malformed target or value (or a value
+        given to an action that takes none), CommandTimeout if nobody carried the command out.
         """
         spec = ACTIONS[parse_action(action)]
+        args = self._check_value(spec.action, spec.value, value)
         target = await self._check_target(spec.target, action, target)
-        command = Command(new_id(), action, target, self.clock.now(), actor=self.actor)
+        command = Command(new_id(), action, target, self.clock.now(), actor=self.actor, args=args)
         await self.store.add_command(command)
         self._on_submit()
         if wait is None:
@@ -97,6 +104,20 @@ class Client:
                 f"{action} {target} is queued but no scheduler carried it out within "
                 f"{wait:g}s; it runs when a daemon starts (agentdeck --daemon)"
             ) from None
+
+    @staticmethod
+    def _check_value(action: Action, form: str | None, value: str | None) -> dict[str, JSON]:
+        """The command's args for ``value``, or an error naming what the action takes."""
+        if form is None:
+            if value is not None:
+                raise AgentdeckError(f"{action.value} takes no value (got {value!r})")
+            return {}
+        if value is None:
+            raise AgentdeckError(f"{action.value} needs a value: {form}")
+        try:
+            return parse_budget_args(value)
+        except ValueError as exc:
+            raise AgentdeckError(str(exc)) from None
 
     async def _check_target(self, kind: TargetKind, action: str, target: str) -> str:
         """``target`` as the command carries it (a breaker's full name, a workflow's full id),
@@ -131,6 +152,28 @@ class Client:
                 f"no workflow or task {target!r}"
                 + (f" ({len(matches)} workflows start with it)" if matches else "")
             ) from None
+
+    async def usage(self, by: str = "workflow", *, since: float | None = None) -> list[UsageTotal]:
+        """What attempts spent, one total per ``by`` (``workflow``, ``task``, ``capability``,
+        ``model`` or ``label``), sorted by key, from ``since`` on when given. A label's total
+        sums those of the workflows carrying it. Raises AgentdeckError naming the groupings for
+        another ``by``."""
+        group = "workflow" if by == "label" else by
+        try:
+            totals = await self.store.usage_totals(group, since=since)  # type: ignore[arg-type]
+        except ValueError:
+            raise AgentdeckError(
+                f"cannot sum usage by {by!r}; by: {', '.join((*USAGE_GROUPS, 'label'))}"
+            ) from None
+        if by != "label":
+            return totals
+        workflows = {}
+        for total in totals:
+            try:
+                workflows[total.key or ""] = await self.store.get_workflow(total.key or "")
+            except NotFound:
+                continue
+        return by_label(totals, workflows)
 
     async def history(self, task_id: str) -> list[TaskEvent]:
         """A task's event history, oldest first."""

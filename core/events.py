@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from agentdeck.core.messages import Event
-from agentdeck.core.models import Task, Workflow
+from agentdeck.core.models import JSON, Task, Workflow
 
 
 def task_event(task: Task, at: float, kind: str | None = None) -> Event:
@@ -28,12 +28,15 @@ def task_event(task: Task, at: float, kind: str | None = None) -> Event:
 
 
 def workflow_event(workflow: Workflow, at: float) -> Event:
-    """The event announcing a workflow's new state."""
-    return Event(
-        topic="workflow",
-        at=at,
-        data={"workflow_id": workflow.id, "name": workflow.name, "status": workflow.status.value},
-    )
+    """The event announcing a workflow's new state; ``reason`` says why the scheduler holds
+    it (e.g. its budget is spent), None otherwise."""
+    data: dict[str, JSON] = {
+        "workflow_id": workflow.id,
+        "name": workflow.name,
+        "status": workflow.status.value,
+        "reason": workflow.hold_reason,
+    }
+    return Event(topic="workflow", at=at, data=data)
 
 
 def task_events(tasks: Iterable[Task], at: float) -> list[Event]:

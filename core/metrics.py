@@ -33,7 +33,7 @@ from prometheus_client import (
 
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import ConfigError
-from agentdeck.core.models import AgentState, Task, Workflow
+from agentdeck.core.models import AgentState, Task, Usage, Workflow
 from agentdeck.core.ports import BlobStore, Bus, Registry, Store
 from agentdeck.core.scheduler.config import LEASE_NAME
 from agentdeck.core.scheduler.observer import SchedulerObserver
@@ -88,6 +88,20 @@ class Metrics:
             "agentdeck_task_rate_limited",
             "Attempts their provider rate-limited: held and retried, no attempt spent.",
             ["capability"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "agentdeck_llm_tokens",
+            "Tokens attempts spent with model providers, by kind (input, output, "
+            "cache_creation, cache_read), model and capability.",
+            ["kind", "model", "capability"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "agentdeck_llm_cost_usd",
+            "US dollars attempts spent with model providers (known costs only), by model and "
+            "capability.",
+            ["model", "capability"],
             registry=r,
         )
         self.workflows = Counter(
@@ -255,6 +269,22 @@ class Metrics:
             if final is not None:
                 self.tasks.labels(t.capability, final).inc()
 
+    def usage_recorded(self, used: Iterable[tuple[Task, Usage]]) -> None:
+        """Count what attempts spent, as the Store recorded it (a model not said counts as
+        ``unknown``; an unknown cost adds no dollars)."""
+        for t, u in used:
+            model = u.model or "unknown"
+            for kind, tokens in (
+                ("input", u.input_tokens),
+                ("output", u.output_tokens),
+                ("cache_creation", u.cache_creation_input_tokens),
+                ("cache_read", u.cache_read_input_tokens),
+            ):
+                if tokens:
+                    self.llm_tokens.labels(kind, model, t.capability).inc(tokens)
+            if u.cost_usd:
+                self.llm_cost.labels(model, t.capability).inc(u.cost_usd)
+
     def tasks_dispatched(self, ready: Sequence[Task], now: float) -> None:
         """Observe ready-to-dispatch latency of ``ready`` tasks (their last change made them
         ready) dispatched at ``now``."""
@@ -385,8 +415,8 @@ class Metrics:
 
 
 class MetricsObserver(SchedulerObserver):
-    """The scheduler's moments counted in ``metrics``: transitions, dispatch latency, finished
-    workflows, rounds, the lease and leadership."""
+    """The scheduler's moments counted in ``metrics``: transitions, dispatch latency, usage
+    (tokens and cost), finished workflows, rounds, the lease and leadership."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -423,6 +453,9 @@ class MetricsObserver(SchedulerObserver):
         for t in tasks:
             if kinds.get(t.id) == "rate_limited":
                 self.metrics.rate_limited.labels(t.capability).inc()
+
+    async def usage_recorded(self, used: Sequence[tuple[Task, Usage]], now: float) -> None:
+        self.metrics.usage_recorded(used)
 
     async def workflow_finished(self, workflow: Workflow, now: float) -> None:
         self.metrics.workflow_finished(workflow.status.value)

@@ -125,6 +125,18 @@ class Usage:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class AttemptUsage:
+    """The usage record of one attempt, as the Store keeps it: written with the change that
+    ended the attempt, at ``at``."""
+
+    task_id: str
+    workflow_id: str
+    attempt: int
+    usage: Usage
+    at: float
+
+
 def _join_models(first: str | None, second: str | None) -> str | None:
     if not first or not second:
         return first or second
@@ -145,6 +157,31 @@ class Workflow:
     task_count: int
     finished_at: float | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    budget: Budget | None = None
+    """What the workflow may spend (None: no budget of its own)."""
+    hold_reason: str | None = None
+    """Why the scheduler paused it (e.g. its budget is spent); None when it is not paused, or
+    an operator paused it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """A spending limit: ``usd`` US dollars and/or ``tokens`` (input + output tokens, the
+    count ``tokens_per_minute`` limits use too: cache reads are cheap and a Claude Code run
+    reads millions of them, so counting them would spend a token budget on nothing). None:
+    no limit of that kind. Build it with :func:`core.budgets.budget_from` to check it."""
+
+    usd: float | None = None
+    tokens: int | None = None
+
+    def to_dict(self) -> dict[str, JSON]:
+        """As a JSON object (the keys set only)."""
+        out: dict[str, JSON] = {}
+        if self.usd is not None:
+            out["usd"] = self.usd
+        if self.tokens is not None:
+            out["tokens"] = self.tokens
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +324,9 @@ class Change:
     attempt equals it. ``values`` sets other columns (``attempt``, ``first_attempt``, ``output``,
     ``error``, ``agent_id``, ``not_before``, ``deadline``, ``started_at``, ``finished_at``,
     ``pending``). ``event`` names the history line written with it (defaults to the new status)
-    and ``detail`` is stored on that line.
+    and ``detail`` is stored on that line. ``usage`` is what the attempt that the change ends
+    spent: written (one row per task and attempt) in the same transaction, only if the change
+    applies.
     """
 
     task_id: str
@@ -297,3 +336,4 @@ class Change:
     values: Mapping[str, JSON] = field(default_factory=dict)
     event: str | None = None
     detail: Mapping[str, JSON] = field(default_factory=dict)
+    usage: Usage | None = None

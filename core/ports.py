@@ -16,6 +16,8 @@ from agentdeck.core.models import (
     JSON,
     AgentRecord,
     AgentState,
+    AttemptUsage,
+    Budget,
     Change,
     Command,
     Task,
@@ -23,6 +25,7 @@ from agentdeck.core.models import (
     Workflow,
 )
 from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.usage import UsageGroup, UsageTotal
 
 # --------------------------------------------------------------------------------------- Bus
 
@@ -189,10 +192,36 @@ class Store(Protocol):
         at: float,
         *,
         fence: int | None = None,
+        reason: str | None = None,
     ) -> bool:
         """Compare-and-set a workflow's status; True if it changed. Sets ``finished_at`` when
-        ``to`` is terminal and clears it otherwise. Raises NotFound. ``fence`` as in
+        ``to`` is terminal and clears it otherwise; sets ``hold_reason`` to ``reason`` (why the
+        scheduler paused it; None clears it). Raises NotFound. ``fence`` as in
         :meth:`apply`: refused with LeaseLost, nothing written, once a newer token wrote."""
+        ...
+
+    async def set_workflow_budget(
+        self, workflow_id: str, budget: Budget | None, at: float, *, fence: int | None = None
+    ) -> None:
+        """Replace a workflow's budget (None: no budget of its own), in any status. Raises
+        NotFound, and LeaseLost as :meth:`apply` does for ``fence``."""
+        ...
+
+    async def usage_totals(
+        self,
+        group_by: UsageGroup,
+        *,
+        since: float | None = None,
+        workflow_ids: Collection[str] | None = None,
+        label: str | None = None,
+    ) -> list[UsageTotal]:
+        """What attempts spent, summed by the Store over the usage rows :meth:`apply` wrote,
+        one total per ``workflow``, ``task``, ``capability`` or ``model`` (``group_by``),
+        sorted by key (the None key of attempts whose model was not said comes last). Only
+        rows written at or after ``since``, of the workflows in ``workflow_ids``, of workflows
+        whose labels hold ``label`` (``name=value``), when given. Groups with no row are absent.
+        Costs as :class:`core.usage.UsageTotal` says: the known ones summed, the unknown ones
+        counted. Raises ValueError for another ``group_by`` or a ``label`` without ``=``."""
         ...
 
     async def get_task(self, task_id: str) -> Task:
@@ -261,7 +290,9 @@ class Store(Protocol):
 
         Each change is applied only if the task's status is in ``change.expect`` and (when
         given) its attempt equals ``change.attempt``; the others are skipped, not errors.
-        Each applied change appends a TaskEvent (kind ``change.event`` or the new status).
+        Each applied change appends a TaskEvent (kind ``change.event`` or the new status) and,
+        when it carries ``usage``, one usage row for its task and attempt (at most one per
+        attempt: a second is ignored), which :meth:`usage_totals` sums.
         When a change makes a task ``succeeded``, in the same transaction each dependent's
         ``pending`` drops by one and every ``blocked`` dependent reaching zero becomes
         ``ready`` (with its own event); those are returned in ``released``.
@@ -320,6 +351,13 @@ class Store(Protocol):
         """Up to ``limit`` commands whose id sorts after ``after``, by id."""
         ...
 
+    async def dump_usage(
+        self, *, after: tuple[str, int] = ("", 0), limit: int = 1000
+    ) -> list[AttemptUsage]:
+        """Up to ``limit`` usage records whose (task id, attempt) sorts after ``after``, by
+        task id then attempt. Passing the last one's of each page visits every record once."""
+        ...
+
     async def load(
         self,
         *,
@@ -327,14 +365,17 @@ class Store(Protocol):
         tasks: Sequence[Task] = (),
         events: Sequence[TaskEvent] = (),
         commands: Sequence[Command] = (),
+        usage: Sequence[AttemptUsage] = (),
     ) -> None:
         """Write records exactly as given, in one transaction: statuses, attempts, outputs,
-        each event's ``seq`` and each command's outcome are kept; dependency links are rebuilt
-        from the tasks' ``needs``; events written later get a ``seq`` above every loaded one.
+        each event's ``seq``, each command's outcome and each attempt's usage are kept;
+        dependency links are rebuilt from the tasks' ``needs``; events written later get a
+        ``seq`` above every loaded one.
 
         A task's workflow, and the tasks it needs, must be loaded before it or in the same
-        call. Raises ConflictError, writing nothing, if a workflow, task, event seq or command
-        id already exists. Meant for restoring a snapshot into an empty store.
+        call. Raises ConflictError, writing nothing, if a workflow, task, event seq, command
+        id or usage record (task and attempt) already exists. Meant for restoring a snapshot
+        into an empty store.
         """
         ...
 

@@ -42,8 +42,10 @@ from pydantic_settings import (
 )
 
 from agentdeck.core.breaker import BreakerPolicy
+from agentdeck.core.budgets import budget_from
 from agentdeck.core.errors import ConfigError
 from agentdeck.core.limits import CapabilityLimits
+from agentdeck.core.models import Budget
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.spec import CAPABILITY_PATTERN, SpecLimits, check_name
 
@@ -65,7 +67,10 @@ URL_FORMS: dict[str, str] = {
 }
 
 _URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S*")
-_SECRET_WORDS = ("password", "passwd", "secret", "token", "authorization", "api_key", "apikey")
+_SECRET_WORDS = ("password", "passwd", "secret", "authorization", "api_key", "apikey")
+# "token" but not "tokens": an access_token is a secret, tokens_per_minute and a budget's
+# tokens are counts an operator needs to see.
+_TOKEN_RE = re.compile(r"token(?!s)")
 _config_file: ContextVar[Path | None] = ContextVar("agentdeck_config_file", default=None)
 
 
@@ -74,7 +79,7 @@ _config_file: ContextVar[Path | None] = ContextVar("agentdeck_config_file", defa
 
 def _is_secret_name(name: str) -> bool:
     lowered = name.lower().replace("-", "_")
-    return any(word in lowered for word in _SECRET_WORDS)
+    return bool(_TOKEN_RE.search(lowered)) or any(word in lowered for word in _SECRET_WORDS)
 
 
 def redact_url(url: str) -> str:
@@ -262,6 +267,30 @@ class LimitSettings(BaseModel):
         )
 
 
+def _to_budget(value: Any) -> Budget:
+    if isinstance(value, Budget):
+        return value
+    return budget_from(value, "budget")  # its ValueError names the bad value
+
+
+def _check_label_key(key: str) -> str:
+    name, eq, value = key.partition("=")
+    if not eq or not name.strip() or not value.strip():
+        raise ValueError(f"budget key {key!r} is not a label written name=value (team=search)")
+    return key
+
+
+BudgetSetting = Annotated[
+    Budget,
+    PlainValidator(_to_budget),
+    PlainSerializer(lambda budget: budget.to_dict(), return_type=dict),
+]
+"""A budget written as a mapping: ``usd`` and/or ``tokens`` (see :mod:`core.budgets`)."""
+
+LabelKey = Annotated[str, AfterValidator(_check_label_key)]
+"""A label as a mapping key: ``name=value``."""
+
+
 def _to_breaker_policy(value: Any) -> BreakerPolicy:
     if isinstance(value, BreakerPolicy):
         return value
@@ -359,6 +388,10 @@ class Settings(BaseSettings):
 
     capability_limits: dict[CapabilityName, LimitSettings] = Field(default_factory=dict)
     """``[capability_limits.<capability>]``: limits the scheduler enforces across the fleet."""
+
+    budgets: dict[LabelKey, BudgetSetting] = Field(default_factory=dict)
+    """``[budgets."team=search"]`` ``usd = 50.0`` and/or ``tokens = 10_000_000``: what all the
+    workflows carrying a label may spend together (a workflow's own budget is in its spec)."""
 
     breakers: BreakerSettings = Field(default_factory=BreakerSettings)
     """Circuit breaker policies."""

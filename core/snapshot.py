@@ -1,5 +1,5 @@
-"""State snapshots: the whole Store (workflows, tasks, events, commands) as objects in the
-BlobStore, and back.
+"""State snapshots: the whole Store (workflows, tasks, usage, events, commands) as objects in
+the BlobStore, and back.
 
 A snapshot ``<id>`` is a folder of objects under a prefix (``snapshots/`` by default)::
 
@@ -9,7 +9,8 @@ A snapshot ``<id>`` is a folder of objects under a prefix (``snapshots/`` by def
 
 The manifest is written last: a snapshot without one was interrupted and is not listed.
 Parts hold workflows first, then tasks (by id, never splitting a workflow's tasks between two
-parts), then events (by seq), then commands, so each part can be loaded in one transaction.
+parts), then the attempts' usage records, then events (by seq), then commands, so each part
+can be loaded in one transaction. Snapshots older than usage records have none, and restore.
 
 A restore checks everything before writing anything: the manifest's format and version, every
 part's size and checksum, and every record's shape. It refuses a store that is not empty.
@@ -39,7 +40,18 @@ import structlog
 
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError, ConflictError, NotFound
-from agentdeck.core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
+from agentdeck.core.models import (
+    JSON,
+    AttemptUsage,
+    Budget,
+    Command,
+    CommandStatus,
+    ErrorInfo,
+    Task,
+    TaskEvent,
+    Usage,
+    Workflow,
+)
 from agentdeck.core.ports import BlobStore, Store
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 
@@ -89,6 +101,8 @@ def _decode(line: Mapping[str, Any]) -> tuple[str, Any]:
     kind, r = line["t"], dict(line["r"])
     if kind == "workflow":
         r["status"] = WorkflowStatus(r["status"])
+        if r.get("budget") is not None:  # absent from snapshots older than budgets
+            r["budget"] = Budget(**r["budget"])
         return kind, Workflow(**r)
     if kind == "task":
         r["status"] = TaskStatus(r["status"])
@@ -102,6 +116,9 @@ def _decode(line: Mapping[str, Any]) -> tuple[str, Any]:
     if kind == "command":
         r["status"] = CommandStatus(r["status"])
         return kind, Command(**r)
+    if kind == "usage":
+        r["usage"] = Usage(**r["usage"])
+        return kind, AttemptUsage(**r)
     raise ValueError(f"unknown record type {kind!r}")
 
 
@@ -161,7 +178,7 @@ async def create_snapshot(
     snapshot_id = new_snapshot_id(clock.now())
     folder = f"{prefix.rstrip('/')}/{snapshot_id}"
     writer = _Writer(blobs, folder)
-    counts = dict.fromkeys(("workflows", "tasks", "events", "commands"), 0)
+    counts = dict.fromkeys(("workflows", "tasks", "events", "commands", "usage"), 0)
 
     workflow_ids: set[str] = set()
     after = ""
@@ -184,6 +201,15 @@ async def create_snapshot(
             task_ids.add(t.id)
         after = tasks[-1].id
     counts["tasks"] = len(task_ids)
+
+    # Usage goes with its tasks: a restored store sums the same spending (budgets included).
+    last: tuple[str, int] = ("", 0)
+    while used := await store.dump_usage(after=last, limit=PAGE):
+        for u in used:
+            if u.task_id in task_ids:
+                await writer.add("usage", u)
+                counts["usage"] += 1
+        last = (used[-1].task_id, used[-1].attempt)
 
     seq = 0
     while events := await store.events_since(seq, limit=PAGE):
@@ -333,7 +359,13 @@ async def restore_snapshot(
             "PostgreSQL database)"
         )
     for key, data in parts:
-        batch: dict[str, list[Any]] = {"workflow": [], "task": [], "event": [], "command": []}
+        batch: dict[str, list[Any]] = {
+            "workflow": [],
+            "task": [],
+            "event": [],
+            "command": [],
+            "usage": [],
+        }
         for kind, record in _unpack(data):
             batch[kind].append(record)
         try:
@@ -342,6 +374,7 @@ async def restore_snapshot(
                 tasks=batch["task"],
                 events=batch["event"],
                 commands=batch["command"],
+                usage=batch["usage"],
             )
         except ConflictError as exc:
             raise SnapshotError(f"snapshot {snapshot_id}: part {key} did not load: {exc}") from exc

@@ -4,6 +4,7 @@
 
     name: a-to-b
     labels: {team: search}
+    budget: {usd: 5.00, tokens: 2000000}
     tasks:
       - key: fetch
         capability: http
@@ -40,8 +41,9 @@ from pydantic import (
 from pydantic_core import ErrorDetails, PydanticCustomError
 
 from agentdeck.core import dag
+from agentdeck.core.budgets import budget_from
 from agentdeck.core.errors import ConfigError, SpecError
-from agentdeck.core.models import JSON, Task, Workflow, task_id
+from agentdeck.core.models import JSON, Budget, Task, Workflow, task_id
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 
@@ -155,6 +157,10 @@ class WorkflowSpec(BaseModel):
     labels: dict[str, str] = Field(default_factory=dict)
     """Free-form tags (team, source) shown and filtered on in the UI."""
 
+    budget: Budget | None = None
+    """What the workflow may spend (``{usd: 5.0, tokens: 2000000}``, either optional); once
+    its spending reaches it, it is held: no new attempt starts (core/budgets.py)."""
+
     tasks: tuple[TaskSpec, ...]
     """The DAG's nodes, in the order written."""
 
@@ -170,6 +176,7 @@ class _Header(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     labels: dict[str, str] = Field(default_factory=dict)
+    budget: Any = None
     tasks: list[Any]
 
 
@@ -186,7 +193,7 @@ def parse_spec(
 
     Raises :class:`SpecError` listing every problem found: syntax (with line), missing and
     unknown fields, bad names, duplicate keys, unknown or self ``needs``, cycles, too many
-    tasks, inputs over the size limit and bad retry settings.
+    tasks, inputs over the size limit, bad retry settings and a budget that is not positive.
     """
     limits = limits or SpecLimits()
     data = _load(text, fmt)
@@ -206,9 +213,17 @@ def parse_spec(
     if len(raw_tasks) > limits.max_tasks:
         problems.append(f"too many tasks: {len(raw_tasks)} (the limit is {limits.max_tasks})")
     tasks = _check_tasks(raw_tasks, limits, problems)
+    budget = None
+    if header is not None and header.budget is not None:
+        try:
+            budget = budget_from(header.budget, "budget")
+        except ValueError as exc:
+            problems.append(str(exc))
     if problems or header is None:
         raise SpecError(problems)
-    return WorkflowSpec.model_construct(name=header.name, labels=header.labels, tasks=tasks)
+    return WorkflowSpec.model_construct(
+        name=header.name, labels=header.labels, budget=budget, tasks=tasks
+    )
 
 
 def load_spec(path: str | Path, limits: SpecLimits | None = None) -> WorkflowSpec:
@@ -236,6 +251,7 @@ def build(spec: WorkflowSpec, *, workflow_id: str, now: float) -> tuple[Workflow
         updated_at=now,
         task_count=len(spec.tasks),
         labels=dict(spec.labels),
+        budget=spec.budget,
     )
     tasks = [
         Task(

@@ -27,6 +27,11 @@ def _text_list(values: Iterable[str]) -> list[str]:
 TASKS = TaskCodec(encode_needs=list, decode_needs=tuple)
 """Tasks to and from PostgreSQL rows."""
 
+
+def _has_label(column: str, name: str, value: str) -> str:
+    return f"{column} ->> {name}::text = {value}::text"
+
+
 POSTGRES = Dialect(
     placeholder=lambda n: f"${n}",
     any_of=any_text,
@@ -35,5 +40,6 @@ POSTGRES = Dialect(
     # By bytes, as SQLite compares: a snapshot taken on one engine pages the same on the other.
     byte_order=' COLLATE "C"',
     tasks=TASKS,
+    has_label=_has_label,
 )
 """The PostgreSQL dialect of :mod:`backends.sql.reads`."""

@@ -139,6 +139,29 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX commands_created ON commands (created_at DESC, seq DESC)",
         "CREATE TABLE fence (name text PRIMARY KEY, token bigint NOT NULL)",
     ),
+    # 2: usage per attempt (bigint counts: a sum over a fleet outgrows integer), budgets and
+    # the reason a workflow is held.
+    (
+        """
+        CREATE TABLE attempt_usage (
+            task_id                     text NOT NULL,
+            workflow_id                 text NOT NULL,
+            attempt                     integer NOT NULL,
+            model                       text,
+            input_tokens                bigint NOT NULL,
+            output_tokens               bigint NOT NULL,
+            cache_creation_input_tokens bigint NOT NULL,
+            cache_read_input_tokens     bigint NOT NULL,
+            cost_usd                    double precision,  -- NULL: not known
+            at                          double precision NOT NULL,
+            PRIMARY KEY (task_id, attempt)
+        )
+        """,
+        "CREATE INDEX attempt_usage_workflow ON attempt_usage (workflow_id, at)",
+        "CREATE INDEX attempt_usage_at ON attempt_usage (at)",
+        "ALTER TABLE workflows ADD COLUMN budget jsonb",
+        "ALTER TABLE workflows ADD COLUMN hold_reason text",
+    ),
 )
 
 

@@ -50,6 +50,7 @@ from agentdeck.backends.sql.codec import (
     EVENT_COLUMNS,
     EVENT_INSERT_COLUMNS,
     TASK_COLUMNS,
+    USAGE_COLUMNS,
     WORKFLOW_COLUMNS,
     Row,
     columns,
@@ -74,7 +75,7 @@ _TASKS = columns(TASK_COLUMNS)
 
 _INSERT_WORKFLOW = (
     f"INSERT INTO workflows ({columns(WORKFLOW_COLUMNS)}) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)"
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)"
 )
 # unnest() cannot take an array of arrays (it would flatten it), so ``needs`` travels as one
 # JSON list per task here and is turned back into text[] in SQL.
@@ -204,7 +205,8 @@ class PostgresStore(PostgresConnections, SqlStore):
                 _fenced_fetch,
                 fence,
                 "WITH moved AS (UPDATE workflows SET status = $2, updated_at = $3, "
-                "finished_at = $4 WHERE id = $1 AND status = ANY($5::text[]) RETURNING 1) "
+                "finished_at = $4, hold_reason = $6 WHERE id = $1 AND status = ANY($5::text[]) "
+                "RETURNING 1) "
                 "SELECT EXISTS (SELECT 1 FROM moved), "
                 "EXISTS (SELECT 1 FROM workflows WHERE id = $1)",
                 change.workflow_id,
@@ -212,11 +214,27 @@ class PostgresStore(PostgresConnections, SqlStore):
                 change.at,
                 change.finished_at,
                 change.sources,
+                change.reason,
             )
         )[0]
         if not exists:
             raise NotFound(f"workflow {change.workflow_id!r} not found")
         return bool(changed)
+
+    async def _set_budget(
+        self, workflow_id: str, budget: str | None, at: float, fence: int | None
+    ) -> None:
+        rows = await self._write(
+            "set_workflow_budget",
+            _fenced_fetch,
+            fence,
+            "UPDATE workflows SET budget = $2::jsonb, updated_at = $3 WHERE id = $1 RETURNING 1",
+            workflow_id,
+            budget,
+            at,
+        )
+        if not rows:
+            raise NotFound(f"workflow {workflow_id!r} not found")
 
     async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
         return await self._write("apply", transitions.apply, plans, at, fence)
@@ -310,6 +328,7 @@ async def _load(conn: asyncpg.Connection, rows: Load) -> None:
         ("task_deps", ("needs_id", "task_id"), rows.deps),
         ("task_events", EVENT_COLUMNS, rows.events),
         ("commands", COMMAND_COLUMNS, rows.commands),
+        ("attempt_usage", USAGE_COLUMNS, rows.usage),
     )
     for table, names, values in tables:
         if not values:

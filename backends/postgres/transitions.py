@@ -10,7 +10,8 @@ Inside the caller's transaction, one call makes at most these statements:
    stores locking overlapping batches cannot deadlock);
 4. one ``UPDATE ... FROM unnest(...)  RETURNING`` writing the final state of every task the
    batch touched;
-5. the events lock and one ``INSERT ... SELECT FROM unnest(...)`` of every event.
+5. the events lock and one ``INSERT ... SELECT FROM unnest(...)`` of every event;
+6. one such INSERT of the batch's usage rows, when it has any.
 
 Between 3 and 4 the batch is decided in Python (:func:`backends.sql.decide.decide`) against
 the locked rows; while they are locked no other writer can change them, so the decision cannot
@@ -27,7 +28,12 @@ import asyncpg
 from agentdeck.backends.postgres.dialect import TASKS
 from agentdeck.backends.postgres.schema import EVENTS_LOCK, LOCK_NAMESPACE
 from agentdeck.backends.sql import decide
-from agentdeck.backends.sql.codec import EVENT_INSERT_COLUMNS, TASK_COLUMNS, columns
+from agentdeck.backends.sql.codec import (
+    EVENT_INSERT_COLUMNS,
+    TASK_COLUMNS,
+    USAGE_COLUMNS,
+    columns,
+)
 from agentdeck.backends.sql.decide import Plan, TaskState
 from agentdeck.core.errors import LeaseLost
 from agentdeck.core.ports import Applied
@@ -72,6 +78,15 @@ SELECT * FROM unnest(
     $1::text[], $2::text[], $3::float8[], $4::text[], $5::integer[], $6::text[], $7::text[],
     $8::text[], $9::jsonb[]
 )
+"""
+
+_INSERT_USAGE_SQL = f"""
+INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
+SELECT * FROM unnest(
+    $1::text[], $2::text[], $3::integer[], $4::text[], $5::bigint[], $6::bigint[],
+    $7::bigint[], $8::bigint[], $9::float8[], $10::float8[]
+)
+ON CONFLICT (task_id, attempt) DO NOTHING
 """
 
 _FENCE_SQL = """
@@ -139,4 +154,6 @@ async def apply(
         _UPDATE_SQL, at, *_arrays([decide.write_row(s) for s in decision.writes])
     )
     await insert_events(conn, decision.events)
+    if decision.usage:
+        await conn.execute(_INSERT_USAGE_SQL, *_arrays(decision.usage))
     return decide.applied(decision, map(TASKS.from_row, written))

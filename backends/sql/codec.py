@@ -17,7 +17,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentdeck.core.models import JSON, Command, CommandStatus, ErrorInfo, Task, TaskEvent, Workflow
+from agentdeck.core.models import (
+    JSON,
+    AttemptUsage,
+    Budget,
+    Command,
+    CommandStatus,
+    ErrorInfo,
+    Task,
+    TaskEvent,
+    Usage,
+    Workflow,
+)
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 __all__ = [
@@ -25,9 +36,11 @@ __all__ = [
     "EVENT_COLUMNS",
     "EVENT_INSERT_COLUMNS",
     "TASK_COLUMNS",
+    "USAGE_COLUMNS",
     "WORKFLOW_COLUMNS",
     "Row",
     "TaskCodec",
+    "budget_or_null",
     "columns",
     "command_from_row",
     "command_to_row",
@@ -37,6 +50,8 @@ __all__ = [
     "event_from_row",
     "event_to_row",
     "loads_or_none",
+    "usage_from_row",
+    "usage_to_row",
     "workflow_from_row",
     "workflow_to_row",
 ]
@@ -76,7 +91,22 @@ WORKFLOW_COLUMNS: tuple[str, ...] = (
     "task_count",
     "finished_at",
     "labels",
+    "budget",
+    "hold_reason",
 )
+USAGE_COLUMNS: tuple[str, ...] = (
+    "task_id",
+    "workflow_id",
+    "attempt",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "cost_usd",
+    "at",
+)
+"""The ``attempt_usage`` columns: one row per task attempt that reported usage."""
 EVENT_INSERT_COLUMNS: tuple[str, ...] = (
     "task_id",
     "workflow_id",
@@ -223,6 +253,8 @@ def workflow_from_row(r: Row) -> Workflow:
         task_count=r[5],
         finished_at=r[6],
         labels=json.loads(r[7]),
+        budget=None if r[8] is None else Budget(**json.loads(r[8])),
+        hold_reason=r[9],
     )
 
 
@@ -237,7 +269,42 @@ def workflow_to_row(w: Workflow) -> tuple[Any, ...]:
         w.task_count,
         w.finished_at,
         dumps(dict(w.labels), f"labels of workflow {w.id!r}"),
+        budget_or_null(w.budget, f"budget of workflow {w.id!r}"),
+        w.hold_reason,
     )
+
+
+def usage_from_row(r: Row) -> AttemptUsage:
+    """An ``attempt_usage`` row (:data:`USAGE_COLUMNS` order) as an AttemptUsage."""
+    return AttemptUsage(
+        task_id=r[0],
+        workflow_id=r[1],
+        attempt=r[2],
+        usage=Usage(int(r[4]), int(r[5]), int(r[6]), int(r[7]), r[8], r[3]),
+        at=r[9],
+    )
+
+
+def usage_to_row(u: AttemptUsage) -> tuple[Any, ...]:
+    """An AttemptUsage as an ``attempt_usage`` row in :data:`USAGE_COLUMNS` order."""
+    used = u.usage
+    return (
+        u.task_id,
+        u.workflow_id,
+        u.attempt,
+        used.model,
+        used.input_tokens,
+        used.output_tokens,
+        used.cache_creation_input_tokens,
+        used.cache_read_input_tokens,
+        used.cost_usd,
+        u.at,
+    )
+
+
+def budget_or_null(budget: Budget | None, what: str) -> str | None:
+    """A Budget as JSON text; None stays NULL."""
+    return None if budget is None else dumps(budget.to_dict(), what)
 
 
 def event_from_row(r: Row) -> TaskEvent:

@@ -8,8 +8,9 @@ An engine's ``apply`` does, inside one write transaction:
    :func:`waiting_on`) and the :class:`TaskState` of every task named or depending on one
    (locked, on an engine that locks rows);
 4. :func:`decide` the batch against those states;
-5. write :attr:`Decision.writes` (each task's final state, :func:`write_row`) and
-   :attr:`Decision.events`, and read back the tasks :func:`applied` returns.
+5. write :attr:`Decision.writes` (each task's final state, :func:`write_row`),
+   :attr:`Decision.events` and :attr:`Decision.usage` (``INSERT`` ignoring a row whose task
+   and attempt exist), and read back the tasks :func:`applied` returns.
 
 :func:`decide` goes change by change, exactly as if the changes were applied one at a time:
 a later change sees earlier ones (the same task may move twice; a dependent released by one
@@ -19,13 +20,14 @@ lock, PostgreSQL's row locks) from step 3 to the commit, the decision cannot go 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from agentdeck.backends.sql.codec import dumps, dumps_or_null, error_or_null
-from agentdeck.core.models import CHANGE_VALUES, Change, Task
+from agentdeck.core.models import CHANGE_VALUES, Change, Task, Usage
 from agentdeck.core.ports import Applied
 from agentdeck.core.states import TaskStatus, check_task
 
@@ -37,6 +39,7 @@ __all__ = [
     "EventRow",
     "Plan",
     "TaskState",
+    "UsageRow",
     "applied",
     "decide",
     "plan",
@@ -77,6 +80,8 @@ WRITE_COLUMNS: tuple[str, ...] = (
 
 EventRow = tuple[Any, ...]
 """An event row in :data:`backends.sql.codec.EVENT_INSERT_COLUMNS` order."""
+UsageRow = tuple[Any, ...]
+"""An ``attempt_usage`` row in :data:`backends.sql.codec.USAGE_COLUMNS` order."""
 
 _SUCCEEDED = TaskStatus.SUCCEEDED.value
 _BLOCKED = TaskStatus.BLOCKED.value
@@ -98,6 +103,8 @@ class Plan:
     detail: str
     columns: frozenset[str]
     """The value columns the change sets (output and error included)."""
+    usage: tuple[Any, ...] | None = None
+    """The attempt's usage (model, the four token counts, cost), when the change carries it."""
 
 
 @lru_cache(maxsize=512)
@@ -116,8 +123,9 @@ def plan(change: Change) -> Plan:
     """Validate one Change and encode its values.
 
     Raises ValueError for a value name that is not a column (naming the allowed ones), a
-    status that is not one, or a value that is not JSON; InvalidTransition when ``expect``
-    holds a status that cannot reach ``to``. Checked in that order.
+    status that is not one, a value that is not JSON, or a usage with a negative or
+    non-whole token count or a cost that is negative or not finite; InvalidTransition when
+    ``expect`` holds a status that cannot reach ``to``. Checked in that order.
     """
     values = change.values
     if not values.keys() <= CHANGE_VALUES:
@@ -142,7 +150,33 @@ def plan(change: Change) -> Plan:
         kind=change.event or to.value,
         detail=dumps(dict(change.detail), f"detail of {what}") if change.detail else "{}",
         columns=frozenset(values),
+        usage=None if change.usage is None else _usage(change.usage, what),
     )
+
+
+def _usage(usage: Usage, what: str) -> tuple[Any, ...]:
+    """A usage's columns (model, tokens, cost), checked. Raises ValueError naming ``what``."""
+    if not isinstance(usage, Usage):
+        raise ValueError(f"usage of {what} must be a Usage, got {type(usage).__name__}")
+    counts = (
+        usage.input_tokens,
+        usage.output_tokens,
+        usage.cache_creation_input_tokens,
+        usage.cache_read_input_tokens,
+    )
+    for count in counts:
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"usage of {what}: token counts must be whole numbers >= 0, got {count!r}"
+            )
+    cost = usage.cost_usd
+    if cost is not None and (
+        isinstance(cost, bool) or not isinstance(cost, int | float) or not math.isfinite(cost)
+    ):
+        raise ValueError(f"usage of {what}: cost_usd must be a finite number, got {cost!r}")
+    if cost is not None and cost < 0:
+        raise ValueError(f"usage of {what}: cost_usd must be >= 0, got {cost!r}")
+    return (usage.model, *counts, None if cost is None else float(cost))
 
 
 def succeeding(plans: Iterable[Plan]) -> list[str]:
@@ -217,6 +251,8 @@ class Decision:
     """The final state of every task to write (moved or counted down), in first-touch order."""
     events: list[EventRow] = field(default_factory=list)
     """The events, in the order they happened."""
+    usage: list[UsageRow] = field(default_factory=list)
+    """A usage row for each applied change that carries usage, once per (task, attempt)."""
     changed: dict[str, tuple[str, ...]] = field(default_factory=dict)
     """For each task written, the value columns the batch set (sorted; ``status`` is always
     written besides): an engine whose UPDATE costs by column (SQLite maintains the index of
@@ -236,13 +272,16 @@ def decide(
     values, and appends an event naming the agent involved (the task's, or the one it had
     when the change clears it). A success counts down every dependent in ``waiting`` (never
     below zero); a ``blocked`` dependent reaching zero becomes ``ready`` with a ``ready``
-    event whose detail names the key that released it. ``states`` is not changed.
+    event whose detail names the key that released it. An applied plan with usage gives a
+    usage row for the attempt the task had when the change applied (the first one only, if
+    two changes of a batch end the same attempt). ``states`` is not changed.
     """
     current = {task_id: state.copy() for task_id, state in states.items()}
     touched: dict[str, set[str]] = {}  # the columns changed, by id in first-touch order
     moved: dict[str, None] = {}
     released: dict[str, None] = {}
     events: list[EventRow] = []
+    usage: dict[tuple[str, int], UsageRow] = {}
     for p in plans:
         state = current.get(p.task_id)
         if state is None or state.status not in p.expect:
@@ -250,6 +289,11 @@ def decide(
         if p.attempt is not None and state.attempt != p.attempt:
             continue
         before, agent_before = state.status, state.agent_id
+        if p.usage is not None:
+            usage.setdefault(
+                (p.task_id, state.attempt),
+                (p.task_id, state.workflow_id, state.attempt, *p.usage, at),
+            )
         state.status = p.to
         for name, value in p.scalars:
             setattr(state, name, value)
@@ -273,6 +317,7 @@ def decide(
         released=list(released),
         writes=[current[i] for i in touched],
         events=events,
+        usage=list(usage.values()),
         changed={i: tuple(sorted(names)) for i, names in touched.items()},
     )
 

@@ -34,6 +34,9 @@ class Dialect:
     """What makes a text comparison or sort go by bytes (the snapshot pages), or ``""``."""
     tasks: TaskCodec
     """Tasks to and from this engine's rows."""
+    has_label: Callable[[str, str, str], str]
+    """A condition true when the JSON labels ``column`` (first) map the key bound to the
+    second placeholder to the value bound to the third."""
 
 
 class Params:
@@ -48,6 +51,10 @@ class Params:
         """Add ``value``; its placeholder."""
         self.values.append(value)
         return self._dialect.placeholder(len(self.values))
+
+    def has_label(self, column: str, name: str, value: str) -> str:
+        """A condition true when the labels ``column`` holds ``name`` = ``value``."""
+        return self._dialect.has_label(column, self(name), self(value))
 
     def any_of(self, column: str, values: Iterable[str]) -> str:
         """A condition true when ``column`` is one of ``values`` (one parameter, any length)."""

@@ -19,18 +19,21 @@ from agentdeck.backends.sql.codec import (
     COMMAND_COLUMNS,
     EVENT_COLUMNS,
     TASK_COLUMNS,
+    USAGE_COLUMNS,
     WORKFLOW_COLUMNS,
     Row,
     columns,
     command_from_row,
     event_from_row,
     loads_or_none,
+    usage_from_row,
     workflow_from_row,
 )
 from agentdeck.backends.sql.dialect import Dialect, Params, task_filter
 from agentdeck.core.errors import NotFound
-from agentdeck.core.models import JSON, Command, Task, TaskEvent, Workflow
+from agentdeck.core.models import JSON, AttemptUsage, Command, Task, TaskEvent, Workflow
 from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.usage import UsageGroup, UsageTotal, check_group
 
 __all__ = ["SqlReads"]
 
@@ -39,6 +42,14 @@ _T_TASKS = columns(TASK_COLUMNS, "t.")
 _WORKFLOWS = columns(WORKFLOW_COLUMNS)
 _EVENTS = columns(EVENT_COLUMNS)
 _COMMANDS = columns(COMMAND_COLUMNS)
+
+
+_USAGE_KEYS: dict[str, str] = {
+    "workflow": "u.workflow_id",
+    "task": "u.task_id",
+    "capability": "t.capability",
+    "model": "u.model",
+}
 
 
 class SqlReads(ABC):
@@ -219,6 +230,73 @@ class SqlReads(ABC):
         sql = f"SELECT id, output FROM tasks WHERE {p.any_of('id', task_ids)}"
         rows = await self._rows("outputs", sql, p.values)
         return {task_id: loads_or_none(output) for task_id, output in rows}
+
+    # -------------------------------------------------------------------------- usage
+
+    async def usage_totals(
+        self,
+        group_by: UsageGroup,
+        *,
+        since: float | None = None,
+        workflow_ids: Collection[str] | None = None,
+        label: str | None = None,
+    ) -> list[UsageTotal]:
+        """What attempts spent, one total per group, sorted by key (None last); see
+        :meth:`core.ports.Store.usage_totals`."""
+        key = _USAGE_KEYS[check_group(group_by)]
+        p = self._params()
+        joins, clauses = "", []
+        if group_by == "capability":
+            joins += " JOIN tasks AS t ON t.id = u.task_id"
+        if since is not None:
+            clauses.append(f"u.at >= {p(float(since))}")
+        if workflow_ids is not None:
+            clauses.append(p.any_of("u.workflow_id", list(workflow_ids)))
+        if label is not None:
+            name, eq, value = label.partition("=")
+            if not eq or not name:
+                raise ValueError(f"label {label!r} is not name=value")
+            joins += " JOIN workflows AS w ON w.id = u.workflow_id"
+            clauses.append(p.has_label("w.labels", name, value))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        # SUM of no known cost is NULL (read as 0); the unknown ones are counted apart.
+        sql = (
+            f"SELECT {key}, COUNT(*), SUM(u.input_tokens), SUM(u.output_tokens), "
+            "SUM(u.cache_creation_input_tokens), SUM(u.cache_read_input_tokens), "
+            "SUM(u.cost_usd), SUM(CASE WHEN u.cost_usd IS NULL THEN 1 ELSE 0 END) "
+            f"FROM attempt_usage AS u{joins} {where} GROUP BY {key}"
+        )
+        rows = await self._rows("usage_totals", sql, p.values)
+        totals = [
+            UsageTotal(
+                key=r[0],
+                attempts=int(r[1]),
+                input_tokens=int(r[2]),
+                output_tokens=int(r[3]),
+                cache_creation_input_tokens=int(r[4]),
+                cache_read_input_tokens=int(r[5]),
+                cost_usd=float(r[6] or 0.0),
+                unpriced=int(r[7]),
+            )
+            for r in rows
+        ]
+        # Sorted here: the engines place NULL differently.
+        return sorted(totals, key=lambda t: (t.key is None, t.key or ""))
+
+    async def dump_usage(
+        self, *, after: tuple[str, int] = ("", 0), limit: int = 1000
+    ) -> list[AttemptUsage]:
+        """Up to ``limit`` usage records after ``after`` (task id by bytes, then attempt)."""
+        check_page(limit)
+        p, collate = self._params(), self._dialect.byte_order
+        task_id, attempt = after
+        sql = (
+            f"SELECT {columns(USAGE_COLUMNS)} FROM attempt_usage "
+            f"WHERE task_id > {p(task_id)}{collate} "
+            f"OR (task_id = {p(task_id)} AND attempt > {p(attempt)}) "
+            f"ORDER BY task_id{collate}, attempt LIMIT {p(limit)}"
+        )
+        return [usage_from_row(r) for r in await self._rows("dump_usage", sql, p.values)]
 
     # ------------------------------------------------------------------------- events
 

@@ -7,6 +7,7 @@ written), then hand one engine primitive the prepared rows to write in one trans
 ========================  =====================================================
 ``_insert_workflow``      a :class:`~backends.sql.writes.NewWorkflow`
 ``_set_status``           one workflow compare-and-set, after the fence check
+``_set_budget``           one workflow's budget, after the fence check
 ``_apply``                validated :class:`~backends.sql.decide.Plan` s
 ``_insert_command``       a command row
 ``_finish``               a command's outcome
@@ -22,7 +23,7 @@ from collections.abc import Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
-from agentdeck.backends.sql.codec import command_to_row
+from agentdeck.backends.sql.codec import budget_or_null, command_to_row
 from agentdeck.backends.sql.decide import Plan, plan
 from agentdeck.backends.sql.reads import SqlReads
 from agentdeck.backends.sql.writes import (
@@ -33,7 +34,16 @@ from agentdeck.backends.sql.writes import (
     new_workflow,
     status_change,
 )
-from agentdeck.core.models import Change, Command, CommandStatus, Task, TaskEvent, Workflow
+from agentdeck.core.models import (
+    AttemptUsage,
+    Budget,
+    Change,
+    Command,
+    CommandStatus,
+    Task,
+    TaskEvent,
+    Workflow,
+)
 from agentdeck.core.ports import Applied
 from agentdeck.core.states import WorkflowStatus
 
@@ -53,6 +63,13 @@ class SqlStore(SqlReads):
     async def _set_status(self, change: StatusChange, fence: int | None) -> bool:
         """Check ``fence``, then make ``change`` if the workflow's status is one of its
         sources; True if it moved. Raises LeaseLost and NotFound."""
+
+    @abstractmethod
+    async def _set_budget(
+        self, workflow_id: str, budget: str | None, at: float, fence: int | None
+    ) -> None:
+        """Check ``fence``, then set the workflow's budget (JSON text or NULL). Raises
+        LeaseLost and NotFound."""
 
     @abstractmethod
     async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
@@ -105,12 +122,23 @@ class SqlStore(SqlReads):
         at: float,
         *,
         fence: int | None = None,
+        reason: str | None = None,
     ) -> bool:
         """Compare-and-set a workflow's status; True if it changed. ``finished_at`` is set when
-        ``to`` is terminal and cleared otherwise. Raises NotFound, InvalidTransition when
-        a status in ``expect`` cannot go to ``to``, and LeaseLost (nothing written) when
-        ``fence`` is older than a token that has written (as :meth:`apply`)."""
-        return await self._set_status(status_change(workflow_id, expect, to, at), fence)
+        ``to`` is terminal and cleared otherwise; ``hold_reason`` becomes ``reason``. Raises
+        NotFound, InvalidTransition when a status in ``expect`` cannot go to ``to``, and
+        LeaseLost (nothing written) when ``fence`` is older than a token that has written (as
+        :meth:`apply`)."""
+        change = status_change(workflow_id, expect, to, at, reason)
+        return await self._set_status(change, fence)
+
+    async def set_workflow_budget(
+        self, workflow_id: str, budget: Budget | None, at: float, *, fence: int | None = None
+    ) -> None:
+        """Replace a workflow's budget. Raises NotFound, LeaseLost (nothing written) for an
+        old ``fence``, and ValueError for a budget that is not JSON."""
+        text = budget_or_null(budget, f"budget of workflow {workflow_id!r}")
+        await self._set_budget(workflow_id, text, at, fence)
 
     async def apply(
         self, changes: Sequence[Change], at: float, *, fence: int | None = None
@@ -144,7 +172,9 @@ class SqlStore(SqlReads):
         tasks: Sequence[Task] = (),
         events: Sequence[TaskEvent] = (),
         commands: Sequence[Command] = (),
+        usage: Sequence[AttemptUsage] = (),
     ) -> None:
         """Write records as given in one transaction (see :meth:`core.ports.Store.load`).
         Raises ConflictError, writing nothing, when any of them exists already."""
-        await self._load(load_rows(self._dialect.tasks, workflows, tasks, events, commands))
+        rows = load_rows(self._dialect.tasks, workflows, tasks, events, commands, usage)
+        await self._load(rows)

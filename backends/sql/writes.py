@@ -15,10 +15,11 @@ from agentdeck.backends.sql.codec import (
     TaskCodec,
     command_to_row,
     event_to_row,
+    usage_to_row,
     workflow_to_row,
 )
 from agentdeck.backends.sql.decide import EventRow
-from agentdeck.core.models import Command, Task, TaskEvent, Workflow
+from agentdeck.core.models import AttemptUsage, Command, Task, TaskEvent, Workflow
 from agentdeck.core.states import WorkflowStatus
 
 __all__ = ["Load", "NewWorkflow", "StatusChange", "load_rows", "new_workflow", "status_change"]
@@ -77,6 +78,7 @@ class Load:
     deps: list[Dep]
     events: list[tuple[Any, ...]]
     commands: list[tuple[Any, ...]]
+    usage: list[tuple[Any, ...]]
 
 
 def load_rows(
@@ -85,6 +87,7 @@ def load_rows(
     tasks: Sequence[Task],
     events: Sequence[TaskEvent],
     commands: Sequence[Command],
+    usage: Sequence[AttemptUsage] = (),
 ) -> Load:
     """The rows of records loaded as they are (:meth:`core.ports.Store.load`). A task's
     needs become dependencies on the tasks with those keys in its workflow. Raises
@@ -95,6 +98,7 @@ def load_rows(
         deps=[(f"{t.workflow_id}/{n}", t.id) for t in tasks for n in dict.fromkeys(t.needs)],
         events=[event_to_row(e) for e in events],
         commands=[command_to_row(c) for c in commands],
+        usage=[usage_to_row(u) for u in usage],
     )
 
 
@@ -109,12 +113,23 @@ class StatusChange:
     at: float
     finished_at: float | None
     """``at`` when the target is terminal, else None (a resumed workflow is not finished)."""
+    reason: str | None = None
+    """The workflow's ``hold_reason`` from now on (None clears it)."""
 
 
 def status_change(
-    workflow_id: str, expect: Collection[WorkflowStatus], to: WorkflowStatus, at: float
+    workflow_id: str,
+    expect: Collection[WorkflowStatus],
+    to: WorkflowStatus,
+    at: float,
+    reason: str | None = None,
 ) -> StatusChange:
     """The compare-and-set of a workflow status. Raises ValueError for a status that is not
-    one, InvalidTransition when a status in ``expect`` cannot go to ``to``."""
+    one or a reason that is not a string, InvalidTransition when a status in ``expect``
+    cannot go to ``to``."""
     target, sources, finished_at = workflow_change(expect, to, at)
-    return StatusChange(workflow_id, [s.value for s in sources], target.value, at, finished_at)
+    if reason is not None and not isinstance(reason, str):
+        raise ValueError(f"a workflow's hold reason must be a string, got {reason!r}")
+    return StatusChange(
+        workflow_id, [s.value for s in sources], target.value, at, finished_at, reason
+    )

@@ -15,6 +15,7 @@ from agentdeck.backends.sql.codec import (
     EVENT_COLUMNS,
     EVENT_INSERT_COLUMNS,
     TASK_COLUMNS,
+    USAGE_COLUMNS,
     WORKFLOW_COLUMNS,
     TaskCodec,
     columns,
@@ -27,6 +28,8 @@ __all__ = [
     "INSERT_EVENT",
     "INSERT_EVENT_WITH_SEQ",
     "INSERT_TASK",
+    "INSERT_USAGE",
+    "INSERT_USAGE_AS_GIVEN",
     "INSERT_WORKFLOW",
     "SQLITE",
     "TASKS",
@@ -54,6 +57,15 @@ TASKS = TaskCodec(
 )
 """Tasks to and from SQLite rows."""
 
+
+def _has_label(column: str, name: str, value: str) -> str:
+    # json_each compares the key itself: no JSON path to quote.
+    return (
+        f"EXISTS (SELECT 1 FROM json_each({column}) AS l "
+        f"WHERE l.key = {name} AND l.value = {value})"
+    )
+
+
 SQLITE = Dialect(
     placeholder=lambda n: f"?{n}",
     any_of=in_list,
@@ -61,6 +73,7 @@ SQLITE = Dialect(
     insertion_order="rowid",
     byte_order="",  # SQLite compares text by bytes (BINARY) unless told otherwise
     tasks=TASKS,
+    has_label=_has_label,
 )
 """The SQLite dialect of :mod:`backends.sql.reads`."""
 
@@ -74,3 +87,7 @@ INSERT_WORKFLOW = _insert("workflows", WORKFLOW_COLUMNS)
 INSERT_COMMAND = _insert("commands", COMMAND_COLUMNS)
 INSERT_EVENT = _insert("task_events", EVENT_INSERT_COLUMNS)
 INSERT_EVENT_WITH_SEQ = _insert("task_events", EVENT_COLUMNS)
+INSERT_USAGE_AS_GIVEN = _insert("attempt_usage", USAGE_COLUMNS)
+"""One usage row; a second for the same task and attempt is an IntegrityError (load)."""
+INSERT_USAGE = INSERT_USAGE_AS_GIVEN + " ON CONFLICT DO NOTHING"
+"""One usage row; a second for the same task and attempt is ignored."""

@@ -109,6 +109,28 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX commands_created ON commands (created_at, seq)",
         "CREATE TABLE fence (name TEXT PRIMARY KEY, token INTEGER NOT NULL)",
     ),
+    # 2: usage per attempt, budgets and the reason a workflow is held.
+    (
+        """
+        CREATE TABLE attempt_usage (
+            task_id                     TEXT NOT NULL,
+            workflow_id                 TEXT NOT NULL,
+            attempt                     INTEGER NOT NULL,
+            model                       TEXT,
+            input_tokens                INTEGER NOT NULL,
+            output_tokens               INTEGER NOT NULL,
+            cache_creation_input_tokens INTEGER NOT NULL,
+            cache_read_input_tokens     INTEGER NOT NULL,
+            cost_usd                    REAL,             -- NULL: not known
+            at                          REAL NOT NULL,
+            PRIMARY KEY (task_id, attempt)
+        )
+        """,
+        "CREATE INDEX attempt_usage_workflow ON attempt_usage (workflow_id, at)",
+        "CREATE INDEX attempt_usage_at ON attempt_usage (at)",
+        "ALTER TABLE workflows ADD COLUMN budget TEXT",  # JSON object or NULL
+        "ALTER TABLE workflows ADD COLUMN hold_reason TEXT",
+    ),
 )
 
 

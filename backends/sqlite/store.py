@@ -293,6 +293,11 @@ class SqliteStore(SqlStore):
     async def _set_status(self, change: StatusChange, fence: int | None) -> bool:
         return await self._write(writes.set_workflow_status, change, fence)
 
+    async def _set_budget(
+        self, workflow_id: str, budget: str | None, at: float, fence: int | None
+    ) -> None:
+        await self._write(writes.set_workflow_budget, workflow_id, budget, at, fence)
+
     async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
         return await self._write(transitions.apply, plans, at, fence)
 

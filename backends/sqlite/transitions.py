@@ -5,8 +5,9 @@ writer can touch the rows meanwhile. That allows a fast shape, whatever the batc
 front the tasks named and the dependents of those that may succeed; decide every
 compare-and-set and every dependent's count in Python (:func:`backends.sql.decide.decide`);
 then one ``executemany`` per set of columns written writes each touched task's final state,
-one appends the events, and one query reads the tasks back. ``UPDATE ... RETURNING`` per
-change, and a count-down statement per success, were simpler and about twice as slow.
+one appends the events, one the usage rows, and one query reads the tasks back.
+``UPDATE ... RETURNING`` per change, and a count-down statement per success, were simpler
+and about twice as slow.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from typing import Any
 from agentdeck.backends.sql import decide
 from agentdeck.backends.sql.codec import TASK_COLUMNS, columns
 from agentdeck.backends.sql.decide import Plan, TaskState
-from agentdeck.backends.sqlite.dialect import INSERT_EVENT, TASKS, in_list, json_list
+from agentdeck.backends.sqlite.dialect import (
+    INSERT_EVENT,
+    INSERT_USAGE,
+    TASKS,
+    in_list,
+    json_list,
+)
 from agentdeck.core.errors import LeaseLost
 from agentdeck.core.ports import Applied
 
@@ -82,6 +89,8 @@ def apply(conn: sqlite3.Connection, plans: list[Plan], at: float, fence: int | N
     for names, params in shapes.items():
         conn.executemany(_update_sql(names), params)
     conn.executemany(INSERT_EVENT, decision.events)
+    if decision.usage:
+        conn.executemany(INSERT_USAGE, decision.usage)
     wanted = json_list(decision.moved + decision.released)
     tasks = map(TASKS.from_row, conn.execute(_TASKS_SQL, (wanted,)))
     return decide.applied(decision, tasks)

@@ -14,13 +14,21 @@ from agentdeck.backends.sqlite.dialect import (
     INSERT_EVENT,
     INSERT_EVENT_WITH_SEQ,
     INSERT_TASK,
+    INSERT_USAGE_AS_GIVEN,
     INSERT_WORKFLOW,
     json_list,
 )
 from agentdeck.backends.sqlite.transitions import check_fence
 from agentdeck.core.errors import ConflictError, NotFound
 
-__all__ = ["add_command", "create_workflow", "finish_command", "load", "set_workflow_status"]
+__all__ = [
+    "add_command",
+    "create_workflow",
+    "finish_command",
+    "load",
+    "set_workflow_budget",
+    "set_workflow_status",
+]
 
 _INSERT_DEPS = "INSERT INTO task_deps (needs_id, task_id) VALUES (?, ?)"
 
@@ -50,6 +58,7 @@ def load(conn: sqlite3.Connection, rows: Load) -> None:
         ("task", INSERT_TASK, rows.tasks),
         ("event", INSERT_EVENT_WITH_SEQ, rows.events),
         ("command", INSERT_COMMAND, rows.commands),
+        ("usage record", INSERT_USAGE_AS_GIVEN, rows.usage),
     )
     for what, sql, values in tables:
         try:
@@ -70,12 +79,13 @@ def set_workflow_status(conn: sqlite3.Connection, change: StatusChange, fence: i
     if fence is not None:
         check_fence(conn, fence)
     cursor = conn.execute(
-        "UPDATE workflows SET status = ?, updated_at = ?, finished_at = ? "
+        "UPDATE workflows SET status = ?, updated_at = ?, finished_at = ?, hold_reason = ? "
         "WHERE id = ? AND status IN (SELECT value FROM json_each(?))",
         (
             change.target,
             change.at,
             change.finished_at,
+            change.reason,
             change.workflow_id,
             json_list(change.sources),
         ),
@@ -86,6 +96,19 @@ def set_workflow_status(conn: sqlite3.Connection, change: StatusChange, fence: i
     if conn.execute("SELECT 1 FROM workflows WHERE id = ?", (workflow_id,)).fetchone() is None:
         raise NotFound(f"workflow {workflow_id!r} not found")
     return False
+
+
+def set_workflow_budget(
+    conn: sqlite3.Connection, workflow_id: str, budget: str | None, at: float, fence: int | None
+) -> None:
+    """Set a workflow's budget (JSON text or NULL). Raises LeaseLost and NotFound."""
+    if fence is not None:
+        check_fence(conn, fence)
+    cursor = conn.execute(
+        "UPDATE workflows SET budget = ?, updated_at = ? WHERE id = ?", (budget, at, workflow_id)
+    )
+    if not cursor.rowcount:
+        raise NotFound(f"workflow {workflow_id!r} not found")
 
 
 def add_command(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:

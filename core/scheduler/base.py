@@ -20,7 +20,7 @@ from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.holds import CapabilityHolds
 from agentdeck.core.limits import Limiter
 from agentdeck.core.messages import Control, encode
-from agentdeck.core.models import Change, Task
+from agentdeck.core.models import Change, Task, Workflow
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus, Delivery, OutgoingTask, Registry, Store
 from agentdeck.core.recovery import LostAgents
@@ -85,6 +85,11 @@ class SchedulerBase:
         # the cancelled ones (on taking the lease, or after a cancel cut off half-way).
         self._repair_statuses: frozenset[WorkflowStatus] = OPEN_WORKFLOWS
         self._repair_cancelled = False
+        # Workflows whose budgets are still to be checked (a round that failed half-way leaves
+        # them), and the labels known to be over their budget, with why (None: not read yet).
+        self._budget_due: set[str] = set()
+        self._labels_over: dict[str, str] | None = None
+        self._workflows_seen: dict[str, Workflow] = {}
         self._fence: int | None = None
         self._lease_renewed = 0.0
         self._stopping = False
@@ -122,7 +127,8 @@ class SchedulerBase:
 
     async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
         """Write ``changes`` with the fencing token; the tasks moved and the ones released.
-        A change whose compare-and-set fails is skipped (not returned, not announced)."""
+        A change whose compare-and-set fails is skipped (not returned, not announced). The
+        usage the applied ones carry is counted against ``tokens_per_minute`` and announced."""
         if not changes:
             return [], []
         now = self.clock.now()
@@ -132,6 +138,14 @@ class SchedulerBase:
         self.applied += len(result.tasks)
         kinds = {c.task_id: c.event for c in changes}
         await self.observers.tasks_changed(result.tasks, result.released, kinds, now)
+        usage = {c.task_id: c.usage for c in changes if c.usage is not None}
+        if usage:
+            used = [(t, usage[t.id]) for t in result.tasks if t.id in usage]
+            for t, u in used:
+                # tokens_per_minute counts what the Store recorded, as the budgets do.
+                self.limiter.record_tokens(t.capability, u.input_tokens + u.output_tokens, now)
+            if used:
+                await self.observers.usage_recorded(used, now)
         return result.tasks, result.released
 
     async def _control(self, action: str, target: str) -> None:

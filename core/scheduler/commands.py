@@ -14,12 +14,13 @@ from typing import Any
 import structlog
 
 from agentdeck.core.actions import Action, parse_action
+from agentdeck.core.budgets import HOLD_PREFIX, raised
 from agentdeck.core.dag import descendants
 from agentdeck.core.errors import AgentdeckError, LeaseLost, NotFound
 from agentdeck.core.messages import Control, encode
 from agentdeck.core.models import Change, Command, CommandStatus, Task
+from agentdeck.core.scheduler.budgets import Budgets
 from agentdeck.core.scheduler.config import OPEN_WORKFLOWS
-from agentdeck.core.scheduler.followups import FollowUps
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 log = structlog.get_logger(__name__)
@@ -68,7 +69,7 @@ def retry_changes(tasks: Sequence[Task], keys: Set[str]) -> list[Change]:
     return changes
 
 
-class Commands(FollowUps):
+class Commands(Budgets):
     """Carrying out the operators' commands, one handler per action."""
 
     async def _run_commands(self) -> bool:
@@ -130,6 +131,9 @@ class Commands(FollowUps):
 
     async def _pause_workflow(self, workflow_id: str, *, pause: bool) -> str:
         workflow = await self.store.get_workflow(workflow_id)
+        if not pause and workflow.status == W.PAUSED:
+            # Resumed over its budget it would start new attempts the budget forbids.
+            self._must_be_within_budget(workflow, await self._over_budget(workflow))
         src, dst = (W.RUNNING, W.PAUSED) if pause else (W.PAUSED, W.RUNNING)
         if not await self.store.set_workflow_status(
             workflow.id, {src}, dst, self.clock.now(), fence=self._fence
@@ -142,6 +146,32 @@ class Commands(FollowUps):
         await self.observers.workflow_changed(updated, self.clock.now())
         self.wake()
         return f"{'paused' if pause else 'resumed'} workflow {workflow_id}"
+
+    async def _budget(self, command: Command) -> str:
+        """Set a workflow's budget (the keys given replace those it had); a workflow its budget
+        held is resumed once it is within every budget, and stays held, saying why, if not."""
+        workflow = await self.store.get_workflow(command.target)
+        try:
+            budget = raised(workflow.budget, command.args)
+        except ValueError as exc:
+            raise AgentdeckError(str(exc)) from None
+        now = self.clock.now()
+        await self.store.set_workflow_budget(workflow.id, budget, now, fence=self._fence)
+        self._workflows_seen.pop(workflow.id, None)  # the budget checks read the new one
+        shown = ", ".join(f"{k}={v}" for k, v in budget.to_dict().items())
+        done = f"budget of workflow {workflow.id} set to {shown}"
+        held = workflow.status == W.PAUSED and (workflow.hold_reason or "").startswith(HOLD_PREFIX)
+        if not held:
+            return done
+        reason = await self._over_budget(await self.store.get_workflow(workflow.id))
+        if reason is not None:
+            return f"{done}; still held ({reason})"
+        await self.store.set_workflow_status(
+            workflow.id, {W.PAUSED}, W.RUNNING, now, fence=self._fence
+        )
+        await self.observers.workflow_changed(await self.store.get_workflow(workflow.id), now)
+        self.wake()
+        return f"{done}; resumed"
 
     # ---------------------------------------------------------------------- tasks
 
@@ -243,5 +273,6 @@ HANDLERS: Mapping[Action, Handler] = {
     Action.PAUSE_CAPABILITY: Commands._pause_capability,
     Action.RESUME_CAPABILITY: Commands._resume_capability,
     Action.REQUEUE: Commands._requeue,
+    Action.BUDGET: Commands._budget,
 }
 """The method that carries out each action (every Action has one: tests walk the table)."""

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agentdeck.core.limits import CapabilityLimits
+from agentdeck.core.models import Budget
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.states import TASK_IN_FLIGHT, TaskStatus, WorkflowStatus
 
@@ -36,6 +37,8 @@ class SchedulerConfig:
     capability has an agent with a free slot before it counts as lost; ``max_dispatch_wait``:
     the longest a waiting attempt's deadline is pushed out at a time while its capability is
     busy (the wait doubles up to it). ``limits``: per-capability limits (core/limits.py).
+    ``label_budgets``: what all the workflows of a label (``name=value``) may spend together
+    (core/budgets.py).
     """
 
     poll_interval: float = 0.2
@@ -48,3 +51,4 @@ class SchedulerConfig:
     default_retry: RetryPolicy = field(default_factory=RetryPolicy)
     capability_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
     limits: Mapping[str, CapabilityLimits] = field(default_factory=dict)
+    label_budgets: Mapping[str, Budget] = field(default_factory=dict)

@@ -15,7 +15,7 @@ from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.messages import TaskMessage, encode
 from agentdeck.core.models import Change, Task
 from agentdeck.core.ports import OutgoingTask
-from agentdeck.core.scheduler.base import SchedulerBase
+from agentdeck.core.scheduler.budgets import Budgets
 from agentdeck.core.scheduler.config import IN_FLIGHT
 from agentdeck.core.states import TaskStatus
 
@@ -24,7 +24,7 @@ log = structlog.get_logger(__name__)
 T = TaskStatus
 
 
-class Dispatch(SchedulerBase):
+class Dispatch(Budgets):
     """Publishing attempts: new ones, ones left unpublished, and redeliveries."""
 
     async def _dispatch(self) -> bool:
@@ -39,6 +39,8 @@ class Dispatch(SchedulerBase):
         ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
         if ready and self.limiter.limits:
             ready = self.limiter.admit(ready, await self._in_flight(), now)
+        if ready and self.config.label_budgets:
+            ready = await self._budget_admit(ready)  # a label over its budget starts nothing
         if ready and self.breakers is not None:
             ready = await self.breakers.admit(ready)  # one trial per half-open breaker
         if not ready:

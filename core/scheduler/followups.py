@@ -14,7 +14,7 @@ import structlog
 
 from agentdeck.core.dag import descendants
 from agentdeck.core.errors import NotFound
-from agentdeck.core.models import Change, ErrorInfo, Task
+from agentdeck.core.models import Change, ErrorInfo, Task, Usage
 from agentdeck.core.retry import RetryPolicy, decide
 from agentdeck.core.scheduler.base import SchedulerBase
 from agentdeck.core.scheduler.config import IN_FLIGHT, OPEN_WORKFLOWS
@@ -60,9 +60,15 @@ class FollowUps(SchedulerBase):
         return base
 
     async def _failure_change(
-        self, task_id: str, attempt: int, error: ErrorInfo, agent_id: str | None
+        self,
+        task_id: str,
+        attempt: int,
+        error: ErrorInfo,
+        agent_id: str | None,
+        usage: Usage | None = None,
     ) -> Change | None:
-        """The change that records a failed attempt: retrying after a delay, or failed."""
+        """The change that records a failed attempt: retrying after a delay, or failed (with
+        what the attempt spent, ``usage``)."""
         try:
             task = await self.store.get_task(task_id)
         except NotFound:
@@ -93,20 +99,28 @@ class FollowUps(SchedulerBase):
                 attempt=attempt,
                 values=values,
                 detail=detail,
+                usage=usage,
             )
         values["finished_at"] = now
         return Change(
-            task.id, T.FAILED, frozenset(IN_FLIGHT), attempt=attempt, values=values, detail=detail
+            task.id,
+            T.FAILED,
+            frozenset(IN_FLIGHT),
+            attempt=attempt,
+            values=values,
+            detail=detail,
+            usage=usage,
         )
 
     async def _rate_limited_change(
-        self, task_id: str, attempt: int, error: ErrorInfo
+        self, task_id: str, attempt: int, error: ErrorInfo, usage: Usage | None = None
     ) -> Change | None:
         """The change for an attempt its provider rate-limited: back to ``retrying`` until the
         time the provider gave (``error.retry_after`` seconds; :data:`RATE_LIMIT_WAIT` if it
         gave none) with no attempt spent (the retry budget's start moves up by one), and the
         whole capability held until then, so no agent of it, on any host, starts new work.
-        None for a stale report."""
+        What the attempt spent before it was turned away (``usage``) still counts. None for a
+        stale report."""
         try:
             task = await self.store.get_task(task_id)
         except NotFound:
@@ -140,6 +154,7 @@ class FollowUps(SchedulerBase):
             },
             event=RATE_LIMITED,
             detail={"error": error.to_dict(), "retry_after": round(wait, 3)},
+            usage=usage,
         )
 
     def _log_ids(self, task: Task) -> dict[str, str]:

@@ -100,6 +100,8 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
             busy |= await self._recover_lost_agents()
             if self._follow_ups:  # left by a round the Store failed half-way
                 await self._after_changes([])
+            if self._budget_due:  # likewise
+                await self._check_budgets(())
         if self._repair_at is None and now >= self._repair_due:
             self._repair_at, self._repair_due = 0, now + self.config.repair_interval
             self._repair_statuses = OPEN_WORKFLOWS | (

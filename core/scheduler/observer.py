@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
-from agentdeck.core.models import Command, Task, Workflow
+from agentdeck.core.models import Command, Task, Usage, Workflow
 
 
 class SchedulerObserver:
@@ -64,10 +64,16 @@ class SchedulerObserver:
         (``running``), end (``succeeded``, ``failed``, ``retrying``), tasks are skipped or
         cancelled: every task transition the scheduler makes passes here."""
 
+    async def usage_recorded(self, used: Sequence[tuple[Task, Usage]], now: float) -> None:
+        """The Store wrote the usage of the attempts that ``used`` pairs (each task as the
+        change that ended its attempt left it, with what that attempt spent), in the same
+        write as their results. Called once per write, after :meth:`tasks_changed`."""
+
     # -------------------------------------------------------------------- workflows
 
     async def workflow_changed(self, workflow: Workflow, now: float) -> None:
-        """An operator paused or resumed ``workflow`` (in its new state)."""
+        """An operator paused or resumed ``workflow``, or the scheduler paused it because its
+        budget is spent (in its new state; ``hold_reason`` says why)."""
 
     async def workflow_finished(self, workflow: Workflow, now: float) -> None:
         """``workflow`` reached its final state (succeeded, failed or cancelled)."""
@@ -129,6 +135,10 @@ class Observers(SchedulerObserver):
     ) -> None:
         for o in self._observers:
             await o.tasks_changed(tasks, released, kinds, now)
+
+    async def usage_recorded(self, used: Sequence[tuple[Task, Usage]], now: float) -> None:
+        for o in self._observers:
+            await o.usage_recorded(used, now)
 
     async def workflow_changed(self, workflow: Workflow, now: float) -> None:
         for o in self._observers:

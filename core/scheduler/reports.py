@@ -1,7 +1,9 @@
 """Agents' reports applied: an attempt started, succeeded or failed.
 
 Each report is a compare-and-set on (task, attempt): a duplicate, or a late report of an old
-attempt, changes nothing. A report is acked only once its change is written.
+attempt, changes nothing. A report is acked only once its change is written. A result's usage
+goes with the change that ends its attempt (one write), and the budgets of the workflows that
+spent are checked after it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from agentdeck.core.errors import MessageError, NotFound
 from agentdeck.core.messages import ErrorModel, Report, decode
 from agentdeck.core.models import Change, ErrorInfo
 from agentdeck.core.ports import Delivery
+from agentdeck.core.scheduler.budgets import Budgets
 from agentdeck.core.scheduler.config import IN_FLIGHT
-from agentdeck.core.scheduler.followups import RATE_LIMITED, FollowUps
+from agentdeck.core.scheduler.followups import RATE_LIMITED
 from agentdeck.core.states import TaskStatus
 
 log = structlog.get_logger(__name__)
@@ -23,7 +26,7 @@ log = structlog.get_logger(__name__)
 T = TaskStatus
 
 
-class Reports(FollowUps):
+class Reports(Budgets):
     """Applying the reports the consumer put in the inbox."""
 
     async def _apply_reports(self) -> bool:
@@ -92,6 +95,7 @@ class Reports(FollowUps):
                             **({"started_at": report.started_at} if report.started_at else {}),
                         },
                         detail={"agent": report.agent_id},
+                        usage=report.usage.to_usage() if report.usage else None,
                     )
                 )
             else:
@@ -103,12 +107,15 @@ class Reports(FollowUps):
                 if report.error
                 else ErrorInfo("error", "agent reported failure without a reason")
             )
+            usage = report.usage.to_usage() if report.usage else None
             if error.kind == RATE_LIMITED:
-                change = await self._rate_limited_change(report.task_id, report.attempt, error)
+                change = await self._rate_limited_change(
+                    report.task_id, report.attempt, error, usage
+                )
                 limited.add(report.task_id)
             else:
                 change = await self._failure_change(
-                    report.task_id, report.attempt, error, report.agent_id
+                    report.task_id, report.attempt, error, report.agent_id, usage
                 )
             if change is not None:
                 changes.append(change)
@@ -120,6 +127,8 @@ class Reports(FollowUps):
                 # A rate limit is backpressure, not a failure: no breaker counts it.
                 await self.breakers.record([t for t in moved if t.id not in limited])
             await self._after_changes(moved)
+            spent = {c.task_id for c in changes if c.usage is not None}
+            await self._check_budgets({t.workflow_id for t in moved if t.id in spent})
         finally:
             # Written, so done with whatever follows. Acked together, not one awaited ack
             # after another: the acks' frames then leave in one pass of the bus's writer

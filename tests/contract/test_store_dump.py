@@ -13,6 +13,7 @@ import pytest
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import ConflictError
 from agentdeck.core.models import (
+    Budget,
     Change,
     Command,
     CommandStatus,
@@ -107,7 +108,9 @@ async def populate(store: Store, clock: FakeClock) -> None:
         ],
         clock.now(),
     )
-    await store.set_workflow_status("wf10", {W.RUNNING}, W.PAUSED, clock.now())
+    reason = "budget: spent $1.00 of $0.50"  # a budget and a hold reason go with a dump too
+    await store.set_workflow_status("wf10", {W.RUNNING}, W.PAUSED, clock.now(), reason=reason)
+    await store.set_workflow_budget("wf10", Budget(usd=0.5, tokens=7), clock.now())
     for i, action in enumerate(("pause", "cancel")):
         await store.add_command(Command(f"cmd{i}", action, "wf10", clock.now(), actor="me"))
     await store.finish_command(

@@ -16,7 +16,7 @@ from agentdeck.core.breakers import Breakers
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import AgentdeckError, NotFound
-from agentdeck.core.models import Command, CommandStatus, new_id
+from agentdeck.core.models import Change, Command, CommandStatus, Usage, new_id
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.scheduler import Scheduler
 from agentdeck.core.scheduler.commands import HANDLERS
@@ -41,9 +41,9 @@ class Deck:
         spec = parse_spec(ONE_TASK, fmt="yaml", limits=SpecLimits())
         return (await self.client.submit(spec)).id
 
-    async def carry_out(self, action: str, target: str) -> Command:
+    async def carry_out(self, action: str, target: str, value: str | None = None) -> Command:
         """Queue a command through the client and let the scheduler carry it out."""
-        queued = await self.client.command(action, target, wait=None)
+        queued = await self.client.command(action, target, value, wait=None)
         await self.scheduler.tick()
         return await self.store.get_command(queued.id)
 
@@ -124,7 +124,11 @@ TARGETS: dict[Action, Callable[[Deck], Awaitable[str]]] = {
     Action.PAUSE_CAPABILITY: _capability,
     Action.RESUME_CAPABILITY: _paused_capability,
     Action.REQUEUE: Deck.dead_letter,
+    Action.BUDGET: _running_workflow,
 }
+
+#: The value given to each action that takes one (ActionSpec.value).
+VALUES = {Action.BUDGET: "usd=10"}
 
 #: For each kind of target, one the client refuses before queueing anything.
 BAD_TARGETS = {
@@ -143,6 +147,25 @@ def test_every_action_has_its_spec() -> None:
     assert all(spec.action is action for action, spec in ACTIONS.items())
 
 
+def test_every_action_that_takes_a_value_has_one_in_the_walk() -> None:
+    """The table walk below gives a value to exactly the actions that take one."""
+    assert set(VALUES) == {a for a, spec in ACTIONS.items() if spec.value is not None}
+
+
+async def test_the_client_refuses_a_missing_stray_or_bad_value(deck: Deck) -> None:
+    """budget needs a value of its form; other actions take none; nothing is queued."""
+    workflow_id = await deck.submit()
+    with pytest.raises(AgentdeckError, match=r"budget needs a value: usd=N\|tokens=N"):
+        await deck.client.command("budget", workflow_id, wait=None)
+    with pytest.raises(AgentdeckError, match="pause takes no value"):
+        await deck.client.command("pause", workflow_id, "usd=1", wait=None)
+    with pytest.raises(AgentdeckError, match=r"budget.usd must be a positive number.*-1"):
+        await deck.client.command("budget", workflow_id, "usd=-1", wait=None)
+    with pytest.raises(AgentdeckError, match="'dollars=5' is not usd=N or tokens=N"):
+        await deck.client.command("budget", workflow_id, "dollars=5", wait=None)
+    assert await deck.store.pending_commands(limit=10) == []
+
+
 def test_the_scheduler_has_a_handler_for_every_action() -> None:
     """Every Action maps to the scheduler method that carries it out."""
     assert set(HANDLERS) == set(Action)
@@ -155,7 +178,7 @@ async def test_the_client_queues_and_the_scheduler_carries_out_every_action(
     """Walking the table: each action, given a fitting target, is queued by the client and
     carried out by the scheduler."""
     target = await TARGETS[action](deck)
-    command = await deck.carry_out(action.value, target)
+    command = await deck.carry_out(action.value, target, VALUES.get(action))
     assert (command.action, command.status) == (action.value, CommandStatus.DONE), command.result
 
 
@@ -163,7 +186,9 @@ async def test_the_client_queues_and_the_scheduler_carries_out_every_action(
 async def test_the_client_refuses_a_bad_target_of_every_action(deck: Deck, action: Action) -> None:
     """Each action's target is checked by its kind before anything is queued."""
     with pytest.raises(AgentdeckError):
-        await deck.client.command(action.value, BAD_TARGETS[ACTIONS[action].target], wait=None)
+        await deck.client.command(
+            action.value, BAD_TARGETS[ACTIONS[action].target], VALUES.get(action), wait=None
+        )
     assert await deck.store.pending_commands(limit=10) == []
 
 
@@ -234,3 +259,25 @@ async def test_requeue_of_a_missing_dead_letter_fails_the_command(deck: Deck) ->
     """Requeueing a dead letter that is not there fails the command with NotFound's text."""
     with pytest.raises(NotFound, match="no dead letter"):
         await deck.scheduler.execute(Command("c1", "requeue", "nope", deck.clock.now()))
+
+
+async def test_the_client_sums_usage_by_each_grouping_and_label(deck: Deck) -> None:
+    """Client.usage groups as the Store does, folds by label, and refuses another grouping
+    naming the allowed ones."""
+    spec = parse_spec(
+        "name: l\nlabels: {team: a}\ntasks:\n  - {key: a, capability: echo}\n",
+        limits=SpecLimits(),
+    )
+    workflow_id = (await deck.client.submit(spec)).id
+    task = f"{workflow_id}/a"
+    await deck.store.apply(
+        [Change(task, T.DISPATCHED, frozenset({T.READY}), attempt=0, values={"attempt": 1})],
+        deck.clock.now(),
+    )
+    done = Change(task, T.SUCCEEDED, frozenset({T.DISPATCHED}), attempt=1, usage=Usage(7, 3))
+    await deck.store.apply([done], deck.clock.now())
+    assert [(t.key, t.tokens) for t in await deck.client.usage("label")] == [("team=a", 10)]
+    assert [t.key for t in await deck.client.usage("task")] == [task]
+    assert await deck.client.usage("model", since=deck.clock.now() + 1) == []
+    with pytest.raises(AgentdeckError, match="by: workflow, task, capability, model, label"):
+        await deck.client.usage("agent")

@@ -998,7 +998,12 @@ async def test_a_new_leader_cancels_the_tasks_a_dead_leader_left_open_in_a_cance
             published.append(json.loads(await asyncio.wait_for(anext(events), 2)))
         cancelled = [p["data"]["key"] for p in published if p["data"].get("kind") == "cancelled"]
         assert cancelled == ["a", "b", "d"]  # after a's redelivery: the bus is not durable
-        assert published[-1]["data"] == {"workflow_id": wf, "name": "mix", "status": "cancelled"}
+        assert published[-1]["data"] == {
+            "workflow_id": wf,
+            "name": "mix",
+            "status": "cancelled",
+            "reason": None,
+        }
         [repaired] = [e for e in logs if e["event"] == "repaired"]
         assert (repaired["tasks_cancelled"], repaired["workflows_finished"]) == (3, 0)
         assert len(await deck.store.events_since(0, workflow_id=whole)) == untouched

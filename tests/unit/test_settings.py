@@ -10,6 +10,7 @@ import pytest
 
 from agentdeck.core import settings as settings_module
 from agentdeck.core.errors import ConfigError
+from agentdeck.core.models import Budget
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.settings import AgentSpec, Settings, find_config, redact, redact_url
 from agentdeck.core.spec import SpecLimits
@@ -359,3 +360,35 @@ def test_agent_spec_defaults_follow_kind() -> None:
         4,
         {},
     )
+
+
+def test_label_budgets_come_from_toml(tmp_path: Path) -> None:
+    """``[budgets."name=value"]`` tables give each label its budget, either key optional."""
+    path = write_toml(
+        tmp_path / "agentdeck.toml",
+        '[budgets."team=search"]\nusd = 50.0\ntokens = 10_000_000\n'
+        '[budgets."env=prod"]\ntokens = 5\n',
+    )
+    s = Settings.load(path)
+    assert s.budgets == {
+        "team=search": Budget(usd=50.0, tokens=10_000_000),
+        "env=prod": Budget(tokens=5),
+    }
+    assert s.redacted()["budgets"]["env=prod"] == {"tokens": 5}
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[budgets."team=search"]\nusd = 0\n', "budgets.team=search: .*usd must be a positive"),
+        ('[budgets."team=search"]\ntokens = 1.5\n', "tokens must be a positive whole number"),
+        ('[budgets."team=search"]\ndollars = 5\n', "unknown key.*dollars; allowed: usd, tokens"),
+        ('[budgets."team"]\nusd = 5\n', "budget key 'team' is not a label written name=value"),
+    ],
+)
+def test_a_bad_label_budget_is_one_config_error(tmp_path: Path, toml: str, message: str) -> None:
+    """A label budget that is not positive, has a stray key, or a key that is not a label is
+    a ConfigError naming it and what is allowed."""
+    path = write_toml(tmp_path / "agentdeck.toml", toml)
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(path)

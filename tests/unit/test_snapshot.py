@@ -19,7 +19,7 @@ from agentdeck.core import snapshot
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import ConfigError, NotFound
-from agentdeck.core.models import Change, ErrorInfo
+from agentdeck.core.models import Change, ErrorInfo, Usage
 from agentdeck.core.ports import Store
 from agentdeck.core.settings import Settings
 from agentdeck.core.snapshot import (
@@ -86,6 +86,7 @@ async def populate(store: Store, clock: FakeClock, workflows: int = 3) -> None:
                 attempt=1,
                 values={"error": ErrorInfo("lost", "agent gone"), "not_before": clock.now() + 2},
                 detail={"delay": 2},
+                usage=Usage(10, 2, 3, 4, 0.125, "m"),  # kept: a restored store sums the same
             )
         ],
         clock.now(),
@@ -100,6 +101,7 @@ async def state(store: Store) -> tuple[Any, ...]:
         await store.dump_tasks(limit=100_000),
         await store.events_since(0, limit=100_000),
         await store.dump_commands(limit=100_000),
+        await store.dump_usage(limit=100_000),
     )
 
 
@@ -109,7 +111,13 @@ async def test_round_trip_gives_the_same_state(
     """SQLite -> blobs -> a fresh SQLite: every workflow, task, event and command is equal."""
     await populate(source, clock)
     info = await create_snapshot(source, blobs, clock, node="n1")
-    assert dict(info.counts) == {"workflows": 3, "tasks": 9, "events": 11, "commands": 1}
+    assert dict(info.counts) == {
+        "workflows": 3,
+        "tasks": 9,
+        "events": 11,
+        "commands": 1,
+        "usage": 1,
+    }
     restored = await restore_snapshot(target, blobs, info.id)
     assert restored == info
     assert await state(target) == await state(source)

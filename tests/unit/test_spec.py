@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agentdeck.core.errors import SpecError
+from agentdeck.core.models import Budget
 from agentdeck.core.retry import RetryPolicy
 from agentdeck.core.spec import SpecLimits, WorkflowSpec, build, load_spec, parse_spec
 from agentdeck.core.states import TaskStatus, WorkflowStatus
@@ -99,7 +100,7 @@ def test_missing_and_unknown_top_level_fields() -> None:
     assert problems("labels: {}\ncolour: red\n") == [
         "missing required field 'name'",
         "missing required field 'tasks'",
-        "unknown field 'colour' (allowed: name, labels, tasks)",
+        "unknown field 'colour' (allowed: name, labels, budget, tasks)",
     ]
 
 
@@ -373,3 +374,36 @@ def test_spec_is_immutable() -> None:
     assert isinstance(spec, WorkflowSpec)
     with pytest.raises(ValueError):
         spec.name = "other"  # type: ignore[misc]
+
+
+def test_a_budget_is_kept_on_the_spec_and_the_workflow() -> None:
+    """``budget: {usd, tokens}`` is parsed (either key optional) and built into the workflow."""
+    text = "name: w\nbudget: {usd: 5, tokens: 2000000}\ntasks:\n  - {key: a, capability: c}\n"
+    spec = parse_spec(text)
+    assert spec.budget == Budget(usd=5.0, tokens=2_000_000)
+    workflow, _ = build(spec, workflow_id="w1", now=1.0)
+    assert workflow.budget == Budget(usd=5.0, tokens=2_000_000)
+    assert parse_spec(yaml_tasks("{key: a, capability: c}")).budget is None
+
+
+@pytest.mark.parametrize(
+    ("budget", "problem"),
+    [
+        ("{usd: 0}", "budget.usd must be a positive number of US dollars, got 0"),
+        ("{usd: -5}", "budget.usd must be a positive number of US dollars, got -5"),
+        ("{usd: .nan}", "budget.usd must be a positive number of US dollars, got nan"),
+        ("{usd: five}", "budget.usd must be a positive number of US dollars, got 'five'"),
+        ("{tokens: 1.5}", "budget.tokens must be a positive whole number, got 1.5"),
+        ("{tokens: 0}", "budget.tokens must be a positive whole number, got 0"),
+        ("{tokens: true}", "budget.tokens must be a positive whole number, got True"),
+        ("{}", "budget is empty; give usd and/or tokens"),
+        ("{usd: 1, euros: 2}", "budget: unknown key(s) euros; allowed: usd, tokens"),
+        ("5", "budget must be a mapping with usd and/or tokens, got 5"),
+    ],
+)
+def test_a_budget_that_is_not_positive_is_one_clear_problem(budget: str, problem: str) -> None:
+    """A bad budget is reported with the other problems, naming the value and what is allowed."""
+    text = f"name: w\nbudget: {budget}\ntasks:\n  - {{key: a, capability: BAD}}\n"
+    found = problems(text)
+    assert problem in found
+    assert any("capability 'BAD'" in p for p in found)

@@ -21,7 +21,7 @@ from agentdeck.backends.sql.decide import (
     write_row,
 )
 from agentdeck.core.errors import InvalidTransition
-from agentdeck.core.models import Change, ErrorInfo, Task
+from agentdeck.core.models import Change, ErrorInfo, Task, Usage
 from agentdeck.core.states import TaskStatus as T
 
 AT = 100.0
@@ -261,3 +261,64 @@ def test_the_decision_names_the_columns_each_write_sets() -> None:
     decision = decide(plans, before, {"wf/a": ["wf/b"]}, AT)
     assert decision.changed == {"wf/a": ("finished_at", "output"), "wf/b": ("pending",)}
     assert [value(s, "output") for s in decision.writes] == ["1", None]
+
+
+# ------------------------------------------------------------------------------ usage
+
+
+def ends(task_id: str, usage: Usage, attempt: int = 1) -> Change:
+    """An in-flight attempt succeeds having spent ``usage``."""
+    return Change(task_id, T.SUCCEEDED, frozenset({T.RUNNING}), attempt=attempt, usage=usage)
+
+
+def test_an_applied_change_with_usage_gives_one_usage_row() -> None:
+    """The row names the task, its workflow, the attempt, the usage's columns and the time."""
+    decision = decide(
+        [plan(ends("wf/a", Usage(10, 2, 3, 4, 0.25, "m")))],
+        states(state("wf/a", T.RUNNING)),
+        {},
+        AT,
+    )
+    assert decision.usage == [("wf/a", "wf", 1, "m", 10, 2, 3, 4, 0.25, AT)]
+
+
+def test_a_skipped_change_gives_no_usage_row_and_a_second_end_gives_none() -> None:
+    """Usage goes only with a change that applies: a stale attempt, or a second end of the same
+    attempt in the batch, writes nothing."""
+    plans = [
+        plan(ends("wf/a", Usage(1), attempt=2)),  # stale attempt
+        plan(ends("wf/a", Usage(2))),
+        plan(ends("wf/a", Usage(3))),  # no longer running
+    ]
+    decision = decide(plans, states(state("wf/a", T.RUNNING)), {}, AT)
+    assert [row[4] for row in decision.usage] == [2]
+
+
+def test_a_change_without_usage_gives_no_row() -> None:
+    """Most changes carry no usage and write no usage row."""
+    decision = decide(
+        [plan(change("wf/a", T.DISPATCHED, T.READY))], states(state("wf/a", T.READY)), {}, AT
+    )
+    assert decision.usage == []
+
+
+@pytest.mark.parametrize(
+    ("usage", "problem"),
+    [
+        (Usage(input_tokens=-1), "token counts must be whole numbers >= 0, got -1"),
+        (Usage(output_tokens=1.5), "token counts must be whole numbers >= 0, got 1.5"),  # type: ignore[arg-type]
+        (Usage(cost_usd=float("inf")), "cost_usd must be a finite number, got inf"),
+        (Usage(cost_usd=-1.0), "cost_usd must be >= 0, got -1.0"),
+    ],
+)
+def test_plan_refuses_a_usage_that_cannot_be_spending(usage: Usage, problem: str) -> None:
+    """Negative or fractional tokens and a cost that is negative or not finite are refused,
+    naming the task and the value."""
+    with pytest.raises(ValueError, match=f"usage of the change for task 'wf/a': {problem}"):
+        plan(ends("wf/a", usage))
+
+
+def test_plan_refuses_usage_that_is_not_a_usage() -> None:
+    """A usage given as a dict (not the domain object) is refused by type."""
+    with pytest.raises(ValueError, match="must be a Usage, got dict"):
+        plan(ends("wf/a", {"input_tokens": 1}))  # type: ignore[arg-type]

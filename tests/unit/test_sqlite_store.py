@@ -75,7 +75,8 @@ async def test_file_is_created_with_its_directory_in_wal_mode(
         await store.migrate()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-        assert raw.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        versions = raw.execute("SELECT version FROM schema_version").fetchall()
+        assert versions == [(v,) for v in range(1, schema.latest_version() + 1)]
 
 
 async def test_two_processes_migrating_at_once_apply_each_migration_once(
@@ -92,6 +93,25 @@ async def test_two_processes_migrating_at_once_apply_each_migration_once(
         )
 
 
+async def test_a_version_1_database_upgrades_keeping_its_workflows(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A database written before usage and budgets gains them: its workflows read back with
+    no budget and no hold, and usage rows can be summed at once."""
+    path = tmp_path / "agentdeck.db"
+    with sqlite3.connect(path) as raw:
+        raw.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at REAL)")
+        for statement in schema.MIGRATIONS[0]:
+            raw.execute(statement)
+        raw.execute("INSERT INTO schema_version VALUES (1, 0)")
+        raw.execute("INSERT INTO workflows VALUES ('w1', 'old', 'running', 1, 1, 0, NULL, '{}')")
+    async with SqliteStore(path, clock=clock) as store:
+        await store.migrate()
+        workflow = await store.get_workflow("w1")
+        assert (workflow.name, workflow.budget, workflow.hold_reason) == ("old", None, None)
+        assert await store.usage_totals("workflow") == []
+
+
 async def test_database_from_a_newer_version_is_refused(tmp_path: Path, clock: FakeClock) -> None:
     """A schema newer than this code knows raises ConfigError naming both versions."""
     path = tmp_path / "agentdeck.db"
@@ -100,7 +120,7 @@ async def test_database_from_a_newer_version_is_refused(tmp_path: Path, clock: F
     with sqlite3.connect(path) as raw:
         raw.execute("INSERT INTO schema_version VALUES (42, 0)")
     async with SqliteStore(path, clock=clock) as store:
-        with pytest.raises(ConfigError, match=r"version 42.*version 1\b"):
+        with pytest.raises(ConfigError, match=rf"version 42.*version {schema.latest_version()}\b"):
             await store.migrate()
 
 
