@@ -61,6 +61,7 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
         repair_interval=s.repair_interval,
         capability_retry=per_cap,
         limits={cap: lim.to_limits() for cap, lim in settings.capability_limits.items()},
+        label_budgets=settings.budgets,
     )
 
 

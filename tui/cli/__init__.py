@@ -6,13 +6,30 @@ the exit code is non-zero. Nothing imported at module level loads Textual.
 
 One module per thing the command line holds: the group and its shared settings (``root``),
 workflows and tasks, agents, the operator actions (from the actions table), breakers,
-snapshots, dead letters, and how answers are printed (``output``). Importing this package
+snapshots, dead letters, usage, and how answers are printed (``output``). Importing this package
 registers every command on :data:`main`.
 """
 
 from __future__ import annotations
 
-from agentdeck.tui.cli import actions, agents, breakers, dead_letters, snapshots, workflows
+from agentdeck.tui.cli import (
+    actions,
+    agents,
+    breakers,
+    dead_letters,
+    snapshots,
+    usage,
+    workflows,
+)
 from agentdeck.tui.cli.root import main
 
-__all__ = ["actions", "agents", "breakers", "dead_letters", "main", "snapshots", "workflows"]
+__all__ = [
+    "actions",
+    "agents",
+    "breakers",
+    "dead_letters",
+    "main",
+    "snapshots",
+    "usage",
+    "workflows",
+]

@@ -36,8 +36,15 @@ def register(spec: ActionSpec) -> click.Command:
     """Add the command that queues ``spec``'s action and waits for it; return it."""
     action = spec.action
 
+    def value_argument(f: Any) -> Any:
+        # Only an action that takes a value besides its target (budget WF usd=10) has one.
+        if spec.value is None:
+            return f
+        return click.argument("value", metavar="VALUE")(f)
+
     @group_for(spec).command(action.value, help=spec.help)
     @click.argument("target", metavar=spec.metavar)
+    @value_argument
     @click.option("--no-wait", is_flag=True, help="Queue the command and return at once.")
     @click.option(
         "--timeout",
@@ -47,11 +54,18 @@ def register(spec: ActionSpec) -> click.Command:
     )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
     @pass_ctx
-    def command(ctx: Context, target: str, no_wait: bool, timeout: float, as_json: bool) -> None:
+    def command(
+        ctx: Context,
+        target: str,
+        no_wait: bool,
+        timeout: float,
+        as_json: bool,
+        value: str | None = None,
+    ) -> None:
         from agentdeck.core.models import CommandStatus
 
         async def go(client: Any) -> Any:
-            return await client.command(action, target, wait=None if no_wait else timeout)
+            return await client.command(action, target, value, wait=None if no_wait else timeout)
 
         result = client_call(ctx, go)
         if as_json:

@@ -136,9 +136,15 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
         found = await client.resolve(target)
         if isinstance(found, Task):
             found = await _with_output(ctx.settings, found)
-            return {"task": found, "events": await client.history(found.id)}
+            usage = await client.store.usage_totals("task", workflow_ids=[found.workflow_id])
+            return {
+                "task": found,
+                "events": await client.history(found.id),
+                "usage": next((u for u in usage if u.key == found.id), None),
+            }
         tasks = await client.store.list_tasks(workflow_id=found.id, limit=1_000_000)
-        return {"workflow": found, "tasks": tasks}
+        usage = await client.store.usage_totals("workflow", workflow_ids=[found.id])
+        return {"workflow": found, "tasks": tasks, "usage": usage[0] if usage else None}
 
     result = client_call(ctx, go)
     if as_json:
@@ -156,6 +162,7 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
             ("input", json.dumps(t.input)),
             ("output", json.dumps(t.output)),
             ("error", f"{t.error.kind}: {t.error.message}" if t.error else "-"),
+            ("usage", usage_text(result["usage"])),
         ]:
             click.echo(f"{label:>10}  {value}")
         click.echo("")
@@ -182,7 +189,24 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
         f"workflow {wf.id} {wf.name}: {wf.status.value} "
         f"(created {when(wf.created_at)}, finished {when(wf.finished_at)})"
     )
+    if wf.hold_reason:
+        click.echo(f"held: {wf.hold_reason}")
+    if wf.budget is not None or result["usage"] is not None:
+        budget = ", ".join(f"{k} {v}" for k, v in wf.budget.to_dict().items()) if wf.budget else "-"
+        click.echo(f"usage: {usage_text(result['usage'])}; budget: {budget}")
     click.echo(tasks_table(result["tasks"]))
+
+
+def usage_text(total: Any) -> str:
+    """``3 attempts, 12,034 in / 2,310 out tokens (cache 1,000 w / 80,000 r), $0.0412`` or -."""
+    if total is None:
+        return "-"
+    return (
+        f"{total.attempts} attempt(s), {total.input_tokens:,} in / {total.output_tokens:,} out "
+        f"tokens (cache {total.cache_creation_input_tokens:,} w / "
+        f"{total.cache_read_input_tokens:,} r), ${total.cost_usd:,.4f}"
+        + (f" (+{total.unpriced} unpriced)" if total.unpriced else "")
+    )
 
 
 @main.command("tasks")
