@@ -23,6 +23,7 @@
 # AGENTDECK_CLUSTER_VENV (Patroni's virtualenv, kept across `down` as a cache, default
 # /var/cache/agentdeck-cluster/patroni-venv), AGENTDECK_CLUSTER_TIMEOUT (seconds each engine
 # may take to become healthy in `up`, default 300).
+# shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 STATE=${AGENTDECK_CLUSTER_DIR:-/tmp/agentdeck-cluster}
@@ -68,6 +69,7 @@ start_daemon() {
     local -a as=()
     [[ $user == root ]] || as=(setpriv --reuid="$user" --regid="$user" --init-groups)
     # The inner sh writes its own PID, then execs: the PID is the daemon's.
+    # shellcheck disable=SC2016  # $$ and $@ are the inner sh's
     in_ns "$n" setsid sh -c 'echo $$ >"$0"; exec "$@"' "$pidf" "${as[@]}" "$@" \
         >>"$logf" 2>&1 </dev/null &
     log "h$n: started $name"
@@ -200,7 +202,9 @@ cmd_kill() {
     esac
     # postmaster.pid holds more than the PID: its first line is the PID.
     pid=$(head -n1 "$pidf" 2>/dev/null || true)
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || die "$service is not running on h$n"
+    if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+        die "$service is not running on h$n"
+    fi
     kill -KILL "$pid"
     log "h$n: killed $service (pid $pid)"
 }

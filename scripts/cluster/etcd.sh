@@ -1,7 +1,10 @@
+# shellcheck shell=bash
 # etcd (sourced by scripts/cluster.sh): one member per host, a 3-member cluster that Patroni uses
 # as its DCS. Raft timing is relaxed from etcd's defaults (100/1000 ms) to 250/2500 ms, so a
 # machine loaded by other work does not make the members re-elect; a cut member is still noticed
-# in 2.5 s.
+# in 2.5 s. --pre-vote: a healed member that campaigned alone with ever higher terms does not
+# depose the leader when it comes back (without it, a heal costs an election, and Patroni's
+# leader, unable to reach etcd meanwhile, demoted itself).
 
 etcd_endpoints() {
     local n sep=""
@@ -19,7 +22,8 @@ etcd_start() {
         --advertise-client-urls "http://$ip:2379" \
         --initial-cluster "$peers" --initial-cluster-state new \
         --initial-cluster-token agentdeck-cluster \
-        --heartbeat-interval 250 --election-timeout 2500 --logger zap --log-level warn
+        --heartbeat-interval 250 --election-timeout 2500 --pre-vote \
+        --logger zap --log-level warn
 }
 
 etcdctl_() { ETCDCTL_API=3 etcdctl --dial-timeout=2s --command-timeout=4s "$@"; }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The network of the test hosts (sourced by scripts/cluster.sh): a bridge in the root namespace
 # holding $ROOT_IP, one namespace per host joined to it by a veth pair (adk-hN in the root
 # namespace, eth0 inside), and the names h1-h3 in /etc/hosts. A cut is the root end of a host's

@@ -1,12 +1,15 @@
+# shellcheck shell=bash
 # PostgreSQL 15 under Patroni (sourced by scripts/cluster.sh): one Patroni per host, as the
 # postgres user, on the etcd cluster (v3 API). Whoever takes the initialize key first runs
 # initdb; the others clone it. synchronous_mode: one standby is synchronous, and only it may be
 # promoted, so a failover loses no committed transaction.
 #
-# Timing: ttl 12 s, loop_wait 2 s, retry_timeout 5 s (Patroni wants loop_wait + 2 *
+# Timing: ttl 10 s, loop_wait 2 s, retry_timeout 4 s (Patroni wants loop_wait + 2 *
 # retry_timeout <= ttl). A cut primary demotes itself once it cannot reach etcd for
 # retry_timeout; its leader key lapses after at most ttl, and the synchronous standby is promoted
-# on its next loop: a new primary within about 15 s.
+# on its next loop, once it has given up asking the old primary's REST API. failsafe_mode: a
+# primary that loses etcd but still reaches every other member keeps running (an etcd election
+# alone does not demote it).
 
 PATRONI_VERSION=4.1.5
 PSYCOPG_VERSION=3.3.9
@@ -23,9 +26,9 @@ patroni_install() {
 pg_dir() { printf '%s/pg' "$(hostdir "$1")"; }
 
 patroni_config() {
-    local n=$1 ip m hosts="" sep=""
+    local n=$1 ip m etcd_hosts="" sep=""
     ip=$(ip_of "$n")
-    for m in "${HOSTS[@]}"; do hosts+="$sep$(ip_of "$m"):2379"; sep=", "; done
+    for m in "${HOSTS[@]}"; do etcd_hosts+="$sep$(ip_of "$m"):2379"; sep=", "; done
     cat <<YAML
 scope: agentdeck
 namespace: /agentdeck-cluster/
@@ -36,12 +39,13 @@ restapi:
   listen: $ip:8008
   connect_address: $ip:8008
 etcd3:
-  hosts: [$hosts]
+  hosts: [$etcd_hosts]
 bootstrap:
   dcs:
-    ttl: 12
+    ttl: 10
     loop_wait: 2
-    retry_timeout: 5
+    retry_timeout: 4
+    failsafe_mode: true
     maximum_lag_on_failover: 1048576
     synchronous_mode: true
     postgresql:
@@ -77,6 +81,8 @@ postgresql:
     max_connections: 100
   pg_hba:
     - local all all trust
+    - local replication all trust
+    - host replication replicator 127.0.0.1/32 scram-sha-256
     - host replication replicator $NET.0/24 scram-sha-256
     - host all all $NET.0/24 scram-sha-256
     - host all all 127.0.0.1/32 scram-sha-256
@@ -113,7 +119,7 @@ patroni_h1_leads() { [[ $(postgres_role 1) == leader ]]; }
 # Patroni's view of the cluster as "name role state" lines, from the first host that answers.
 patroni_members() {
     local n
-    for n in "${@:-${HOSTS[@]}}"; do
+    for n in "${HOSTS[@]}"; do
         curl -fsS --max-time 3 "http://$(ip_of "$n"):8008/cluster" 2>/dev/null |
             python3 -c 'import json,sys
 for m in json.load(sys.stdin)["members"]:
@@ -155,7 +161,10 @@ patroni_ready() {
 postgres_role() {
     local pid
     pid=$(head -n1 "$(pg_dir "$1")/data/postmaster.pid" 2>/dev/null || true)
-    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || { echo down; return; }
+    if ! [[ $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+        echo down
+        return
+    fi
     in_ns "$1" curl -fsS --max-time 3 "http://$(ip_of "$1"):8008/patroni" 2>/dev/null |
         python3 -c 'import json,sys
 p = json.load(sys.stdin)

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # RabbitMQ (sourced by scripts/cluster.sh): node rabbit@hN on each host, its own folder, the
 # cookie from secrets.env, AMQP on 5672 and distribution on 25672 of its namespace (the epmd it
 # starts is its namespace's, never the root namespace's). h2 and h3 join h1's cluster. The vhost
@@ -56,7 +57,8 @@ CONF
 
 rabbit_running_nodes() {
     rabbitmqctl_ "$1" -q cluster_status --formatter json 2>/dev/null |
-        python3 -c 'import json,sys; print(" ".join(sorted(json.load(sys.stdin)["running_nodes"])))'
+        python3 -c 'import json,sys; print(" ".join(sorted(json.load(sys.stdin)["running_nodes"])))' \
+            2>/dev/null
 }
 
 rabbit_has_three() {

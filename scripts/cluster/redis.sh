@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Redis (sourced by scripts/cluster.sh): one server per host on 6379 (h1 starts as the primary,
 # h2 and h3 replicate it) and one Sentinel per host on 26379 watching `mymaster` with a quorum
 # of 2. Sentinel timing: down-after-milliseconds 3000 (a silent primary is subjectively down
