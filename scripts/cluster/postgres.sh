@@ -4,12 +4,14 @@
 # initdb; the others clone it. synchronous_mode: one standby is synchronous, and only it may be
 # promoted, so a failover loses no committed transaction.
 #
-# Timing: ttl 10 s, loop_wait 2 s, retry_timeout 4 s (Patroni wants loop_wait + 2 *
-# retry_timeout <= ttl). A cut primary demotes itself once it cannot reach etcd for
-# retry_timeout; its leader key lapses after at most ttl, and the synchronous standby is promoted
-# on its next loop, once it has given up asking the old primary's REST API. failsafe_mode: a
-# primary that loses etcd but still reaches every other member keeps running (an etcd election
-# alone does not demote it).
+# Timing: ttl 20 s (the least Patroni 4 accepts: it raises a smaller ttl to 20 with a warning),
+# loop_wait 2 s, retry_timeout 4 s (Patroni wants loop_wait + 2 * retry_timeout <= ttl). A cut
+# primary stops serving writes once it cannot reach etcd for retry_timeout (and, synchronous, it
+# could not commit one without its standby anyway); its leader key lapses at most ttl after its
+# last refresh, and the synchronous standby is promoted on its next loop, once it has given up
+# asking the old primary's REST API: measured 22-28 s from the cut to the first write on the new
+# primary. failsafe_mode: a primary that loses etcd but still reaches every other member keeps
+# running (an etcd election alone does not demote it).
 
 PATRONI_VERSION=4.1.5
 PSYCOPG_VERSION=3.3.9
@@ -42,7 +44,7 @@ etcd3:
   hosts: [$etcd_hosts]
 bootstrap:
   dcs:
-    ttl: 10
+    ttl: 20
     loop_wait: 2
     retry_timeout: 4
     failsafe_mode: true

@@ -22,8 +22,8 @@ import shlex
 import shutil
 import subprocess
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 
 import aio_pika
 import asyncpg
@@ -85,9 +85,9 @@ def status() -> dict[str, dict[str, str]]:
 class Cluster:
     """The URLs of a running cluster and how long ``up`` took to bring it up."""
 
-    bus_url: str
-    registry_url: str
-    store_url: str
+    bus_url: str = field(repr=False)  # the URLs hold passwords: never in a failure report
+    registry_url: str = field(repr=False)
+    store_url: str = field(repr=False)
     up_seconds: float
 
     def amqp_url(self, host: str) -> str:
@@ -183,9 +183,19 @@ async def pg_primary(url: str, timeout: float = 20) -> str:
         await conn.close(timeout=5)
 
 
-async def redis_primary(cluster: Cluster) -> str:
-    """The address the Sentinels name as primary, after a write through Sentinel discovery."""
+@contextlib.asynccontextmanager
+async def sentinel_client(cluster: Cluster) -> AsyncIterator[Sentinel]:
+    """One Sentinel client for a test, as a long-lived registry holds one; closed at the end."""
     sentinel = Sentinel(cluster.sentinels(), socket_timeout=2, socket_connect_timeout=2)
+    try:
+        yield sentinel
+    finally:
+        for client in sentinel.sentinels:
+            await client.aclose()
+
+
+async def redis_primary(sentinel: Sentinel) -> str:
+    """The address the Sentinels name as primary, after a write through Sentinel discovery."""
     primary = sentinel.master_for("mymaster", socket_timeout=2, socket_connect_timeout=2)
     try:
         host, _port = await sentinel.discover_master("mymaster")
@@ -194,8 +204,6 @@ async def redis_primary(cluster: Cluster) -> str:
         return str(host)
     finally:
         await primary.aclose()
-        for client in sentinel.sentinels:
-            await client.aclose()
 
 
 def test_up_brings_every_engine_up_with_its_primaries_on_h1(
@@ -233,7 +241,8 @@ async def test_the_store_url_reaches_the_read_write_primary(cluster: Cluster) ->
 
 async def test_sentinels_name_the_redis_primary(cluster: Cluster) -> None:
     """Sentinel discovery from the root namespace finds h1's Redis and writes to it."""
-    assert await redis_primary(cluster) == HOST_IPS["h1"]
+    async with sentinel_client(cluster) as sentinel:
+        assert await redis_primary(sentinel) == HOST_IPS["h1"]
 
 
 async def test_every_rabbitmq_node_serves_one_cluster(cluster: Cluster) -> None:
@@ -261,13 +270,15 @@ async def test_cut_host_1_moves_every_primary_and_heal_brings_it_back(
     cluster: Cluster, report: Callable[[str], None]
 ) -> None:
     """Cut h1 off: Sentinel and Patroni promote on h2/h3 in bounded time; heal: h1 rejoins."""
+    stack = contextlib.AsyncExitStack()
     before = status()
     assert before["h1"]["redis"] == "primary" and before["h1"]["postgres"] == "leader", before
     run("cut", "1")
     try:
+        sentinel = await stack.enter_async_context(sentinel_client(cluster))
 
         async def redis_moved() -> bool:
-            return await redis_primary(cluster) != HOST_IPS["h1"]
+            return await redis_primary(sentinel) != HOST_IPS["h1"]
 
         async def postgres_moved() -> bool:
             # Each host on its own, 3 s each: the engine's failover, not a client's time-outs.
@@ -291,6 +302,7 @@ async def test_cut_host_1_moves_every_primary_and_heal_brings_it_back(
         assert (await asyncio.to_thread(status))["h1"]["link"] == "cut"
     finally:
         run("heal", "1")
+        await stack.aclose()
 
     async def h1_rejoined() -> bool:
         h1 = (await asyncio.to_thread(status))["h1"]
