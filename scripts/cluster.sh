@@ -4,7 +4,8 @@
 # h2 and h3 replicate) with a Sentinel, one etcd member (a 3-member cluster) and one Patroni
 # managing PostgreSQL 15 (a primary, one synchronous standby, one more standby).
 #
-#   scripts/cluster.sh up               start what is missing, wait until every engine is healthy
+#   scripts/cluster.sh up               start what is missing (and heal cut hosts), wait until
+#                                       every engine is healthy
 #   scripts/cluster.sh env              the export AGENTDECK_*_URL=... lines for the cluster
 #   scripts/cluster.sh cut N            take host N off the network (a partition)
 #   scripts/cluster.sh heal N           put host N back
@@ -21,14 +22,16 @@
 #
 # Settings (environment): AGENTDECK_CLUSTER_DIR (state, default /tmp/agentdeck-cluster),
 # AGENTDECK_CLUSTER_VENV (Patroni's virtualenv, kept across `down` as a cache, default
-# /var/cache/agentdeck-cluster/patroni-venv), AGENTDECK_CLUSTER_TIMEOUT (seconds each engine
-# may take to become healthy in `up`, default 300).
+# /var/cache/agentdeck-cluster/patroni-venv), AGENTDECK_CLUSTER_TIMEOUT (seconds `up` may wait,
+# once installed, for every engine to be healthy; default 600).
 # shellcheck source-path=SCRIPTDIR
 set -euo pipefail
 
 STATE=${AGENTDECK_CLUSTER_DIR:-/tmp/agentdeck-cluster}
 VENV=${AGENTDECK_CLUSTER_VENV:-/var/cache/agentdeck-cluster/patroni-venv}
-TIMEOUT=${AGENTDECK_CLUSTER_TIMEOUT:-300}
+TIMEOUT=${AGENTDECK_CLUSTER_TIMEOUT:-600}
+[[ $TIMEOUT =~ ^[0-9]+$ ]] || { echo "cluster: AGENTDECK_CLUSTER_TIMEOUT must be seconds, not '$TIMEOUT'" >&2; exit 1; }
+DEADLINE=$((SECONDS + TIMEOUT))  # `up` sets it again once the installs are done
 NET=10.213.7             # a /24 nothing else here uses; .1-.3 the hosts, .254 the root namespace
 ROOT_IP=$NET.254
 BRIDGE=adk-br0
@@ -75,14 +78,16 @@ start_daemon() {
     log "h$n: started $name"
 }
 
-# wait_until WHAT SECONDS CMD...: poll CMD each second until it succeeds; false after SECONDS.
+# wait_until WHAT SECONDS CMD...: poll CMD each second until it succeeds; false after SECONDS,
+# or sooner at `up`'s DEADLINE.
 wait_until() {
     local what=$1 limit=$2
     shift 2
-    local end=$((SECONDS + limit))
+    local end=$((SECONDS + limit)) started=$SECONDS
+    ((end <= DEADLINE)) || end=$DEADLINE
     until "$@" >/dev/null 2>&1; do
         if ((SECONDS >= end)); then
-            log "$what is not healthy after ${limit}s"
+            log "$what is not healthy after $((SECONDS - started))s"
             return 1
         fi
         sleep 1
@@ -148,6 +153,7 @@ secrets() {
 cmd_up() {
     local start=$SECONDS
     ensure_tools
+    DEADLINE=$((SECONDS + TIMEOUT))
     mkdir -p "$STATE"
     chmod 755 "$STATE"
     secrets
@@ -172,9 +178,10 @@ cmd_up() {
 }
 
 show_logs() {
-    local n f
+    local n f prefix=$1
+    [[ $prefix == postgres ]] && prefix=patroni # Patroni's log holds PostgreSQL's
     for n in "${HOSTS[@]}"; do
-        for f in "$(hostdir "$n")/$1"*.log; do
+        for f in "$(hostdir "$n")/$prefix"*.log; do
             [[ -f $f ]] || continue
             log "--- last lines of $f"
             tail -n 15 "$f" >&2 || true
@@ -230,7 +237,10 @@ cmd_down() {
 
 main() {
     local verb=${1:-}
-    [[ $verb == "" || $verb == -h || $verb == --help ]] && { sed -n '2,25p' "$0"; exit 0; }
+    if [[ $verb == "" || $verb == -h || $verb == --help ]]; then
+        awk 'NR > 1 && /^#/ && !/shellcheck/ {print} /^set -euo/ {exit}' "$0"
+        exit 0
+    fi
     [[ $(id -u) == 0 ]] || die "run as root (it makes network namespaces)"
     shift
     case $verb in

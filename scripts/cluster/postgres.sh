@@ -125,7 +125,7 @@ patroni_members() {
         curl -fsS --max-time 3 "http://$(ip_of "$n"):8008/cluster" 2>/dev/null |
             python3 -c 'import json,sys
 for m in json.load(sys.stdin)["members"]:
-    print(m["name"], m["role"], m["state"])' && return 0
+    print(m["name"], m["role"], m["state"])' 2>/dev/null && return 0
     done
     return 1
 }
@@ -173,6 +173,7 @@ p = json.load(sys.stdin)
 role = {"master": "leader", "primary": "leader"}.get(p.get("role"), p.get("role"))
 if role == "replica" and p.get("sync_standby"):
     role = "sync_standby"
-print(role if p.get("state") in ("running", "streaming") else role + "/" + p.get("state", "?"))' ||
+print(role if p.get("state") in ("running", "streaming") else role + "/" + p.get("state", "?"))' \
+        2>/dev/null ||
         echo unknown
 }
