@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from agentdeck.core.messages import Event
-from agentdeck.core.models import JSON, Task, Workflow
+from agentdeck.core.models import JSON, Task, Usage, Workflow
 
 
 def task_event(task: Task, at: float, kind: str | None = None) -> Event:
@@ -42,3 +42,21 @@ def workflow_event(workflow: Workflow, at: float) -> Event:
 def task_events(tasks: Iterable[Task], at: float) -> list[Event]:
     """One event per task."""
     return [task_event(t, at) for t in tasks]
+
+
+def usage_event(used: Sequence[tuple[Task, Usage]], now: float) -> Event:
+    """One event for the usage a scheduler round wrote (``used``: attempts and what each
+    spent): how many attempts, their input and output tokens, the known cost summed, and how
+    many had no known cost. Watchers chart spending from it (the Store keeps the records)."""
+    costs = [u.cost_usd for _, u in used]
+    return Event(
+        topic="usage",
+        at=now,
+        data={
+            "attempts": len(used),
+            "input_tokens": sum(u.input_tokens for _, u in used),
+            "output_tokens": sum(u.output_tokens for _, u in used),
+            "cost_usd": round(sum(c for c in costs if c is not None), 6),
+            "unpriced": sum(1 for c in costs if c is None),
+        },
+    )

@@ -44,7 +44,7 @@ from agentdeck.themes import APP_CSS, BUILTIN, load_theme
 from agentdeck.tui.feed import EventFeed
 from agentdeck.tui.screens import registry
 from agentdeck.tui.screens.base import Deck, DeckScreen
-from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
+from agentdeck.tui.screens.modals import AskScreen, ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
 from agentdeck.tui.sources import Connect, Sources
 from agentdeck.tui.widgets.command_line import CommandLine
@@ -482,10 +482,13 @@ class AgentdeckApp(App[None]):
     def on_deck_screen_action_requested(self, message: DeckScreen.ActionRequested) -> None:
         """A screen asks for an operator action: confirm, then queue it."""
         message.stop()
-        self.request_action(message.action, message.targets, message.what)
+        self.request_action(message.action, message.targets, message.what, message.value)
 
-    def request_action(self, action: Action, targets: list[str], what: str) -> None:
-        """Ask to confirm ``action`` on ``targets`` naming them, then queue the command(s)."""
+    def request_action(
+        self, action: Action, targets: list[str], what: str, value: str | None = None
+    ) -> None:
+        """Ask to confirm ``action`` on ``targets`` naming them, then queue the command(s); an
+        action that takes a value (``budget``: usd=N tokens=N) asks for it first."""
         if self.read_only:
             self.notify("read-only: actions are disabled", severity="warning")
             return
@@ -493,22 +496,33 @@ class AgentdeckApp(App[None]):
             self.notify("nothing selected", severity="warning")
             return
         plural = f"{len(targets)} {what}s" if len(targets) > 1 else f"{what} {targets[0]}"
-        question = f"{ACTIONS[action].verb} {plural}?"
+        spec = ACTIONS[action]
+        if spec.value is not None and value is None:
+
+            def given(text: str | None) -> None:
+                if text:
+                    self.request_action(action, targets, what, text)
+                else:
+                    self.notify(f"{action} not sent", timeout=2)
+
+            self.push_screen(AskScreen(f"{spec.verb} {plural} to:", spec.value), given)
+            return
+        question = f"{spec.verb} {plural}" + (f" to {value}?" if value else "?")
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.run_worker(self._send(action, targets), group="actions")
+                self.run_worker(self._send(action, targets, value), group="actions")
             else:
                 self.notify(f"{action} not sent", timeout=2)
 
         self.push_screen(ConfirmScreen(question, targets), answered)
 
-    async def _send(self, action: Action, targets: list[str]) -> None:
+    async def _send(self, action: Action, targets: list[str], value: str | None = None) -> None:
         assert self.sources is not None
         sent = 0
         for target in targets:
             try:
-                await self.sources.client.command(action, target, wait=None)
+                await self.sources.client.command(action, target, value, wait=None)
                 sent += 1
             except AgentdeckError as exc:
                 self.notify(str(exc), severity="error")

@@ -77,6 +77,7 @@ class EventFeed:
         self._seq = 0
         self._done: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._failed: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
+        self._spent: deque[float] = deque([0.0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._second: int | None = None
 
     def __repr__(self) -> str:
@@ -88,21 +89,36 @@ class EventFeed:
         self.logbook.append(log_line(self._seq, event))
         if event.topic == "task":
             self._count(event)
+        elif event.topic == "usage":
+            self._advance(int(event.at))
+            cost = event.data.get("cost_usd")
+            if isinstance(cost, int | float):
+                self._spent[-1] += cost
 
     def _count(self, event: Event) -> None:
-        second = int(event.at)
-        if self._second is None:
-            self._second = second
-        while self._second < second:
-            self._second += 1
-            self._done.append(0)
-            self._failed.append(0)
+        self._advance(int(event.at))
         kind = event.data.get("kind")
         if kind == "succeeded":
             self._done[-1] += 1
         elif kind in ("failed", "retrying"):
             self._failed[-1] += 1
 
+    def _advance(self, second: int) -> None:
+        """Open a new slot for each second up to ``second`` (never go back: a late event
+        counts in the newest slot)."""
+        if self._second is None:
+            self._second = second
+        while self._second < second:
+            self._second += 1
+            self._done.append(0)
+            self._failed.append(0)
+            self._spent.append(0.0)
+
     def rates(self) -> tuple[list[int], list[int]]:
         """Tasks that succeeded and that failed, per second, over the last minute."""
         return list(self._done), list(self._failed)
+
+    def spending(self) -> list[float]:
+        """US dollars the agents' attempts spent, per second, over the last minute (from the
+        scheduler's ``usage`` events; costs not known count 0)."""
+        return list(self._spent)

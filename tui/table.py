@@ -41,3 +41,21 @@ def ago(ts: float | None, now: float) -> str:
         if secs >= size:
             return f"{int(secs // size)}{unit}"
     return f"{secs:.0f}s"
+
+
+def spent(total: Any) -> str:
+    """What a usage total spent, compactly: ``$0.42 12k`` (USD, then input + output tokens),
+    ``+?`` after the cost when some attempts had none, ``-`` when nothing was recorded."""
+    if total is None or not total.attempts:
+        return "-"
+    tokens = total.input_tokens + total.output_tokens
+    count = (
+        f"{tokens / 1e6:.1f}M"
+        if tokens >= 1_000_000
+        else f"{tokens / 1e3:.0f}k"
+        if tokens >= 10_000
+        else f"{tokens / 1e3:.1f}k"
+        if tokens >= 1_000
+        else str(tokens)
+    )
+    return f"${total.cost_usd:.2f}{'+?' if total.unpriced else ''} {count}"

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from agentdeck.core.errors import AgentdeckError
-from agentdeck.core.events import task_event, workflow_event
+from agentdeck.core.events import task_event, usage_event, workflow_event
 from agentdeck.core.messages import Event, encode
-from agentdeck.core.models import Command, Task, Workflow
+from agentdeck.core.models import Command, Task, Usage, Workflow
 from agentdeck.core.ports import Bus
 from agentdeck.core.scheduler.observer import SchedulerObserver
 
@@ -22,7 +22,8 @@ log = structlog.get_logger(__name__)
 
 
 class EventsFeed(SchedulerObserver):
-    """Publishes an event per task transition, workflow change and finished command."""
+    """Publishes an event per task transition, workflow change and finished command, and one
+    per round that recorded usage."""
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
@@ -41,6 +42,10 @@ class EventsFeed(SchedulerObserver):
             [task_event(t, now, kinds.get(t.id)) for t in tasks]
             + [task_event(t, now, "ready") for t in released]
         )
+
+    async def usage_recorded(self, used: Sequence[tuple[Task, Usage]], now: float) -> None:
+        if used:
+            await self.publish([usage_event(used, now)])
 
     async def workflow_changed(self, workflow: Workflow, now: float) -> None:
         await self.publish([workflow_event(workflow, now)])

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from agentdeck.agents.feed import AttemptFeed, FeedStream
 from agentdeck.backends.memory import MemoryBus
 from agentdeck.core.clock import FakeClock
-from agentdeck.core.events import task_event, workflow_event
+from agentdeck.core.events import task_event, usage_event, workflow_event
 from agentdeck.core.messages import (
     Control,
     ErrorModel,
@@ -22,6 +22,7 @@ from agentdeck.core.messages import (
     UsageModel,
     decode,
 )
+from agentdeck.core.models import Usage
 from agentdeck.core.spec import TaskSpec, WorkflowSpec, build
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "messages.md").read_text()
@@ -88,11 +89,21 @@ def test_the_event_topics_table_gives_the_keys_the_core_sends() -> None:
         for row in rows
         if row.startswith("|")
     }
-    assert set(keys) == {"task", "workflow", "breaker", "command", "log", "progress", "output"}
+    assert set(keys) == {
+        "task",
+        "workflow",
+        "breaker",
+        "command",
+        "log",
+        "progress",
+        "output",
+        "usage",
+    }
     assert keys["task"] == list(task_event(tasks[0], 1.0).data)
     assert keys["workflow"] == list(workflow_event(workflow, 1.0).data)
     assert keys["progress"] == list(feed_events()["progress"].data)
     assert keys["output"] == list(feed_events()["output"].data)
+    assert keys["usage"] == list(usage_event([(tasks[0], Usage(1, 2))], 1.0).data)
 
 
 def feed_events() -> dict[str, Event]:

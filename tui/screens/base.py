@@ -85,9 +85,12 @@ class DeckScreen(Screen[None]):
         """Ask the operator to confirm ``action`` on ``targets`` (``what`` names one of them
         in the question: "Retry task wf/a?"), then queue it."""
 
-        def __init__(self, action: Action, targets: Sequence[str], what: str) -> None:
+        def __init__(
+            self, action: Action, targets: Sequence[str], what: str, value: str | None = None
+        ) -> None:
             super().__init__()
             self.action, self.targets, self.what = action, list(targets), what
+            self.value = value
 
     class OpenRequested(Message):
         """Open ``screen`` above the current one (Enter on a row, ``l`` for logs, ...)."""
@@ -152,7 +155,8 @@ class DeckScreen(Screen[None]):
         """Read the current state and show it."""
 
     def request(self, action: Action, targets: Iterable[str], what: str) -> None:
-        """Ask the app to confirm and queue ``action`` on ``targets``."""
+        """Ask the app to confirm and queue ``action`` on ``targets`` (an action that takes a
+        value, such as ``budget``, asks for it first)."""
         self.post_message(self.ActionRequested(action, list(targets), what))
 
     def open(self, screen: DeckScreen) -> None:

@@ -1,4 +1,5 @@
-"""Dialogs: the confirmation every action asks for, and the help for the current screen."""
+"""Dialogs: the confirmation every action asks for, the value some actions take, and the help
+for the current screen."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Static
+from textual.widgets import Input, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
@@ -40,6 +41,33 @@ class ConfirmScreen(ModalScreen[bool]):
     def action_answer(self, yes: bool) -> None:
         """Close with the answer."""
         self.dismiss(yes)
+
+
+class AskScreen(ModalScreen[str | None]):
+    """Asks for the value an action takes ("Set the budget of workflow w1 to:"), answers the
+    text typed (Enter) or None (Esc)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, question: str, placeholder: str = "") -> None:
+        super().__init__()
+        self.question, self.placeholder = question, placeholder
+
+    def compose(self) -> ComposeResult:
+        """The question, an input line, the keys."""
+        with Vertical():
+            yield Static(self.question, id="question", markup=False)
+            yield Input(placeholder=self.placeholder, id="answer")
+            yield Static("Enter: send    Esc: cancel", id="keys")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        """Enter: answer with the text (nothing typed: cancel)."""
+        event.stop()
+        self.dismiss(event.value.strip() or None)
+
+    def action_cancel(self) -> None:
+        """Esc: no answer."""
+        self.dismiss(None)
 
 
 class HelpScreen(ModalScreen[None]):

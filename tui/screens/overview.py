@@ -37,10 +37,11 @@ class OverviewScreen(DeckScreen):
             card.border_title = "Agents"
             yield card
             with Vertical(id="throughput", classes="card") as box:
-                box.border_title = "Throughput (tasks/s, 60 s)"
+                box.border_title = "Throughput and spend (per s, 60 s)"
                 yield Static(id="rates")
                 yield Sparkline([], id="done-rate")
                 yield Sparkline([], id="fail-rate")
+                yield Sparkline([], id="cost-rate")
 
     async def reload(self) -> None:
         """Count workflows, open tasks and agents; read the leader and the breakers."""
@@ -85,18 +86,22 @@ class OverviewScreen(DeckScreen):
         self._show("#agents", text)
 
         done, failed = self.deck.feed.rates()
+        spent = self.deck.feed.spending()
         self._show(
             "#rates",
             Text.assemble(
                 ("succeeded ", self.deck.status_style("succeeded")),
                 f"{done[-1] if done else 0:>4}/s   ",
                 ("failed ", self.deck.status_style("failed")),
-                f"{failed[-1] if failed else 0:>4}/s",
+                f"{failed[-1] if failed else 0:>4}/s\n",
+                ("spent ", self.deck.status_style("retrying")),
+                f"${sum(spent):,.4f} in 60 s",
             ),
         )
         # (a reactive: an equal list is not set again, so it is not redrawn)
         self.query_one("#done-rate", Sparkline).data = done
         self.query_one("#fail-rate", Sparkline).data = failed
+        self.query_one("#cost-rate", Sparkline).data = spent
 
     def _show(self, selector: str, text: Text) -> None:
         # Four times a second most cards read the same: those are left alone. A changed card

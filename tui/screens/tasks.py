@@ -20,7 +20,7 @@ from agentdeck.core.states import TaskStatus
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.screens.logs import LogsScreen
 from agentdeck.tui.screens.traces import TraceScreen, task_trace_id
-from agentdeck.tui.table import ago, when
+from agentdeck.tui.table import ago, spent, when
 from agentdeck.tui.widgets.live_table import LiveTable
 
 #: The most tasks read for a ``/``-filtered list (the table filters and sorts them itself).
@@ -231,6 +231,18 @@ class TaskScreen(DeckScreen):
             f"agent {task.agent_id or '-'}\n"
             f"needs {', '.join(task.needs) or '-'}  updated {ago(task.updated_at, now)} ago\n"
         )
+        usage = [
+            u
+            for u in await store.usage_totals("task", workflow_ids=[task.workflow_id])
+            if u.key == task.id
+        ]
+        if usage:
+            u = usage[0]
+            text.append(
+                f"spent {spent(u)}: {u.input_tokens:,} in / {u.output_tokens:,} out tokens, "
+                f"cache {u.cache_creation_input_tokens:,} written / "
+                f"{u.cache_read_input_tokens:,} read, over {u.attempts} attempt(s)\n"
+            )
         if task.error is not None:
             text.append("\nError\n", style="bold")
             text.append(

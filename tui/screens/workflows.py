@@ -14,7 +14,7 @@ from agentdeck.core.dag import levels
 from agentdeck.core.models import Task, Workflow
 from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
 from agentdeck.tui.screens.base import DeckScreen
-from agentdeck.tui.table import ago
+from agentdeck.tui.table import ago, spent
 from agentdeck.tui.widgets.dag import DagMap
 from agentdeck.tui.widgets.live_table import LiveTable
 
@@ -37,6 +37,7 @@ class WorkflowsScreen(DeckScreen):
         Binding("r", "retry", "Retry failed"),
         Binding("x", "cancel", "Cancel"),
         Binding("P", "pause_resume", "Pause/resume"),
+        Binding("B", "budget", "Budget", show=False),
         Binding("space", "tag", "Tag", show=False),
         Binding("u", "clear_tags", "Untag all", show=False),
     ]
@@ -48,7 +49,7 @@ class WorkflowsScreen(DeckScreen):
     def body(self) -> ComposeResult:
         """The workflow table."""
         yield LiveTable(
-            ["id", "name", "status", "progress", "age"],
+            ["id", "name", "status", "progress", "spent", "age"],
             render=self._cell_text,
             window=WINDOW,
             taggable=True,
@@ -72,7 +73,13 @@ class WorkflowsScreen(DeckScreen):
             total = sum((await store.count_workflows()).values())
             offset = max(0, min(offset, total - limit))
             workflows = await store.list_workflows(limit=limit, offset=offset)
-        counts = await store.count_tasks([w.id for w in workflows]) if workflows else {}
+        ids = [w.id for w in workflows]
+        counts = await store.count_tasks(ids) if workflows else {}
+        usage = (
+            {u.key: u for u in await store.usage_totals("workflow", workflow_ids=ids)}
+            if workflows
+            else {}
+        )
         self.workflows = {w.id: w for w in workflows}
         rows = []
         for w in workflows:
@@ -85,6 +92,7 @@ class WorkflowsScreen(DeckScreen):
                         w.name,
                         w.status.value,
                         progress(done, w.task_count),
+                        spent(usage.get(w.id)),
                         ago(w.created_at, now),
                     ),
                 )
@@ -116,6 +124,10 @@ class WorkflowsScreen(DeckScreen):
             self.request(Action.RESUME, paused, "workflow")
         else:
             self.request(Action.PAUSE, targets, "workflow")
+
+    def action_budget(self) -> None:
+        """Set the budget of the selected workflow(s) (asks for usd=N and/or tokens=N)."""
+        self.request(Action.BUDGET, self.selected_keys(), "workflow")
 
     def _is_paused(self, workflow_id: str) -> bool:
         w = self.workflows.get(workflow_id)
@@ -155,7 +167,7 @@ class WorkflowScreen(DeckScreen):
         yield Static(classes="summary", id="wf-summary")
         yield DagMap(id="dag")
         yield LiveTable(
-            ["lvl", "task", "capability", "status", "att", "needs"],
+            ["lvl", "task", "capability", "status", "att", "spent", "needs"],
             render=self._cell_text,
             window=WINDOW,
             taggable=True,
@@ -170,6 +182,9 @@ class WorkflowScreen(DeckScreen):
         store = self.sources.store
         self.workflow = await store.get_workflow(self.workflow_id)
         self.tasks = await store.list_tasks(workflow_id=self.workflow_id, limit=1_000_000)
+        usage = {
+            u.key: u for u in await store.usage_totals("task", workflow_ids=[self.workflow_id])
+        }
         if len(self._depth) != len(self.tasks):
             self._depth = levels({t.key: t.needs for t in self.tasks})
         w = self.workflow
@@ -181,6 +196,11 @@ class WorkflowScreen(DeckScreen):
         )
         for status, n in sorted(counts.items()):
             summary.append(f"{status} {n}  ", style=self.deck.status_style(status))
+        if usage:
+            totals = list(usage.values())
+            summary.append(f"spent {spent(sum(totals[1:], totals[0]))}  ")
+        if w.hold_reason:
+            summary.append(f"held: {w.hold_reason}  ", style=self.deck.status_style("retrying"))
         if self.only_failures or self.hide_done:
             summary.append(
                 "[failures only]" if self.only_failures else "[done hidden]", style="bold"
@@ -203,6 +223,7 @@ class WorkflowScreen(DeckScreen):
                         t.capability,
                         t.status.value,
                         t.attempt,
+                        spent(usage.get(t.id)),
                         ",".join(t.needs) or "-",
                     ),
                 )
@@ -229,6 +250,10 @@ class WorkflowScreen(DeckScreen):
         """Pause this workflow, or resume it when paused."""
         paused = self.workflow is not None and self.workflow.status == WorkflowStatus.PAUSED
         self.request(Action.RESUME if paused else Action.PAUSE, [self.workflow_id], "workflow")
+
+    def action_budget(self) -> None:
+        """Set this workflow's budget (asks for usd=N and/or tokens=N)."""
+        self.request(Action.BUDGET, [self.workflow_id], "workflow")
 
     async def action_failures(self) -> None:
         """Show only failed, retrying and cancelled tasks (again: show all)."""
