@@ -174,3 +174,40 @@ def test_cli_queues_drain_and_capability_commands(
     bad = runner.invoke(main, ["pause-capability", "a:b", "--no-wait"])
     assert bad.exit_code == 1
     assert "is not a capability name" in bad.output
+
+
+async def test_b_sets_a_workflow_budget_after_asking_for_the_value(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """`B` on a workflow asks for the value, confirms naming workflow and value, and the
+    scheduler sets that budget; Esc at the question sends nothing."""
+    from agentdeck.tui.screens.modals import AskScreen
+
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press(":", *"wf", "space", *WF_RUNNING, "enter")
+        await settle(pilot)
+        await pilot.press("B")
+        await pilot.pause()
+        assert isinstance(app.screen, AskScreen)
+        await pilot.press("escape")
+        await settle(pilot)
+        assert not isinstance(app.screen, AskScreen | ConfirmScreen)
+        await pilot.press("B")
+        await pilot.pause()
+        await pilot.press(*"usd=7.5", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.question == f"Set the budget of workflow {WF_RUNNING} to usd=7.5?"
+        await pilot.press("y")
+        await settle(pilot)
+        await world.scheduler.tick()
+    (command, *_) = await world.store.list_commands()
+    assert (command.action, command.target, command.status) == (
+        "budget",
+        WF_RUNNING,
+        CommandStatus.DONE,
+    )
+    budget = (await world.store.get_workflow(WF_RUNNING)).budget
+    assert budget is not None and budget.usd == 7.5

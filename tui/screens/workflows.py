@@ -141,6 +141,7 @@ class WorkflowScreen(DeckScreen):
         Binding("r", "retry", "Retry"),
         Binding("x", "cancel", "Cancel wf"),
         Binding("P", "pause_resume", "Pause/resume"),
+        Binding("B", "budget", "Budget", show=False),
         Binding("space", "tag", "Tag", show=False),
         Binding("u", "clear_tags", "Untag all", show=False),
         Binding("f", "failures", "Failures only", show=False),
