@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -67,7 +68,16 @@ def _broken(exc: BaseException | None) -> bool:
 _REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.InvalidAuthorizationSpecificationError,  # wrong password, no such role, pg_hba
     asyncpg.InvalidCatalogNameError,  # no such database
+    # sslmode=verify-ca/verify-full: the server's certificate is not from the CA the URL
+    # trusts (sslrootcert), or does not name the host dialled. An OSError, but no retry
+    # will change the certificate.
+    ssl.SSLCertVerificationError,
 )
+
+
+def _passing(exc: BaseException) -> bool:
+    """True for a connection failure worth another try."""
+    return isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _REFUSED)
 
 
 #: How a refused operation reads in "role X may not <verb>"; a command's op is its action.
@@ -150,13 +160,18 @@ class PostgresConnections:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self._connect_attempts),
             wait=tenacity.wait_exponential(multiplier=self._connect_wait, max=5.0),
-            retry=tenacity.retry_if_exception_type(_UNAVAILABLE),
+            retry=tenacity.retry_if_exception(_passing),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     return await self._open_pool()
+        except ssl.SSLCertVerificationError as exc:
+            raise BackendUnavailable(
+                f"PostgreSQL at {self.where} failed TLS verification (sslrootcert, host name): "
+                f"{self._describe(exc)}"
+            ) from None
         except _REFUSED as exc:
             raise BackendUnavailable(
                 f"PostgreSQL at {self.where} refused the connection: {self._describe(exc)}"
