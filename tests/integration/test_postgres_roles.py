@@ -12,10 +12,12 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+from click.testing import CliRunner
 
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.backends.postgres import PostgresStore, schema, testing
@@ -29,6 +31,7 @@ from agentdeck.core.scheduler import Scheduler
 from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.core.states import WorkflowStatus as W
+from agentdeck.tui.cli import main
 from tests.conftest import require_service
 
 pytestmark = pytest.mark.integration
@@ -244,3 +247,18 @@ def test_a_refused_migration_says_what_a_dba_runs() -> None:
     )
     assert message.startswith("role deploy may not migrate the schema: it has none of the roles")
     assert "CREATE ROLE agentdeck_viewer NOLOGIN; CREATE ROLE agentdeck_operator NOLOGIN" in message
+
+
+def test_the_cli_prints_the_refusal_as_one_line(
+    users: Users, workflow: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentdeck cancel` as a viewer exits 1 with the database's refusal, by name."""
+    monkeypatch.setenv("AGENTDECK_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AGENTDECK_STORE_URL", users.viewer)
+    result = CliRunner().invoke(main, ["cancel", workflow], catch_exceptions=False)
+    assert result.exit_code == 1
+    viewer = users.names[schema.VIEWER]
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: role {viewer} may not cancel: it is read-only"
+    )
