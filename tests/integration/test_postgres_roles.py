@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -33,6 +33,7 @@ from agentdeck.core.states import TaskStatus as T
 from agentdeck.core.states import WorkflowStatus as W
 from agentdeck.tui.cli import main
 from tests.conftest import require_service
+from tests.e2e.services import PostgresServer
 
 pytestmark = pytest.mark.integration
 
@@ -262,3 +263,41 @@ def test_the_cli_prints_the_refusal_as_one_line(
     assert result.output.strip().splitlines()[-1] == (
         f"error: role {viewer} may not cancel: it is read-only"
     )
+
+
+@pytest.fixture(scope="module")
+def fresh_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A private PostgreSQL cluster of this module, where the agentdeck roles do not exist."""
+    server = PostgresServer(tmp_path_factory.mktemp("cluster"))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.mark.slow
+async def test_a_migrating_user_without_createrole_is_told_what_a_dba_runs(
+    fresh_cluster: PostgresServer,
+) -> None:
+    """Where the roles are missing and the owner may not create them, the migration stops
+    with the statements a DBA runs; once run, the same owner migrates."""
+    admin = await asyncpg.connect(fresh_cluster.url)
+    try:
+        await admin.execute("CREATE ROLE deploy LOGIN")
+        await admin.execute("CREATE DATABASE app OWNER deploy")
+        url = f"postgresql://deploy@127.0.0.1:{fresh_cluster.port}/app"
+        async with PostgresStore.from_url(url, clock=FakeClock()) as store:
+            with pytest.raises(PermissionDenied) as refused:
+                await store.migrate()
+        message = str(refused.value)
+        assert message.startswith("role deploy may not migrate the schema")
+        assert "user deploy may not create roles" in message
+        assert schema.CREATE_ROLES_BY_HAND in message
+        for statement in schema.CREATE_ROLES_BY_HAND.split("; "):
+            await admin.execute(statement)
+        async with PostgresStore.from_url(url, clock=FakeClock()) as store:
+            await store.migrate()
+            assert await store.list_workflows() == []
+    finally:
+        await admin.close()
