@@ -44,6 +44,9 @@ REDIS_OPTIONS = frozenset(
         "ssl_cert_reqs",
         "ssl_ca_certs",
         "ssl_check_hostname",
+        # A client certificate, for a server started with --tls-auth-clients yes.
+        "ssl_certfile",
+        "ssl_keyfile",
     }
 )
 #: Options of a sentinel URL: the data connections' (no TLS: ``redis+sentinel`` is plain TCP)

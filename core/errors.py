@@ -34,6 +34,12 @@ class BackendUnavailable(AgentdeckError):
     """A backend cannot be reached. Retryable: the caller may try again later."""
 
 
+class PermissionDenied(AgentdeckError):
+    """The engine refused an action to the authenticated user: its role does not allow it (a
+    read-only viewer queueing a command, an operator writing tasks). Not retryable; the
+    message names the user, the action and what the role is."""
+
+
 class ConflictError(AgentdeckError):
     """A compare-and-set lost: the record changed under us (another writer, a stale attempt)."""
 

@@ -9,22 +9,28 @@ a write runs on a connection.
   idempotent); writes do not, because a write whose commit was cut off may have happened:
   the caller decides, and compare-and-set makes a repeated ``apply`` harmless.
 - A connection that broke is dropped, not returned to the pool.
+- **Refusals**: a statement the user's role may not run (``InsufficientPrivilegeError``, from a
+  grant or the commands trigger of :mod:`backends.postgres.schema`) is :class:`PermissionDenied`
+  naming the authenticated user, what it tried and its role: "role ada may not cancel: it is
+  read-only". Never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
 import tenacity
 
+from agentdeck.backends.postgres.schema import NODE, OPERATOR, ROLES, VIEWER
 from agentdeck.backends.postgres.url import PostgresTarget
-from agentdeck.core.errors import BackendUnavailable, ConfigError
+from agentdeck.core.errors import BackendUnavailable, ConfigError, PermissionDenied
 
-__all__ = ["PostgresConnections", "fetch"]
+__all__ = ["PostgresConnections", "denied_message", "fetch"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -64,7 +70,45 @@ def _broken(exc: BaseException | None) -> bool:
 _REFUSED: tuple[type[BaseException], ...] = (
     asyncpg.InvalidAuthorizationSpecificationError,  # wrong password, no such role, pg_hba
     asyncpg.InvalidCatalogNameError,  # no such database
+    # sslmode=verify-ca/verify-full: the server's certificate is not from the CA the URL
+    # trusts (sslrootcert), or does not name the host dialled. An OSError, but no retry
+    # will change the certificate.
+    ssl.SSLCertVerificationError,
 )
+
+
+def _passing(exc: BaseException) -> bool:
+    """True for a connection failure worth another try."""
+    return isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _REFUSED)
+
+
+#: How a refused operation reads in "role X may not <verb>"; a command's op is its action.
+_VERBS = {
+    "create_workflow": "submit workflows",
+    "apply": "change task states",
+    "set_workflow_status": "change workflow states",
+    "finish_command": "record command outcomes",
+    "load": "restore a snapshot",
+    "migrate": "migrate the schema",
+}
+
+
+def denied_message(op: str, user: str, roles: Sequence[str], server: str, hint: str) -> str:
+    """One sentence for a refusal: who (``user``, holding agentdeck ``roles``) may not do
+    ``op``, and why. A refused migration also carries the server's words and hint, which say
+    what a DBA runs."""
+    if NODE in roles:
+        what = "it is a node: the schema's owner migrates and restores"
+    elif OPERATOR in roles:
+        what = "it is an operator: it may read and queue commands, nothing else"
+    elif VIEWER in roles:
+        what = "it is read-only"
+    else:
+        what = f"it has none of the roles {', '.join(ROLES)}"
+    message = f"role {user} may not {_VERBS.get(op, op)}: {what}"
+    if op == "migrate":
+        message += f" (PostgreSQL: {server}{'; ' + hint if hint else ''})"
+    return message
 
 
 async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -118,13 +162,18 @@ class PostgresConnections:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self._connect_attempts),
             wait=tenacity.wait_exponential(multiplier=self._connect_wait, max=5.0),
-            retry=tenacity.retry_if_exception_type(_UNAVAILABLE),
+            retry=tenacity.retry_if_exception(_passing),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     return await self._open_pool()
+        except ssl.SSLCertVerificationError as exc:
+            raise BackendUnavailable(
+                f"PostgreSQL at {self.where} failed TLS verification (sslrootcert, host name): "
+                f"{self._describe(exc)}"
+            ) from None
         except _REFUSED as exc:
             raise BackendUnavailable(
                 f"PostgreSQL at {self.where} refused the connection: {self._describe(exc)}"
@@ -232,10 +281,13 @@ class PostgresConnections:
             reraise=True,
         )
         pool = await self._get_pool()  # retried on its own, at start-up
-        async for attempt in retrying:
-            with attempt, self._errors(op):
-                async with self._connection(pool) as conn:
-                    return await fn(conn, *args, **kwargs)
+        try:
+            async for attempt in retrying:
+                with attempt, self._errors(op):
+                    async with self._connection(pool) as conn:
+                        return await fn(conn, *args, **kwargs)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise await self._denied(pool, op, exc) from None
         raise AssertionError("unreachable: tenacity returns or raises")
 
     async def _write(
@@ -247,9 +299,31 @@ class PostgresConnections:
     ) -> _R:
         """Run ``fn`` in one transaction. Not retried: see the module docstring."""
         pool = await self._get_pool()
-        with self._errors(op):
-            async with self._connection(pool) as conn, conn.transaction():
-                return await fn(conn, *args, **kwargs)
+        try:
+            with self._errors(op):
+                async with self._connection(pool) as conn, conn.transaction():
+                    return await fn(conn, *args, **kwargs)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise await self._denied(pool, op, exc) from None
+
+    async def _denied(
+        self, pool: asyncpg.Pool, op: str, exc: asyncpg.InsufficientPrivilegeError
+    ) -> PermissionDenied:
+        """The refusal of ``op`` as PermissionDenied, naming the authenticated user and its
+        role as the server reports them (asked on a fresh statement: the refused transaction
+        is gone)."""
+        user, roles = "(this user)", []
+        with contextlib.suppress(asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            row = await pool.fetchrow(
+                "SELECT session_user::text, ARRAY(SELECT rolname::text FROM pg_roles "
+                "WHERE rolname = ANY($1::text[]) AND pg_has_role(session_user, oid, 'USAGE'))",
+                list(ROLES),
+            )
+            if row is not None:
+                user, roles = row[0], list(row[1])
+        return PermissionDenied(
+            denied_message(op, user, roles, self._describe(exc), getattr(exc, "hint", "") or "")
+        )
 
     async def _fetch(self, op: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         return await self._read(op, fetch, sql, *args)

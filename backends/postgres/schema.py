@@ -27,10 +27,15 @@ import asyncpg
 from agentdeck.core.errors import ConfigError
 
 __all__ = [
+    "CREATE_ROLES_BY_HAND",
     "EVENTS_LOCK",
     "LOCK_NAMESPACE",
     "MIGRATE_LOCK",
     "MIGRATIONS",
+    "NODE",
+    "OPERATOR",
+    "ROLES",
+    "VIEWER",
     "latest_version",
     "migrate",
 ]
@@ -42,6 +47,99 @@ MIGRATE_LOCK = 1
 #: Held from the first event a transaction inserts until it commits, so events commit in
 #: ``seq`` order (see :mod:`backends.postgres.store`).
 EVENTS_LOCK = 2
+
+#: The group roles (NOLOGIN; a login user is granted one of them), from least to most power.
+VIEWER, OPERATOR, NODE = "agentdeck_viewer", "agentdeck_operator", "agentdeck_node"
+ROLES = (VIEWER, OPERATOR, NODE)
+
+#: What a DBA runs once per cluster when the user that migrates may not create roles (roles
+#: are cluster-wide; ``CREATE ROLE`` needs CREATEROLE or a superuser).
+CREATE_ROLES_BY_HAND = "; ".join(f"CREATE ROLE {name} NOLOGIN" for name in ROLES)
+
+# Roles are created if missing; two databases migrating at once may both try, and the loser's
+# CREATE ROLE fails with one of the two errors caught (it waited on the catalog's index).
+_CREATE_ROLES = f"""
+DO $$
+DECLARE
+    name text;
+BEGIN
+    FOREACH name IN ARRAY ARRAY['{VIEWER}', '{OPERATOR}', '{NODE}'] LOOP
+        CONTINUE WHEN EXISTS (SELECT 1 FROM pg_roles WHERE rolname = name);
+        IF NOT (SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+            RAISE EXCEPTION 'role % does not exist and user % may not create roles',
+                name, current_user
+                USING ERRCODE = 'insufficient_privilege',
+                HINT = 'a superuser or a user with CREATEROLE runs once per cluster: '
+                    || '{CREATE_ROLES_BY_HAND}';
+        END IF;
+        BEGIN
+            EXECUTE format('CREATE ROLE %I NOLOGIN', name);
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;
+        END;
+    END LOOP;
+END
+$$
+"""
+
+# Grants in the schema the store lives in (``search_path``). Default privileges extend them to
+# every table and sequence later migrations create (as the same owner). The operator's only
+# write is a command row; the node writes what the runtime writes, not the migration log.
+_GRANT_ROLES = f"""
+DO $$
+DECLARE
+    s text := quote_ident(current_schema());
+BEGIN
+    EXECUTE 'GRANT USAGE ON SCHEMA ' || s || ' TO {VIEWER}, {OPERATOR}, {NODE}';
+    EXECUTE 'GRANT SELECT ON ALL TABLES IN SCHEMA ' || s || ' TO {VIEWER}, {OPERATOR}';
+    EXECUTE 'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ' || s
+        || ' TO {NODE}';
+    EXECUTE 'GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA ' || s || ' TO {NODE}';
+    EXECUTE 'ALTER DEFAULT PRIVILEGES IN SCHEMA ' || s
+        || ' GRANT SELECT ON TABLES TO {VIEWER}, {OPERATOR}';
+    EXECUTE 'ALTER DEFAULT PRIVILEGES IN SCHEMA ' || s
+        || ' GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {NODE}';
+    EXECUTE 'ALTER DEFAULT PRIVILEGES IN SCHEMA ' || s
+        || ' GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {NODE}';
+    EXECUTE 'REVOKE INSERT, UPDATE, DELETE ON ' || s || '.schema_migrations FROM {NODE}';
+    EXECUTE 'GRANT INSERT ON ' || s || '.commands TO {OPERATOR}';
+    EXECUTE 'GRANT USAGE ON SEQUENCE ' || pg_get_serial_sequence(s || '.commands', 'seq')
+        || ' TO {OPERATOR}';
+END
+$$
+"""
+
+# The actor of a command is the authenticated user (``session_user``: SET ROLE does not change
+# it), whatever the client wrote, and it never changes afterwards. Only a user who can act as
+# the table's owner keeps the actor it writes: it could drop this trigger anyway, and a
+# snapshot restore must keep the recorded actors. A user that is not a node may queue only
+# pending commands: the outcome is the scheduler's to write.
+_COMMAND_ACTOR = f"""
+CREATE FUNCTION agentdeck_command_actor() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_has_role(session_user, (SELECT relowner FROM pg_class WHERE oid = TG_RELID), 'USAGE')
+    THEN
+        RETURN NEW;
+    END IF;
+    IF TG_OP = 'UPDATE' THEN
+        NEW.actor := OLD.actor;
+        RETURN NEW;
+    END IF;
+    NEW.actor := session_user;
+    IF NOT pg_has_role(session_user, '{NODE}', 'USAGE')
+        AND (NEW.status <> 'pending' OR NEW.result <> '' OR NEW.finished_at IS NOT NULL)
+    THEN
+        RAISE EXCEPTION 'user % may only queue pending commands', session_user
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    RETURN NEW;
+END
+$$
+"""
+_COMMAND_ACTOR_TRIGGER = """
+CREATE TRIGGER commands_actor BEFORE INSERT OR UPDATE ON commands
+    FOR EACH ROW EXECUTE FUNCTION agentdeck_command_actor()
+"""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -162,6 +260,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE workflows ADD COLUMN budget jsonb",
         "ALTER TABLE workflows ADD COLUMN hold_reason text",
     ),
+    # 3: roles enforced by the engine (docs/security.md): three NOLOGIN group roles, their grants,
+    # and the trigger that records the authenticated user as a command's actor.
+    (_CREATE_ROLES, _GRANT_ROLES, _COMMAND_ACTOR, _COMMAND_ACTOR_TRIGGER),
 )
 
 

@@ -159,6 +159,10 @@ class PostgresStore(PostgresConnections, SqlStore):
         """Connect (see :meth:`from_url`) and create or upgrade the schema; a no-op when it is
         current. Raises BackendUnavailable, and ConfigError when the database was written by
         a newer agentdeck."""
+        # Only the owner may migrate, but every role opens the store this way: a schema that
+        # is current is told by a read, which a viewer may do, before any lock or DDL.
+        if await self._read("migrate", _version) == schema.latest_version():
+            return
         applied = await self._read("migrate", schema.migrate, self._clock.now(), self.where)
         if applied:
             log.info("store_migrated", where=self.where, versions=applied)
@@ -240,8 +244,9 @@ class PostgresStore(PostgresConnections, SqlStore):
         return await self._write("apply", transitions.apply, plans, at, fence)
 
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
-        """Also NOTIFY ``agentdeck_commands`` when the transaction commits."""
-        await self._write("add_command", _add_command, row)
+        """Also NOTIFY ``agentdeck_commands`` when the transaction commits. Named by its
+        action should the user's role refuse it ("role ada may not cancel: ...")."""
+        await self._write(str(row[1]), _add_command, row)
 
     async def _finish(
         self, command_id: str, status: str, result: str, finished_at: float | None
@@ -265,6 +270,14 @@ class PostgresStore(PostgresConnections, SqlStore):
 
 
 # ------------------------------------------------------------ statements on a connection
+
+
+async def _version(conn: asyncpg.Connection) -> int:
+    """The schema version of the database (0: none yet)."""
+    try:
+        return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+    except asyncpg.UndefinedTableError:
+        return 0
 
 
 async def _fenced_fetch(

@@ -171,8 +171,9 @@ def site(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Site:
 
 
 def test_every_playbook_parses() -> None:
-    """site.yml, deploy.yml and rollback.yml pass ``--syntax-check`` with the example inventory."""
-    for playbook in ("site.yml", "deploy.yml", "rollback.yml"):
+    """site.yml, deploy.yml, rollback.yml and access.yml pass ``--syntax-check`` with the
+    example inventory."""
+    for playbook in ("site.yml", "deploy.yml", "rollback.yml", "access.yml"):
         run = subprocess.run(
             [str(PLAYBOOK), "--syntax-check", "-i", "inventory.example.ini", playbook],
             cwd=ANSIBLE,
