@@ -25,6 +25,7 @@ they never fire before the logical expiry, so a record cannot vanish under a liv
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -41,6 +42,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    NoPermissionError,
     ReadOnlyError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -341,10 +343,13 @@ class RedisRegistry:
                 if not row or (capability is not None and capability not in _capabilities(row))
             ]
             if stale:
-                await self._script("clean_index")(
-                    keys=[index, *(self._agent_key(i) for i in stale)],
-                    args=[capability or "", *stale],
-                )
+                # A read-only ACL user (a viewer) may not tidy the index: the listing below
+                # skips the stale entries all the same, and a node tidies them.
+                with contextlib.suppress(NoPermissionError):
+                    await self._script("clean_index")(
+                        keys=[index, *(self._agent_key(i) for i in stale)],
+                        args=[capability or "", *stale],
+                    )
         now = self._clock.now()
         records = [
             _agent_record(row)

@@ -204,9 +204,16 @@ async def test_a_redis_node_user_runs_the_registry(
 async def test_a_redis_viewer_reads_and_cannot_write(
     engines: Engines, node_registry: RedisRegistry
 ) -> None:
-    """The viewer's ACL user reads the registry's keys; a write, or another key, is NOPERM."""
+    """The viewer's ACL user reads the registry's keys (an index entry whose record Redis has
+    collected, which a node would tidy, is skipped); a write, or another key, is NOPERM."""
     agent = _agent("a2")
     await node_registry.register(agent, ttl=10.0)
+    await node_registry.register(_agent("gone"), ttl=10.0)
+    admin = redis.asyncio.Redis(host="127.0.0.1", port=engines.redis.port)
+    try:  # as if its record expired: the agents index still names it
+        await admin.delete(node_registry._agent_key("gone"))
+    finally:
+        await admin.aclose()
     viewer = RedisRegistry.from_url(_registry_url(engines, "viewer"), clock=FakeClock())
     await viewer.start()
     try:
