@@ -10,6 +10,9 @@ reload). The commands they queue are carried out by the scheduler leader and lan
 action log. The screens, their keys, the ``:`` commands, the palette and the help all come
 from one registry (``agentdeck.tui.screens.registry``).
 
+Keys typed ahead wait their turn: one key is forwarded at a time, and the next only once it has
+been handled, focus changes and all (``agentdeck.tui.keys``).
+
 Refreshing is batched: events only mark the view dirty; a timer reloads the *visible* screen at
 most ``refresh_interval`` apart (and every few seconds anyway, for ages and heartbeats), and never
 while the view is paused.
@@ -28,9 +31,11 @@ from typing import TYPE_CHECKING, ClassVar
 from rich.errors import StyleSyntaxError
 from rich.segment import Segments
 from rich.style import Style
+from textual import events
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
+from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
@@ -42,6 +47,7 @@ from agentdeck.core.messages import Event, decode
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.themes import APP_CSS, BUILTIN, load_theme
 from agentdeck.tui.feed import EventFeed
+from agentdeck.tui.keys import Hold, KeyGate, Next, pasted_keys
 from agentdeck.tui.screens import registry
 from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
@@ -54,6 +60,17 @@ IDLE_RELOAD = 2.0
 log = get_logger(__name__)
 #: What an attached control centre says when no scheduler holds the lease.
 NO_LEADER = "no leader — start `agentdeck --daemon`"
+#: Seconds between looks for a key lap that never came back or a hold nobody released.
+KEY_WATCH = 0.25
+
+
+class KeyLap(Message):
+    """Sent behind a forwarded key along its path (focused widget, its parents, the app): back
+    at the app, everything the key caused on the way has been handled (``agentdeck.tui.keys``)."""
+
+    def __init__(self, lap: int) -> None:
+        super().__init__()
+        self.lap = lap
 
 
 def _key_label(binding: Binding) -> str:
@@ -128,6 +145,10 @@ class AgentdeckApp(App[None]):
         self.leader: str | None = None
         """Attached: the node holding the scheduler lease at the last reload (None: nobody)."""
         self._leader_read = False
+        self.keys: KeyGate[events.Key] = KeyGate()
+        """The keys read and not yet forwarded (one at a time, each once the last is handled)."""
+        self._lap = 0
+        self._lap_view: tuple[object, object] = (None, None)
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -137,6 +158,7 @@ class AgentdeckApp(App[None]):
             self.add_theme(load_theme(name, is_colour))
         self.set_theme(self._theme_setting)
         self.push_screen(registry.HOME.screen())
+        self.set_interval(KEY_WATCH, self._watch_keys)
         self.run_worker(self._connect(), name="connect", group="connect")
 
     async def _connect(self) -> None:
@@ -197,6 +219,79 @@ class AgentdeckApp(App[None]):
             Segments(self.console.render(traceback, self.console.options))
         )
         self._close_messages_no_wait()
+
+    # ---------------------------------------------------------------------- typed ahead
+
+    async def on_event(self, event: events.Event) -> None:
+        """Keys from the terminal (and a paste, as the keys that type it) wait in the key gate
+        and are forwarded one at a time; everything else as Textual does."""
+        if isinstance(event, events.Key) and not event.is_forwarded:
+            self.keys.offer(event)
+            await self._forward_key()
+        elif isinstance(event, events.Paste) and not event.is_forwarded:
+            for name, char in pasted_keys(event.text):
+                key = events.Key(name, char)
+                key.set_sender(self)
+                self.keys.offer(key)
+            await self._forward_key()
+        else:
+            await super().on_event(event)
+
+    def hold_keys(self, reason: str) -> Hold:
+        """Forward no key until :meth:`release_keys` (a handover is under way)."""
+        return self.keys.hold(reason, self._key_time())
+
+    def release_keys(self, hold: Hold | None) -> None:
+        """The handover is done: the keys typed after it go on (once the view has settled)."""
+        if hold is not None and (step := self.keys.release(hold)) is not None:
+            self.call_later(self._key_step, step)
+
+    async def _forward_key(self) -> None:
+        key = self.keys.take()
+        if key is None:
+            return
+        await super().on_event(key)
+        self._send_lap()
+
+    def _send_lap(self) -> None:
+        self._lap += 1
+        target = self.focused or self.screen
+        self._lap_view = (self.screen, self.focused)
+        self.keys.lap_sent(self._key_time())
+        if not target.post_message(KeyLap(self._lap)):  # (its widget is closing)
+            self.call_later(self._lap_back, self._lap)
+
+    async def on_key_lap(self, message: KeyLap) -> None:
+        """A lap came back: send another, or forward the next key."""
+        message.stop()
+        await self._lap_back(message.lap)
+
+    async def _lap_back(self, lap: int) -> None:
+        if lap != self._lap or self.keys.lap_out is None:
+            return  # a lap already counted as lost
+        changed = self._lap_view != (self.screen, self.focused)
+        await self._key_step(self.keys.lap_back(changed))
+
+    async def _key_step(self, step: Next) -> None:
+        if step == "lap" and self.keys.lap_out is None:
+            self._send_lap()
+        elif step == "take":
+            await self._forward_key()
+
+    async def _watch_keys(self) -> None:
+        now = self._key_time()
+        for reason in self.keys.expired_reasons(now):
+            log.warning("key_hold_expired", reason=reason)
+        lost = self.keys.laps_lost
+        step = self.keys.overdue(now)
+        if self.keys.laps_lost > lost:
+            log.info("key_lap_lost", pending=len(self.keys.pending))
+        if step is not None:
+            await self._key_step(step)
+
+    def _key_time(self) -> float:
+        # The event loop's clock: key handovers are about this process, not the fleet's time.
+        return asyncio.get_running_loop().time()
 
     # -------------------------------------------------------------------------- themes
 
@@ -344,27 +439,36 @@ class AgentdeckApp(App[None]):
     async def on_deck_screen_open_requested(self, message: DeckScreen.OpenRequested) -> None:
         """A screen asks to open another above it."""
         message.stop()
-        await self.drill(message.screen)
+        try:
+            await self.drill(message.screen)
+        finally:
+            self.release_keys(message.hold)
 
-    def on_deck_screen_back_requested(self, message: DeckScreen.BackRequested) -> None:
+    async def on_deck_screen_back_requested(self, message: DeckScreen.BackRequested) -> None:
         """Esc on a screen."""
         message.stop()
-        self.go_back()
+        try:
+            await self.go_back()
+        finally:
+            self.release_keys(message.hold)
 
     async def on_deck_screen_reload_requested(self, message: DeckScreen.ReloadRequested) -> None:
         """A screen asks to be read again now."""
         message.stop()
-        await self.refresh_now()
+        try:
+            await self.refresh_now()
+        finally:
+            self.release_keys(message.hold)
 
     def on_deck_screen_changed(self, message: DeckScreen.Changed) -> None:
         """What the status bar shows of a screen changed."""
         message.stop()
         self.update_bar()
 
-    def go_back(self) -> None:
+    async def go_back(self) -> None:
         """Close the top drill-down screen (the top-level screen stays)."""
         if len(self.screen_stack) > 2:
-            self.pop_screen()
+            await self.pop_screen()
 
     async def drill(self, screen: DeckScreen) -> None:
         """Open ``screen`` above the current one."""
@@ -421,14 +525,17 @@ class AgentdeckApp(App[None]):
 
     async def on_command_line_run(self, message: CommandLine.Run) -> None:
         """Run a ``:`` command or set a ``/`` filter."""
-        if message.mode == "filter":
-            screen = self.screen
-            if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
-                table.set_filter(message.text)
-                table.focus()
-            self.update_bar()
-        elif message.mode == "command" and message.text:
-            await self.run_command(message.text)
+        try:
+            if message.mode == "filter":
+                screen = self.screen
+                if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
+                    table.set_filter(message.text)
+                    screen.set_focus(table)
+                self.update_bar()
+            elif message.mode == "command" and message.text:
+                await self.run_command(message.text)
+        finally:
+            self.release_keys(message.hold)
 
     async def run_command(self, text: str) -> None:
         """Carry out a ``:`` command (``agents``, ``tasks failed cap=echo``, ``wf <id>``...):
@@ -482,7 +589,10 @@ class AgentdeckApp(App[None]):
     def on_deck_screen_action_requested(self, message: DeckScreen.ActionRequested) -> None:
         """A screen asks for an operator action: confirm, then queue it."""
         message.stop()
-        self.request_action(message.action, message.targets, message.what)
+        try:
+            self.request_action(message.action, message.targets, message.what)
+        finally:
+            self.release_keys(message.hold)
 
     def request_action(self, action: Action, targets: list[str], what: str) -> None:
         """Ask to confirm ``action`` on ``targets`` naming them, then queue the command(s)."""
