@@ -1,8 +1,11 @@
-"""What the events stream leaves behind in the control centre: the recent log and the rates.
+"""What the events stream leaves behind in the control centre: the recent log, the rates, and
+running tasks' live progress and streamed output.
 
 The app feeds every event it reads to one :class:`EventFeed`, whatever screen is visible, so
-opening the logs shows the recent past at once and the overview's sparklines have their
-minute. Plain data, no Textual.
+opening the logs shows the recent past at once, the overview's sparklines have their minute and
+a task opened mid-run shows how far it is. ``progress`` and ``output`` events go to
+:attr:`EventFeed.live` only (``agentdeck.tui.progress``): a model streaming its text would
+otherwise push every other line out of the log. Plain data, no Textual.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 
 from agentdeck.core.messages import Event
+from agentdeck.tui.progress import TOPICS as LIVE_TOPICS
+from agentdeck.tui.progress import LiveProgress
 
 #: Seconds of throughput the rates keep.
 RATE_WINDOW = 60
@@ -78,12 +83,18 @@ class EventFeed:
         self._done: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._failed: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._second: int | None = None
+        self.live = LiveProgress()
+        """Running tasks' newest progress and streamed output."""
 
     def __repr__(self) -> str:
         return f"<EventFeed lines={len(self.logbook)} seq={self._seq}>"
 
     def record(self, event: Event) -> None:
-        """Keep ``event`` as a log line and, a task's, in the rates."""
+        """Keep ``event`` as a log line and, a task's, in the rates (progress and output: in
+        :attr:`live`)."""
+        if event.topic in LIVE_TOPICS:
+            self.live.record(event)
+            return
         self._seq += 1
         self.logbook.append(log_line(self._seq, event))
         if event.topic == "task":

@@ -12,7 +12,7 @@ import click
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.settings import Settings
 from agentdeck.core.states import TaskStatus, WorkflowStatus
-from agentdeck.tui.cli.output import EXIT_ERROR, emit_json, jsonable, tasks_table
+from agentdeck.tui.cli.output import EXIT_ERROR, emit_json, fail, jsonable, tasks_table
 from agentdeck.tui.cli.root import Context, client_call, main, pass_ctx
 from agentdeck.tui.table import format_table, when
 
@@ -126,11 +126,24 @@ async def _with_output(settings: Settings, task: Any) -> Any:
 @main.command("show")
 @click.argument("target")
 @click.option("--events", is_flag=True, help="With a task id: its whole event history.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="With a task id: print its states, progress and streamed output as they come, "
+    "until it ends (Ctrl-C stops).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
+def show_cmd(ctx: Context, target: str, events: bool, follow: bool, as_json: bool) -> None:
     """Show a workflow (its tasks, states, attempts, outputs) or one task (WF/KEY)."""
     from agentdeck.core.models import Task
+
+    if follow:
+        if as_json:
+            fail("--follow prints as things come; it does not go with --json")
+        _follow(ctx, target)
+        return
 
     async def go(client: Any) -> dict[str, Any]:
         found = await client.resolve(target)
@@ -183,6 +196,37 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
         f"(created {when(wf.created_at)}, finished {when(wf.finished_at)})"
     )
     click.echo(tasks_table(result["tasks"]))
+
+
+def _follow(ctx: Context, target: str) -> None:
+    """``show WF/KEY --follow``; exits 1 when the task ends other than succeeded."""
+    from agentdeck.core.models import Task
+    from agentdeck.core.states import TaskStatus
+    from agentdeck.tui.cli.follow import FollowPrinter, follow_task
+    from agentdeck.tui.wiring import bus_only
+
+    settings = ctx.settings
+    shared = not settings.bus_url.startswith("memory:")
+    if not shared:
+        click.echo(
+            "note: the bus is memory:// (it lives in the process running the node): states are "
+            "followed from the Store, progress and streamed output are not",
+            err=True,
+        )
+
+    async def go(client: Any) -> Task:
+        found = await client.resolve(target)
+        if not isinstance(found, Task):
+            raise AgentdeckError(f"--follow takes a task (WF/KEY), not the workflow {target!r}")
+        printer = FollowPrinter(lambda text: click.echo(text, nl=False))
+        if not shared:
+            return await follow_task(client.store, None, found.id, printer)
+        async with bus_only(settings) as bus:
+            return await follow_task(client.store, bus.subscribe_events, found.id, printer)
+
+    task = client_call(ctx, go)
+    if task.status != TaskStatus.SUCCEEDED:
+        sys.exit(EXIT_ERROR)
 
 
 @main.command("tasks")

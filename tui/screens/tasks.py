@@ -25,6 +25,8 @@ from agentdeck.tui.widgets.live_table import LiveTable
 
 #: The most tasks read for a ``/``-filtered list (the table filters and sorts them itself).
 SORT_LIMIT = 20_000
+#: Lines of a running task's streamed output the task page shows (the newest).
+OUTPUT_LINES = 40
 
 
 def _row(t: Task, now: float) -> tuple[str, tuple[Any, ...]]:
@@ -190,7 +192,8 @@ def attempts(events: Sequence[TaskEvent]) -> list[dict[str, Any]]:
 
 
 class TaskScreen(DeckScreen):
-    """One task: its input, its output or error, every attempt, its history."""
+    """One task: its input, its live progress and streamed output while it runs, its output or
+    error, every attempt, its history."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry", "Retry"),
@@ -231,6 +234,7 @@ class TaskScreen(DeckScreen):
             f"agent {task.agent_id or '-'}\n"
             f"needs {', '.join(task.needs) or '-'}  updated {ago(task.updated_at, now)} ago\n"
         )
+        self._live(text, task)
         if task.error is not None:
             text.append("\nError\n", style="bold")
             text.append(
@@ -264,6 +268,25 @@ class TaskScreen(DeckScreen):
             detail = f"  {json.dumps(dict(e.detail), default=str)}" if e.detail else ""
             text.append(f"{when(e.at)}  #{e.attempt:<2} {e.kind:<11} {move:<24}{detail}\n")
         self.query_one("#task-text", Static).update(text)
+
+    def _live(self, text: Text, task: Task) -> None:
+        """What the task's current attempt reported while running: its newest progress (a bar,
+        a percentage and its message) and the tail of its streamed output."""
+        live = self.deck.feed.live.of(task.id)
+        if live is None or live.attempt != task.attempt:
+            return
+        text.append(f"\nProgress (attempt {live.attempt}", style="bold")
+        text.append(f", {live.agent_id})\n" if live.agent_id else ")\n", style="bold")
+        text.append(live.bar())
+        if live.message:
+            text.append(f"  {live.message}")
+        text.append("\n")
+        if live.text:
+            lines = live.lines(OUTPUT_LINES)
+            cut = live.dropped or len(live.text.splitlines()) > len(lines)
+            text.append("\nStreamed output", style="bold")
+            text.append(" (the newest lines)\n" if cut else "\n", style="dim" if cut else "bold")
+            text.append("\n".join(lines) + "\n")
 
     def action_retry(self) -> None:
         """Retry this task."""
