@@ -5,14 +5,31 @@ headless. Tables are for people, ``--json`` for scripts; errors go to stderr as 
 the exit code is non-zero. Nothing imported at module level loads Textual.
 
 One module per thing the command line holds: the group and its shared settings (``root``),
-workflows and tasks, agents, the operator actions (from the actions table), breakers,
+workflows and tasks, agents, the operator actions (from the actions table), breakers, holds,
 snapshots, dead letters, and how answers are printed (``output``). Importing this package
 registers every command on :data:`main`.
 """
 
 from __future__ import annotations
 
-from agentdeck.tui.cli import actions, agents, breakers, dead_letters, snapshots, workflows
+from agentdeck.tui.cli import (
+    actions,
+    agents,
+    breakers,
+    dead_letters,
+    holds,
+    snapshots,
+    workflows,
+)
 from agentdeck.tui.cli.root import main
 
-__all__ = ["actions", "agents", "breakers", "dead_letters", "main", "snapshots", "workflows"]
+__all__ = [
+    "actions",
+    "agents",
+    "breakers",
+    "dead_letters",
+    "holds",
+    "main",
+    "snapshots",
+    "workflows",
+]

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from agentdeck.core.clock import SystemClock
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.settings import Settings
 from agentdeck.core.states import TaskStatus, WorkflowStatus
@@ -123,6 +124,24 @@ async def _with_output(settings: Settings, task: Any) -> Any:
         return replace(task, output=await OutputStore(blobs, limit=1).resolve(task.output))
 
 
+async def _holds_of(settings: Settings, task: Any) -> list[Any]:
+    """The holds on ``task``'s capability while it is ready to start (none otherwise: a hold
+    only stops new work). A Registry that cannot be read leaves them out: ``show`` is about
+    the task, read from the Store."""
+    from agentdeck.core.holds import CapabilityHolds
+    from agentdeck.tui.wiring import registry_only
+
+    if task.status not in (TaskStatus.READY, TaskStatus.RETRYING):
+        return []
+    clock = SystemClock()
+    try:
+        async with registry_only(settings, clock) as registry:
+            holds = await CapabilityHolds(registry, clock, refresh=0).holds()
+    except AgentdeckError:
+        return []
+    return [h for h in holds if h.capability == task.capability]
+
+
 @main.command("show")
 @click.argument("target")
 @click.option("--events", is_flag=True, help="With a task id: its whole event history.")
@@ -149,15 +168,23 @@ def show_cmd(ctx: Context, target: str, events: bool, follow: bool, as_json: boo
         found = await client.resolve(target)
         if isinstance(found, Task):
             found = await _with_output(ctx.settings, found)
-            return {"task": found, "events": await client.history(found.id)}
+            held = await _holds_of(ctx.settings, found)
+            return {"task": found, "events": await client.history(found.id), "holds": held}
         tasks = await client.store.list_tasks(workflow_id=found.id, limit=1_000_000)
         return {"workflow": found, "tasks": tasks}
 
     result = client_call(ctx, go)
+    now = SystemClock().now()
     if as_json:
+        if "task" in result:
+            from agentdeck.tui.holds import hold_json
+
+            result["holds"] = [hold_json(h, now) for h in result["holds"]]
         emit_json(result)
         return
     if "task" in result:
+        from agentdeck.tui.holds import hold_line
+
         t = result["task"]
         for label, value in [
             ("task", t.id),
@@ -169,6 +196,7 @@ def show_cmd(ctx: Context, target: str, events: bool, follow: bool, as_json: boo
             ("input", json.dumps(t.input)),
             ("output", json.dumps(t.output)),
             ("error", f"{t.error.kind}: {t.error.message}" if t.error else "-"),
+            *(("held", hold_line(h, now)) for h in result["holds"]),
         ]:
             click.echo(f"{label:>10}  {value}")
         click.echo("")

@@ -14,9 +14,11 @@ from textual.widgets import DataTable, Static
 
 from agentdeck.core.actions import Action
 from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.holds import CapabilityHolds, Hold
 from agentdeck.core.models import JSON, Task, TaskEvent
 from agentdeck.core.ports import TASK_SORTS
 from agentdeck.core.states import TaskStatus
+from agentdeck.tui.holds import hold_line
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.screens.logs import LogsScreen
 from agentdeck.tui.screens.traces import TraceScreen, task_trace_id
@@ -225,6 +227,10 @@ class TaskScreen(DeckScreen):
         task = self.task_record = await store.get_task(self.task_id)
         events = await store.task_events(self.task_id)
         now = self.sources.clock.now()
+        held: list[Hold] = []
+        if task.status in (TaskStatus.READY, TaskStatus.RETRYING):
+            holds = CapabilityHolds(self.sources.registry, self.sources.clock, refresh=0)
+            held = [h for h in await holds.holds() if h.capability == task.capability]
         text = Text()
         text.append(f"{task.id}  ", style="bold")
         text.append_text(self.status_text(task.status))
@@ -234,6 +240,8 @@ class TaskScreen(DeckScreen):
             f"agent {task.agent_id or '-'}\n"
             f"needs {', '.join(task.needs) or '-'}  updated {ago(task.updated_at, now)} ago\n"
         )
+        for hold in held:  # (the same sentence as `agentdeck show`)
+            text.append(f"held {hold_line(hold, now)}\n", style=self.deck.status_style("paused"))
         self._live(text, task)
         if task.error is not None:
             text.append("\nError\n", style="bold")
