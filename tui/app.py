@@ -26,6 +26,7 @@ import functools
 import gc
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.errors import StyleSyntaxError
@@ -163,10 +164,17 @@ class AgentdeckApp(App[None]):
 
     async def _connect(self) -> None:
         try:
-            self.sources = await self._stack.enter_async_context(self._connect_sources())
+            sources = await self._stack.enter_async_context(self._connect_sources())
         except AgentdeckError as exc:
             self.exit(return_code=1, message=f"error: {exc}")
             return
+        # The traces screen reads one buffer: this process's spans (if it records any) and
+        # those every process publishes on the events stream, which the feed adds to it.
+        if sources.recent is None:
+            sources = replace(sources, recent=self.feed.spans)
+        else:
+            self.feed.spans = sources.recent
+        self.sources = sources
         self.connected.set()
         if self.sources.events is not None:
             self.run_worker(self._follow_events(self.sources.events), name="events", group="events")
