@@ -180,3 +180,76 @@ def test_ctrl_c_ends_a_follow_cleanly(home: Path) -> None:
             proc.communicate()
     assert proc.returncode == 130
     assert "Traceback" not in stderr, stderr
+
+
+REPORTER = """
+import asyncio
+
+from agentdeck.agents.decorator import agent
+
+
+@agent("reporter")
+async def report(ctx):
+    ctx.progress(0.5, "halfway there")
+    ctx.emit("partial te")
+    ctx.emit("xt\\n")
+    await asyncio.sleep(0.5)
+    ctx.progress(1.0, "all done")
+    return {"reported": True}
+"""
+REPORT_SPEC = "name: report\ntasks:\n  - {key: r, capability: reporter}\n"
+
+
+@pytest.mark.e2e
+def test_follow_over_rabbitmq_prints_what_an_agent_in_another_process_reports(
+    tmp_path: Path,
+) -> None:
+    """A daemon and an agent process on RabbitMQ: `show --follow`, started before the agent,
+    prints the agent's progress and streamed text as they come and ends when the task does."""
+    from tests.e2e.harness import Procs
+    from tests.tui.test_attach_e2e import _remove_prefix
+
+    prefix = f"e2e-follow-{os.getpid()}"
+    (tmp_path / "reporter_agent.py").write_text(REPORTER)
+    (tmp_path / "agentdeck.toml").write_text("")
+    env = {
+        "AGENTDECK_STORE_URL": f"sqlite:///{tmp_path}/cluster.db",
+        "AGENTDECK_REGISTRY_URL": f"sqlite:///{tmp_path}/registry.db",
+        "AGENTDECK_BUS_URL": f"amqp://guest:guest@127.0.0.1:5672/?prefix={prefix}",
+        "AGENTDECK_CONFIG": str(tmp_path / "agentdeck.toml"),
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    procs = Procs(tmp_path, env)
+    spec = tmp_path / "report.yaml"
+    spec.write_text(REPORT_SPEC)
+    follow: subprocess.Popen[str] | None = None
+    try:
+        procs.start("daemon", "--daemon")
+        workflow_id = procs.cli("submit", str(spec)).stdout.strip()
+        assert workflow_id, procs.log("daemon")
+        follow = subprocess.Popen(
+            [str(AGENTDECK), "show", f"{workflow_id}/r", "--follow"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=procs.env,
+            cwd=ROOT,
+        )
+        assert follow.stdout is not None
+        first = follow.stdout.readline()
+        assert first.startswith((f"== {workflow_id}/r ready", f"== {workflow_id}/r dispatched"))
+        procs.start("agent", "agent", "--module", "reporter_agent")
+        out, err = follow.communicate(timeout=60)
+    finally:
+        if follow is not None and follow.poll() is None:
+            follow.kill()
+            follow.communicate()
+        procs.stop_all()
+        asyncio.run(_remove_prefix(prefix))
+    assert follow.returncode == 0, out + err + procs.log("agent")
+    lines = (first + out).splitlines()
+    assert "[attempt 1] [██████████··········]  50% halfway there" in lines, lines
+    assert "partial text" in lines, lines
+    assert "[attempt 1] [████████████████████] 100% all done" in lines, lines
+    assert lines[-2].startswith(f"== {workflow_id}/r succeeded (attempt 1 on "), lines
+    assert lines[-1] == '{"reported": true}', lines
