@@ -32,11 +32,9 @@ from typing import TYPE_CHECKING, ClassVar
 from rich.errors import StyleSyntaxError
 from rich.segment import Segments
 from rich.style import Style
-from textual import events
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
-from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
@@ -48,12 +46,12 @@ from agentdeck.core.messages import Event, decode
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.themes import APP_CSS, BUILTIN, load_theme
 from agentdeck.tui.feed import EventFeed
-from agentdeck.tui.keys import Hold, KeyGate, Next, pasted_keys
 from agentdeck.tui.screens import registry
 from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
 from agentdeck.tui.sources import Connect, Sources
+from agentdeck.tui.typeahead import TypeAheadApp
 from agentdeck.tui.widgets.command_line import CommandLine
 
 #: Seconds between reloads when nothing happened (ages and heartbeats still move).
@@ -61,17 +59,6 @@ IDLE_RELOAD = 2.0
 log = get_logger(__name__)
 #: What an attached control centre says when no scheduler holds the lease.
 NO_LEADER = "no leader — start `agentdeck --daemon`"
-#: Seconds between looks for a key lap that never came back or a hold nobody released.
-KEY_WATCH = 0.25
-
-
-class KeyLap(Message):
-    """Sent behind a forwarded key along its path (focused widget, its parents, the app): back
-    at the app, everything the key caused on the way has been handled (``agentdeck.tui.keys``)."""
-
-    def __init__(self, lap: int) -> None:
-        super().__init__()
-        self.lap = lap
 
 
 def _key_label(binding: Binding) -> str:
@@ -98,7 +85,7 @@ def _textual_theme(data: dict[str, object]) -> Theme:
     )
 
 
-class AgentdeckApp(App[None]):
+class AgentdeckApp(TypeAheadApp):
     """The control centre."""
 
     CSS_PATH = str(APP_CSS)
@@ -146,10 +133,6 @@ class AgentdeckApp(App[None]):
         self.leader: str | None = None
         """Attached: the node holding the scheduler lease at the last reload (None: nobody)."""
         self._leader_read = False
-        self.keys: KeyGate[events.Key] = KeyGate()
-        """The keys read and not yet forwarded (one at a time, each once the last is handled)."""
-        self._lap = 0
-        self._lap_view: tuple[object, object] = (None, None)
 
     # ------------------------------------------------------------------------ lifecycle
 
@@ -159,7 +142,7 @@ class AgentdeckApp(App[None]):
             self.add_theme(load_theme(name, is_colour))
         self.set_theme(self._theme_setting)
         self.push_screen(registry.HOME.screen())
-        self.set_interval(KEY_WATCH, self._watch_keys)
+        self.start_key_watch()
         self.run_worker(self._connect(), name="connect", group="connect")
 
     async def _connect(self) -> None:
@@ -227,79 +210,6 @@ class AgentdeckApp(App[None]):
             Segments(self.console.render(traceback, self.console.options))
         )
         self._close_messages_no_wait()
-
-    # ---------------------------------------------------------------------- typed ahead
-
-    async def on_event(self, event: events.Event) -> None:
-        """Keys from the terminal (and a paste, as the keys that type it) wait in the key gate
-        and are forwarded one at a time; everything else as Textual does."""
-        if isinstance(event, events.Key) and not event.is_forwarded:
-            self.keys.offer(event)
-            await self._forward_key()
-        elif isinstance(event, events.Paste) and not event.is_forwarded:
-            for name, char in pasted_keys(event.text):
-                key = events.Key(name, char)
-                key.set_sender(self)
-                self.keys.offer(key)
-            await self._forward_key()
-        else:
-            await super().on_event(event)
-
-    def hold_keys(self, reason: str) -> Hold:
-        """Forward no key until :meth:`release_keys` (a handover is under way)."""
-        return self.keys.hold(reason, self._key_time())
-
-    def release_keys(self, hold: Hold | None) -> None:
-        """The handover is done: the keys typed after it go on (once the view has settled)."""
-        if hold is not None and (step := self.keys.release(hold)) is not None:
-            self.call_later(self._key_step, step)
-
-    async def _forward_key(self) -> None:
-        key = self.keys.take()
-        if key is None:
-            return
-        await super().on_event(key)
-        self._send_lap()
-
-    def _send_lap(self) -> None:
-        self._lap += 1
-        target = self.focused or self.screen
-        self._lap_view = (self.screen, self.focused)
-        self.keys.lap_sent(self._key_time())
-        if not target.post_message(KeyLap(self._lap)):  # (its widget is closing)
-            self.call_later(self._lap_back, self._lap)
-
-    async def on_key_lap(self, message: KeyLap) -> None:
-        """A lap came back: send another, or forward the next key."""
-        message.stop()
-        await self._lap_back(message.lap)
-
-    async def _lap_back(self, lap: int) -> None:
-        if lap != self._lap or self.keys.lap_out is None:
-            return  # a lap already counted as lost
-        changed = self._lap_view != (self.screen, self.focused)
-        await self._key_step(self.keys.lap_back(changed))
-
-    async def _key_step(self, step: Next) -> None:
-        if step == "lap" and self.keys.lap_out is None:
-            self._send_lap()
-        elif step == "take":
-            await self._forward_key()
-
-    async def _watch_keys(self) -> None:
-        now = self._key_time()
-        for reason in self.keys.expired_reasons(now):
-            log.warning("key_hold_expired", reason=reason)
-        lost = self.keys.laps_lost
-        step = self.keys.overdue(now)
-        if self.keys.laps_lost > lost:
-            log.info("key_lap_lost", pending=len(self.keys.pending))
-        if step is not None:
-            await self._key_step(step)
-
-    def _key_time(self) -> float:
-        # The event loop's clock: key handovers are about this process, not the fleet's time.
-        return asyncio.get_running_loop().time()
 
     # -------------------------------------------------------------------------- themes
 
