@@ -10,8 +10,8 @@ a bounded queue, and its :meth:`SpanEvents.run` publishes them with ``bus.publis
 - **Sampled by trace**: ``sample`` of the traces (decided from the trace id, so a trace is
   kept or dropped whole, on every node alike); a span that failed is always kept.
 - **Rate-limited**: a token bucket (``rate`` a second, ``burst`` at once) and a queue of
-  ``queue`` spans; what does not fit is dropped and counted (``dropped``, and the ``on_drop``
-  hook for a metric). Ending a span never waits for the bus and never raises.
+  ``queue`` spans; what does not fit is dropped and counted (``dropped``, the ``on_drop``
+  hook for a metric, and a ``spans_dropped`` warning at most once a minute). Ending a span never waits for the bus and never raises.
 - **Small**: a span's data is its ids, name, times, status, kind, service and node, and at most
   :data:`MAX_ATTRIBUTES` attributes (strings cut at :data:`MAX_CHARS`).
 
@@ -36,6 +36,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import Event, encode
 from agentdeck.core.models import JSON
 from agentdeck.core.ports import Bus
@@ -47,9 +48,12 @@ BURST = 500
 """Spans a process may publish at once after a quiet spell."""
 QUEUE = 2000
 """Spans waiting to be published at most; more are dropped."""
+#: Seconds between log lines about dropped spans (one line sums the drops since the last).
+DROP_REPORT = 60.0
 MAX_ATTRIBUTES = 32
 MAX_CHARS = 500
 _SAMPLE_SCALE = 10_000
+log = get_logger(__name__)
 
 
 def sampled(trace_id: int, sample: float) -> bool:
@@ -155,6 +159,8 @@ class SpanEvents(SpanProcessor):
         self._thread: int | None = None
         self._ready: asyncio.Event | None = None
         self._stopping = False
+        self._reported: collections.Counter[str] = collections.Counter()
+        self._reported_at = clock.now()
 
     def __repr__(self) -> str:
         return (
@@ -193,6 +199,8 @@ class SpanEvents(SpanProcessor):
         self._ready = asyncio.Event()
         while True:
             await self._publish_queued()
+            if (drops := self.drops_to_report()) is not None:
+                log.warning("spans_dropped", **drops)
             if self._stopping:
                 return
             await self._ready.wait()
@@ -220,6 +228,23 @@ class SpanEvents(SpanProcessor):
                 self._drop("publish")
             else:
                 self.published += 1
+
+    def drops_to_report(self) -> dict[str, int] | None:
+        """The spans dropped (sampled-out ones aside) since the last report, by reason, when
+        there are some and :data:`DROP_REPORT` seconds have passed since; else None."""
+        now = self._clock.now()
+        if now - self._reported_at < DROP_REPORT:
+            return None
+        new = {
+            reason: count - self._reported[reason]
+            for reason, count in self.dropped.items()
+            if reason != "sampled" and count > self._reported[reason]
+        }
+        if not new:
+            return None
+        self._reported = collections.Counter(self.dropped)
+        self._reported_at = now
+        return new
 
     def _wake(self) -> None:
         loop, ready = self._loop, self._ready

@@ -99,6 +99,11 @@ def test_over_the_rate_or_the_queue_spans_are_dropped_and_counted() -> None:
     # last finds no token)
     assert drops == ["rate", "rate", "queue", "rate"]
     assert publisher.dropped == {"rate": 3, "queue": 1}
+    assert publisher.drops_to_report() is None  # (at most one report a minute)
+    clock.advance(60)
+    assert publisher.drops_to_report() == {"rate": 3, "queue": 1}
+    clock.advance(60)
+    assert publisher.drops_to_report() is None  # nothing new
 
 
 async def test_published_spans_reach_a_subscriber_and_stop_flushes() -> None:
