@@ -11,7 +11,8 @@ a bounded queue, and its :meth:`SpanEvents.run` publishes them with ``bus.publis
   kept or dropped whole, on every node alike); a span that failed is always kept.
 - **Rate-limited**: a token bucket (``rate`` a second, ``burst`` at once) and a queue of
   ``queue`` spans; what does not fit is dropped and counted (``dropped``, the ``on_drop``
-  hook for a metric, and a ``spans_dropped`` warning at most once a minute). Ending a span never waits for the bus and never raises.
+  hook for a metric, and a ``spans_dropped`` warning at most once a minute). Ending a span
+  never waits for the bus and never raises.
 - **Small**: a span's data is its ids, name, times, status, kind, service and node, and at most
   :data:`MAX_ATTRIBUTES` attributes (strings cut at :data:`MAX_CHARS`).
 

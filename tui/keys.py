@@ -117,6 +117,11 @@ class KeyGate(Generic[K]):
         self.laps = 0
         return self.in_flight
 
+    def handled(self) -> None:
+        """The key in flight needs no lap (a character typed into a text field)."""
+        if self.in_flight is not None:
+            self._finish()
+
     def lap_sent(self, now: float) -> None:
         """A lap went out behind the key in flight."""
         self.lap_out = now

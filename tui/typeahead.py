@@ -11,6 +11,7 @@ import asyncio
 from textual import events
 from textual.app import App
 from textual.message import Message
+from textual.widgets import Input
 
 from agentdeck.core.logs import get_logger
 from agentdeck.tui.keys import Hold, KeyGate, Next, pasted_keys
@@ -69,11 +70,15 @@ class TypeAheadApp(App[None]):
             self.call_later(self._key_step, step)
 
     async def _forward_key(self) -> None:
-        key = self.keys.take()
-        if key is None:
-            return
-        await super().on_event(key)
-        self._send_lap()
+        while (key := self.keys.take()) is not None:
+            typing = isinstance(self.focused, Input) and key.is_printable
+            await super().on_event(key)
+            if not typing:
+                self._send_lap()
+                return
+            # A character typed into a text field moves no focus and opens nothing (the field
+            # takes it), and whatever comes next for that field queues behind it: no lap.
+            self.keys.handled()
 
     def _send_lap(self) -> None:
         self._lap += 1

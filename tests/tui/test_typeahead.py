@@ -68,6 +68,16 @@ def test_keys_are_taken_one_at_a_time_in_order() -> None:
     assert gate.delivered == 1
 
 
+def test_a_key_typed_into_a_text_field_needs_no_lap() -> None:
+    """Handled at once (the field takes it, and what follows queues behind it there)."""
+    gate: KeyGate[str] = KeyGate()
+    gate.offer("a")
+    gate.offer("b")
+    assert gate.take() == "a"
+    gate.handled()
+    assert (gate.take(), gate.delivered) == ("b", 1)
+
+
 def test_a_changing_view_or_a_hold_keeps_the_key_in_flight() -> None:
     """While the focus moves, or a handover holds the keys, the next key waits."""
     gate: KeyGate[str] = KeyGate(min_laps=1, max_laps=5)
