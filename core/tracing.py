@@ -79,21 +79,32 @@ class _Ids(IdGenerator):
 
 
 class RecentSpans(SpanProcessor):
-    """Keeps the last ``size`` finished spans in memory (thread-safe), newest last."""
+    """Keeps the last ``size`` finished spans in memory (thread-safe), newest last.
+
+    A span is held once: the same span again (this process's own, heard back from the events
+    stream, ``core.spanstream``) replaces the copy held rather than adding one."""
 
     def __init__(self, size: int = RECENT_SPANS) -> None:
-        self._spans: collections.deque[ReadableSpan] = collections.deque(maxlen=size)
+        self._spans: collections.OrderedDict[tuple[int, int], ReadableSpan] = (
+            collections.OrderedDict()
+        )
+        self._size = size
         self._lock = threading.Lock()
 
     def on_end(self, span: ReadableSpan) -> None:
         """Remember a finished span."""
+        ctx = span.context
+        key = (ctx.trace_id, ctx.span_id) if ctx is not None else (0, id(span))
         with self._lock:
-            self._spans.append(span)
+            self._spans.pop(key, None)
+            self._spans[key] = span
+            while len(self._spans) > self._size:
+                self._spans.popitem(last=False)
 
     def spans(self, trace_id: int | None = None) -> list[ReadableSpan]:
         """The buffered spans, oldest first; only one trace's when ``trace_id`` is given."""
         with self._lock:
-            spans = list(self._spans)
+            spans = list(self._spans.values())
         if trace_id is None:
             return spans
         return [s for s in spans if s.context is not None and s.context.trace_id == trace_id]

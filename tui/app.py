@@ -10,6 +10,9 @@ reload). The commands they queue are carried out by the scheduler leader and lan
 action log. The screens, their keys, the ``:`` commands, the palette and the help all come
 from one registry (``agentdeck.tui.screens.registry``).
 
+Keys typed ahead wait their turn: one key is forwarded at a time, and the next only once it has
+been handled, focus changes and all (``agentdeck.tui.keys``).
+
 Refreshing is batched: events only mark the view dirty; a timer reloads the *visible* screen at
 most ``refresh_interval`` apart (and every few seconds anyway, for ages and heartbeats), and never
 while the view is paused.
@@ -23,12 +26,13 @@ import functools
 import gc
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from rich.errors import StyleSyntaxError
 from rich.segment import Segments
 from rich.style import Style
-from textual.app import App, SystemCommand
+from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
 from textual.notifications import SeverityLevel
@@ -47,6 +51,7 @@ from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import AskScreen, ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
 from agentdeck.tui.sources import Connect, Sources
+from agentdeck.tui.typeahead import TypeAheadApp
 from agentdeck.tui.widgets.command_line import CommandLine
 
 #: Seconds between reloads when nothing happened (ages and heartbeats still move).
@@ -80,7 +85,7 @@ def _textual_theme(data: dict[str, object]) -> Theme:
     )
 
 
-class AgentdeckApp(App[None]):
+class AgentdeckApp(TypeAheadApp):
     """The control centre."""
 
     CSS_PATH = str(APP_CSS)
@@ -137,14 +142,22 @@ class AgentdeckApp(App[None]):
             self.add_theme(load_theme(name, is_colour))
         self.set_theme(self._theme_setting)
         self.push_screen(registry.HOME.screen())
+        self.start_key_watch()
         self.run_worker(self._connect(), name="connect", group="connect")
 
     async def _connect(self) -> None:
         try:
-            self.sources = await self._stack.enter_async_context(self._connect_sources())
+            sources = await self._stack.enter_async_context(self._connect_sources())
         except AgentdeckError as exc:
             self.exit(return_code=1, message=f"error: {exc}")
             return
+        # The traces screen reads one buffer: this process's spans (if it records any) and
+        # those every process publishes on the events stream, which the feed adds to it.
+        if sources.recent is None:
+            sources = replace(sources, recent=self.feed.spans)
+        else:
+            self.feed.spans = sources.recent
+        self.sources = sources
         self.connected.set()
         if self.sources.events is not None:
             self.run_worker(self._follow_events(self.sources.events), name="events", group="events")
@@ -344,27 +357,36 @@ class AgentdeckApp(App[None]):
     async def on_deck_screen_open_requested(self, message: DeckScreen.OpenRequested) -> None:
         """A screen asks to open another above it."""
         message.stop()
-        await self.drill(message.screen)
+        try:
+            await self.drill(message.screen)
+        finally:
+            self.release_keys(message.hold)
 
-    def on_deck_screen_back_requested(self, message: DeckScreen.BackRequested) -> None:
+    async def on_deck_screen_back_requested(self, message: DeckScreen.BackRequested) -> None:
         """Esc on a screen."""
         message.stop()
-        self.go_back()
+        try:
+            await self.go_back()
+        finally:
+            self.release_keys(message.hold)
 
     async def on_deck_screen_reload_requested(self, message: DeckScreen.ReloadRequested) -> None:
         """A screen asks to be read again now."""
         message.stop()
-        await self.refresh_now()
+        try:
+            await self.refresh_now()
+        finally:
+            self.release_keys(message.hold)
 
     def on_deck_screen_changed(self, message: DeckScreen.Changed) -> None:
         """What the status bar shows of a screen changed."""
         message.stop()
         self.update_bar()
 
-    def go_back(self) -> None:
+    async def go_back(self) -> None:
         """Close the top drill-down screen (the top-level screen stays)."""
         if len(self.screen_stack) > 2:
-            self.pop_screen()
+            await self.pop_screen()
 
     async def drill(self, screen: DeckScreen) -> None:
         """Open ``screen`` above the current one."""
@@ -421,14 +443,17 @@ class AgentdeckApp(App[None]):
 
     async def on_command_line_run(self, message: CommandLine.Run) -> None:
         """Run a ``:`` command or set a ``/`` filter."""
-        if message.mode == "filter":
-            screen = self.screen
-            if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
-                table.set_filter(message.text)
-                table.focus()
-            self.update_bar()
-        elif message.mode == "command" and message.text:
-            await self.run_command(message.text)
+        try:
+            if message.mode == "filter":
+                screen = self.screen
+                if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
+                    table.set_filter(message.text)
+                    screen.set_focus(table)
+                self.update_bar()
+            elif message.mode == "command" and message.text:
+                await self.run_command(message.text)
+        finally:
+            self.release_keys(message.hold)
 
     async def run_command(self, text: str) -> None:
         """Carry out a ``:`` command (``agents``, ``tasks failed cap=echo``, ``wf <id>``...):
@@ -482,7 +507,10 @@ class AgentdeckApp(App[None]):
     def on_deck_screen_action_requested(self, message: DeckScreen.ActionRequested) -> None:
         """A screen asks for an operator action: confirm, then queue it."""
         message.stop()
-        self.request_action(message.action, message.targets, message.what, message.value)
+        try:
+            self.request_action(message.action, message.targets, message.what, message.value)
+        finally:
+            self.release_keys(message.hold)
 
     def request_action(
         self, action: Action, targets: list[str], what: str, value: str | None = None

@@ -1,8 +1,13 @@
-"""What the events stream leaves behind in the control centre: the recent log and the rates.
+"""What the events stream leaves behind in the control centre: the recent log, the rates, and
+running tasks' live progress and streamed output.
 
 The app feeds every event it reads to one :class:`EventFeed`, whatever screen is visible, so
-opening the logs shows the recent past at once and the overview's sparklines have their
-minute. Plain data, no Textual.
+opening the logs shows the recent past at once, the overview's sparklines have their minute and
+a task opened mid-run shows how far it is. ``progress`` and ``output`` events go to
+:attr:`EventFeed.live` only (``agentdeck.tui.progress``): a model streaming its text would
+otherwise push every other line out of the log. ``span`` events (every process's finished
+spans, ``core.spanstream``) go to :attr:`EventFeed.spans`, the buffer the traces screen reads.
+Plain data, no Textual.
 """
 
 from __future__ import annotations
@@ -10,7 +15,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
+from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.messages import Event
+from agentdeck.core.spanstream import TOPIC as SPAN_TOPIC
+from agentdeck.core.spanstream import span_from_data
+from agentdeck.core.tracing import RecentSpans
+from agentdeck.tui.progress import TOPICS as LIVE_TOPICS
+from agentdeck.tui.progress import LiveProgress
 
 #: Seconds of throughput the rates keep.
 RATE_WINDOW = 60
@@ -79,12 +90,29 @@ class EventFeed:
         self._failed: deque[int] = deque([0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._spent: deque[float] = deque([0.0] * RATE_WINDOW, maxlen=RATE_WINDOW)
         self._second: int | None = None
+        self.live = LiveProgress()
+        """Running tasks' newest progress and streamed output."""
+        self.spans = RecentSpans()
+        """The cluster's recent spans (the app hands over its process's own buffer when it
+        has one, so its own spans and the others' are in one place)."""
+        self.bad_spans = 0
+        """``span`` events that could not be read (counted, not kept)."""
 
     def __repr__(self) -> str:
         return f"<EventFeed lines={len(self.logbook)} seq={self._seq}>"
 
     def record(self, event: Event) -> None:
-        """Keep ``event`` as a log line and, a task's, in the rates."""
+        """Keep ``event`` as a log line and, a task's, in the rates (progress and output: in
+        :attr:`live`)."""
+        if event.topic in LIVE_TOPICS:
+            self.live.record(event)
+            return
+        if event.topic == SPAN_TOPIC:
+            try:
+                self.spans.on_end(span_from_data(event.data))
+            except AgentdeckError:
+                self.bad_spans += 1
+            return
         self._seq += 1
         self.logbook.append(log_line(self._seq, event))
         if event.topic == "task":

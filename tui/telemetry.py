@@ -7,10 +7,13 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from agentdeck.agents.worker import Worker
+from agentdeck.core.clock import Clock
 from agentdeck.core.metrics import Metrics, MetricsObserver, MetricsSampler, MetricsServer
+from agentdeck.core.ports import Bus
 from agentdeck.core.runtime import Runtime
 from agentdeck.core.scheduler import SchedulerObserver
 from agentdeck.core.settings import Settings
+from agentdeck.core.spanstream import SpanEvents
 from agentdeck.core.tracing import Tracing, TracingObserver, enabled_by_env
 
 SAMPLE_INTERVAL = 5.0
@@ -49,6 +52,16 @@ class Telemetry:
             observers.append(TracingObserver(self.tracing))
         return observers
 
+    def span_events(self, bus: Bus, clock: Clock) -> SpanEvents | None:
+        """A publisher of this process's finished spans on ``bus``'s events stream, so every
+        control centre sees the cluster's traces (``core.spanstream``); None when tracing is
+        off. Run it as a service (it publishes from its ``run``)."""
+        if self.tracing is None:
+            return None
+        publisher = SpanEvents(bus, clock)
+        self.tracing.provider.add_span_processor(publisher)
+        return publisher
+
     def attach(self, workers: Iterable[object]) -> None:
         """Give every :class:`Worker` among ``workers`` this process's metrics and tracing."""
         for worker in workers:
@@ -68,10 +81,13 @@ def instrument_runtime(
     runtime: Runtime, settings: Settings, *, sample_interval: float = SAMPLE_INTERVAL
 ) -> Telemetry:
     """Metrics and tracing for a daemon: the scheduler and the runtime's workers feed them,
-    and (when metrics are on) ``/metrics`` and the sampler run as the runtime's services."""
+    the spans go on the events stream, and (when metrics are on) ``/metrics`` and the sampler
+    run as the runtime's services."""
     telemetry = Telemetry.for_settings(settings, "agentdeck")
     runtime.scheduler.observe(*telemetry.observers())
     telemetry.attach(runtime.services)
+    if (publisher := telemetry.span_events(runtime.bus, runtime.clock)) is not None:
+        runtime.services.append(publisher)
     if telemetry.metrics is not None and telemetry.server is not None:
         runtime.services.append(
             MetricsSampler(

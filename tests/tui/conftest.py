@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -20,6 +20,7 @@ from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.backends.sqlite.store import SqliteStore
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
+from agentdeck.core.messages import Event, encode
 from agentdeck.core.models import (
     AgentRecord,
     AgentState,
@@ -96,6 +97,10 @@ class World:
     async def status(self, task_id: str) -> T:
         """A task's status in the Store."""
         return (await self.store.get_task(task_id)).status
+
+    async def publish(self, topic: str, **data: Any) -> None:
+        """Publish an event on the bus's events stream, as an agent or the scheduler would."""
+        await self.bus.publish_event(encode(Event(topic=topic, at=self.clock.now(), data=data)))
 
 
 async def _walk(
@@ -303,12 +308,13 @@ async def add_large_workflow(world: World) -> None:
     await move(parts[110:130], _attempt(1, "echo-1"))
 
 
-def make_app(world: World, **kwargs: Any) -> AgentdeckApp:
-    """An app over an already-built world (Pilot tests: same event loop as the test)."""
+def make_app(world: World, *, follow: bool = False, **kwargs: Any) -> AgentdeckApp:
+    """An app over an already-built world (Pilot tests: same event loop as the test);
+    ``follow``: it reads the world's events stream (what :meth:`World.publish` sends)."""
 
     @contextlib.asynccontextmanager
     async def connect() -> AsyncIterator[Sources]:
-        yield world.sources
+        yield replace(world.sources, events=world.bus.subscribe_events) if follow else world.sources
 
     return AgentdeckApp(connect, refresh_interval=None, **kwargs)
 

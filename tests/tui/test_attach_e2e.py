@@ -4,14 +4,17 @@ the keyboard carried out by the daemon, and the warning back when the daemon sto
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import aio_pika
 import pytest
 
 from tests.e2e.harness import Procs
-from tests.tui.test_tmux_e2e import AGENTDECK, Terminal, running
+from tests.tui.test_tmux_e2e import AGENTDECK, ROOT, Terminal, running
 
 pytestmark = [pytest.mark.tui, pytest.mark.e2e]
 
@@ -71,3 +74,48 @@ def test_attached_tui_with_a_daemon_in_another_process(
     term.wait_for("no leader — start `agentdeck --daemon`")
     assert lease_row(home) == (None, 1)
     term.keys("q")
+
+
+def test_an_attached_tui_shows_the_traces_of_a_daemon_on_rabbitmq(tmp_path: Path) -> None:
+    """Attached over RabbitMQ to a daemon in another process, the traces screen shows the
+    trace of a workflow that daemon ran (its spans came as events: no other server)."""
+    prefix = f"e2e-spans-{uuid.uuid4().hex[:8]}"
+    urls = {
+        "AGENTDECK_STORE_URL": f"sqlite:///{tmp_path}/cluster.db",
+        "AGENTDECK_REGISTRY_URL": f"sqlite:///{tmp_path}/registry.db",
+        "AGENTDECK_BUS_URL": f"amqp://guest:guest@127.0.0.1:5672/?prefix={prefix}",
+    }
+    config = tmp_path / "agentdeck.toml"
+    config.write_text('[[agents]]\nkind = "echo"\n')
+    procs = Procs(
+        tmp_path, {**urls, "AGENTDECK_NODE": "daemon-spans", "AGENTDECK_CONFIG": str(config)}
+    )
+    env = " ".join(f"{k}='{v}'" for k, v in {**urls, "AGENTDECK_NODE": "tui-spans"}.items())
+    try:
+        with running(tmp_path, f"{env} {AGENTDECK}") as term:
+            term.wait_for("no leader")
+            procs.start("daemon", "--daemon")
+            term.wait_for("leader daemon-spans")
+            done = procs.cli("submit", str(ROOT / "examples" / "a_to_b.yaml"), "--wait")
+            assert "a-to-b: succeeded" in done.stdout, done.stdout + procs.log("daemon")
+            term.keys("0")
+            term.wait_for("agentdeck \u203a Traces")
+            shown = term.wait_for("workflow a-to-b")
+            assert "workflow a-to-b" in shown
+            term.keys("q")
+    finally:
+        procs.stop_all()
+        asyncio.run(_remove_prefix(prefix))
+
+
+async def _remove_prefix(prefix: str) -> None:
+    """Delete the queues and exchanges the test's prefix made in the shared RabbitMQ."""
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=10)
+    try:
+        channel = await connection.channel()
+        for name in (f"{prefix}.task.echo", f"{prefix}.reports", f"{prefix}.dead"):
+            await channel.queue_delete(name)
+        for kind in ("events", "control", "dlx"):
+            await channel.exchange_delete(f"{prefix}.{kind}")
+    finally:
+        await connection.close()

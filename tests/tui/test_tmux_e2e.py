@@ -200,6 +200,40 @@ def test_drill_to_the_failing_task_retry_it_then_drop_the_terminal(
     assert [e["how"] for e in logged if e["event"] == "tui_exited"] == ["SIGHUP"]
 
 
+def test_keys_typed_in_one_burst_reach_their_widgets(terminal: tuple[Terminal, Path]) -> None:
+    """`:tasks` + Enter as ONE send-keys burst opens the tasks list (the `t` does not switch
+    the theme); then `2`, Enter, `n`, `r`, `y` as one burst retries the failing task."""
+    term, home = terminal
+    term.wait_for("Overview")
+    spec = home / "incident.yaml"
+    spec.write_text(INCIDENT)
+    env = {
+        **os.environ,
+        "AGENTDECK_HOME": str(home),
+        "AGENTDECK_CONFIG": str(home / "agentdeck.toml"),
+    }
+    submitted = subprocess.run(
+        [str(AGENTDECK), "submit", str(spec), "--wait", "--timeout", "60"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=90,
+    )
+    assert "incident: failed" in submitted.stdout, submitted.stdout + submitted.stderr
+    workflow_id = submitted.stdout.split()[1]
+    term.keys(":tasks", "Enter")  # one send-keys: the keys arrive together
+    shown = term.wait_for("agentdeck \u203a Tasks")
+    assert "theme" not in shown, shown
+    term.wait_for(f"{workflow_id}/parse")
+    term.keys("2", "Enter", "n", "r", "y")  # the whole retry sequence in one burst
+    term.wait_for("3 tasks  succeeded 3")
+    term.keys("5")
+    term.wait_for("agentdeck \u203a Action log")
+    shown = term.wait_for("done")
+    assert re.search(rf"retry\s+{workflow_id}/parse\s+done", shown), shown
+
+
 #: Terminals dropped in a row under load. Without tui/terminal.py 2 drops in 9 hung for good
 #: (docs/tui.md, "Over SSH"): the hang is intermittent, so one drop is not enough.
 DROPS = 3

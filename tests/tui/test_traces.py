@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from agentdeck.core.tracing import workflow_trace_id
+from agentdeck.core.spanstream import SpanEvents
+from agentdeck.core.tracing import Tracing, workflow_trace_id
 from agentdeck.tui.app import AgentdeckApp
 from agentdeck.tui.screens.modals import HelpScreen
 from agentdeck.tui.screens.tasks import TaskScreen, TasksScreen
 from agentdeck.tui.screens.traces import TraceScreen, TracesScreen
-from tests.tui.conftest import WF_FAILED, WF_RUNNING, World
+from agentdeck.tui.sources import Sources
+from tests.tui.conftest import WF_DONE, WF_FAILED, WF_RUNNING, World
 from tests.tui.test_app import command, ready, settle, table
 
 pytestmark = pytest.mark.tui
@@ -136,7 +142,50 @@ async def test_a_trace_not_in_the_buffer_says_so(
         text = app.screen.shown.plain
         assert f"trace {workflow_trace_id(WF_RUNNING):032x}" in text
         assert f"of task {task}" in text
-        assert "not in this process's span buffer" in text and "OTLP backend" in text
+        assert "not among the recent spans" in text and "OTLP backend" in text
         world.sources.recent = None
         await settle(pilot)
         assert "tracing is off in this process" in app.screen.shown.plain
+
+
+async def test_an_attached_control_centre_shows_the_spans_other_processes_publish(
+    world: World, tmp_path: Path
+) -> None:
+    """Attached (no span buffer of its own), the traces screen shows the traces another node
+    publishes on the events stream, its spans named by the node that made them."""
+    sources = replace(world.sources, events=world.bus.subscribe_events, recent=None, attached=True)
+
+    @contextlib.asynccontextmanager
+    async def connect() -> AsyncIterator[Sources]:
+        yield sources
+
+    other = Tracing("agentdeck", "node-2", env={})
+    publisher = SpanEvents(world.bus, world.clock)
+    other.provider.add_span_processor(publisher)
+    publishing = asyncio.create_task(publisher.run())
+    app = AgentdeckApp(connect, refresh_interval=None)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            for _ in range(20):  # let the follower subscribe before publishing
+                await pilot.pause()
+            await pilot.press("0")
+            await app.refresh_now()  # (not settle: the events follower never completes)
+            await pilot.pause()
+            assert table(app).keys == []
+            workflow = await world.store.get_workflow(WF_DONE)
+            other.workflow_finished(workflow, workflow.created_at + 30)
+            done = f"{workflow_trace_id(WF_DONE):032x}"
+            for _ in range(50):
+                await pilot.pause()
+                await app.refresh_now()
+                if table(app).keys:
+                    break
+            assert table(app).keys == [done]
+            assert [str(c) for c in table(app).get_row(done)][1:3] == ["workflow a-to-b", "1"]
+            [span] = app.feed.spans.spans()
+            assert span.resource.attributes["host.name"] == "node-2"
+    finally:
+        await publisher.stop(grace=1.0)
+        await asyncio.wait_for(publishing, 5)
+        other.shutdown()

@@ -5,7 +5,7 @@ headless. Tables are for people, ``--json`` for scripts; errors go to stderr as 
 the exit code is non-zero. Nothing imported at module level loads Textual.
 
 One module per thing the command line holds: the group and its shared settings (``root``),
-workflows and tasks, agents, the operator actions (from the actions table), breakers,
+workflows and tasks, agents, the operator actions (from the actions table), breakers, holds,
 snapshots, dead letters, usage, and how answers are printed (``output``). Importing this package
 registers every command on :data:`main`.
 """
@@ -17,6 +17,7 @@ from agentdeck.tui.cli import (
     agents,
     breakers,
     dead_letters,
+    holds,
     snapshots,
     usage,
     workflows,
@@ -28,6 +29,7 @@ __all__ = [
     "agents",
     "breakers",
     "dead_letters",
+    "holds",
     "main",
     "snapshots",
     "usage",

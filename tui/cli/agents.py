@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -127,9 +128,15 @@ def agent_cmd(
             telemetry.attach(workers)
             if telemetry.server is not None:
                 telemetry.server.start()
+            spans = telemetry.span_events(bus, clock)
+            publishing = asyncio.create_task(spans.run()) if spans is not None else None
             try:
                 await run_workers(workers, grace=grace)
             finally:
+                if spans is not None and publishing is not None:
+                    await spans.stop(grace=2.0)
+                    await asyncio.wait([publishing], timeout=2.0)
+                    publishing.cancel()
                 telemetry.close()
         finally:
             await bus.close()

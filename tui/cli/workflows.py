@@ -9,10 +9,11 @@ from typing import Any
 
 import click
 
+from agentdeck.core.clock import SystemClock
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.settings import Settings
 from agentdeck.core.states import TaskStatus, WorkflowStatus
-from agentdeck.tui.cli.output import EXIT_ERROR, emit_json, jsonable, tasks_table
+from agentdeck.tui.cli.output import EXIT_ERROR, emit_json, fail, jsonable, tasks_table
 from agentdeck.tui.cli.root import Context, client_call, main, pass_ctx
 from agentdeck.tui.table import format_table, when
 
@@ -123,23 +124,56 @@ async def _with_output(settings: Settings, task: Any) -> Any:
         return replace(task, output=await OutputStore(blobs, limit=1).resolve(task.output))
 
 
+async def _holds_of(settings: Settings, task: Any) -> list[Any]:
+    """The holds on ``task``'s capability while it is ready to start (none otherwise: a hold
+    only stops new work). A Registry that cannot be read leaves them out: ``show`` is about
+    the task, read from the Store."""
+    from agentdeck.core.holds import CapabilityHolds
+    from agentdeck.tui.wiring import registry_only
+
+    if task.status not in (TaskStatus.READY, TaskStatus.RETRYING):
+        return []
+    clock = SystemClock()
+    try:
+        async with registry_only(settings, clock) as registry:
+            holds = await CapabilityHolds(registry, clock, refresh=0).holds()
+    except AgentdeckError:
+        return []
+    return [h for h in holds if h.capability == task.capability]
+
+
 @main.command("show")
 @click.argument("target")
 @click.option("--events", is_flag=True, help="With a task id: its whole event history.")
+@click.option(
+    "--follow",
+    "-f",
+    is_flag=True,
+    help="With a task id: print its states, progress and streamed output as they come, "
+    "until it ends (Ctrl-C stops).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @pass_ctx
-def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
+def show_cmd(ctx: Context, target: str, events: bool, follow: bool, as_json: bool) -> None:
     """Show a workflow (its tasks, states, attempts, outputs) or one task (WF/KEY)."""
     from agentdeck.core.models import Task
+
+    if follow:
+        if as_json:
+            fail("--follow prints as things come; it does not go with --json")
+        _follow(ctx, target)
+        return
 
     async def go(client: Any) -> dict[str, Any]:
         found = await client.resolve(target)
         if isinstance(found, Task):
             found = await _with_output(ctx.settings, found)
+            held = await _holds_of(ctx.settings, found)
             usage = await client.store.usage_totals("task", workflow_ids=[found.workflow_id])
             return {
                 "task": found,
                 "events": await client.history(found.id),
+                "holds": held,
                 "usage": next((u for u in usage if u.key == found.id), None),
             }
         tasks = await client.store.list_tasks(workflow_id=found.id, limit=1_000_000)
@@ -147,10 +181,17 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
         return {"workflow": found, "tasks": tasks, "usage": usage[0] if usage else None}
 
     result = client_call(ctx, go)
+    now = SystemClock().now()
     if as_json:
+        if "task" in result:
+            from agentdeck.tui.holds import hold_json
+
+            result["holds"] = [hold_json(h, now) for h in result["holds"]]
         emit_json(result)
         return
     if "task" in result:
+        from agentdeck.tui.holds import hold_line
+
         t = result["task"]
         for label, value in [
             ("task", t.id),
@@ -163,6 +204,7 @@ def show_cmd(ctx: Context, target: str, events: bool, as_json: bool) -> None:
             ("output", json.dumps(t.output)),
             ("error", f"{t.error.kind}: {t.error.message}" if t.error else "-"),
             ("usage", usage_text(result["usage"])),
+            *(("held", hold_line(h, now)) for h in result["holds"]),
         ]:
             click.echo(f"{label:>10}  {value}")
         click.echo("")
@@ -207,6 +249,37 @@ def usage_text(total: Any) -> str:
         f"{total.cache_read_input_tokens:,} r), ${total.cost_usd:,.4f}"
         + (f" (+{total.unpriced} unpriced)" if total.unpriced else "")
     )
+
+
+def _follow(ctx: Context, target: str) -> None:
+    """``show WF/KEY --follow``; exits 1 when the task ends other than succeeded."""
+    from agentdeck.core.models import Task
+    from agentdeck.core.states import TaskStatus
+    from agentdeck.tui.cli.follow import FollowPrinter, follow_task
+    from agentdeck.tui.wiring import bus_only
+
+    settings = ctx.settings
+    shared = not settings.bus_url.startswith("memory:")
+    if not shared:
+        click.echo(
+            "note: the bus is memory:// (it lives in the process running the node): states are "
+            "followed from the Store, progress and streamed output are not",
+            err=True,
+        )
+
+    async def go(client: Any) -> Task:
+        found = await client.resolve(target)
+        if not isinstance(found, Task):
+            raise AgentdeckError(f"--follow takes a task (WF/KEY), not the workflow {target!r}")
+        printer = FollowPrinter(lambda text: click.echo(text, nl=False))
+        if not shared:
+            return await follow_task(client.store, None, found.id, printer)
+        async with bus_only(settings) as bus:
+            return await follow_task(client.store, bus.subscribe_events, found.id, printer)
+
+    task = client_call(ctx, go)
+    if task.status != TaskStatus.SUCCEEDED:
+        sys.exit(EXIT_ERROR)
 
 
 @main.command("tasks")

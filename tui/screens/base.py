@@ -25,6 +25,7 @@ from textual.widgets import Footer
 from agentdeck.core.actions import ACTIONS, Action
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 from agentdeck.tui.feed import EventFeed
+from agentdeck.tui.keys import Hold, KeyHolder
 from agentdeck.tui.sources import Sources
 from agentdeck.tui.widgets.command_line import CommandLine
 from agentdeck.tui.widgets.live_table import LiveTable
@@ -47,8 +48,9 @@ MUTATING = frozenset(
 )
 
 
-class Deck(Protocol):
-    """What a screen may read of the app it runs in (read-only: it asks for changes by message)."""
+class Deck(KeyHolder, Protocol):
+    """What a screen may read of the app it runs in (read-only: it asks for changes by message),
+    and the key gate it holds while a handover it asked for is under way."""
 
     @property
     def sources(self) -> Sources | None:
@@ -81,28 +83,42 @@ class DeckScreen(Screen[None]):
     a few times a second while the screen is visible and the view is not paused.
     """
 
-    class ActionRequested(Message):
+    class Handover(Message):
+        """A request that moves the keyboard (a dialog, another screen, other rows): ``hold``
+        keeps the typed-ahead keys waiting until the app has carried it out
+        (``agentdeck.tui.keys``)."""
+
+        def __init__(self, hold: Hold | None = None) -> None:
+            super().__init__()
+            self.hold = hold
+
+    class ActionRequested(Handover):
         """Ask the operator to confirm ``action`` on ``targets`` (``what`` names one of them
         in the question: "Retry task wf/a?"), then queue it."""
 
         def __init__(
-            self, action: Action, targets: Sequence[str], what: str, value: str | None = None
+            self,
+            action: Action,
+            targets: Sequence[str],
+            what: str,
+            value: str | None = None,
+            hold: Hold | None = None,
         ) -> None:
-            super().__init__()
+            super().__init__(hold)
             self.action, self.targets, self.what = action, list(targets), what
             self.value = value
 
-    class OpenRequested(Message):
+    class OpenRequested(Handover):
         """Open ``screen`` above the current one (Enter on a row, ``l`` for logs, ...)."""
 
-        def __init__(self, screen: DeckScreen) -> None:
-            super().__init__()
+        def __init__(self, screen: DeckScreen, hold: Hold | None = None) -> None:
+            super().__init__(hold)
             self.screen = screen
 
-    class BackRequested(Message):
+    class BackRequested(Handover):
         """Close this screen if it was opened above another (Esc)."""
 
-    class ReloadRequested(Message):
+    class ReloadRequested(Handover):
         """Read the visible screen again now (its filters changed, or it needs other rows)."""
 
     class Changed(Message):
@@ -156,20 +172,22 @@ class DeckScreen(Screen[None]):
 
     def request(self, action: Action, targets: Iterable[str], what: str) -> None:
         """Ask the app to confirm and queue ``action`` on ``targets`` (an action that takes a
-        value, such as ``budget``, asks for it first)."""
-        self.post_message(self.ActionRequested(action, list(targets), what))
+        value, such as ``budget``, asks for it first; the keys typed after wait for the
+        confirmation)."""
+        hold = self.deck.hold_keys(f"confirm {action}")
+        self.post_message(self.ActionRequested(action, list(targets), what, hold=hold))
 
     def open(self, screen: DeckScreen) -> None:
-        """Ask the app to open ``screen`` above this one."""
-        self.post_message(self.OpenRequested(screen))
+        """Ask the app to open ``screen`` above this one (the keys typed after wait for it)."""
+        self.post_message(self.OpenRequested(screen, self.deck.hold_keys("open")))
 
     def changed(self) -> None:
         """Ask the app to redraw the status bar."""
         self.post_message(self.Changed())
 
     def reload_soon(self) -> None:
-        """Ask the app to read this screen again now."""
-        self.post_message(self.ReloadRequested())
+        """Ask the app to read this screen again now (the keys typed after wait for the rows)."""
+        self.post_message(self.ReloadRequested(self.deck.hold_keys("reload")))
 
     def selected_keys(self) -> list[str]:
         """What an action applies to: the tagged rows, else the row under the cursor."""
@@ -206,7 +224,7 @@ class DeckScreen(Screen[None]):
 
     def action_back(self) -> None:
         """Esc: back up one level (the top-level screen stays)."""
-        self.post_message(self.BackRequested())
+        self.post_message(self.BackRequested(self.deck.hold_keys("back")))
 
     def status_text(self, status: TaskStatus | WorkflowStatus | str) -> Text:
         """A status word in its theme colour."""

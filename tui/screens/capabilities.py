@@ -1,4 +1,6 @@
-"""Capabilities: each one's queue and agents, and whether an operator paused it."""
+"""Capabilities: each one's queue and agents, and whether it is held (paused by an operator,
+rate-limited by its provider), with the holds in force listed under the table the same way
+the command line lists them (``agentdeck.tui.holds``)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ from typing import Any, ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.widgets import Static
 
 from agentdeck.core.actions import Action
-from agentdeck.core.holds import CapabilityHolds
+from agentdeck.core.holds import CapabilityHolds, Hold
 from agentdeck.core.states import TaskStatus
+from agentdeck.tui.holds import COLUMNS, hold_row
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.widgets.live_table import LiveTable
 
@@ -29,23 +33,47 @@ class CapabilitiesScreen(DeckScreen):
     ]
 
     def body(self) -> ComposeResult:
-        """The capability table."""
+        """The capability table, and the holds in force under it (hidden when none)."""
         yield LiveTable(
             ["capability", "state", "queued", "running", "agents"],
             render=self._cell_text,
             id="capabilities",
         )
+        holds = Static(id="holds", markup=False, classes="summary")
+        holds.display = False
+        yield holds
 
     def _cell_text(self, column: int, value: Any) -> str | Text:
         if column == 1:
-            style = "paused" if value == "paused" else "succeeded"
+            style = "succeeded" if value == "active" else "paused"
             return Text(str(value), style=self.deck.status_style(style))
         return str(value)
 
+    def _show_holds(self, holds: list[Hold], now: float) -> None:
+        shown = self.query_one("#holds", Static)
+        shown.display = bool(holds)
+        if not holds:
+            return
+        rows = [hold_row(h, now) for h in holds]
+        # (the columns of the one table of holds, minus "since": 80 columns are few)
+        keep = [i for i, name in enumerate(COLUMNS) if name != "since"]
+        widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in rows)) for i in keep]
+        text = Text("Holds\n", style="bold")
+        text.append("  ".join(COLUMNS[i].ljust(w) for i, w in zip(keep, widths, strict=True)))
+        text.append("\n", style="bold")
+        for r in rows:
+            text.append("  ".join(r[i].ljust(w) for i, w in zip(keep, widths, strict=True)) + "\n")
+        shown.update(text)
+
     async def reload(self) -> None:
-        """Read the agents, the open tasks and the paused set."""
-        holds = CapabilityHolds(self.sources.registry, self.sources.clock, refresh=0)
-        paused = await holds.paused()
+        """Read the agents, the open tasks and the holds in force."""
+        now = self.sources.clock.now()
+        holds = await CapabilityHolds(self.sources.registry, self.sources.clock, refresh=0).holds()
+        kinds: dict[str, str] = {}
+        for hold in holds:  # (paused sorts before rate_limited: an operator's pause shows)
+            kinds.setdefault(hold.capability, hold.kind)
+        self._show_holds(holds, now)
+        paused = set(kinds)
         agents: Counter[str] = Counter()
         for agent in await self.sources.registry.agents():
             agents.update(agent.capabilities)
@@ -60,7 +88,7 @@ class CapabilitiesScreen(DeckScreen):
                     name,
                     (
                         name,
-                        "paused" if name in paused else "active",
+                        kinds.get(name, "active"),
                         queued[name],
                         running[name],
                         agents[name],

@@ -1,4 +1,5 @@
-"""The overview: the fleet at a glance (workflows, queues, agents, throughput, the leader)."""
+"""The overview: the fleet at a glance (workflows, queues, agents, throughput, the leader,
+and on a cluster where each engine is reached: ``agentdeck.tui.engines``)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from textual.widgets import Sparkline, Static
 from agentdeck.core.models import AgentState
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.tui.engines import engine_lines
 from agentdeck.tui.screens.base import DeckScreen
 
 _QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
@@ -83,6 +85,9 @@ class OverviewScreen(DeckScreen):
         breakers = [b for b in await src.registry.breakers() if b.state != "closed"]
         text.append("breakers  ", style="dim")
         text.append(", ".join(f"{b.name} {b.state}" for b in breakers) or "all closed")
+        for engine, where in engine_lines(src):  # (none when everything is embedded)
+            text.append(f"\n{engine:<10}", style="dim")
+            text.append(where)
         self._show("#agents", text)
 
         done, failed = self.deck.feed.rates()

@@ -14,9 +14,11 @@ from textual.widgets import DataTable, Static
 
 from agentdeck.core.actions import Action
 from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.holds import CapabilityHolds, Hold
 from agentdeck.core.models import JSON, Task, TaskEvent
 from agentdeck.core.ports import TASK_SORTS
 from agentdeck.core.states import TaskStatus
+from agentdeck.tui.holds import hold_line
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.screens.logs import LogsScreen
 from agentdeck.tui.screens.traces import TraceScreen, task_trace_id
@@ -25,6 +27,8 @@ from agentdeck.tui.widgets.live_table import LiveTable
 
 #: The most tasks read for a ``/``-filtered list (the table filters and sorts them itself).
 SORT_LIMIT = 20_000
+#: Lines of a running task's streamed output the task page shows (the newest).
+OUTPUT_LINES = 40
 
 
 def _row(t: Task, now: float) -> tuple[str, tuple[Any, ...]]:
@@ -190,7 +194,8 @@ def attempts(events: Sequence[TaskEvent]) -> list[dict[str, Any]]:
 
 
 class TaskScreen(DeckScreen):
-    """One task: its input, its output or error, every attempt, its history."""
+    """One task: its input, its live progress and streamed output while it runs, its output or
+    error, every attempt, its history."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "retry", "Retry"),
@@ -222,6 +227,10 @@ class TaskScreen(DeckScreen):
         task = self.task_record = await store.get_task(self.task_id)
         events = await store.task_events(self.task_id)
         now = self.sources.clock.now()
+        held: list[Hold] = []
+        if task.status in (TaskStatus.READY, TaskStatus.RETRYING):
+            holds = CapabilityHolds(self.sources.registry, self.sources.clock, refresh=0)
+            held = [h for h in await holds.holds() if h.capability == task.capability]
         text = Text()
         text.append(f"{task.id}  ", style="bold")
         text.append_text(self.status_text(task.status))
@@ -243,6 +252,9 @@ class TaskScreen(DeckScreen):
                 f"cache {u.cache_creation_input_tokens:,} written / "
                 f"{u.cache_read_input_tokens:,} read, over {u.attempts} attempt(s)\n"
             )
+        for hold in held:  # (the same sentence as `agentdeck show`)
+            text.append(f"held {hold_line(hold, now)}\n", style=self.deck.status_style("paused"))
+        self._live(text, task)
         if task.error is not None:
             text.append("\nError\n", style="bold")
             text.append(
@@ -276,6 +288,25 @@ class TaskScreen(DeckScreen):
             detail = f"  {json.dumps(dict(e.detail), default=str)}" if e.detail else ""
             text.append(f"{when(e.at)}  #{e.attempt:<2} {e.kind:<11} {move:<24}{detail}\n")
         self.query_one("#task-text", Static).update(text)
+
+    def _live(self, text: Text, task: Task) -> None:
+        """What the task's current attempt reported while running: its newest progress (a bar,
+        a percentage and its message) and the tail of its streamed output."""
+        live = self.deck.feed.live.of(task.id)
+        if live is None or live.attempt != task.attempt:
+            return
+        text.append(f"\nProgress (attempt {live.attempt}", style="bold")
+        text.append(f", {live.agent_id})\n" if live.agent_id else ")\n", style="bold")
+        text.append(live.bar())
+        if live.message:
+            text.append(f"  {live.message}")
+        text.append("\n")
+        if live.text:
+            lines = live.lines(OUTPUT_LINES)
+            cut = live.dropped or len(live.text.splitlines()) > len(lines)
+            text.append("\nStreamed output", style="bold")
+            text.append(" (the newest lines)\n" if cut else "\n", style="dim" if cut else "bold")
+            text.append("\n".join(lines) + "\n")
 
     def action_retry(self) -> None:
         """Retry this task."""

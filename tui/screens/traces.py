@@ -1,11 +1,13 @@
-"""Traces: the recent traces this process recorded, and a waterfall of one trace's spans.
+"""Traces: the recent traces of the whole cluster, and a waterfall of one trace's spans.
 
-Spans come from the in-process ring buffer (``core.tracing.RecentSpans``): the scheduler's
-workflow and attempt spans and the built-in agents' run spans, when this process runs them.
-A TUI attached to a cluster runs no scheduler and records no spans; the full traces are in the
-OTLP backend the nodes export to. ``T`` on a task opens its trace (its workflow's: the trace id is
-derived from the workflow id, :func:`core.tracing.workflow_trace_id`), and says so plainly when
-the trace is not in this buffer.
+Spans come from one ring buffer (``core.tracing.RecentSpans``): this process's own, when it
+runs a scheduler or agents, and every other process's, which travel on the events stream as
+``span`` events (``core.spanstream``: sampled by trace, rate-limited, drops counted) and the
+app's feed adds to it, so a control centre attached to a cluster shows the cluster's traces
+with no other server. The full history is in the OTLP backend the nodes export to, when one is
+configured. ``T`` on a task opens its trace (its workflow's: the trace id is derived from the
+workflow id, :func:`core.tracing.workflow_trace_id`), and says so plainly when the trace is not
+in the buffer.
 """
 
 from __future__ import annotations
@@ -183,22 +185,22 @@ class TraceScreen(DeckScreen):
         text.append(f"trace {self.trace_id}\n", style="bold")
         if self.task_id is not None:
             text.append(f"of task {self.task_id}\n")
-        text.append("\nnot in this process's span buffer: ", style="bold")
-        if src.attached:
-            leader = self.deck.leader or "none"
-            text.append(
-                "this control centre is attached to a cluster and runs no scheduler, so it "
-                f"records no spans. The leader (now: {leader}) and the agents record them; "
-                "look the trace id up in the OTLP backend they export to.\n"
-            )
-        elif src.recent is None:
+        text.append("\nnot among the recent spans: ", style="bold")
+        if src.recent is None:
             text.append(
                 "tracing is off in this process (tracing = false, or OTEL_SDK_DISABLED=true).\n"
             )
-        else:
+            return text
+        text.append(
+            f"the newest {RECENT_SPANS:,} finished spans of every process are kept here (the "
+            "nodes publish theirs on the events stream, sampled and rate-limited: drops are "
+            "counted), so an older trace, or spans a node dropped, are not; look the trace id up "
+            "in the OTLP backend the nodes export to. A task not yet dispatched has no spans.\n"
+        )
+        if src.attached:
+            leader = self.deck.leader or "none"
             text.append(
-                f"it keeps this process's newest {RECENT_SPANS:,} spans, so an older trace, or "
-                "one a scheduler on another node ran, is not here; look the trace id up in the "
-                "OTLP backend the nodes export to. A task not yet dispatched has no spans.\n"
+                f"Attached to a cluster: the leader (now: {leader}) and the agents record the "
+                "spans; a node that runs with tracing off publishes none.\n"
             )
         return text
