@@ -539,3 +539,45 @@ async def test_when_fewer_rows_fit_the_cursor_keeps_its_item_on_screen() -> None
         await pilot.pause()
         assert t.row_count == t.fits() < 10
         assert t.cursor_key == item and item in t.keys
+
+
+async def test_the_tasks_list_shows_what_each_task_spent_and_never_sorts_by_it(
+    world: World, app_for: Callable[..., AgentdeckApp]
+) -> None:
+    """A task's usage is in its row (USD and tokens; `-` for none), read for the window only;
+    `s` cycles through the columns the Store can order by, then back to none, skipping
+    `spent`, which no Store query orders by."""
+    from agentdeck.core.models import Usage
+
+    ids = [i for i in await add_tasks(world, 30) if i.startswith("bulk")]
+    first = await world.store.get_task(ids[0])
+    await world.store.apply(
+        [
+            Change(first.id, T.DISPATCHED, frozenset({T.READY}), values={"attempt": 1}),
+            Change(
+                first.id,
+                T.SUCCEEDED,
+                frozenset({T.DISPATCHED}),
+                attempt=1,
+                usage=Usage(12_000, 3_500, 0, 0, 0.25, "claude-sonnet"),
+            ),
+        ],
+        world.clock.now(),
+    )
+    assert (await world.store.get_task(first.id)).status == T.SUCCEEDED
+    totals = await world.store.usage_totals("task", workflow_ids=[first.workflow_id])
+    assert [u.key for u in totals] == [first.id]
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await command(pilot, "tasks")
+        t = table(app)
+        rows = {key: [str(c) for c in t.get_row(key)] for key in t.keys}
+        assert rows[first.id][-1] == "$0.25 16k"
+        assert rows[ids[1]][-1] == "-"
+        seen = []
+        for _ in range(len(t.column_names)):
+            await pilot.press("s")
+            await settle(pilot)
+            seen.append(t.sort_column)
+        assert seen == [0, 1, 2, 3, 4, 5, None]
