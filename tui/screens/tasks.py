@@ -18,7 +18,6 @@ from agentdeck.core.holds import CapabilityHolds, Hold
 from agentdeck.core.models import JSON, Task, TaskEvent
 from agentdeck.core.ports import TASK_SORTS
 from agentdeck.core.states import TaskStatus
-from agentdeck.core.usage import UsageTotal
 from agentdeck.tui.holds import hold_line
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.screens.logs import LogsScreen
@@ -32,18 +31,10 @@ SORT_LIMIT = 20_000
 OUTPUT_LINES = 40
 
 
-def _row(t: Task, now: float, usage: UsageTotal | None = None) -> tuple[str, tuple[Any, ...]]:
+def _row(t: Task, now: float) -> tuple[str, tuple[Any, ...]]:
     return (
         t.id,
-        (
-            t.id,
-            t.capability,
-            t.status.value,
-            t.attempt,
-            t.agent_id,
-            ago(t.updated_at, now),
-            spent(usage),
-        ),
+        (t.id, t.capability, t.status.value, t.attempt, t.agent_id, ago(t.updated_at, now)),
     )
 
 
@@ -105,10 +96,9 @@ class TasksScreen(DeckScreen):
     def body(self) -> ComposeResult:
         """The task table (its columns are the Store's TASK_SORTS, in order)."""
         yield LiveTable(
-            ["task", "capability", "status", "att", "agent", "updated", "spent"],
+            ["task", "capability", "status", "att", "agent", "updated"],
             render=self._cell_text,
             taggable=True,
-            sortable=len(TASK_SORTS),  # the Store orders the pages; it cannot order by spend
             id="tasks",
         )
 
@@ -132,9 +122,7 @@ class TasksScreen(DeckScreen):
             "agent_id": self.agent_id,
         }
         if table.filter_text:
-            tasks = await store.list_tasks(**filters, limit=SORT_LIMIT)
-            usage = await self._usage(tasks)
-            table.sync([_row(t, now, usage.get(t.id)) for t in tasks])
+            table.sync([_row(t, now) for t in await store.list_tasks(**filters, limit=SORT_LIMIT)])
             return
         offset, limit = table.page
         total = await store.total_tasks(**filters)
@@ -148,17 +136,7 @@ class TasksScreen(DeckScreen):
                 "descending": table.sort_reverse ^ newest_first,
             }
         tasks = await store.list_tasks(**filters, limit=limit, offset=offset, **sort)
-        usage = await self._usage(tasks)
-        table.sync_page([_row(t, now, usage.get(t.id)) for t in tasks], offset, total)
-
-    async def _usage(self, tasks: Sequence[Task]) -> dict[str | None, UsageTotal]:
-        """What ``tasks`` spent, by task id: one query for the workflows they belong to."""
-        if not tasks:
-            return {}
-        workflows = {t.workflow_id for t in tasks}
-        ids = {t.id for t in tasks}
-        totals = await self.sources.store.usage_totals("task", workflow_ids=sorted(workflows))
-        return {u.key: u for u in totals if u.key in ids}
+        table.sync_page([_row(t, now) for t in tasks], offset, total)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         """Enter: open the task."""

@@ -77,14 +77,10 @@ class LiveTable(LineTable):
         render: CellRenderer | None = None,
         window: int | None = None,
         taggable: bool = False,
-        sortable: int | None = None,
         id: str | None = None,
     ) -> None:
         super().__init__(([" "] if taggable else []) + list(columns), fixed=int(taggable), id=id)
         self.column_names = list(columns)
-        self.sortable = len(self.column_names) if sortable is None else sortable
-        """How many columns, from the first, a sort may use (the rest cannot be sorted by:
-        e.g. a figure a paged list's Store cannot order by)."""
         self.window = window
         """The most rows held at once (None: as many as fit on screen)."""
         self.taggable = taggable
@@ -380,7 +376,7 @@ class LiveTable(LineTable):
 
     def action_sort_next(self) -> None:
         """Sort by the next column (none → first → ... → last → none)."""
-        n = self.sortable
+        n = len(self.column_names)
         self.sort_column = 0 if self.sort_column is None else self.sort_column + 1
         if self.sort_column >= n:
             self.sort_column = None
@@ -404,7 +400,7 @@ class LiveTable(LineTable):
     def header_clicked(self, column: int) -> None:
         """A click on a header sorts by it (again: reverses)."""
         index = column - self._fixed
-        if index < 0 or index >= self.sortable:
+        if index < 0:
             return
         if self.sort_column == index:
             self.sort_reverse = not self.sort_reverse
