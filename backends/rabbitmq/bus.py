@@ -35,7 +35,6 @@ from aio_pika.abc import (
     AbstractRobustExchange,
     AbstractRobustQueue,
     DeliveryMode,
-    ExchangeType,
 )
 from aiormq.exceptions import ChannelPreconditionFailed
 from tenacity import (
@@ -45,6 +44,7 @@ from tenacity import (
 )
 
 from agentdeck.backends.rabbitmq import dead_letters as dead_queue
+from agentdeck.backends.rabbitmq import topology
 from agentdeck.backends.rabbitmq.consumer import Consumer
 from agentdeck.backends.rabbitmq.events import EventBatcher, batch_message, topic_of
 from agentdeck.backends.rabbitmq.failures import (
@@ -130,6 +130,10 @@ class RabbitBus:
         """Task queues this bus has declared on its publishing channel."""
         self.declared: set[str] = set()
         """Every queue name this bus declared (see :meth:`delete_topology`)."""
+        self.passive = False
+        """True once the broker refused this bus's user "configure" on the shared topology
+        (a viewer's or an operator's user): from then on it only checks that the shared
+        exchanges and queues exist (passive declares, which need no permission)."""
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
         self._subscriptions: set[Subscription] = set()
         self._events_out = EventBatcher(self._send_events)
@@ -151,8 +155,9 @@ class RabbitBus:
 
     async def start(self) -> None:
         """Connect (bounded retries), open the publishing channels and declare the fixed
-        topology. Raises BackendUnavailable naming host:port/vhost, or ConfigError when a
-        queue exists with other arguments."""
+        topology, or only check it exists when the user may not configure it (see
+        :func:`topology.declare`). Raises BackendUnavailable naming host:port/vhost, or
+        ConfigError when a queue exists with other arguments or, for such a user, is missing."""
         if self.closed:
             raise BackendUnavailable("the RabbitMQ bus is closed")
         if self._publisher is not None:
@@ -162,28 +167,11 @@ class RabbitBus:
             self._consumer = await self._connect("consumer")
             self._confirmed = await self._open_channel(self._publisher, confirms=True)
             self._unconfirmed = await self._open_channel(self._publisher, confirms=False)
-            await self._retry("declare the topology", self._declare_topology)
+            await self._retry("declare the topology", lambda: topology.declare(self))
         except AgentdeckError:
             await self.close()
             raise
         log.info("rabbit_bus_started", where=self.config.where, prefix=self.config.prefix)
-
-    async def _declare_topology(self) -> None:
-        """The exchanges and queues every process needs, whatever its role."""
-        assert self._confirmed is not None
-        assert self._unconfirmed is not None
-        names, channel = self.names, self._confirmed
-        dlx = await channel.declare_exchange(names.dlx, ExchangeType.FANOUT, durable=True)
-        dead = await self._declare_queue(channel, names.dead)
-        await dead.bind(dlx)
-        await self._declare_queue(channel, names.reports)
-        self._control = await channel.declare_exchange(
-            names.control, ExchangeType.FANOUT, durable=True
-        )
-        # Events are best effort (the Store has the truth): no confirm round trip for them.
-        self._events = await self._unconfirmed.declare_exchange(
-            names.events, ExchangeType.TOPIC, durable=True
-        )
 
     async def close(self) -> None:
         """End every consumer and subscriber, close their channels (unacked messages go back
@@ -265,9 +253,13 @@ class RabbitBus:
         self, channel: AbstractRobustChannel, name: str
     ) -> AbstractRobustQueue:
         """Declare one of the durable quorum queues (idempotent; robust: re-declared when the
-        channel is restored)."""
+        channel is restored). When :attr:`passive`, the shared ones (dead letters, reports)
+        are only checked to exist; task queues are always declared (only nodes publish)."""
         arguments = self.names.queue_arguments(name, self.config.delivery_limit)
-        queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+        passive = self.passive and name in (self.names.dead, self.names.reports)
+        queue = await channel.declare_queue(
+            name, durable=True, arguments=arguments, passive=passive
+        )
         self.declared.add(name)
         return queue
 

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aio_pika
+import aiormq.exceptions
 import asyncpg
 import pytest
 import redis.asyncio
@@ -30,7 +32,7 @@ from agentdeck.backends.postgres import PostgresStore, schema, testing
 from agentdeck.backends.rabbitmq import RabbitBus
 from agentdeck.backends.redis import RedisRegistry
 from agentdeck.core.clock import FakeClock
-from agentdeck.core.errors import AgentdeckError
+from agentdeck.core.errors import AgentdeckError, ConfigError
 from agentdeck.core.models import AgentRecord, AgentState, Command, new_id
 from agentdeck.core.ports import OutgoingTask
 from tests.conftest import require_service
@@ -254,10 +256,13 @@ async def test_a_redis_node_user_cannot_leave_its_prefix(engines: Engines) -> No
 # ---------------------------------------------------------------------------- RabbitMQ
 
 
-def _bus(engines: Engines, role: str) -> RabbitBus:
+def _amqp(engines: Engines, role: str) -> str:
+    return f"amqp://{engines.user(role)}:{SECRET}@127.0.0.1:{engines.rabbit.port}/"
+
+
+def _bus(engines: Engines, role: str, prefix: str | None = None) -> RabbitBus:
     return RabbitBus.from_url(
-        f"amqp://{engines.user(role)}:{SECRET}@127.0.0.1:{engines.rabbit.port}/"
-        f"?prefix={engines.tag}&reconnect_interval=0.2",
+        f"{_amqp(engines, role)}?prefix={prefix or engines.tag}&reconnect_interval=0.2",
         clock=FakeClock(),
     )
 
@@ -268,6 +273,7 @@ async def test_a_rabbitmq_node_user_publishes_and_consumes_tasks(engines: Engine
     try:
         async with asyncio.timeout(LIMIT):
             await bus.start()
+            assert not bus.passive  # it may configure: it declared the topology
             await bus.publish_tasks([OutgoingTask("echo", b"{}", {})])
             tasks = bus.consume_tasks(["echo"], prefetch=1)
             delivery = await anext(tasks)
@@ -290,6 +296,7 @@ async def test_a_rabbitmq_viewer_or_operator_follows_events_and_publishes_nothin
         async with asyncio.timeout(LIMIT):
             await node.start()
             await bus.start()
+            assert bus.passive  # refused "configure": it only checked the topology exists
             events = bus.subscribe_events()
             first = asyncio.ensure_future(anext(events))
             await asyncio.sleep(0.5)  # the subscription's queue is bound
@@ -306,6 +313,69 @@ async def test_a_rabbitmq_viewer_or_operator_follows_events_and_publishes_nothin
     finally:
         await bus.close()
         await node.close()
+
+
+@pytest.mark.parametrize("role", ["viewer", "operator"])
+async def test_a_rabbitmq_viewer_or_operator_may_not_delete_or_redeclare_the_shared_topology(
+    engines: Engines, role: str
+) -> None:
+    """Viewers and operators have no "configure" on the shared names: deleting the reports or
+    dead queue or the events exchange, or declaring the reports queue with other arguments,
+    is ACCESS_REFUSED, and the queue is still there."""
+    node = _bus(engines, "node")
+    names = node.names
+    refused: list[tuple[str, Any]] = [
+        ("delete the reports queue", lambda ch: ch.queue_delete(names.reports)),
+        ("delete the dead queue", lambda ch: ch.queue_delete(names.dead)),
+        ("delete the events exchange", lambda ch: ch.exchange_delete(names.events)),
+        (
+            "declare the reports queue as a classic queue",
+            lambda ch: ch.declare_queue(
+                names.reports, durable=True, arguments={"x-queue-type": "classic"}
+            ),
+        ),
+        (
+            "declare the events exchange as fanout",
+            lambda ch: ch.declare_exchange(names.events, "fanout", durable=True),
+        ),
+    ]
+    try:
+        async with asyncio.timeout(LIMIT):
+            await node.start()
+            connection = await aio_pika.connect(_amqp(engines, role))
+            try:
+                for what, action in refused:
+                    channel = await connection.channel()  # each refusal closes its channel
+                    try:
+                        await action(channel)
+                    except aiormq.exceptions.ChannelAccessRefused:
+                        continue
+                    pytest.fail(f"the {role} could {what}")
+                channel = await connection.channel()
+                for queue in (names.reports, names.dead):  # a passive declare: still there
+                    await channel.declare_queue(queue, passive=True)
+            finally:
+                await connection.close()
+            await node.publish_report(b"{}", {})
+            reports = node.consume_reports()
+            delivery = await anext(reports)
+            await delivery.ack()
+            await reports.aclose()  # type: ignore[attr-defined]
+    finally:
+        await node.close()
+
+
+async def test_a_rabbitmq_viewer_on_a_prefix_no_node_declared_gets_one_clear_error(
+    engines: Engines,
+) -> None:
+    """A viewer may not create the topology: on a prefix no node has declared, start fails
+    with one ConfigError saying what is missing and to start a node first."""
+    prefix = f"{engines.tag}_none"
+    bus = _bus(engines, "viewer", prefix=prefix)
+    with pytest.raises(ConfigError, match=rf"prefix '{prefix}' do not exist.*start a node"):
+        async with asyncio.timeout(LIMIT):
+            await bus.start()
+    assert bus.closed
 
 
 async def test_a_rabbitmq_operator_lists_dead_letters_and_a_viewer_may_not(
