@@ -59,6 +59,20 @@ class FollowUps(SchedulerBase):
             return RetryPolicy.from_mapping(merged, where=f"task {task.key!r} retry")
         return base
 
+    async def _attempt_in_flight(self, task_id: str, attempt: int) -> Task | None:
+        """The task whose attempt ``attempt`` a report ends, or None for an unknown task or a
+        stale report (another attempt, or no longer in flight: the CAS would skip it anyway).
+        The attempt's timeout is forgotten: it has ended."""
+        try:
+            task = await self.store.get_task(task_id)
+        except NotFound:
+            log.warning("report_for_unknown_task", task_id=task_id)
+            return None
+        if task.attempt != attempt or task.status not in IN_FLIGHT:
+            return None
+        self._timeouts.pop(task_id, None)
+        return task
+
     async def _failure_change(
         self,
         task_id: str,
@@ -69,14 +83,9 @@ class FollowUps(SchedulerBase):
     ) -> Change | None:
         """The change that records a failed attempt: retrying after a delay, or failed (with
         what the attempt spent, ``usage``)."""
-        try:
-            task = await self.store.get_task(task_id)
-        except NotFound:
-            log.warning("report_for_unknown_task", task_id=task_id)
+        task = await self._attempt_in_flight(task_id, attempt)
+        if task is None:
             return None
-        if task.attempt != attempt or task.status not in IN_FLIGHT:
-            return None  # stale: the CAS would skip it anyway
-        self._timeouts.pop(task_id, None)
         decision = decide(self.policy_for(task), task.attempts_used, error, self.rng)
         now = self.clock.now()
         detail: dict[str, Any] = {"error": error.to_dict(), "reason": decision.reason}
@@ -121,14 +130,9 @@ class FollowUps(SchedulerBase):
         whole capability held until then, so no agent of it, on any host, starts new work.
         What the attempt spent before it was turned away (``usage``) still counts. None for a
         stale report."""
-        try:
-            task = await self.store.get_task(task_id)
-        except NotFound:
-            log.warning("report_for_unknown_task", task_id=task_id)
+        task = await self._attempt_in_flight(task_id, attempt)
+        if task is None:
             return None
-        if task.attempt != attempt or task.status not in IN_FLIGHT:
-            return None
-        self._timeouts.pop(task_id, None)
         now = self.clock.now()
         wait = error.retry_after if error.retry_after is not None else RATE_LIMIT_WAIT
         wait = min(max(wait, 0.0), MAX_RATE_LIMIT_WAIT)
