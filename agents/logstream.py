@@ -25,6 +25,7 @@ from agentdeck.core.logs import tee_logs
 from agentdeck.core.messages import Event, encode
 from agentdeck.core.models import JSON
 from agentdeck.core.ports import Bus
+from agentdeck.core.tokenbucket import TokenBucket
 
 RATE = 50.0
 """Lines per second an agent publishes in the long run."""
@@ -72,8 +73,7 @@ class EventStream:
         self._size = queue
         self._lines: collections.deque[Event] = collections.deque()
         self._ready = asyncio.Event()
-        self._tokens = float(burst)
-        self._filled_at = clock.now()
+        self._bucket = TokenBucket(rate, burst, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.get_ident()
 
@@ -130,13 +130,7 @@ class EventStream:
         self._lines[-1] = event
 
     def _take_token(self) -> bool:
-        now = self._clock.now()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._filled_at) * self.rate)
-        self._filled_at = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        return self._bucket.take()
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] += 1

@@ -41,6 +41,7 @@ from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import Event, encode
 from agentdeck.core.models import JSON
 from agentdeck.core.ports import Bus
+from agentdeck.core.tokenbucket import TokenBucket
 
 TOPIC = "span"
 RATE = 100.0
@@ -154,8 +155,7 @@ class SpanEvents(SpanProcessor):
         self._bus, self._clock, self._size = bus, clock, queue
         self._spans: collections.deque[Event] = collections.deque()
         self._lock = threading.Lock()
-        self._tokens = float(burst)
-        self._filled_at = clock.now()
+        self._bucket = TokenBucket(rate, burst, clock)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: int | None = None
         self._ready: asyncio.Event | None = None
@@ -260,13 +260,7 @@ class SpanEvents(SpanProcessor):
             return
 
     def _take_token(self) -> bool:
-        now = self._clock.now()
-        self._tokens = min(float(self.burst), self._tokens + (now - self._filled_at) * self.rate)
-        self._filled_at = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
+        return self._bucket.take()
 
     def _drop(self, reason: str) -> None:
         self.dropped[reason] += 1
