@@ -178,6 +178,10 @@ def _template_names(template: str) -> set[str]:
 
 
 def _unreadable(key: str, ref: Mapping[str, JSON], why: str) -> TaskFailed:
+    if "missing" in why and "blob_url" not in why:
+        # Most often this agent's blob store is not the daemon's (another machine, no shared
+        # blob_url): say how to fix that, not only what is absent.
+        why += " (is this agent's blob_url the daemon's? set AGENTDECK_BLOB_URL to it)"
     return TaskFailed(
         f"the output of upstream task {key!r} ({ref[REF_KEY]}, {ref.get('size')} bytes of "
         f"JSON) cannot be read: {why}",

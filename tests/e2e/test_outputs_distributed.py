@@ -96,12 +96,15 @@ def test_agent_processes_hand_large_outputs_on_by_reference(nodes: Cluster, tmp_
 def test_an_agent_process_without_a_blob_store_fails_the_read_saying_why(
     nodes: Cluster, tmp_path: Path
 ) -> None:
-    """An `agentdeck agent` given no blob_url sends its large output inline (the daemon
-    stores it), then cannot read it for the next step: that attempt fails as
-    upstream_unreadable, naming the fix."""
+    """An `agentdeck agent` given no blob_url on another machine (its own home, so its own
+    default folder) sends its large output inline (the daemon stores it), then cannot read it
+    for the next step: that attempt fails as upstream_unreadable, naming the fix."""
     nodes.start("daemon", "--daemon")
     shared = dict(nodes.env)
     del nodes.env["AGENTDECK_BLOB_URL"]
+    elsewhere = tmp_path / "another-host"
+    elsewhere.mkdir()
+    nodes.env["AGENTDECK_HOME"] = str(elsewhere)
     nodes.agent("alone", "echo")
     nodes.env = shared
     wait_registered(nodes, {"alone"})

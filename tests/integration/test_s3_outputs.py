@@ -42,7 +42,7 @@ async def test_an_agent_keeps_a_large_output_in_s3_and_reports_the_reference(
     monkeypatch.chdir(tmp_path)
     clock = FakeClock()
     blobs, kept = agent_outputs(Settings(home=tmp_path, blob_url=url), clock)
-    assert kept.limit == 1_048_576  # a configured, shared store: the agent keeps its outputs
+    assert kept.limit == 65_536  # a configured, shared store: the agent keeps its outputs
     await blobs.start()
     bus = MemoryBus.from_url("memory://", clock=clock)
     registry = MemoryRegistry.from_url("memory://", clock=clock)
