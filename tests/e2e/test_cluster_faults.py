@@ -189,7 +189,9 @@ def procs(tmp_path: Path, urls: dict[str, str]) -> Iterator[HostProcs]:
         tmp_path,
         {
             "AGENTDECK_BUS_URL": urls["AGENTDECK_BUS_URL"],
-            "AGENTDECK_STORE_URL": urls["AGENTDECK_STORE_URL"],
+            # A statement on a connection to a host that was cut off waits for command_timeout
+            # (60 s by default): 10 s, as docs/deploy.md advises for a replicated store.
+            "AGENTDECK_STORE_URL": urls["AGENTDECK_STORE_URL"] + "&command_timeout=10",
             "AGENTDECK_REGISTRY_URL": urls["AGENTDECK_REGISTRY_URL"],
             "AGENTDECK_LOG_FORMAT": "json",
             # One task in nine fails once by design: breakers stay out of the measurement
@@ -303,7 +305,8 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
     Redis primary, kill the PostgreSQL primary: nothing lost, no success applied twice, every
     workflow finished by itself, each fault followed by finished work."""
     started = time.monotonic()
-    registry_url, store_url = urls["AGENTDECK_REGISTRY_URL"], urls["AGENTDECK_STORE_URL"]
+    registry_url = urls["AGENTDECK_REGISTRY_URL"]
+    store_url = urls["AGENTDECK_STORE_URL"] + "&command_timeout=10"
     faults: list[Fault] = []
 
     async def holder() -> str | None:
@@ -480,7 +483,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         finished = [await store.get_workflow(w) for w in workflows]
         commands = await store.list_commands(limit=10)
         lease = await lease_of(registry_url)
-        fence = await fence_tokens(store_url)
+        fence = await fence_tokens(urls["AGENTDECK_STORE_URL"])
 
     successes = [e for e in events if e.kind == "succeeded"]
     finish_times = sorted(e.at for e in successes)  # every one, now that all are written
