@@ -28,7 +28,7 @@ Effects beyond one per task (runs the at-least-once contract allows: a message r
 its agent lost its broker, an attempt retried after its agent was cut off) are counted and
 printed per fault, not hidden.
 
-Run it (root; about 8 minutes; the figures are printed past the capture)::
+Run it (root; about 6 minutes; the figures are printed past the capture)::
 
     .venv/bin/python -m pytest -q -p no:cacheprovider -m cluster tests/e2e/test_cluster_faults.py
 
@@ -166,6 +166,13 @@ def table(faults: list[Fault], lines: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------- fixtures
 
 
+class Urls(dict[str, str]):
+    """The cluster's URLs: they hold passwords, so a failure report shows only the names."""
+
+    def __repr__(self) -> str:
+        return f"<Urls {sorted(self)}>"
+
+
 @pytest.fixture(scope="module")
 def urls() -> Iterator[dict[str, str]]:
     """A new cluster (``down`` first, so its primaries are all on h1), removed at the end."""
@@ -174,7 +181,7 @@ def urls() -> Iterator[dict[str, str]]:
     try:
         started = time.monotonic()
         hosts.run("up", timeout=UP_TIMEOUT)
-        found = hosts.urls()
+        found = Urls(hosts.urls())
         found["up_seconds"] = f"{time.monotonic() - started:.1f}"
         yield found
     finally:
