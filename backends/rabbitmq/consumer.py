@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
-import aiormq
 import structlog
 from aio_pika.abc import (
     AbstractIncomingMessage,
@@ -129,10 +128,6 @@ class RabbitDelivery:
         )
 
 
-#: What may interrupt the stall check: the connection, or the broker (the check tries later).
-_CHECK_FAILURES: tuple[type[BaseException], ...] = (*RETRYABLE, AgentdeckError, aiormq.AMQPError)
-
-
 class Consumer:
     """One ``consume_tasks``/``consume_reports`` iterator's machinery.
 
@@ -157,10 +152,6 @@ class Consumer:
         self._ended = False
         self._closing: asyncio.Future[None] | None = None
         self._next_check = time.monotonic() + self.CHECK_INTERVAL
-        self._delivered = 0
-        """Messages the broker has sent this consumer (what the stall check watches)."""
-        self._seen = 0
-        self._stalls = 0
 
     async def open(self) -> None:
         """Open the channel, declare the queues and start consuming them. A failed try closes
@@ -189,7 +180,6 @@ class Consumer:
         self._queues[name] = queue
 
         async def on_message(message: AbstractIncomingMessage) -> None:
-            self._delivered += 1
             self._buffer.append((name, message))
             self._wakeup.set()
 
@@ -200,7 +190,6 @@ class Consumer:
         while not self._ended:
             if time.monotonic() >= self._next_check:  # on a clock: a busy queue must not
                 await self._resume_cancelled()  # hide that another one went quiet
-                await self._check_stalled()
                 self._next_check = time.monotonic() + self.CHECK_INTERVAL
             if len(self._held) < self._prefetch:
                 while self._buffer:
@@ -244,44 +233,6 @@ class Consumer:
                     await self._consume(name)
         except RETRYABLE as exc:  # reconnecting: the robust channel restores consumers
             log.debug("rabbit_consumer_check_skipped", error=type(exc).__name__)
-
-    async def _check_stalled(self) -> None:
-        """Consume again, on a new channel, when the broker sent nothing for two checks in a
-        row although this consumer had room and its queues held ready messages.
-
-        RabbitMQ 3.10 can lose a quorum queue consumer registered while the queue's leader
-        was unreachable (a scheduler that took over just after its host's partition): the
-        consume succeeds, and nothing is ever delivered to it (found by
-        tests/e2e/test_cluster_faults.py)."""
-        channel = self._channel
-        if (
-            self._delivered != self._seen
-            or len(self._held) >= self._prefetch
-            or channel is None
-            or channel.is_closed
-        ):
-            self._seen, self._stalls = self._delivered, 0
-            return
-        try:
-            async with asyncio.timeout(self.CHECK_INTERVAL):
-                underlay = await channel.get_underlay_channel()
-                ready = 0
-                for name in self._names:
-                    declared = await underlay.queue_declare(name, passive=True)
-                    ready += declared.message_count or 0
-        except _CHECK_FAILURES as exc:
-            log.debug("rabbit_stall_check_skipped", error=type(exc).__name__)
-            return
-        self._stalls = self._stalls + 1 if ready else 0
-        if self._stalls < 2:
-            return
-        log.warning("rabbit_consumer_stalled", queues=self._names, ready=ready)
-        self._stalls = 0
-        self._channel = None
-        self._queues.clear()
-        self._tags.clear()
-        await self.bus._close_channel(channel)  # the broker requeues what it sent there
-        await self.open()
 
     def end(self) -> None:
         """Make :meth:`next` return None (the iterator finishes)."""
