@@ -44,6 +44,7 @@ from redis.exceptions import (
     AuthorizationError,
     NoPermissionError,
     ReadOnlyError,
+    ResponseError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -71,6 +72,17 @@ GC_MARGIN = 60.0
 #: Errors that mean "Redis cannot serve us right now": retryable, reported as BackendUnavailable.
 #: ReadOnlyError is a replica answering during a failover.
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+#: Error replies that say the same: a primary cut off from its replicas refuses writes
+#: (NOREPLICAS, ``min-replicas-to-write``), a replica lost its primary (MASTERDOWN), a server
+#: still loading its data (LOADING). Before, NOREPLICAS escaped as a ResponseError and killed
+#: a daemon whose host was cut off (found by tests/e2e/test_cluster_faults.py).
+_UNAVAILABLE_REPLIES = ("NOREPLICAS", "MASTERDOWN", "LOADING")
+
+
+def _unavailable_reply(exc: BaseException) -> bool:
+    """True for an error reply that means Redis cannot serve us right now."""
+    return isinstance(exc, ResponseError) and str(exc).startswith(_UNAVAILABLE_REPLIES)
+
 
 # Refresh a live agent record; 0 when it is missing or expired by the caller's clock.
 # KEYS: agent hash. ARGV: now, expires_at, in_flight, state, succeeded, failed, gc_ms.
@@ -467,6 +479,10 @@ class RedisRegistry:
         try:
             yield
         except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"Redis at {self.where}: {action} failed: {exc}") from exc
+        except ResponseError as exc:
+            if not _unavailable_reply(exc):
+                raise
             raise BackendUnavailable(f"Redis at {self.where}: {action} failed: {exc}") from exc
 
     def __repr__(self) -> str:

@@ -26,6 +26,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 import asyncpg
 import tenacity
 
+from agentdeck.backends.postgres.hosts import HostRing
 from agentdeck.backends.postgres.schema import NODE, OPERATOR, ROLES, VIEWER
 from agentdeck.backends.postgres.url import PostgresTarget
 from agentdeck.core.errors import BackendUnavailable, ConfigError, PermissionDenied
@@ -133,6 +134,10 @@ class PostgresConnections:
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._closed = False
+        # Several hosts: each connection tries them one at a time, the last primary first.
+        self._ring = (
+            HostRing(target.hosts, target.connect_timeout) if len(target.hosts) > 1 else None
+        )
 
     @property
     def where(self) -> str:
@@ -199,6 +204,7 @@ class PostgresConnections:
             max_size=target.max_size,
             command_timeout=target.command_timeout,
             timeout=target.connect_timeout,
+            connect=self._ring.connect if self._ring is not None else None,
             # asyncpg prepares every statement; after five runs PostgreSQL may switch to a
             # generic plan and keep it until the next ANALYZE. A plan made while `tasks` held
             # a few hundred rows (a seq scan) then stays in use at 20,000 rows: the row-lock
@@ -215,8 +221,9 @@ class PostgresConnections:
 
     async def _listen_connection(self) -> asyncpg.Connection:
         """A connection of its own for LISTEN (see :mod:`backends.postgres.watch`)."""
+        connect = self._ring.connect if self._ring is not None else asyncpg.connect
         try:
-            return await asyncpg.connect(
+            return await connect(
                 self._target.dsn,
                 timeout=self._target.connect_timeout,
                 server_settings={"application_name": f"{self._target.application_name}-watch"},
@@ -252,7 +259,10 @@ class PostgresConnections:
             try:
                 yield conn
             except Exception as exc:
-                if _broken(exc):
+                # With several hosts, a statement that timed out most likely went to a host
+                # cut off the network (no reset ever comes): its siblings would hang as long.
+                cut_off = self._ring is not None and isinstance(exc, asyncio.TimeoutError)
+                if _broken(exc) or cut_off:
                     # A session the server ended (a restart, an operator) can leave the
                     # connection half-closed, or in a state asyncpg cannot leave after an
                     # unsolicited FATAL (MagicStack/asyncpg#1069). Drop it, and have the pool

@@ -61,6 +61,8 @@ class PostgresTarget:
     max_size: int
     command_timeout: float
     connect_timeout: float
+    hosts: tuple[tuple[str, int], ...] = ()
+    """Every ``(host, port)`` of the URL, in its order."""
 
 
 def parse_url(url: str) -> PostgresTarget:
@@ -127,6 +129,7 @@ def parse_url(url: str) -> PostgresTarget:
         max_size=int(max_size),
         command_timeout=options["command_timeout"],
         connect_timeout=options["connect_timeout"],
+        hosts=tuple(hosts),
     )
 
 

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import aio_pika
 import structlog
+from aio_pika import ExchangeType
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractRobustChannel,
@@ -53,6 +54,7 @@ from agentdeck.backends.rabbitmq.failures import (
     RETRYABLE,
     Unconfirmed,
     describe,
+    nacked,
     transient,
 )
 from agentdeck.backends.rabbitmq.names import RabbitNames
@@ -126,6 +128,7 @@ class RabbitBus:
         self._unconfirmed: AbstractRobustChannel | None = None
         self._events: AbstractRobustExchange | None = None
         self._control: AbstractRobustExchange | None = None
+        self._renewing = asyncio.Lock()
         self._task_queues: set[str] = set()
         """Task queues this bus has declared on its publishing channel."""
         self.declared: set[str] = set()
@@ -388,8 +391,14 @@ class RabbitBus:
         message = aio_pika.Message(body, delivery_mode=DeliveryMode.NOT_PERSISTENT)
 
         async def send() -> None:
-            assert self._control is not None
-            await self._control.publish(message, routing_key="", mandatory=False)
+            assert self._control is not None and self._confirmed is not None
+            channel = self._confirmed
+            try:
+                await self._control.publish(message, routing_key="", mandatory=False)
+            except Exception as exc:
+                if nacked(exc):
+                    await self._renew_confirmed(channel)
+                raise
 
         await self._retry("publish a control message", send)
 
@@ -476,6 +485,8 @@ class RabbitBus:
                 if isinstance(error, aio_pika.exceptions.PublishError):
                     self._task_queues.discard(queue)  # unroutable: declare it again
             pending = [item for item, _ in failed]
+            if any(nacked(error) for _, error in failed):
+                await self._renew_confirmed(channel)
             for _, error in failed:
                 # A confirm future cancelled by aiormq (its channel closed) is worth a retry.
                 if not (transient(error) or isinstance(error, asyncio.CancelledError)):
@@ -483,6 +494,25 @@ class RabbitBus:
             raise Unconfirmed(f"{len(failed)} of the batch: {self._reason(failed[0][1])}")
 
         await self._retry(f"publish {len(batch)} message(s)", attempt)
+
+    async def _renew_confirmed(self, stale: AbstractRobustChannel) -> None:
+        """Replace the confirmed publishing channel ``stale`` (unless another publish did).
+
+        RabbitMQ 3.10 nacks, for good, the publishes to a quorum queue from a channel that
+        began publishing to it while the queue had no leader (the moment after its leader's
+        node died or was cut off, when every client reconnects at once); a channel opened
+        later reaches the new leader. Without this, an agent's reports failed for as long as
+        it lived (found by tests/e2e/test_cluster_faults.py)."""
+        async with self._renewing:
+            if self._confirmed is not stale or self._publisher is None:
+                return
+            log.warning("rabbit_channel_renewed", reason="publishes nacked")
+            fresh = await self._open_channel(self._publisher, confirms=True)
+            self._control = await fresh.declare_exchange(
+                self.names.control, ExchangeType.FANOUT, durable=True, passive=self.passive
+            )
+            self._confirmed = fresh
+        await self._close_channel(stale)
 
     async def _ensure_queue(self, queue: str) -> None:
         """Declare a task queue once per bus before publishing to it, so messages wait for an

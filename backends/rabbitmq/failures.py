@@ -10,6 +10,7 @@ from aiormq.exceptions import (
     ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
+    DeliveryError,
 )
 
 from agentdeck.core.errors import AgentdeckError
@@ -35,6 +36,12 @@ PERMANENT: tuple[type[BaseException], ...] = (
 def transient(exc: BaseException) -> bool:
     """True for errors a reconnection or a moment's wait may cure."""
     return isinstance(exc, RETRY_PUBLISH) and not isinstance(exc, PERMANENT)
+
+
+def nacked(exc: BaseException) -> bool:
+    """True when the broker refused a confirmed publish with ``basic.nack`` (not a return of
+    an unroutable message, not a lost connection)."""
+    return type(exc) is DeliveryError and type(exc.frame).__name__ == "Nack"
 
 
 def describe(exc: BaseException, password: str | None) -> str:

@@ -38,7 +38,13 @@ class Leadership(Dispatch):
             self._fence = lease.token
             log.info("leader_elected", node=self.node, token=lease.token)
             await self.observers.lease_acquired(lease.token)
-            await self._take_over()
+            try:
+                await self._take_over()
+            except BaseException:
+                # Half taken over (no report consumer yet): step down, so that the next round
+                # takes over again instead of leading without reading any report.
+                await self._step_down()
+                raise
         return True
 
     async def _take_over(self) -> None:

@@ -371,6 +371,35 @@ async def test_a_rate_limit_without_a_time_holds_for_the_default_wait(deck: Deck
     assert task.not_before == deck.clock.now() + RATE_LIMIT_WAIT
 
 
+async def test_a_take_over_the_store_fails_half_way_is_done_again_next_round(
+    deck: Deck, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Store fails during the take-over (just after a failover): the node does not lead
+    half taken over (no report consumer); it steps down and the next round takes over whole,
+    so reports are applied again."""
+    real = deck.store.list_tasks
+    calls = 0
+
+    async def failing_once(*args: Any, **kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise BackendUnavailable("statement timed out on the old primary")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(deck.store, "list_tasks", failing_once)
+    wf = await deck.submit(A_TO_B)
+    with pytest.raises(BackendUnavailable):
+        await deck.scheduler.tick()
+    assert not deck.scheduler.is_leader and deck.scheduler._consumer is None
+    await deck.settle()
+    assert deck.scheduler.is_leader and deck.scheduler._consumer is not None
+    [(a, _)] = await deck.take("echo")
+    await deck.finish(a, "ok")
+    await deck.settle()
+    assert await deck.status(f"{wf}/a") == T.SUCCEEDED
+
+
 async def test_cancel_mid_flight(deck: Deck) -> None:
     """Cancelling a workflow cancels its unfinished tasks and a late result is ignored."""
     wf = await deck.submit(A_TO_B)

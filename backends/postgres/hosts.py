@@ -1,0 +1,88 @@
+"""Connecting to one of a store URL's PostgreSQL hosts: each host on its own time-out, the one
+that last took a connection first.
+
+asyncpg tries a multi-host DSN's hosts in order within one time-out for them all. A host cut
+off the network drops packets instead of refusing them, so it used the whole time-out up and
+the hosts after it were never tried: after a partition of the primary's host, every new
+connection failed until the kernel gave up on that address, and the store reached the new
+primary 35 s after the cut (``tests/e2e/test_cluster.py``), past the 30 s goal.
+:class:`HostRing` gives each host ``connect_timeout / hosts`` (at least
+:data:`MIN_HOST_TIMEOUT`), and starts with the host that last served, so once a failover is
+found every later connection goes straight to the new primary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+__all__ = ["MIN_HOST_TIMEOUT", "HostRing", "dsn_for"]
+
+MIN_HOST_TIMEOUT = 2.0
+"""Seconds a host is given at least: a loaded server still answers in that time."""
+
+#: Failures that say "not this host, now": try the next one.
+_NEXT_HOST: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,  # refused, starting up, shutting down
+    asyncpg.CannotConnectNowError,
+    asyncpg.TargetServerAttributeNotMatched,  # a standby, when the URL wants the primary
+)
+
+
+def dsn_for(dsn: str, host: str, port: int) -> str:
+    """``dsn`` naming only ``host:port`` (user, password, database and options kept)."""
+    parts = urlsplit(dsn)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=f"{userinfo}{at}{host}:{port}"))
+
+
+class HostRing:
+    """The hosts of one store URL, tried one at a time (the pool's ``connect``).
+
+    ``opener`` makes one connection (``asyncpg.connect``; tests pass a fake)."""
+
+    def __init__(
+        self,
+        hosts: Sequence[tuple[str, int]],
+        connect_timeout: float,
+        opener: Callable[..., Awaitable[asyncpg.Connection]] = asyncpg.connect,
+    ) -> None:
+        if not hosts:
+            raise ValueError("a HostRing needs at least one (host, port)")
+        self.hosts = tuple(hosts)
+        self._opener = opener
+        self.host_timeout = max(connect_timeout / len(self.hosts), MIN_HOST_TIMEOUT)
+        self._start = 0
+
+    @property
+    def current(self) -> tuple[str, int]:
+        """The host that took the last connection (the first host before any)."""
+        return self.hosts[self._start]
+
+    def order(self) -> list[tuple[str, int]]:
+        """Every host once, the one that last took a connection first."""
+        return [*self.hosts[self._start :], *self.hosts[: self._start]]
+
+    async def connect(self, dsn: str, **kwargs: Any) -> asyncpg.Connection:
+        """A connection to the first host, in :meth:`order`, that takes one within its
+        time-out and is of the kind the DSN asks for; raises the last host's error."""
+        kwargs.pop("timeout", None)
+        last: BaseException | None = None
+        for host, port in self.order():
+            try:
+                conn = await self._opener(
+                    dsn_for(dsn, host, port), timeout=self.host_timeout, **kwargs
+                )
+            except _NEXT_HOST as exc:
+                last = exc
+                continue
+            self._start = self.hosts.index((host, port))
+            return conn
+        assert last is not None
+        raise last
