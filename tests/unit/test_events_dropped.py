@@ -74,7 +74,9 @@ def test_spans_left_out_by_the_sample_rate_are_not_counted() -> None:
     finally:
         tracing.shutdown()
     assert publisher.dropped["sampled"] == 5
-    assert metrics.registry.get_sample_value(METRIC, {"stream": "span", "reason": "sampled"}) is None
+    assert (
+        metrics.registry.get_sample_value(METRIC, {"stream": "span", "reason": "sampled"}) is None
+    )
     assert repr(publisher).startswith("<SpanEvents queued=1 ")
 
 
