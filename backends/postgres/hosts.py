@@ -22,8 +22,14 @@ import asyncpg
 
 __all__ = ["MIN_HOST_TIMEOUT", "HostRing", "dsn_for"]
 
-#: ``target_session_attrs`` values that only a primary satisfies.
-_PRIMARY = frozenset({"read-write", "primary"})
+#: What a host is when it takes a connection asking for ``target_session_attrs``, and what it
+#: is when it refuses as the wrong kind.
+_KINDS = {
+    "read-write": ("primary", "replica"),
+    "primary": ("primary", "replica"),
+    "standby": ("replica", "primary"),
+    "read-only": ("replica", "primary"),
+}
 
 MIN_HOST_TIMEOUT = 2.0
 """Seconds a host is given at least: a loaded server still answers in that time."""
@@ -85,7 +91,7 @@ class HostRing:
                 )
             except _NEXT_HOST as exc:
                 last = exc
-                self.note(host, port, exc)
+                self.note(host, port, exc, dsn)
                 continue
             self._start = self.hosts.index((host, port))
             self.note(host, port, None, dsn)
@@ -96,16 +102,15 @@ class HostRing:
     # ------------------------------------------------------------------- reports only
 
     def note(self, host: str, port: int, error: BaseException | None, dsn: str = "") -> None:
-        """Remember what the last try of ``host:port`` said, for :meth:`states`: taken with a
-        DSN that asks for the primary (``target_session_attrs`` ``read-write`` or ``primary``),
-        it is the primary; taken otherwise, just connected; refused as the wrong kind, a
-        standby; any other failure, down."""
+        """Remember what the last try of ``host:port`` said, for :meth:`states`. Taken, or
+        refused as the wrong kind, it is the kind the DSN's ``target_session_attrs`` asks
+        for, or the other (a standby refused where the primary is asked for is a replica);
+        taken with no kind asked, just connected; any other failure, down."""
         key = (host, port)
-        if error is None:
+        if error is None or isinstance(error, asyncpg.TargetServerAttributeNotMatched):
             attrs = dict(parse_qsl(urlsplit(dsn).query)).get("target_session_attrs")
-            self._seen[key] = "primary" if attrs in _PRIMARY else "connected"
-        elif isinstance(error, asyncpg.TargetServerAttributeNotMatched):
-            self._seen[key] = "replica"
+            asked, other = _KINDS.get(attrs or "", ("connected", "connected"))
+            self._seen[key] = asked if error is None else other
         else:
             self._seen[key] = "down"
 
