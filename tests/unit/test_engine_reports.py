@@ -16,8 +16,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from agentdeck.backends.postgres.hosts import HostRing
 from agentdeck.backends.rabbitmq.transport import (
     BrokerRing,
-    Connection,
     CoalescingTransportFactory,
+    Connection,
     broker_states,
 )
 from agentdeck.backends.redis_servers import INTERVAL, ServerStates
