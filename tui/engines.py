@@ -22,7 +22,9 @@ with none to report, there is no table. No Textual here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -134,7 +136,9 @@ def _cut(label: str, width: int) -> str:
     return label[: width - 1] + "…"
 
 
-_probes: dict[int, tuple[float, asyncio.Task[Any] | None]] = {}
+_probes: weakref.WeakKeyDictionary[Any, tuple[float, asyncio.Task[Any]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _probe(registry: object) -> None:
@@ -144,15 +148,20 @@ def _probe(registry: object) -> None:
     if not callable(probe):
         return
     now = time.monotonic()
-    started, task = _probes.get(id(registry), (float("-inf"), None))
-    if (task is not None and not task.done()) or now - started < PROBE_EVERY:
+    try:
+        last = _probes.get(registry)
+    except TypeError:  # not weakly referable or not hashable: the registry throttles itself
+        last = None
+    if last is not None and (not last[1].done() or now - last[0] < PROBE_EVERY):
         return
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # not in the event loop: nothing to run it on
         return
     coroutine: Awaitable[Any] = probe()
-    _probes[id(registry)] = (now, loop.create_task(_quietly(coroutine), name="probe-servers"))
+    task = loop.create_task(_quietly(coroutine), name="probe-servers")
+    with contextlib.suppress(TypeError):
+        _probes[registry] = (now, task)
 
 
 async def _quietly(coroutine: Awaitable[Any]) -> None:
