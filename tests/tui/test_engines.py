@@ -162,6 +162,10 @@ def test_the_overview_of_a_three_host_cluster_at_80x24(snap_compare: Snap, tmp_p
         registry = ClusterRegistry(
             world.clock, {"h1:6379": "down", "h2:6379": "replica", "h3:6379": "primary"}
         )
+        for agent in await world.registry.agents():  # the world's fleet, on the cluster
+            await registry.register(agent, ttl=3600)
+        for breaker in await world.registry.breakers():
+            await registry.put_breaker(breaker, expected_version=None)
         try:
             yield replace(
                 world.sources,
