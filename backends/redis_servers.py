@@ -65,7 +65,7 @@ class ServerStates:
                     self.states = await self._ask_sentinels(self._sentinel)
                 elif self._server:
                     self.states = {self._server: await self._ping(client)}
-        except TimeoutError:
+        except (TimeoutError, RedisError, OSError):  # (what discover_* do not catch themselves)
             self.states = dict.fromkeys(self.states, UNKNOWN)
         return self.states
 

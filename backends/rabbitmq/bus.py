@@ -600,7 +600,7 @@ class RabbitBus:
     @property
     def broker_states(self) -> dict[str, str]:
         """Every broker of the URL (``host:port``) as this bus's connections last saw it:
-        ``connected``, ``up``, ``down`` or ``?`` (``transport.broker_states``; no I/O)."""
+        ``connected``, ``lost``, ``down`` or ``?`` (``transport.broker_states``; no I/O)."""
         return broker_states(self.config.hosts, [self._publisher, self._consumer])
 
     def __repr__(self) -> str:

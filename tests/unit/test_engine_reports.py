@@ -12,6 +12,7 @@ from typing import Any, cast
 import pytest
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from agentdeck.backends.postgres.hosts import HostRing
 from agentdeck.backends.rabbitmq.transport import (
@@ -216,6 +217,22 @@ async def test_mid_failover_the_old_primary_is_down_and_unreachable_sentinels_sa
     clock.advance(INTERVAL)
     assert await servers.refresh(None) == {"h1:6379": "down", "h2:6379": "replica"}
     sentinel.reachable = False
+    clock.advance(INTERVAL)
+    assert await servers.refresh(None) == {"h1:6379": "?", "h2:6379": "?"}
+
+
+async def test_a_sentinel_error_the_client_does_not_catch_leaves_every_server_unknown() -> None:
+    """A refusal redis-py passes on (a sentinel that wants a password, say) is not raised to
+    the screen: the servers are ``?`` until the next round."""
+    clock = FakeClock(0.0)
+    sentinel = FakeSentinel(("h1", 6379), [("h2", 6379)])
+    servers = _servers(sentinel, clock)
+    await servers.refresh(None)
+
+    async def refused(service: str) -> list[tuple[str, int]]:
+        raise ResponseError("NOAUTH Authentication required.")
+
+    sentinel.discover_slaves = refused  # type: ignore[method-assign]
     clock.advance(INTERVAL)
     assert await servers.refresh(None) == {"h1:6379": "?", "h2:6379": "?"}
 
