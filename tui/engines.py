@@ -50,7 +50,8 @@ STYLE_OF = {
     "lost": "retrying",
     "down": "failed",
 }
-ENGINES = ("broker", "redis", "postgres")
+COLUMNS = {"broker": 6, "redis": 7, "postgres": 8}
+"""Each engine's column and its width (its longest cell or its name)."""
 HOST_WIDTH = 11
 """Widest host label shown; longer ones are cut (a ``host:port`` label from its left)."""
 ROWS = 3
@@ -106,16 +107,17 @@ def host_table(
     if not found:
         return []
     width = min(max(len("host"), *(len(r.host) for r in found)), HOST_WIDTH)
-    lines = [Text(f"{'host':<{width}} broker  redis   postgres", style="dim")]
+    header = " ".join([f"{'host':<{width}}", *(f"{e:<{w}}" for e, w in COLUMNS.items())])
+    lines = [Text(header.rstrip(), style="dim")]
     shown = found if len(found) <= rows else found[: rows - 1]
     for row in shown:
         line = Text(f"{_cut(row.host, width):<{width}}")
-        for engine, cell_width in zip(ENGINES, (7, 8, 8), strict=True):
+        for engine, cell_width in COLUMNS.items():
             state = getattr(row, engine)
             text = SHOWN.get(state, state) if state else "-"
             status = STYLE_OF.get(state)
             line.append(" ")
-            line.append(f"{text:<{cell_width - 1}}", style=style(status) if status else "dim")
+            line.append(f"{text:<{cell_width}}", style=style(status) if status else "dim")
         lines.append(line)
     if len(shown) < len(found):
         lines.append(Text(f"… {len(found) - len(shown)} more hosts", style="dim"))

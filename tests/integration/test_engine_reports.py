@@ -9,8 +9,10 @@ import asyncio
 import gc
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
+from textual.widgets import Static
 
 from agentdeck.backends import open_registry
 from agentdeck.backends.postgres import PostgresStore
@@ -18,11 +20,16 @@ from agentdeck.backends.redis import RedisRegistry
 from agentdeck.backends.redis_servers import INTERVAL
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.models import new_id
+from agentdeck.core.settings import Settings
+from agentdeck.tui.app import AgentdeckApp
+from agentdeck.tui.compose import control_centre
+from agentdeck.tui.engines import HostRow, host_rows
 from tests.conftest import IN_CI, require_service
 from tests.integration.test_postgres_hosts import url, with_hosts
 from tests.integration.test_rabbitmq import AIORMQ_WRITER_LEAK, HOST, PORT, publish
 from tests.integration.test_rabbitmq_ha import LIVE, Proxy, dead_port, proxy, started
 from tests.integration.test_redis_sentinel import SentinelCluster
+from tests.tui.test_app import SIZE, ready
 
 pytestmark = pytest.mark.integration
 
@@ -150,3 +157,37 @@ async def test_a_lone_redis_is_connected_while_it_answers(clock: FakeClock) -> N
         assert await registry.probe_servers() == {"127.0.0.1:6379": "connected"}
     finally:
         await registry.close()
+
+
+async def test_an_attached_control_centre_shows_the_engines_per_host(
+    url: str, tmp_path: Path
+) -> None:
+    """The real wiring, attached to RabbitMQ, Redis and PostgreSQL whose URLs list a dead
+    port on 127.0.0.1 before the live server on ``localhost``: the overview's table has a row
+    for each, the dead one down for the broker and PostgreSQL, the live one in use, Redis in
+    use, PostgreSQL primary."""
+    require_service("RabbitMQ", HOST, PORT)
+    require_service("Redis", "127.0.0.1", 6379)
+    dead = dead_port()
+    settings = Settings.load(
+        config_path=None,
+        home=tmp_path,
+        node="tui-engines",
+        bus_url=f"amqp://guest:guest@127.0.0.1:{dead},localhost:{PORT}/?prefix=test-{new_id()}",
+        registry_url=f"redis://localhost:6379/0?prefix=t-{new_id()}",
+        store_url=with_hosts(url, f"127.0.0.1:{dead},localhost:5432"),
+    )
+    app = AgentdeckApp(control_centre(settings), refresh_interval=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.sources is not None
+        await app.sources.registry.probe_servers()  # type: ignore[attr-defined]
+        await app.refresh_now()
+        await pilot.pause()
+        assert host_rows(app.sources) == [
+            HostRow("127.0.0.1", broker="down", postgres="down"),
+            HostRow("localhost", broker="connected", redis="connected", postgres="primary"),
+        ]
+        agents = str(app.screen.query_one("#agents", Static).render())
+        assert "host      broker redis   postgres\n127.0.0.1 down   -       down" in agents
+        assert "localhost in use in use  primary" in agents

@@ -97,6 +97,8 @@ def test_servers_sharing_a_host_are_told_apart_by_port(world: World) -> None:
     ]
     header, first, second = (line.plain for line in host_table(sources))
     assert header.split() == ["host", "broker", "redis", "postgres"]
+    assert first.index("primary") == header.index("redis")  # the columns line up
+    assert first.rindex("-") == header.index("postgres")
     assert first.split() == ["…0.0.1:7001", "-", "primary", "-"]
     assert second.split() == ["…0.0.1:7002", "-", "replica", "-"]
 
@@ -143,7 +145,7 @@ async def test_the_overview_shows_the_cluster_table(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         agents = str(app.screen.query_one("#agents", Static).render())
-        assert "host     broker  redis   postgres\n10.0.0.1 -      down    -" in agents
+        assert "host     broker redis   postgres\n10.0.0.1 -      down    -" in agents
         assert "… 4 more hosts" in agents
     plain = app_for()
     async with plain.run_test(size=SIZE) as pilot:
