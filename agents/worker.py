@@ -138,9 +138,10 @@ class Worker:
         """Where run spans go (None: no spans)."""
         self.log_stream = LogStream(bus, self._clock, self.id, on_drop=self._log_line_dropped)
         """Copies this agent's log lines to the events stream while :meth:`run` runs."""
-        self.feed_stream = FeedStream(bus, self._clock, self.id)
+        self.feed_stream = FeedStream(bus, self._clock, self.id, on_drop=self._feed_event_dropped)
         """Carries its handlers' progress and streamed output to the events stream (a budget
-        of its own, apart from the log lines'; drops are counted in its ``dropped``)."""
+        of its own, apart from the log lines'; drops are counted in its ``dropped`` and in
+        ``agentdeck_events_dropped_total{stream="feed"}``)."""
         self._reporter = Reporter(
             bus,
             self._clock,
@@ -516,6 +517,10 @@ class Worker:
     def _log_line_dropped(self, reason: str) -> None:
         if self.metrics is not None:
             self.metrics.log_line_dropped(reason)
+
+    def _feed_event_dropped(self, reason: str) -> None:
+        if self.metrics is not None:
+            self.metrics.event_dropped("feed", reason)
 
     # ------------------------------------------------------------------ control, heartbeat
 

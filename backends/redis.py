@@ -50,11 +50,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from agentdeck.backends.memory import check_ttl
+from agentdeck.backends.redis_servers import ServerStates
 from agentdeck.backends.redis_url import (
     DEFAULT_PREFIX,
     check_prefix,
     close_client,
     open_client,
+    server_states,
     split_registry_url,
     where,
 )
@@ -210,6 +212,7 @@ class RedisRegistry:
         self._redis: Redis | None = None
         self._sentinel: Sentinel | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._servers: ServerStates | None = None
 
     @classmethod
     def from_url(
@@ -281,12 +284,30 @@ class RedisRegistry:
             )
         }
         self._redis, self._sentinel = client, sentinel
+        self._servers = server_states(self._url, self._clock, sentinel)
 
     async def close(self) -> None:
         """Disconnect (safe to call twice)."""
         client, self._redis = self._redis, None
         if client is not None:
             await close_client(client, self._sentinel)
+
+    # -- reports
+
+    @property
+    def server_states(self) -> dict[str, str]:
+        """Each Redis server (``host:port``) as last asked by :meth:`probe_servers`:
+        ``primary``, ``replica``, ``down``, ``connected`` (a lone server) or ``?``; empty
+        before :meth:`start`. No I/O."""
+        return dict(self._servers.states) if self._servers is not None else {}
+
+    async def probe_servers(self) -> dict[str, str]:
+        """Ask the sentinels which server is the primary now (a lone server: PING it), at
+        most every few seconds of the registry's clock (``redis_servers.INTERVAL``; a call
+        sooner returns the last answer), bounded in time; never raises. For reports only."""
+        if self._servers is None:
+            return {}
+        return dict(await self._servers.refresh(self._redis))
 
     # -- agents
 

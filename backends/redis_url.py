@@ -24,6 +24,8 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import parse_url
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
 
+from agentdeck.backends.redis_servers import ServerStates
+from agentdeck.core.clock import Clock
 from agentdeck.core.errors import ConfigError
 from agentdeck.core.settings import redact_url
 
@@ -215,6 +217,15 @@ def where(url: str) -> str:
     parts = urlsplit(url)
     database = unquote(parts.path).strip("/") or "0"
     return f"{parts.hostname}:{parts.port or 6379}/{database}"
+
+
+def server_states(url: str, clock: Clock, sentinel: Sentinel | None) -> ServerStates:
+    """What a registry on ``url`` (from :func:`split_registry_url`) reports of its servers:
+    the primary ``sentinel`` names for the URL's service, or the URL's one server."""
+    if sentinel is not None:
+        return ServerStates(clock, sentinel=sentinel, service=parse_sentinel_url(url).service)
+    parts = urlsplit(url)
+    return ServerStates(clock, server=f"{parts.hostname}:{parts.port or 6379}")
 
 
 def _sentinel(entry: str, shown: str, form: str) -> tuple[str, int]:

@@ -239,6 +239,14 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.events_dropped = Counter(
+            "agentdeck_events_dropped",
+            "Events this process did not put on the events stream, by stream (log, feed, "
+            "span) and reason (rate, queue, publish, invalid); spans left out by the sample "
+            "rate are not counted.",
+            ["stream", "reason"],
+            registry=r,
+        )
         self.reconnects = Counter(
             "agentdeck_backend_reconnects",
             "Reconnections to a backend after it was lost, by backend.",
@@ -326,8 +334,20 @@ class Metrics:
         self.rejected.inc()
 
     def log_line_dropped(self, reason: str) -> None:
-        """An agent's log line did not reach the events stream (``reason``: rate, queue...)."""
+        """An agent's log line did not reach the events stream (``reason``: rate, queue...).
+
+        Counted twice: ``agentdeck_agent_log_lines_dropped_total`` (kept for dashboards
+        that use it) and ``agentdeck_events_dropped_total{stream="log"}``."""
         self.log_lines_dropped.labels(reason).inc()
+        self.event_dropped("log", reason)
+
+    def event_dropped(self, stream: str, reason: str) -> None:
+        """An event of ``stream`` (``log``, ``feed``: an agent's progress and output,
+        ``span``) did not reach the events stream, for ``reason`` (rate, queue, publish,
+        invalid). A span left out by the sample rate (``sampled``) is a choice, not a loss:
+        not counted."""
+        if reason != "sampled":
+            self.events_dropped.labels(stream, reason).inc()
 
     def reconnected(self, backend: str) -> None:
         """A backend connection was restored (``backend``: rabbitmq, postgres, redis, ...)."""

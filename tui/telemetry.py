@@ -55,10 +55,18 @@ class Telemetry:
     def span_events(self, bus: Bus, clock: Clock) -> SpanEvents | None:
         """A publisher of this process's finished spans on ``bus``'s events stream, so every
         control centre sees the cluster's traces (``core.spanstream``); None when tracing is
-        off. Run it as a service (it publishes from its ``run``)."""
+        off. Run it as a service (it publishes from its ``run``). Its drops are counted in
+        ``agentdeck_events_dropped_total{stream="span"}`` when metrics are on."""
         if self.tracing is None:
             return None
-        publisher = SpanEvents(bus, clock)
+        metrics = self.metrics
+        publisher = SpanEvents(
+            bus,
+            clock,
+            on_drop=(lambda reason: metrics.event_dropped("span", reason))
+            if metrics is not None
+            else None,
+        )
         self.tracing.provider.add_span_processor(publisher)
         return publisher
 

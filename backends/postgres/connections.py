@@ -144,6 +144,17 @@ class PostgresConnections:
         """``host:port/database``: how messages name this server (no credentials)."""
         return self._target.where
 
+    @property
+    def host_states(self) -> dict[str, str]:
+        """Each host of the URL (``host:port``) as this store last saw it: with several,
+        ``primary``/``replica``/``down``/``?`` from the last connection's walk
+        (:meth:`HostRing.states`); with one, ``connected`` while the pool is open, else
+        ``?``. No I/O: for the control centre's overview."""
+        if self._ring is not None:
+            return self._ring.states()
+        host, port = self._target.hosts[0]
+        return {f"{host}:{port}": "connected" if self._pool is not None else "?"}
+
     def _describe(self, exc: BaseException) -> str:
         """An engine error as text for a message, with the password masked should the
         driver ever echo it."""

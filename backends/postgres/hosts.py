@@ -16,11 +16,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import asyncpg
 
 __all__ = ["MIN_HOST_TIMEOUT", "HostRing", "dsn_for"]
+
+#: What a host is when it takes a connection asking for ``target_session_attrs``, and what it
+#: is when it refuses as the wrong kind.
+_KINDS = {
+    "read-write": ("primary", "replica"),
+    "primary": ("primary", "replica"),
+    "standby": ("replica", "primary"),
+    "read-only": ("replica", "primary"),
+}
 
 MIN_HOST_TIMEOUT = 2.0
 """Seconds a host is given at least: a loaded server still answers in that time."""
@@ -59,6 +68,7 @@ class HostRing:
         self._opener = opener
         self.host_timeout = max(connect_timeout / len(self.hosts), MIN_HOST_TIMEOUT)
         self._start = 0
+        self._seen: dict[tuple[str, int], str] = {}
 
     @property
     def current(self) -> tuple[str, int]:
@@ -81,8 +91,32 @@ class HostRing:
                 )
             except _NEXT_HOST as exc:
                 last = exc
+                self.note(host, port, exc, dsn)
                 continue
             self._start = self.hosts.index((host, port))
+            self.note(host, port, None, dsn)
             return conn
         assert last is not None
         raise last
+
+    # ------------------------------------------------------------------- reports only
+
+    def note(self, host: str, port: int, error: BaseException | None, dsn: str = "") -> None:
+        """Remember what the last try of ``host:port`` said, for :meth:`states`. Taken, or
+        refused as the wrong kind, it is the kind the DSN's ``target_session_attrs`` asks
+        for, or the other (a standby refused where the primary is asked for is a replica);
+        taken with no kind asked, just connected; any other failure, down."""
+        key = (host, port)
+        if error is None or isinstance(error, asyncpg.TargetServerAttributeNotMatched):
+            attrs = dict(parse_qsl(urlsplit(dsn).query)).get("target_session_attrs")
+            asked, other = _KINDS.get(attrs or "", ("connected", "connected"))
+            self._seen[key] = asked if error is None else other
+        else:
+            self._seen[key] = "down"
+
+    def states(self) -> dict[str, str]:
+        """Every host (``host:port``) as the last connection tried it: ``primary``,
+        ``replica``, ``down``, ``connected`` (any kind was asked for) or ``?`` (not tried
+        yet). Known only as new connections are made: a pool that holds its connections
+        learns of a failover on its next connection. No I/O."""
+        return {f"{h}:{p}": self._seen.get((h, p), "?") for h, p in self.hosts}

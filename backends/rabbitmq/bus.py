@@ -64,6 +64,7 @@ from agentdeck.backends.rabbitmq.subscription import (
 )
 from agentdeck.backends.rabbitmq.transport import (
     Connection,
+    broker_states,
     close_channel,
     connect,
     retire,
@@ -595,6 +596,12 @@ class RabbitBus:
             for role, c in connections.items()
             if c is not None and c.ring.current is not None
         }
+
+    @property
+    def broker_states(self) -> dict[str, str]:
+        """Every broker of the URL (``host:port``) as this bus's connections last saw it:
+        ``connected``, ``lost``, ``down`` or ``?`` (``transport.broker_states``; no I/O)."""
+        return broker_states(self.config.hosts, [self._publisher, self._consumer])
 
     def __repr__(self) -> str:
         return (

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -124,6 +125,10 @@ class BrokerRing:
         self._start = 0
         self.current: tuple[str, int] | None = None
         """The broker of the last transport made (None before the first)."""
+        self.seen: dict[tuple[str, int], tuple[str, float]] = {}
+        """Each broker tried so far: how it was last seen, ``reached`` (a transport to it
+        opened), ``lost`` (the next transport went elsewhere) or ``down`` (a try failed), and
+        when (``time.monotonic``). For reports only (:func:`broker_states`)."""
 
     def order(self) -> list[tuple[str, int]]:
         """Every broker once, from the one after the last reached."""
@@ -131,8 +136,17 @@ class BrokerRing:
 
     def reached(self, broker: tuple[str, int]) -> None:
         """A transport to ``broker`` is open: the next (re)connection starts after it."""
+        now = time.monotonic()
+        if self.current is not None and self.current != broker:
+            # A new transport elsewhere: the connection on the last one was lost.
+            self.seen[self.current] = ("lost", now)
         self.current = broker
         self._start = (self.brokers.index(broker) + 1) % len(self.brokers)
+        self.seen[broker] = ("reached", now)
+
+    def failed(self, broker: tuple[str, int]) -> None:
+        """A try of ``broker`` failed (refused, timed out): noted for reports only."""
+        self.seen[broker] = ("down", time.monotonic())
 
 
 class CoalescingTransportFactory(aiormq.connection.TransportFactory):
@@ -159,6 +173,7 @@ class CoalescingTransportFactory(aiormq.connection.TransportFactory):
                     )
             except (OSError, AMQPConnectionError, TimeoutError) as exc:
                 failures.append(f"{host}:{port}: {type(exc).__name__}: {exc}".rstrip(": "))
+                self.ring.failed((host, port))
                 continue
             if len(self.ring.brokers) > 1:
                 log.info("rabbit_broker_chosen", broker=f"{host}:{port}", tried=len(failures) + 1)
@@ -182,6 +197,30 @@ class Connection(aio_pika.RobustConnection):
         self.kwargs["transport_factory"] = CoalescingTransportFactory(
             self.url.scheme == "amqps", self.ring, host_timeout
         )
+
+
+def broker_states(
+    brokers: Sequence[tuple[str, int]], connections: Sequence[Connection | None]
+) -> dict[str, str]:
+    """Each of ``brokers`` (``host:port``) as ``connections`` last saw it, for reports:
+    ``connected`` (one of them is connected to it now), ``lost`` (a connection was on it and
+    is not any more), ``down`` (its last try failed), ``?`` (never tried). The newest
+    observation among the connections decides; nothing is asked of the brokers."""
+    opened = [c for c in connections if c is not None]
+    live = {c.ring.current for c in opened if c.connected.is_set()}
+    states: dict[str, str] = {}
+    for broker in brokers:
+        seen = [c.ring.seen[broker] for c in opened if broker in c.ring.seen]
+        if broker in live:
+            state = "connected"
+        elif seen:
+            last = max(seen, key=lambda s: s[1])[0]
+            # reached but not connected now: that connection is down and reconnecting
+            state = "down" if last == "down" else "lost"
+        else:
+            state = "?"
+        states[f"{broker[0]}:{broker[1]}"] = state
+    return states
 
 
 def retire(channel: AbstractRobustChannel) -> None:

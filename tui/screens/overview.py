@@ -1,5 +1,5 @@
 """The overview: the fleet at a glance (workflows, queues, agents, throughput, the leader,
-and on a cluster where each engine is reached: ``agentdeck.tui.engines``)."""
+and on a cluster each engine's health per host: ``agentdeck.tui.engines``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from textual.widgets import Sparkline, Static
 from agentdeck.core.models import AgentState
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.core.states import TaskStatus, WorkflowStatus
-from agentdeck.tui.engines import engine_lines
+from agentdeck.tui.engines import host_table
 from agentdeck.tui.screens.base import DeckScreen
 
 _QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
@@ -85,9 +85,9 @@ class OverviewScreen(DeckScreen):
         breakers = [b for b in await src.registry.breakers() if b.state != "closed"]
         text.append("breakers  ", style="dim")
         text.append(", ".join(f"{b.name} {b.state}" for b in breakers) or "all closed")
-        for engine, where in engine_lines(src):  # (none when everything is embedded)
-            text.append(f"\n{engine:<10}", style="dim")
-            text.append(where)
+        for line in host_table(src, self.deck.status_style):  # (none when all is embedded)
+            text.append("\n")
+            text.append_text(line)
         self._show("#agents", text)
 
         done, failed = self.deck.feed.rates()
