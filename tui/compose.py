@@ -65,14 +65,17 @@ async def node(
     """The whole node, instrumented (``/metrics``, spans; closed at the end of the block), not
     yet started: enter the runtime to start it. With ``demo`` the demo feed too, and with
     ``live_log`` a line per notable event on stdout."""
-    from agentdeck.tui.demo import DemoFeeder, LivePrinter
+    from agentdeck.tui.demo import DemoFeeder, LivePrinter, simulated_agent
 
     runtime = build_runtime(settings, demo=demo)
+    served = {c for spec in agent_specs(settings, demo) for c in spec.capabilities}
+    if demo and (agent := simulated_agent(runtime, settings)) is not None:
+        runtime.services.append(agent)  # (before instrumenting: it gets metrics like the rest)
+        served |= set(agent.capabilities)
     async with instrumented(runtime, settings) as telemetry:
         if demo and live_log:
             runtime.services.append(LivePrinter(runtime.bus))
         if demo:
-            served = {c for spec in agent_specs(settings, demo) for c in spec.capabilities}
             runtime.services.append(DemoFeeder(runtime.client, runtime.clock, capabilities=served))
         yield runtime, telemetry
 
