@@ -22,7 +22,8 @@ NOW = 1_700_000_000.0
 
 
 def test_time_left_reads_at_a_glance() -> None:
-    """Seconds, minutes and seconds, hours and minutes; a pause lasts until resumed."""
+    """Seconds, minutes and seconds, hours and minutes; a pause lasts until resumed, a
+    tripped breaker until reset."""
     limited = Hold("llm", "rate_limited", "429", until=NOW + 3725, since=NOW - 5)
     assert [left(Hold("x", "rate_limited", "r", until=NOW + s), NOW) for s in (7, 185)] == [
         "7s",
@@ -31,6 +32,11 @@ def test_time_left_reads_at_a_glance() -> None:
     assert left(limited, NOW) == "1h02m"
     assert left(Hold("x", "paused", "paused by ann"), NOW) == "until resumed"
     assert left(Hold("x", "rate_limited", "r", until=NOW - 3), NOW) == "0s"
+    tripped = Hold("x", "breaker", "tripped by ann", ends="until reset")
+    assert left(tripped, NOW) == "until reset"
+    assert hold_line(tripped, NOW) == "x breaker: tripped by ann (until reset)"
+    assert hold_json(tripped, NOW)["ends"] == "until reset"
+    assert hold_json(limited, NOW)["ends"] is None
     assert hold_line(limited, NOW) == (
         "llm rate_limited: 429 (until 2023-11-14 23:15:25, 1h02m left)"
     )

@@ -6,10 +6,16 @@ from __future__ import annotations
 import pytest
 
 from agentdeck.backends.memory import MemoryRegistry
-from agentdeck.core.breaker import BreakerPolicy
+from agentdeck.core.breaker import BreakerPolicy, BreakerState, BreakerStatus
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import AgentdeckError, BackendUnavailable
-from agentdeck.core.holds import CapabilityHolds, Hold, breaker_policies, is_hold_record
+from agentdeck.core.holds import (
+    CapabilityHolds,
+    Hold,
+    breaker_hold,
+    breaker_policies,
+    is_hold_record,
+)
 from agentdeck.core.ports import BreakerRecord
 
 
@@ -157,3 +163,27 @@ async def test_one_capabilitys_holds_sort_pause_first_and_rate_limit_last(
     await registry.put_breaker(_breaker("capability:llm", "open", opened_at=now), None)
     await holds.set("llm", paused=True)
     assert [h.kind for h in await holds.holds()] == ["paused", "breaker", "rate_limited"]
+
+
+def test_a_breaker_state_says_its_hold_without_io() -> None:
+    """breaker_hold is pure: closed holds nothing, agents hold no capability, open ends at
+    opened_at + cool-down, tripped by hand until reset, half-open until a trial succeeds."""
+    policy = BreakerPolicy(cool_down=45)
+    opened = BreakerState(
+        "capability:llm", BreakerStatus.OPEN, 5, opened_at=100.0, reason="5 failures in a row"
+    )
+    assert breaker_hold(opened, policy) == Hold(
+        "llm", "breaker", "5 failures in a row", 145.0, 100.0
+    )
+    assert breaker_hold(BreakerState("capability:llm"), policy) is None
+    assert breaker_hold(BreakerState("agent:a1", BreakerStatus.OPEN, opened_at=1.0), policy) is None
+    tripped = breaker_hold(
+        BreakerState("capability:x", BreakerStatus.OPEN, opened_at=1.0, manual=True), policy
+    )
+    assert tripped is not None and (tripped.until, tripped.ends) == (None, "until reset")
+    assert tripped.reason == "failures counted"  # (a record without a reason)
+    half = breaker_hold(
+        BreakerState("capability:x", BreakerStatus.HALF_OPEN, opened_at=1.0), policy
+    )
+    assert half is not None and half.reason == "half-open, one trial may go: failures counted"
+    assert (half.until, half.ends) == (None, "trial ok")
