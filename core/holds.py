@@ -1,9 +1,16 @@
 """Capabilities on hold: the scheduler dispatches none of their ready tasks, for a reason.
 
-Two kinds of hold, one mechanism: a capability an operator **paused** (until resumed) and a
-capability its provider **rate-limited** (until the time the provider gave; it ends by itself).
-:meth:`CapabilityHolds.holds` lists them with their reason and end, the same way for the
-scheduler, the CLI and the control centre.
+Three kinds of hold: a capability an operator **paused** (until resumed), a capability its
+provider **rate-limited** (until the time the provider gave; it ends by itself), and a
+capability whose circuit **breaker** is open (until it half-opens after its cool-down, or until
+reset when an operator tripped it) or half-open (one trial at a time, until a trial succeeds).
+:meth:`CapabilityHolds.holds` lists all three with their reason and end, the same way for the
+CLI and the control centre.
+
+The breaker holds are derived from the breakers' own records (:mod:`core.breaker` state, the
+cool-down from the policy), never stored a second time; the scheduler enforces them through
+:class:`core.breakers.Breakers` (which lets a half-open breaker's trial through), so
+:meth:`CapabilityHolds.held` leaves them out.
 
 Where the paused set lives: in the Registry, as breaker-like records named ``paused:<capability>``
 (state ``paused`` or ``active``). The Registry is what every node already shares for breakers
@@ -17,10 +24,12 @@ these records never hold anything through the breaker code.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
 
+from agentdeck.core.breaker import BreakerPolicy, BreakerState, BreakerStatus
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.ports import BreakerRecord, Registry
@@ -29,19 +38,42 @@ log = structlog.get_logger(__name__)
 
 PREFIX = "paused:"
 LIMITED_PREFIX = "ratelimited:"
+CAPABILITY_BREAKER = "capability:"
 PAUSED, ACTIVE, LIMITED = "paused", "active", "limited"
+RATE_LIMITED, BREAKER = "rate_limited", "breaker"
+KIND_ORDER = (PAUSED, BREAKER, RATE_LIMITED)
+"""How holds of one capability sort: an operator's pause first, the provider's limit last."""
+
+BreakerPolicies = Callable[[str], BreakerPolicy]
+"""The breaker policy of a capability (its cool-down says when an open breaker half-opens)."""
+
+
+def breaker_policies(
+    default: BreakerPolicy | None = None, capabilities: Mapping[str, BreakerPolicy] | None = None
+) -> BreakerPolicies:
+    """The lookup of ``[breakers]`` settings: ``capabilities``' own policies, else ``default``."""
+    fallback, own = default or BreakerPolicy(), dict(capabilities or {})
+    return lambda capability: own.get(capability, fallback)
+
+
+DEFAULT_POLICIES = breaker_policies()
+"""Every capability on the default breaker policy."""
 
 
 @dataclass(frozen=True, slots=True)
 class Hold:
     """``capability`` may not start new work: ``kind`` ``paused`` (an operator's; ``until`` is
-    None, it lasts until resumed) or ``rate_limited`` (its provider's; it ends at ``until``)."""
+    None, it lasts until resumed), ``rate_limited`` (its provider's; it ends at ``until``) or
+    ``breaker`` (open: it half-opens at ``until``; tripped by hand or half-open: ``until`` is
+    None and ``ends`` says what ends it)."""
 
     capability: str
     kind: str
     reason: str
     until: float | None = None
     since: float | None = None
+    ends: str = "until resumed"
+    """What ends the hold when ``until`` is None."""
 
 
 def is_hold_record(name: str) -> bool:
@@ -60,10 +92,21 @@ def check_capability(name: str) -> str:
 
 class CapabilityHolds:
     """Reads and writes the paused set; reads are cached ``refresh`` seconds (one Registry call
-    per scheduler round would be wasteful), writes from this node clear the cache."""
+    per scheduler round would be wasteful), writes from this node clear the cache.
 
-    def __init__(self, registry: Registry, clock: Clock, *, refresh: float = 1.0) -> None:
+    ``breakers`` gives each capability's breaker policy, for the end of an open breaker's hold
+    (the defaults when not given); None when breakers are turned off: then none is listed."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        clock: Clock,
+        *,
+        refresh: float = 1.0,
+        breakers: BreakerPolicies | None = DEFAULT_POLICIES,
+    ) -> None:
         self.registry, self.clock, self.refresh = registry, clock, refresh
+        self.breakers = breakers
         self._cache: list[Hold] = []
         self._read_at: float | None = None
 
@@ -80,14 +123,24 @@ class CapabilityHolds:
                 records = None
             if records is not None:
                 self._cache = sorted(
-                    (h for r in records if (h := _hold(r)) is not None),
-                    key=lambda h: (h.capability, h.kind),
+                    (h for r in records if (h := self._hold(r)) is not None),
+                    key=lambda h: (h.capability, KIND_ORDER.index(h.kind)),
                 )
-        return [h for h in self._cache if h.until is None or h.until > now]
+        # An open breaker past its cool-down still holds until the scheduler half-opens it.
+        return [h for h in self._cache if h.kind == BREAKER or h.until is None or h.until > now]
 
     async def held(self) -> set[str]:
-        """The capabilities with any hold in force now."""
-        return {h.capability for h in await self.holds()}
+        """The capabilities paused or rate-limited now (the holds this module enforces; the
+        scheduler asks :class:`core.breakers.Breakers` about breakers, which lets trials by)."""
+        return {h.capability for h in await self.holds() if h.kind != BREAKER}
+
+    def _hold(self, record: BreakerRecord) -> Hold | None:
+        if record.name.startswith(CAPABILITY_BREAKER):
+            if self.breakers is None:
+                return None
+            state = BreakerState.from_record(record)
+            return breaker_hold(state, self.breakers(state.target))
+        return _hold(record)
 
     async def paused(self) -> set[str]:
         """The capabilities an operator paused."""
@@ -134,6 +187,23 @@ class CapabilityHolds:
         raise AgentdeckError(f"could not write {name}: too many concurrent changes")
 
 
+def breaker_hold(state: BreakerState, policy: BreakerPolicy) -> Hold | None:
+    """The hold a capability breaker in ``state`` puts on its capability (None when closed):
+    open, until it half-opens (``opened_at`` + the policy's cool-down), or until reset when an
+    operator tripped it; half-open, until a trial succeeds. The reason is the breaker's own
+    (the failures it counted, or who tripped it)."""
+    if state.status is BreakerStatus.CLOSED or state.kind != "capability":
+        return None
+    why = state.reason or "failures counted"
+    since = state.opened_at if state.opened_at is not None else state.changed_at
+    if state.status is BreakerStatus.HALF_OPEN:
+        trial = "trial in flight" if state.trial_in_flight else "one trial may go"
+        return Hold(state.target, BREAKER, f"half-open, {trial}: {why}", None, since, "trial ok")
+    if state.manual or state.opened_at is None:
+        return Hold(state.target, BREAKER, why, None, since, "until reset")
+    return Hold(state.target, BREAKER, why, state.opened_at + policy.cool_down, since)
+
+
 def _hold(record: BreakerRecord) -> Hold | None:
     """The hold a Registry record stands for, if it is one of ours and says hold."""
     data = record.data
@@ -146,7 +216,7 @@ def _hold(record: BreakerRecord) -> Hold | None:
         until = data.get("until")
         return Hold(
             record.name.removeprefix(LIMITED_PREFIX),
-            "rate_limited",
+            RATE_LIMITED,
             str(data.get("reason") or "rate-limited by its provider"),
             float(until) if isinstance(until, int | float) else None,
             since_at,

@@ -46,6 +46,15 @@ class Limiter:
     def __repr__(self) -> str:
         return f"<Limiter capabilities={sorted(self.limits)}>"
 
+    def set_limits(self, limits: Mapping[str, CapabilityLimits]) -> None:
+        """Enforce ``limits`` from now on (a reload). The windows of capabilities still limited
+        are kept, so a lowered limit counts what was already sent this minute; those of
+        capabilities no longer limited are forgotten."""
+        self.limits = dict(limits)
+        for windows in (self._sent, self._tokens):
+            for name in [n for n in windows if n not in self.limits]:
+                del windows[name]
+
     @property
     def counts_in_flight(self) -> bool:
         """True if some capability has ``max_concurrency`` (the caller then passes counts)."""

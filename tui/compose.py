@@ -22,12 +22,15 @@ import getpass
 import signal
 from collections.abc import AsyncIterator
 from enum import StrEnum
+from pathlib import Path
 
 from agentdeck.core.client import Client
 from agentdeck.core.clock import SystemClock
 from agentdeck.core.logs import configure_logging
 from agentdeck.core.runtime import Runtime
 from agentdeck.core.settings import Settings
+from agentdeck.tui.holds import policies_of
+from agentdeck.tui.reload import reload_limits
 from agentdeck.tui.sources import Connect, Sources
 from agentdeck.tui.telemetry import Telemetry, instrumented
 from agentdeck.tui.wiring import (
@@ -62,25 +65,31 @@ async def node(
     """The whole node, instrumented (``/metrics``, spans; closed at the end of the block), not
     yet started: enter the runtime to start it. With ``demo`` the demo feed too, and with
     ``live_log`` a line per notable event on stdout."""
-    from agentdeck.tui.demo import DemoFeeder, LivePrinter
+    from agentdeck.tui.demo import DemoFeeder, LivePrinter, simulated_agent
 
     runtime = build_runtime(settings, demo=demo)
+    served = {c for spec in agent_specs(settings, demo) for c in spec.capabilities}
+    if demo and (agent := simulated_agent(runtime, settings)) is not None:
+        runtime.services.append(agent)  # (before instrumenting: it gets metrics like the rest)
+        served |= set(agent.capabilities)
     async with instrumented(runtime, settings) as telemetry:
         if demo and live_log:
             runtime.services.append(LivePrinter(runtime.bus))
         if demo:
-            served = {c for spec in agent_specs(settings, demo) for c in spec.capabilities}
             runtime.services.append(DemoFeeder(runtime.client, runtime.clock, capabilities=served))
         yield runtime, telemetry
 
 
-async def run_daemon(settings: Settings, *, demo: bool) -> None:
-    """The headless node until SIGTERM, SIGINT or SIGHUP."""
+async def run_daemon(settings: Settings, *, demo: bool, config: Path | None = None) -> None:
+    """The headless node until SIGTERM or SIGINT. SIGHUP (the daemon convention) reloads the
+    capability limits and label budgets from ``config`` (or the file a start finds):
+    :mod:`agentdeck.tui.reload`."""
     configure_logging(settings.log_level, settings.log_format, node=settings.node)
     loop = asyncio.get_running_loop()
     async with node(settings, demo=demo, live_log=True) as (runtime, _):
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.close)
+        loop.add_signal_handler(signal.SIGHUP, reload_limits, runtime.scheduler, config)
         async with runtime:
             await runtime.wait_closed()
 
@@ -108,6 +117,7 @@ async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[So
             runtime.node,
             runtime.bus,
             telemetry.tracing.recent if telemetry.tracing is not None else None,
+            breakers=policies_of(settings.breakers),
         )
 
 
@@ -122,7 +132,14 @@ async def attached_sources(settings: Settings) -> AsyncIterator[Sources]:
     ):
         client = Client(store, clock, limits=settings.limits, actor=_actor(settings.node))
         yield Sources(
-            client, registry, clock, bus.subscribe_events, settings.node, bus, attached=True
+            client,
+            registry,
+            clock,
+            bus.subscribe_events,
+            settings.node,
+            bus,
+            attached=True,
+            breakers=policies_of(settings.breakers),
         )
 
 

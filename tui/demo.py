@@ -1,4 +1,13 @@
-"""Demo traffic: a steady stream of the example workflows, and a live log of what happens."""
+"""Demo traffic: a steady stream of the example workflows, a simulated AI agent to run the
+Claude example, and a live log of what happens.
+
+The simulated agent (:mod:`agents.builtin.simulated`: no network, no API key, every answer
+says ``[simulated]``) serves the ``claude`` capability, so ``claude_review.yaml`` runs in the
+demo and its usage (tokens, model, cost) flows through the product's own path (``ctx.usage``,
+the reports, the Store, the ``usage`` events): the ``spent`` columns and the overview's cost
+sparkline fill as they would for a real fleet. A node whose config runs an agent serving
+``claude`` itself gets no simulated one: made-up spending never mixes with real spending.
+"""
 
 from __future__ import annotations
 
@@ -11,15 +20,54 @@ from typing import TextIO
 
 import structlog
 
+from agentdeck.agents.builtin import simulated
+from agentdeck.agents.worker import Worker
 from agentdeck.core.client import Client
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.messages import Event, decode
 from agentdeck.core.ports import Bus
+from agentdeck.core.runtime import Runtime
+from agentdeck.core.settings import Settings
 from agentdeck.core.spec import WorkflowSpec, load_spec
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 log = structlog.get_logger(__name__)
+
+SIMULATED_CAPABILITY = "claude"
+"""What the simulated agent serves: the capability of ``examples/claude_review.yaml``."""
+SIMULATED_NAME = "claude-simulated"
+"""Its name in the agents screen, the logs and the usage records' agent ids."""
+SIMULATED_SECONDS = (0.5, 2.0)
+"""How long one of its calls takes, drawn between these (kept short: stopping the demo waits
+for the calls under way)."""
+FEED_INTERVAL = 2.0
+"""Seconds between two example workflows the demo submits."""
+
+
+def simulated_agent(
+    runtime: Runtime,
+    settings: Settings,
+) -> Worker | None:
+    """The demo's simulated AI agent for ``runtime`` (each call taking
+    :data:`SIMULATED_SECONDS`), or None when a configured agent serves
+    :data:`SIMULATED_CAPABILITY`."""
+    if any(SIMULATED_CAPABILITY in spec.capabilities for spec in settings.agents):
+        log.info("demo_simulated_agent_skipped", capability=SIMULATED_CAPABILITY)
+        return None
+    least, most = SIMULATED_SECONDS
+    options = {"min_seconds": least, "max_seconds": most}
+    return Worker(
+        runtime.bus,
+        runtime.registry,
+        {SIMULATED_CAPABILITY: simulated.make(options, clock=runtime.clock)},
+        name=f"{SIMULATED_NAME}@{runtime.node}",
+        concurrency=4,
+        clock=runtime.clock,
+        heartbeat_interval=settings.scheduler.heartbeat_interval,
+        ttl=settings.scheduler.agent_ttl,
+        outputs=runtime.scheduler.outputs,
+    )
 
 
 def example_specs(client: Client, folder: Path = EXAMPLES) -> list[WorkflowSpec]:
@@ -38,10 +86,11 @@ class DemoFeeder:
         client: Client,
         clock: Clock,
         *,
-        interval: float = 2.0,
+        interval: float | None = None,
         capabilities: Collection[str] | None = None,
     ) -> None:
-        self.client, self.clock, self.interval = client, clock, interval
+        self.client, self.clock = client, clock
+        self.interval = FEED_INTERVAL if interval is None else interval
         self.capabilities = None if capabilities is None else frozenset(capabilities)
         self.submitted = 0
         self._stopping = asyncio.Event()

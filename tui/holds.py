@@ -8,18 +8,33 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from agentdeck.core.holds import Hold
+from agentdeck.core.clock import Clock
+from agentdeck.core.holds import BreakerPolicies, CapabilityHolds, Hold, breaker_policies
+from agentdeck.core.ports import Registry
+from agentdeck.core.settings import BreakerSettings
 from agentdeck.tui.table import format_table, when
 
 #: The columns of the one table of holds, in order.
 COLUMNS = ("capability", "kind", "reason", "since", "until", "left")
 
 
+def policies_of(breakers: BreakerSettings) -> BreakerPolicies | None:
+    """Each capability's breaker policy as the ``[breakers]`` settings give it (None when they
+    are turned off: then no breaker hold is listed)."""
+    return breaker_policies(breakers.default, breakers.capabilities) if breakers.enabled else None
+
+
+def reader(registry: Registry, clock: Clock, breakers: BreakerSettings) -> CapabilityHolds:
+    """The holds in force, read afresh each time, breakers judged by the ``[breakers]``
+    settings."""
+    return CapabilityHolds(registry, clock, refresh=0, breakers=policies_of(breakers))
+
+
 def left(hold: Hold, now: float) -> str:
-    """The time left: ``42s``, ``3m05s``, ``1h02m``; ``until resumed`` when only an operator
-    ends it."""
+    """The time left: ``42s``, ``3m05s``, ``1h02m``; when no time ends it, what does (``until
+    resumed``, ``until reset``, ``trial ok``)."""
     if hold.until is None:
-        return "until resumed"
+        return hold.ends
     secs = max(0, round(hold.until - now))
     if secs >= 3600:
         return f"{secs // 3600}h{secs % 3600 // 60:02d}m"
@@ -49,17 +64,14 @@ def hold_json(hold: Hold, now: float) -> dict[str, Any]:
         "since": hold.since,
         "until": hold.until,
         "left_seconds": None if hold.until is None else max(0.0, hold.until - now),
+        "ends": hold.ends if hold.until is None else None,
     }
 
 
 def hold_line(hold: Hold, now: float) -> str:
     """One hold in a sentence: ``echo rate_limited: 429 from the provider (until 2026-12-07
     10:00:42, 42s left)``."""
-    end = (
-        "until resumed"
-        if hold.until is None
-        else f"until {when(hold.until)}, {left(hold, now)} left"
-    )
+    end = hold.ends if hold.until is None else f"until {when(hold.until)}, {left(hold, now)} left"
     return f"{hold.capability} {hold.kind}: {hold.reason} ({end})"
 
 

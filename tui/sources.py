@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from agentdeck.core.client import Client
 from agentdeck.core.clock import Clock
+from agentdeck.core.holds import DEFAULT_POLICIES, BreakerPolicies
 from agentdeck.core.ports import Bus, Registry, Store
 from agentdeck.core.tracing import RecentSpans
 
@@ -33,6 +34,9 @@ class Sources:
     attached: bool = False
     """True when this process runs no scheduler (attached to a cluster): a leader elsewhere
     carries out the commands, and the app shows who leads, or warns that nobody does."""
+    breakers: BreakerPolicies | None = DEFAULT_POLICIES
+    """The breaker policy of each capability, for when an open breaker's hold ends (None:
+    breakers are turned off, and no breaker hold is listed)."""
 
     @property
     def store(self) -> Store:

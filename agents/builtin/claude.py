@@ -27,7 +27,6 @@ stream ended without a result line), ``nonzero_exit`` (the CLI failed without a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import time
@@ -35,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from agentdeck.agents.builtin._options import Options
-from agentdeck.agents.builtin._process import end_group, exit_code, read_capped, text_of
+from agentdeck.agents.builtin._process import group_run, text_of
 from agentdeck.agents.builtin._ratelimit import RATE_LIMIT_STATUSES
 from agentdeck.agents.builtin._template import render, template_values
 from agentdeck.agents.context import Handler, TaskContext
@@ -91,74 +90,24 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
         # read as an option goes on stdin, which ``claude -p`` reads when given no prompt.
         piped = len(prompt.encode()) > ARGV_PROMPT_LIMIT or prompt.startswith("-")
         argv = [*command, "-p", *([] if piped else [prompt]), *STREAM_ARGS, *options_args]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if piped else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                limit=max_line,
-                start_new_session=True,  # its own process group, ended as one
-            )
-        except OSError as exc:  # not found, not executable, bad cwd: the same next time
-            raise TaskFailed(
-                f"claude: cannot run {argv[0]!r}: {exc.strerror or exc}",
-                non_retryable=True,
-                kind="not_runnable",
-            ) from None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        stderr = asyncio.ensure_future(read_capped(proc.stderr, _STDERR_KEPT))
-        # Written while the output is read: a prompt larger than the pipe's buffer would
-        # otherwise wait on a CLI that waits on us.
-        feeder = asyncio.ensure_future(_send(proc.stdin, prompt.encode()))
         stream = Stream(ctx)
-        try:
-            await stream.read(proc.stdout, max_line)
-            code = await exit_code(proc)
-            await end_group(proc.pid, kill_grace)
+        async with group_run(
+            "claude",
+            argv,
+            kill_grace=kill_grace,
+            cwd=cwd,
+            env=env,
+            stdin=prompt.encode() if piped else None,
+            line_limit=max_line,
+            drain=_DRAIN_WAIT,
+        ) as run:
+            stderr = run.collect(run.stderr, _STDERR_KEPT)
+            await stream.read(run.stdout, max_line)  # (a bad line ends the group)
+            code = await run.finish()
             err, err_total = await stderr
-            await feeder
-        except BaseException:
-            # A bad line, a timeout or a cancel: end the whole group before passing it on.
-            await end_group(proc.pid, kill_grace)
-            await exit_code(proc)  # reap the leader so its transport closes here
-            await _drain(proc.stdout, stderr)
-            feeder.cancel()
-            await asyncio.wait([feeder])
-            raise
         return stream.outcome(code, text_of(err, err_total), time.time())
 
     return claude
-
-
-async def _send(stdin: asyncio.StreamWriter | None, data: bytes) -> None:
-    """Write ``data`` to the CLI's stdin and close it (nothing when the prompt is in argv). A
-    CLI that exits without reading it all is not this function's failure: its exit and its
-    stream say what happened."""
-    if stdin is None:
-        return
-    with contextlib.suppress(ConnectionError):
-        stdin.write(data)
-        await stdin.drain()
-    stdin.close()
-    with contextlib.suppress(ConnectionError):
-        await stdin.wait_closed()
-
-
-async def _drain(stdout: asyncio.StreamReader, stderr: asyncio.Future[Any]) -> None:
-    """Read what is left in the pipes of an ended process, so they close here rather than in
-    a finaliser (bounded: an escaped grandchild could hold them open)."""
-
-    async def rest() -> None:
-        while await stdout.read(65536):
-            pass
-        await stderr
-
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(rest(), _DRAIN_WAIT)
 
 
 def prompt_of(ctx: TaskContext) -> str:

@@ -9,19 +9,12 @@ timed out or cancelled) its whole process group is ended with it: SIGTERM, then 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 from collections.abc import Mapping
 
 from agentdeck.agents.builtin._options import Options
-from agentdeck.agents.builtin._process import (
-    end_group,
-    exit_code,
-    read_capped,
-    signal_name,
-    text_of,
-)
+from agentdeck.agents.builtin._process import end_group, group_run, signal_name, text_of
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.core.errors import TaskFailed
 from agentdeck.core.models import JSON
@@ -43,44 +36,14 @@ def make(options: Mapping[str, JSON] | None = None) -> Handler:
 
     async def shell(ctx: TaskContext) -> JSON:
         args = fill(argv, ctx.input)
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *args,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                cwd=cwd,
-                env=env,
-                start_new_session=True,  # its own process group, ended as one
-            )
-        except OSError as exc:  # not found, not executable, bad cwd: the same next time
-            raise TaskFailed(
-                f"shell: cannot run {args[0]!r}: {exc.strerror or exc}",
-                non_retryable=True,
-                kind="not_runnable",
-            ) from None
-        assert proc.stdout is not None
-        assert proc.stderr is not None
-        readers = [
-            asyncio.ensure_future(read_capped(proc.stdout, max_output)),
-            asyncio.ensure_future(read_capped(proc.stderr, max_output)),
-        ]
-        try:
-            code = await exit_code(proc)
-            # The command is done; anything it left running in its group goes too. Those
-            # strays may also hold our pipes open, so the readers finish only after this.
-            await end_group(proc.pid, kill_grace)
+        async with group_run("shell", args, kill_grace=kill_grace, cwd=cwd, env=env) as run:
+            stdout = run.collect(run.stdout, max_output)
+            stderr = run.collect(run.stderr, max_output)
+            code = await run.finish()  # (and whatever it left running in its group ended)
             # (A grandchild that left the group with setsid and kept our pipes would hold
-            # this open; the task's timeout still bounds it.)
-            (out, out_total), (err, err_total) = await asyncio.gather(*readers)
-        except BaseException:
-            # Timed out, cancelled or broken: end the whole group before passing it on.
-            await end_group(proc.pid, kill_grace)
-            for reader in readers:
-                reader.cancel()
-            # Reap the (now killed) leader so its transport closes here, not in a finaliser.
-            await exit_code(proc)
-            raise
+            # these open; the task's timeout still bounds it.)
+            out, out_total = await stdout
+            err, err_total = await stderr
         output: dict[str, JSON] = {
             "exit_code": code,
             "stdout": text_of(out, out_total),

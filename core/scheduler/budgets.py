@@ -18,13 +18,15 @@ no label costs one lookup, the first time it spends.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
 
 import structlog
 
 from agentdeck.core.budgets import overspent
 from agentdeck.core.errors import AgentdeckError
-from agentdeck.core.models import Task, Workflow
+from agentdeck.core.limits import CapabilityLimits
+from agentdeck.core.models import Budget, Task, Workflow
 from agentdeck.core.scheduler.followups import FollowUps
 from agentdeck.core.states import WorkflowStatus
 from agentdeck.core.usage import empty, label_key, sum_totals
@@ -32,6 +34,9 @@ from agentdeck.core.usage import empty, label_key, sum_totals
 log = structlog.get_logger(__name__)
 
 W = WorkflowStatus
+RELOADED = ""
+"""Stands in :attr:`_budget_due` for "label budgets were reloaded: look at every label" (no
+workflow id is empty), so the loop's next look holds what a lowered budget puts over."""
 WORKFLOWS_SEEN = 10_000
 """Workflows whose labels and budget the checks remember (then they forget them all and read
 again): one lookup per workflow, not one per round."""
@@ -40,6 +45,29 @@ again): one lookup per workflow, not one per round."""
 class Budgets(FollowUps):
     """Checking spending against workflows' and labels' budgets, and holding what is over."""
 
+    def reconfigure(
+        self, limits: Mapping[str, CapabilityLimits], label_budgets: Mapping[str, Budget]
+    ) -> list[str]:
+        """Enforce new capability limits and label budgets from the next round on (a reload of
+        the config file); what changed, one line per name (``capability_limits.llm``,
+        ``budgets."team=search"``), empty when nothing did.
+
+        A label now over its (lowered) budget holds its workflows at the next look, as at
+        start; workflows a label held stay held when its budget is raised, until an operator
+        resumes them (``resume`` checks the new budget)."""
+        changes = _changes("capability_limits", "{}", self.config.limits, limits)
+        changes += _changes("budgets", '"{}"', self.config.label_budgets, label_budgets)
+        if not changes:
+            return []
+        self.config = replace(self.config, limits=dict(limits), label_budgets=dict(label_budgets))
+        self.limiter.set_limits(limits)
+        self._labels_over = None  # read every label with a budget again at the next look
+        self._budget_due.add(RELOADED)
+        self._maybe_ready = True  # a raised limit may let ready tasks go now
+        self.wake()
+        log.info("limits_reloaded", changes=changes)
+        return changes
+
     async def _check_budgets(self, workflow_ids: Iterable[str]) -> list[str]:
         """Hold the running workflows of ``workflow_ids`` (and of any checked before that a
         failed round left) whose spending reached their budget or a label's; the ids held.
@@ -47,6 +75,12 @@ class Budgets(FollowUps):
         self._budget_due.update(workflow_ids)
         if not self._budget_due:
             return []
+        if RELOADED in self._budget_due:  # every label again, then the workflows over one
+            self._budget_due.discard(RELOADED)
+            if self.config.label_budgets:
+                self._labels_over = None  # all of them, even if a dispatch read some since
+                reloaded = await self._hold_labelled(await self._labels_now_over([]))
+                return reloaded + await self._check_budgets(())
         # Labels and budgets from the cache: statuses may be stale, but a hold is a
         # compare-and-set from running, so a workflow no longer running is left alone.
         workflows = [await self._workflow(w) for w in sorted(self._budget_due)]
@@ -178,3 +212,25 @@ class Budgets(FollowUps):
                 f"workflow {workflow.id} is over its budget ({reason}); raise it first "
                 f"(budget {workflow.id} usd=N or tokens=N)"
             )
+
+
+def _changes(
+    section: str, key: str, old: Mapping[str, object], new: Mapping[str, object]
+) -> list[str]:
+    """``section.<name>: old -> new`` for each name whose value differs (``-``: none)."""
+    return [
+        f"{section}.{key.format(name)}: {_shown(old.get(name))} -> {_shown(new.get(name))}"
+        for name in sorted(set(old) | set(new))
+        if old.get(name) != new.get(name)
+    ]
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Budget):
+        return " ".join(f"{k}={v}" for k, v in value.to_dict().items())
+    if isinstance(value, CapabilityLimits):
+        fields = ("requests_per_minute", "tokens_per_minute", "max_concurrency")
+        return " ".join(f"{f}={getattr(value, f)}" for f in fields if getattr(value, f))
+    return str(value)

@@ -13,6 +13,7 @@ from click.testing import CliRunner, Result
 
 from agentdeck.core.clock import SystemClock
 from agentdeck.core.holds import CapabilityHolds
+from agentdeck.core.ports import BreakerRecord
 from agentdeck.core.settings import Settings
 from agentdeck.tui.cli import main
 from agentdeck.tui.wiring import registry_only
@@ -75,3 +76,38 @@ def test_show_of_a_held_task_names_its_hold(home: Path) -> None:
     assert "held" not in cli("show", f"{wf}/b").output  # blocked: not yet startable
     data = json.loads(cli("show", f"{wf}/a", "--json").output)
     assert [h["reason"] for h in data["holds"]] == ["paused by ann@ops"]
+
+
+def _open_breaker(capability: str, opened_ago: float) -> float:
+    """Write an open capability breaker, as the scheduler does after 5 failures; when it
+    opened."""
+
+    async def go() -> float:
+        clock = SystemClock()
+        opened = clock.now() - opened_ago
+        data = {"opened_at": opened, "reason": "5 failures in a row (threshold 5)"}
+        async with registry_only(Settings.load(config_path=None), clock) as registry:
+            record = BreakerRecord(f"capability:{capability}", "open", data, 1)
+            await registry.put_breaker(record, None)
+        return opened
+
+    return asyncio.run(go())
+
+
+def test_an_open_breaker_is_a_hold_until_it_half_opens(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`holds` and `show` list an open breaker's hold: the failures it counted, and the end of
+    the capability's cool-down (its own policy); turned off, breakers hold nothing."""
+    (home / "agentdeck.toml").write_text("[breakers.capabilities.echo]\ncool_down = 120\n")
+    wf = cli("submit", str(ROOT / "examples" / "a_to_b.yaml")).output.strip()
+    opened = _open_breaker("echo", 20)
+    shown = cli("holds").output.splitlines()
+    assert shown[1].split()[:2] == ["echo", "breaker"]
+    assert "5 failures in a row (threshold 5)" in shown[1]
+    assert shown[1].endswith(("1m40s", "1m39s", "1m38s"))
+    data = json.loads(cli("holds", "--json").output)
+    assert data[0]["until"] == opened + 120 and data[0]["since"] == opened
+    assert "held  echo breaker: 5 failures in a row" in cli("show", f"{wf}/a").output
+    monkeypatch.setenv("AGENTDECK_BREAKERS__ENABLED", "false")
+    assert cli("holds").output.strip() == "(none)"

@@ -50,12 +50,14 @@ def test_the_feed_counts_per_second_and_keeps_a_capped_log() -> None:
 
 
 async def test_the_demo_feeds_only_examples_its_fleet_can_run(tmp_path: Path) -> None:
-    """The demo node's feeder submits the examples its agents serve and skips the rest (the
-    Claude example needs Claude Code) with a log line, so no demo workflow waits for ever."""
+    """The demo node's feeder submits the examples its agents serve: the built-in fleet's and,
+    with its simulated AI agent serving ``claude``, the Claude example too."""
     settings = Settings.load(config_path=None, home=tmp_path)
     async with node(settings, demo=True) as (runtime, _):
         (feeder,) = [s for s in runtime.services if isinstance(s, DemoFeeder)]
-        assert feeder.capabilities == {"echo", "sleep", "chaos"}
+        assert feeder.capabilities == {"echo", "sleep", "chaos", "claude"}
+        (agent,) = [s for s in runtime.services if getattr(s, "name", "").startswith("claude")]
+        assert agent.name.startswith("claude-simulated@")
         await runtime.store.migrate()
         feeder.interval = 0
         with capture_logs() as logs:
@@ -64,7 +66,25 @@ async def test_the_demo_feeds_only_examples_its_fleet_can_run(tmp_path: Path) ->
                 await asyncio.sleep(0.01)
             await feeder.stop(0)
             await task
-        skipped = [e for e in logs if e["event"] == "demo_example_skipped"]
-        assert [e["name"] for e in skipped] == ["claude-review"]
+        assert not [e for e in logs if e["event"] == "demo_example_skipped"]
         names = {w.name for w in await runtime.store.list_workflows(limit=100)}
-        assert "claude-review" not in names and len(names) >= 4
+        assert "claude-review" in names and len(names) >= 5
+
+
+async def test_a_configured_claude_agent_replaces_the_simulated_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A real fleet serving ``claude`` gets no simulated agent beside it (made-up spending
+    never mixes with real), and the log says so."""
+    (tmp_path / "agentdeck.toml").write_text(
+        '[[agents]]\nkind = "echo"\nname = "my-llm"\ncapabilities = ["claude"]\n'
+    )
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.load(config_path=None, home=tmp_path)
+    with capture_logs() as logs:
+        async with node(settings, demo=True) as (runtime, _):
+            names = [getattr(s, "name", "") for s in runtime.services]
+    assert not [n for n in names if n.startswith("claude-simulated")]
+    assert [e["capability"] for e in logs if e["event"] == "demo_simulated_agent_skipped"] == [
+        "claude"
+    ]

@@ -82,3 +82,16 @@ async def test_the_scheduler_keeps_a_capability_under_its_concurrency_limit(deck
     counts = await deck.store.count_by_capability([T.READY, T.DISPATCHED])
     assert counts["echo"] == {T.DISPATCHED: 2, T.READY: 3}
     assert (await deck.store.get_workflow(wf)).status.value == "running"
+
+
+def test_new_limits_keep_the_window_of_what_was_already_sent() -> None:
+    """A reload lowering a limit counts the minute's attempts; a capability no longer limited
+    is forgotten (and not counted any more)."""
+    limiter = Limiter({"llm": CapabilityLimits(requests_per_minute=10)})
+    limiter.admit(tasks("llm", 3), {}, NOW)
+    limiter.set_limits({"llm": CapabilityLimits(requests_per_minute=3)})
+    assert limiter.held(NOW + 1) == {"llm": "3 requests per minute reached"}
+    limiter.set_limits({})
+    assert limiter.held(NOW + 1) == {} and not limiter.counts_in_flight
+    limiter.set_limits({"llm": CapabilityLimits(requests_per_minute=3)})
+    assert len(limiter.admit(tasks("llm", 5), {}, NOW + 2)) == 3

@@ -93,7 +93,7 @@ def main(
 
     settings = ctx.obj.settings
     if daemon:
-        run(compose.run_daemon(settings, demo=demo))
+        run(compose.run_daemon(settings, demo=demo, config=config))
         return
     sources = compose.control_centre(settings, demo=demo, scheduler=scheduler)
     # Imported here so that the daemon path and every other command never load Textual; a broken

@@ -128,7 +128,7 @@ async def _holds_of(settings: Settings, task: Any) -> list[Any]:
     """The holds on ``task``'s capability while it is ready to start (none otherwise: a hold
     only stops new work). A Registry that cannot be read leaves them out: ``show`` is about
     the task, read from the Store."""
-    from agentdeck.core.holds import CapabilityHolds
+    from agentdeck.tui.holds import reader
     from agentdeck.tui.wiring import registry_only
 
     if task.status not in (TaskStatus.READY, TaskStatus.RETRYING):
@@ -136,7 +136,7 @@ async def _holds_of(settings: Settings, task: Any) -> list[Any]:
     clock = SystemClock()
     try:
         async with registry_only(settings, clock) as registry:
-            holds = await CapabilityHolds(registry, clock, refresh=0).holds()
+            holds = await reader(registry, clock, settings.breakers).holds()
     except AgentdeckError:
         return []
     return [h for h in holds if h.capability == task.capability]

@@ -1,6 +1,6 @@
 """Capabilities: each one's queue and agents, and whether it is held (paused by an operator,
-rate-limited by its provider), with the holds in force listed under the table the same way
-the command line lists them (``agentdeck.tui.holds``)."""
+behind an open circuit breaker, rate-limited by its provider), with the holds in force listed
+under the table the same way the command line lists them (``agentdeck.tui.holds``)."""
 
 from __future__ import annotations
 
@@ -55,9 +55,13 @@ class CapabilitiesScreen(DeckScreen):
         if not holds:
             return
         rows = [hold_row(h, now) for h in holds]
-        # (the columns of the one table of holds, minus "since": 80 columns are few)
+        # The columns of the one table of holds, minus "since", and minus "until" too when
+        # they would not fit on one line ("left" says the same, relative): 80 columns are few.
         keep = [i for i, name in enumerate(COLUMNS) if name != "since"]
         widths = [max(len(COLUMNS[i]), *(len(r[i]) for r in rows)) for i in keep]
+        if sum(widths) + 2 * (len(widths) - 1) > self.size.width - 2:  # (the padding)
+            at = keep.index(COLUMNS.index("until"))
+            del keep[at], widths[at]
         text = Text("Holds\n", style="bold")
         text.append("  ".join(COLUMNS[i].ljust(w) for i, w in zip(keep, widths, strict=True)))
         text.append("\n", style="bold")
@@ -68,9 +72,12 @@ class CapabilitiesScreen(DeckScreen):
     async def reload(self) -> None:
         """Read the agents, the open tasks and the holds in force."""
         now = self.sources.clock.now()
-        holds = await CapabilityHolds(self.sources.registry, self.sources.clock, refresh=0).holds()
+        sources = self.sources
+        holds = await CapabilityHolds(
+            sources.registry, sources.clock, refresh=0, breakers=sources.breakers
+        ).holds()
         kinds: dict[str, str] = {}
-        for hold in holds:  # (paused sorts before rate_limited: an operator's pause shows)
+        for hold in holds:  # (paused sorts first: an operator's pause shows)
             kinds.setdefault(hold.capability, hold.kind)
         self._show_holds(holds, now)
         paused = set(kinds)

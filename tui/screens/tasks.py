@@ -229,7 +229,12 @@ class TaskScreen(DeckScreen):
         now = self.sources.clock.now()
         held: list[Hold] = []
         if task.status in (TaskStatus.READY, TaskStatus.RETRYING):
-            holds = CapabilityHolds(self.sources.registry, self.sources.clock, refresh=0)
+            holds = CapabilityHolds(
+                self.sources.registry,
+                self.sources.clock,
+                refresh=0,
+                breakers=self.sources.breakers,
+            )
             held = [h for h in await holds.holds() if h.capability == task.capability]
         text = Text()
         text.append(f"{task.id}  ", style="bold")

@@ -1,0 +1,50 @@
+"""SIGHUP to a running daemon reloads its capability limits and label budgets, and nothing else:
+it keeps running; a bad file is one error line and the old values stay."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_embedded_daemon import CONFIG, Node, node  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def logged(log: Path, event: str, timeout: float = 30) -> dict[str, object]:
+    """The first JSON log line of ``event`` in ``log``, waiting for it (a real process)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text().splitlines():
+            if line.startswith("{") and json.loads(line).get("event") == event:
+                found: dict[str, object] = json.loads(line)
+                return found
+        time.sleep(0.05)
+    raise AssertionError(f"no {event} in {log}:\n{log.read_text()[-2000:]}")
+
+
+def test_sighup_reloads_limits_and_a_bad_file_keeps_them(node: Node) -> None:  # noqa: F811
+    """The file's new limit and budget are logged as changed; a bad value is named once; the
+    daemon runs on, and ends cleanly on SIGTERM."""
+    daemon = node.start_daemon()
+    log = node.home / "daemon-0.log"
+    logged(log, "leader_elected")
+    node.config.write_text(
+        CONFIG + '[capability_limits.echo]\nmax_concurrency = 2\n[budgets."team=a"]\nusd = 5\n'
+    )
+    daemon.send_signal(signal.SIGHUP)
+    assert logged(log, "limits_reloaded")["changes"] == [
+        "capability_limits.echo: - -> max_concurrency=2",
+        'budgets."team=a": - -> usd=5.0',
+    ]
+    node.config.write_text(CONFIG + "[capability_limits.echo]\nrequests_per_minute = -1\n")
+    daemon.send_signal(signal.SIGHUP)
+    error = str(logged(log, "config_reload_failed")["error"])
+    assert "capability_limits.echo.requests_per_minute" in error and "(got -1)" in error
+    assert daemon.poll() is None
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0

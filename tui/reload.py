@@ -1,0 +1,39 @@
+"""Reloading what may change without a restart: ``[capability_limits.<cap>]`` and
+``[budgets."label=value"]``, re-read from the config file when the daemon gets SIGHUP.
+
+A file that does not load (bad TOML, a bad value anywhere in it) changes nothing: the values in
+force stay, and one error line names the bad value and what is allowed (the same message a
+start with that file would print). A good one is logged as the names that changed, old and
+new values (limits and budgets are never secrets). Each node reloads its own file: send
+SIGHUP to every node whose file changed (the leader enforces; a standby keeps the new values
+for when it leads). Nothing here imports Textual (the daemon's path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentdeck.core.errors import ConfigError
+from agentdeck.core.logs import get_logger
+from agentdeck.core.scheduler import Scheduler
+from agentdeck.core.settings import Settings
+
+log = get_logger(__name__)
+
+RELOADED = ("capability_limits", "budgets")
+"""The settings a reload takes; every other change waits for a restart."""
+
+
+def reload_limits(scheduler: Scheduler, config: Path | None = None) -> list[str] | None:
+    """Read the settings again (``config``, or the file a start would find) and give
+    ``scheduler`` their capability limits and label budgets. What changed (empty: nothing);
+    None when the file did not load, the old values kept and the error logged."""
+    try:
+        fresh = Settings.load(config_path=config)
+    except ConfigError as exc:
+        log.error("config_reload_failed", error=str(exc), kept=" and ".join(RELOADED))
+        return None
+    limits = {cap: lim.to_limits() for cap, lim in fresh.capability_limits.items()}
+    changes = scheduler.reconfigure(limits, fresh.budgets)
+    log.info("config_reloaded", reloaded=list(RELOADED), changed=len(changes))
+    return changes
