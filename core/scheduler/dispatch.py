@@ -52,15 +52,14 @@ def grouped(messages: Sequence[OutgoingTask], most: int) -> list[OutgoingTask]:
             continue
         chunk: list[OutgoingTask] = []
         weight = 0
-        for message in [*tasks, None]:
-            if chunk and (
-                message is None or len(chunk) >= size or weight + len(message.body) > BATCH_BYTES
-            ):
+        for message in tasks:
+            if chunk and (len(chunk) >= size or weight + len(message.body) > BATCH_BYTES):
                 out.append(_one(capability, chunk))
                 chunk, weight = [], 0
-            if message is not None:
-                chunk.append(message)
-                weight += len(message.body)
+            chunk.append(message)
+            weight += len(message.body)
+        if chunk:
+            out.append(_one(capability, chunk))
     return out
 
 
