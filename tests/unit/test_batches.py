@@ -462,3 +462,29 @@ async def test_the_scheduler_sends_a_lone_task_alone_and_a_crowd_in_batches(
     assert json.loads(bodies[0])["type"] == "task"
     sizes = [len(decode_batch(b, TaskMessage)) for b in bodies[1:]]
     assert sum(sizes) == 500 and max(sizes) == 500 // SPREAD
+
+
+def test_tasks_per_message_is_a_scheduler_setting() -> None:
+    """[scheduler] tasks_per_message reaches the scheduler (1 turns batches off)."""
+    from agentdeck.core.settings import Settings
+    from agentdeck.tui.wiring import scheduler_config
+
+    settings = Settings.load(config_path=None, scheduler={"tasks_per_message": 1})
+    assert scheduler_config(settings).tasks_per_message == 1
+    assert SchedulerConfig().tasks_per_message == 50
+
+
+def test_the_documented_batch_example_decodes_and_its_table_lists_the_envelope() -> None:
+    """docs/messages.md's batch section: the example reads as two reports; the table names
+    every key :func:`batch` writes."""
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "messages.md").read_text()
+    section = doc[doc.index("## Batches") :]
+    (example,) = re.findall(r"```json\n(.*?)```", section, re.S)
+    items = decode_batch(example.encode(), Report)
+    assert [i.message.task_id for i in items if i.message] == ["3f2a9c1b7d4e/a", "3f2a9c1b7d4e/b"]
+    table = section[section.index("| field |") :].splitlines()[2:]
+    rows = [line.split("|")[1].strip().strip("`") for line in table if line.startswith("|")]
+    body = batch(TaskMessage, [encode(task("a"))], [{"traceparent": "x"}])
+    assert rows == list(json.loads(body))
