@@ -488,3 +488,28 @@ def test_the_documented_batch_example_decodes_and_its_table_lists_the_envelope()
     rows = [line.split("|")[1].strip().strip("`") for line in table if line.startswith("|")]
     body = batch(TaskMessage, [encode(task("a"))], [{"traceparent": "x"}])
     assert rows == list(json.loads(body))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        batch(Report, [encode(report("wf/a")), encode(report("wf/b"))]),
+        batch(TaskMessage, [encode(task("a")), encode(task("b"))], [{"traceparent": "1"}, {}]),
+        encode(task("a")),
+        encode(task("a").model_copy(update={"input": {"items": [1, 2]}})),
+        b'{"v":1,"type":"tasks","items":[{"v":1,"type":"task","task_id":"wf/x","attempt":3}]}',
+        b'{"v":1,"type":"reports","items":[{"type":"report","kind":"started","task_id":"t",'
+        b'"attempt":1,"agent_id":"a","at":NaN}]}',
+    ],
+)
+def test_the_fast_path_reads_exactly_what_the_careful_path_reads(body: bytes) -> None:
+    """decode_batch's one-pass read agrees with the item-by-item reading of the same body."""
+    from agentdeck.core import messages
+
+    kind: type[Any] = TaskMessage if b'"task"' in body or b'"tasks"' in body else Report
+    fast = decode_batch(body, kind)
+    careful = messages._careful(body, kind)
+    # repr: a NaN is not equal to itself, its text is
+    assert [repr((i.message, i.headers, str(i.error), i.ids)) for i in fast] == [
+        repr((i.message, i.headers, str(i.error), i.ids)) for i in careful
+    ]
