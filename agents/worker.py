@@ -479,7 +479,9 @@ class Worker:
             message,
             agent_id=self.id,
             now=self._clock.now(),
-            log=self._log,
+            # Bound from this attempt's logger, not the worker's: binding the worker's lazy
+            # proxy builds a logger from the configuration each time (a cost per task).
+            log=log,
             feed=feed,
             outputs=self.outputs,
         )
