@@ -148,7 +148,9 @@ class Dispatch(Budgets):
         messages = []
         for t in tasks:
             self._timeouts[t.id] = t.timeout
-            msg = TaskMessage(
+            # Built from the Store's own rows, checked when submitted: no validation again
+            # (the agent validates what it receives).
+            msg = TaskMessage.model_construct(
                 task_id=t.id,
                 workflow_id=t.workflow_id,
                 key=t.key,

@@ -513,3 +513,23 @@ def test_the_fast_path_reads_exactly_what_the_careful_path_reads(body: bytes) ->
     assert [repr((i.message, i.headers, str(i.error), i.ids)) for i in fast] == [
         repr((i.message, i.headers, str(i.error), i.ids)) for i in careful
     ]
+
+
+async def test_the_scheduler_s_task_messages_are_valid_task_messages(
+    scheduler: tuple[Scheduler, Client],
+) -> None:
+    """Built without validation, they still decode as the agent reads them, to the field."""
+    sched, client = scheduler
+    (task_id,) = await dispatched(sched, client, 1)
+    consumer = sched.bus.consume_tasks(["echo"], prefetch=10)
+    delivery = await asyncio.wait_for(anext(consumer), 1)
+    await delivery.ack()
+    await consumer.aclose()  # type: ignore[attr-defined]
+    (item,) = decode_batch(delivery.body, TaskMessage)
+    assert item.message is not None
+    assert (item.message.task_id, item.message.attempt, item.message.capability) == (
+        task_id,
+        1,
+        "echo",
+    )
+    assert json.loads(delivery.body) == json.loads(encode(item.message))
