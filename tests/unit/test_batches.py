@@ -533,3 +533,10 @@ async def test_the_scheduler_s_task_messages_are_valid_task_messages(
         "echo",
     )
     assert json.loads(delivery.body) == json.loads(encode(item.message))
+
+
+def test_a_part_carries_its_task_s_own_headers_or_else_the_message_s() -> None:
+    """A batched task's trace header is its own; a batch without headers lends its message's."""
+    shared = Shared(RecordedDelivery(b"", headers={"traceparent": "message"}), 2)
+    assert shared.part({"traceparent": "own"}, b"").headers == {"traceparent": "own"}
+    assert shared.part(None, b"").headers == {"traceparent": "message"}
