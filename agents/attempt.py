@@ -23,7 +23,7 @@ from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.agents.reports import Settle, offload
 from agentdeck.agents.upstream import Upstream, named_in
 from agentdeck.core.clock import Clock
-from agentdeck.core.errors import TaskFailed
+from agentdeck.core.errors import MessageError, TaskFailed
 from agentdeck.core.jsoncheck import find_problem, largest_text, safe_text, size_text
 from agentdeck.core.messages import TaskMessage
 from agentdeck.core.models import JSON, ErrorInfo
@@ -62,6 +62,10 @@ class Job:
     cancel_requested: bool = False
     error: ErrorInfo | None = None
     """Why the attempt failed (None: it succeeded, or has not ended)."""
+    undecodable: MessageError | None = None
+    """Why its message (or its item of a batch) did not decode (None: it did, or not yet)."""
+    ids: tuple[str, int] | None = None
+    """(task id, attempt) read from a batch item that did not decode, when they could be."""
 
     @property
     def task_id(self) -> str | None:

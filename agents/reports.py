@@ -6,6 +6,12 @@ cannot be encoded or is too large goes out as a failed report ``malformed`` sayi
 publish the bus refuses is replaced by a small failed report; a bus that stays unavailable
 is tried again for a few seconds, then the task message goes back to the broker. Nothing is
 dropped without a log line at error level.
+
+Reports ready in the same turn of the event loop leave together (:class:`ReportBatcher`): one
+batch message of up to :data:`BATCH_REPORTS` small reports (:func:`core.messages.batch`), one
+publish and one confirm for all of them, and each report's task message is acked only after
+that confirm. Nothing waits for a batch to fill: what is there at the end of the turn goes,
+so a lone report leaves as soon as it would alone.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from structlog.typing import FilteringBoundLogger
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import BackendUnavailable
 from agentdeck.core.jsoncheck import safe_text, size_text
-from agentdeck.core.messages import ErrorModel, Report, TaskMessage, UsageModel, encode
+from agentdeck.core.messages import ErrorModel, Report, TaskMessage, UsageModel, batch, encode
 from agentdeck.core.models import JSON, ErrorInfo, Usage
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus
@@ -50,7 +56,99 @@ TRANSIENT = (BackendUnavailable, ConnectionError, TimeoutError)
 """What a bus raises when it may take the same report later; any other error is a refusal of
 this report, which trying again cannot change."""
 
+BATCH_REPORTS = 256
+"""The most reports one batch message carries (the scheduler's report prefetch)."""
+
+BATCH_BYTES = 256 * 1024
+"""A report larger than this travels alone; a batch stops growing past it."""
+
 Settle = Literal["ack", "requeue", "reject"]
+
+
+class ReportBatcher:
+    """Publishes the reports handed to :meth:`publish` in one turn of the event loop as one
+    batch message (a lone one as itself), and tells each caller what became of its own.
+
+    Nagle-free: the batch leaves at the end of the turn in which its first report came, never
+    later; ``max_reports`` and ``max_bytes`` bound one message, and what is over goes in
+    another, at the same time. A batch the bus refuses fails every report in it, each caller
+    then deciding (as for a lone report) whether to try again.
+    """
+
+    def __init__(
+        self, bus: Bus, *, max_reports: int = BATCH_REPORTS, max_bytes: int = BATCH_BYTES
+    ) -> None:
+        if max_reports < 1 or max_bytes < 1:
+            raise ValueError(
+                f"max_reports and max_bytes must be at least 1, got {max_reports!r} and "
+                f"{max_bytes!r}"
+            )
+        self.max_reports = max_reports
+        self.max_bytes = max_bytes
+        self.sent = 0
+        """Messages published (batches and lone reports)."""
+        self._bus = bus
+        self._queue: list[tuple[bytes, Mapping[str, str], asyncio.Future[None]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def __repr__(self) -> str:
+        return f"<ReportBatcher queued={len(self._queue)} sent={self.sent}>"
+
+    async def publish(self, body: bytes, headers: Mapping[str, str]) -> None:
+        """Publish ``body`` (one encoded report) with the next batch; returns once the bus
+        confirmed it, or raises what the bus raised for its batch."""
+        if len(body) > self.max_bytes:  # large: alone, and no batch waits for it
+            await self._bus.publish_report(body, headers)
+            self.sent += 1
+            return
+        loop = asyncio.get_running_loop()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((body, headers, done))
+        await done
+
+    def _flush(self) -> None:
+        queue, self._queue = self._queue, []
+        chunk: list[tuple[bytes, Mapping[str, str], asyncio.Future[None]]] = []
+        size = 0
+        for entry in queue:
+            if chunk and (len(chunk) >= self.max_reports or size + len(entry[0]) > self.max_bytes):
+                self._send(chunk)
+                chunk, size = [], 0
+            chunk.append(entry)
+            size += len(entry[0])
+        if chunk:
+            self._send(chunk)
+
+    def _send(self, chunk: list[tuple[bytes, Mapping[str, str], asyncio.Future[None]]]) -> None:
+        task = asyncio.ensure_future(self._publish(chunk))
+        self._sending.add(task)  # held: the loop keeps only weak references to tasks
+        task.add_done_callback(self._sending.discard)
+
+    async def _publish(
+        self, chunk: list[tuple[bytes, Mapping[str, str], asyncio.Future[None]]]
+    ) -> None:
+        waiting = [entry for entry in chunk if not entry[2].done()]  # a caller cancelled
+        if not waiting:
+            return
+        try:
+            if len(waiting) == 1:
+                body, headers, _ = waiting[0]
+                await self._bus.publish_report(body, headers)
+            else:
+                # The scheduler reads no report headers: each report's trace header stays
+                # with its task message; a batch carries none.
+                await self._bus.publish_report(batch(Report, [e[0] for e in waiting]), {})
+            self.sent += 1
+        except Exception as exc:  # any engine's error goes to every caller
+            for _, _, done in waiting:
+                if not done.done():
+                    done.set_exception(exc)
+            return
+        for _, _, done in waiting:
+            if not done.done():
+                done.set_result(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +190,8 @@ class Reporter:
         self._bus = bus
         self._clock = clock
         self._log = log
+        self.batcher = ReportBatcher(bus)
+        """Where the reports go: in batches of those ready at once."""
 
     def __repr__(self) -> str:
         return f"<Reporter agent={self.agent_id} limit={self.limit}>"
@@ -277,7 +377,7 @@ class Reporter:
         waits = list(retry_delays)
         while True:
             try:
-                await self._bus.publish_report(body, carried)
+                await self.batcher.publish(body, carried)
                 return None
             except Exception as exc:  # any engine's error: the caller decides what follows
                 again = isinstance(exc, TRANSIENT) and bool(waits)

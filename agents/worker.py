@@ -5,11 +5,13 @@ One :class:`Worker` serves a set of capabilities with ``concurrency`` slots::
     async with Worker(bus, registry, {"echo": echo}, name="edge-1", concurrency=4) as worker:
         await worker.run()          # until stop() (see agents.main for signals)
 
-For each message it publishes a ``started`` report, runs the handler under the task's timeout,
-publishes ``succeeded`` or ``failed``, and only then acks: a crash at any point leaves the
-message unacked, so the broker hands it to another agent (at-least-once). It keeps an
-:class:`~core.models.AgentRecord` alive in the registry with heartbeats, and obeys control
-messages: ``drain`` (stop taking work, finish what runs), ``resume`` and ``cancel``.
+For each task it publishes a ``started`` report, runs the handler under the task's timeout,
+publishes ``succeeded`` or ``failed``, and only then acks its message (a message carrying
+several tasks, :mod:`agents.shared`, once all of their results are published): a crash at
+any point leaves the message unacked, so the broker hands it to another agent
+(at-least-once). It keeps an :class:`~core.models.AgentRecord` alive in the registry with
+heartbeats, and obeys control messages: ``drain`` (stop taking work, finish what runs),
+``resume`` and ``cancel``.
 A result report carries the usage its handler counted with ``ctx.usage``; what the handler
 says while it runs (``ctx.progress``, ``ctx.emit``) goes to the events stream.
 
@@ -53,10 +55,11 @@ from agentdeck.agents.reports import (
     TRACE_HEADER,
     Reporter,
 )
+from agentdeck.agents.shared import Shared
 from agentdeck.core.clock import Clock, SystemClock
 from agentdeck.core.errors import BackendUnavailable, MessageError
 from agentdeck.core.logs import get_logger, tee_logs
-from agentdeck.core.messages import Control, TaskMessage, decode, peek_ids
+from agentdeck.core.messages import Control, TaskMessage, decode, decode_batch, peek_ids
 from agentdeck.core.models import JSON, AgentRecord, AgentState, ErrorInfo, new_id
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus, Delivery, Registry
@@ -155,7 +158,9 @@ class Worker:
         self.succeeded = 0
         self.failed = 0
         self._running: dict[int, Job] = {}
-        """Every delivery held, by a sequence number (one task may be delivered twice)."""
+        """Every task held, by a sequence number (one task may be delivered twice)."""
+        self._slots = asyncio.Semaphore(concurrency)
+        """Handlers running at once: a batch may bring more tasks than there are slots."""
         self._seq = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -177,7 +182,7 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        """Deliveries held and not yet settled."""
+        """Tasks held and not yet settled."""
         return len(self._running)
 
     async def __aenter__(self) -> Self:
@@ -347,9 +352,24 @@ class Worker:
         self._log.info("agent_drained")
 
     def _start(self, delivery: Delivery) -> None:
+        """Start a job for each task ``delivery`` carries (one, or a batch's: each then holds
+        a part of the delivery, :mod:`agents.shared`)."""
+        try:
+            items = decode_batch(delivery.body, TaskMessage)
+        except MessageError as exc:
+            self._spawn(Job(delivery, undecodable=exc))
+            return
+        if len(items) == 1 and items[0].headers is None:  # a lone task message
+            self._spawn(Job(delivery, message=items[0].message))
+            return
+        shared = Shared(delivery, len(items))
+        for item in items:
+            part = shared.part(item.headers, b"")  # ids of a bad item: Job.ids
+            self._spawn(Job(part, message=item.message, undecodable=item.error, ids=item.ids))
+
+    def _spawn(self, job: Job) -> None:
         assert self._tg is not None
         self._seq += 1
-        job = Job(delivery)
         self._running[self._seq] = job
         self._idle.clear()
         job.task = self._tg.create_task(self._work(self._seq, job), name=f"{self.id}:job")
@@ -358,12 +378,12 @@ class Worker:
 
     async def _work(self, seq: int, job: Job) -> None:
         try:
-            try:
-                job.message = decode(job.delivery.body, TaskMessage)
-            except MessageError as exc:
-                await self._dead_letter(job.delivery, str(exc))
+            if job.message is None:
+                error = job.undecodable or MessageError("no task message")
+                await self._dead_letter(job.delivery, str(error), job.ids)
                 return
-            await self._observed_attempt(job, job.message)
+            async with self._slots:
+                await self._observed_attempt(job, job.message)
         except Exception as exc:
             # The agent's own machinery failed (a handler's errors are reported): the worker
             # and its other tasks go on; the message goes aside for a person, and the
@@ -441,6 +461,7 @@ class Worker:
                 job.delivery,
                 f"no handler for capability {message.capability!r} on agent {self.id} "
                 f"(it serves {', '.join(self.capabilities)})",
+                (message.task_id, message.attempt),
             )
             return
         headers = job.delivery.headers
@@ -459,7 +480,9 @@ class Worker:
             message,
             agent_id=self.id,
             now=self._clock.now(),
-            log=self._log,
+            # Bound from this attempt's logger, not the worker's: binding the worker's lazy
+            # proxy builds a logger from the configuration each time (a cost per task).
+            log=log,
             feed=feed,
             outputs=self.outputs,
         )
@@ -503,9 +526,11 @@ class Worker:
             )
         await settle(settling(job.delivery, sent.settle), log)
 
-    async def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+    async def _dead_letter(
+        self, delivery: Delivery, reason: str, ids: tuple[str, int] | None = None
+    ) -> None:
         """Fail the attempt (when its ids can be read) and dead-letter the message."""
-        ids = peek_ids(delivery.body)
+        ids = ids or peek_ids(delivery.body)
         self.failed += 1
         if self.metrics is not None:
             self.metrics.message_rejected()

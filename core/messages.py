@@ -2,12 +2,20 @@
 
 Backends move bytes; only this module turns them into objects. A body that does not decode
 raises :class:`core.errors.MessageError`, and its delivery is dead-lettered, never requeued.
+
+Under load several task messages for one capability, or several reports of one agent, travel
+as one *batch* message (``type`` ``tasks`` or ``reports``): an envelope whose ``items`` are
+the messages themselves, each exactly as it would travel alone. :func:`batch` builds one from
+encoded bodies without encoding them again; :func:`decode_batch` reads a batch or a lone
+message alike, item by item, so one bad item does not take its neighbours down with it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, TypeVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -128,6 +136,10 @@ def encode(message: _Message) -> bytes:
 
 def decode(body: bytes, kind: type[M]) -> M:
     """Parse ``body`` as ``kind``. Raises MessageError naming what is wrong."""
+    return _validate(_load(body), kind)
+
+
+def _load(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -136,6 +148,12 @@ def decode(body: bytes, kind: type[M]) -> M:
         raise MessageError(f"expected a JSON object, got {type(data).__name__}")
     if data.get("v", VERSION) != VERSION:
         raise MessageError(f"unknown message version {data.get('v')!r} (this node reads {VERSION})")
+    return data
+
+
+def _validate(data: Any, kind: type[M]) -> M:
+    if not isinstance(data, dict):
+        raise MessageError(f"expected a JSON object, got {type(data).__name__}")
     try:
         return kind.model_validate(data)
     except ValidationError as exc:
@@ -145,11 +163,126 @@ def decode(body: bytes, kind: type[M]) -> M:
         raise MessageError(f"bad {kind.__name__}: {problems}") from None
 
 
+BATCH_TYPES: dict[type[_Message], str] = {TaskMessage: "tasks", Report: "reports"}
+"""The ``type`` of a batch of each kind of message that may travel in batches."""
+
+
+class _TaskBatch(_Message):
+    type: Literal["tasks"]
+    items: list[TaskMessage] = Field(min_length=1)
+    headers: list[dict[str, str]] | None = None
+
+
+class _ReportBatch(_Message):
+    type: Literal["reports"]
+    items: list[Report] = Field(min_length=1)
+    headers: list[dict[str, str]] | None = None
+
+
+_WHOLE: dict[type[_Message], type[_TaskBatch | _ReportBatch]] = {
+    TaskMessage: _TaskBatch,
+    Report: _ReportBatch,
+}
+"""A batch of each kind read in one pass (pydantic's own JSON parser): the fast path of
+:func:`decode_batch` for a batch that is valid throughout, by far the usual case."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item(Generic[M]):
+    """One message of a body read by :func:`decode_batch`: the message, or why it is not one.
+
+    ``headers``: the item's own headers (a batch carries each task's trace header for it);
+    a lone message's are its delivery's. ``ids``: (task id, attempt) read from an item that
+    did not decode, when they can be (so its task can be failed with the reason)."""
+
+    message: M | None
+    error: MessageError | None = None
+    headers: Mapping[str, str] | None = None
+    ids: tuple[str, int] | None = None
+
+
+def batch(
+    kind: type[_Message], bodies: Sequence[bytes], headers: Sequence[Mapping[str, str]] = ()
+) -> bytes:
+    """One batch message of ``kind`` carrying the encoded messages ``bodies`` (compact JSON
+    objects, as :func:`encode` makes them) and, when given, each one's ``headers``."""
+    out = b'{"v":%d,"type":"%s","items":[' % (VERSION, BATCH_TYPES[kind].encode())
+    out += b",".join(bodies) + b"]"
+    if headers:
+        if len(headers) != len(bodies):
+            raise ValueError(f"{len(headers)} headers for {len(bodies)} messages")
+        out += (
+            b',"headers":' + json.dumps([dict(h) for h in headers], separators=(",", ":")).encode()
+        )
+    return out + b"}"
+
+
+def decode_batch(body: bytes, kind: type[M]) -> list[Item[M]]:
+    """The messages of ``body``: a batch of ``kind`` (see :func:`batch`), or a lone ``kind``.
+
+    Raises MessageError when the body as a whole is unreadable (not JSON, another version, a
+    lone message that is not a valid ``kind``, a batch without items); an item that is not a
+    valid ``kind`` comes back as an :class:`Item` with its ``error`` and, when readable, ids.
+    """
+    fast = _at_once(body, kind)
+    return fast if fast is not None else _careful(body, kind)
+
+
+def _careful(body: bytes, kind: type[M]) -> list[Item[M]]:
+    """:func:`decode_batch` item by item, saying what is wrong with each."""
+    data = _load(body)
+    if data.get("type") != BATCH_TYPES[kind]:
+        return [Item(_validate(data, kind))]
+    items, headers = data.get("items"), data.get("headers")
+    if not isinstance(items, list) or not items:
+        raise MessageError(f"bad {BATCH_TYPES[kind]} batch: items must be a non-empty list")
+    if headers is not None and not (
+        isinstance(headers, list)
+        and len(headers) == len(items)
+        and all(isinstance(h, dict) for h in headers)
+    ):
+        raise MessageError(f"bad {BATCH_TYPES[kind]} batch: headers must be one object per item")
+    out: list[Item[M]] = []
+    for i, raw in enumerate(items):
+        own = {str(k): str(v) for k, v in headers[i].items()} if headers else None
+        try:
+            out.append(Item(_validate(raw, kind), headers=own))
+        except MessageError as exc:
+            out.append(Item(None, exc, own, _ids(raw)))
+    return out
+
+
 def peek_ids(body: bytes) -> tuple[str, int] | None:
     """Best effort (task_id, attempt) from a body that failed to decode, so the task can be
     failed with the reason instead of waiting for its timeout."""
     try:
         data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return _ids(data)
+
+
+def _at_once(body: bytes, kind: type[M]) -> list[Item[M]] | None:
+    """The items of a body that is valid throughout, read in one pass; None for anything
+    else (another version, a bad item, not JSON, ...), which the careful path then reads and
+    explains. The same messages either way: the careful path is the reference."""
+    try:
+        if b'"items"' not in body:
+            lone = kind.model_validate_json(body)
+            return [Item(lone)] if lone.v == VERSION else None
+        whole = _WHOLE[kind].model_validate_json(body)
+    except (ValidationError, ValueError):
+        return None
+    if whole.v != VERSION or (whole.headers is not None and len(whole.headers) != len(whole.items)):
+        return None
+    headers: list[dict[str, str] | None] = (
+        list(whole.headers) if whole.headers is not None else [None] * len(whole.items)
+    )
+    return [Item(cast(M, m), headers=h) for m, h in zip(whole.items, headers, strict=True)]
+
+
+def _ids(data: Any) -> tuple[str, int] | None:
+    try:
         return str(data["task_id"]), int(data["attempt"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+    except (ValueError, KeyError, TypeError):
         return None

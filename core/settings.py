@@ -137,6 +137,10 @@ class SchedulerSettings(BaseModel):
     batch_size: int = Field(default=500, ge=1, le=100_000)
     """The most tasks dispatched in one write and one publish."""
 
+    tasks_per_message: int = Field(default=50, ge=1, le=1000)
+    """The most tasks one message carries to an agent under load (1: one message per task,
+    as agents older than batches need; docs/messages.md, "Batches")."""
+
     lost_grace: float = Field(default=5.0, ge=0, le=3600)
     """Seconds past a task's timeout before its attempt counts as lost."""
 

@@ -55,6 +55,7 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
     return SchedulerConfig(
         poll_interval=s.poll_interval,
         batch_size=s.batch_size,
+        tasks_per_message=s.tasks_per_message,
         lost_grace=s.lost_grace,
         dispatch_timeout=s.dispatch_timeout,
         lease_ttl=s.lease_ttl,

@@ -38,7 +38,8 @@ class SchedulerConfig:
     the longest a waiting attempt's deadline is pushed out at a time while its capability is
     busy (the wait doubles up to it). ``limits``: per-capability limits (core/limits.py).
     ``label_budgets``: what all the workflows of a label (``name=value``) may spend together
-    (core/budgets.py).
+    (core/budgets.py). ``tasks_per_message``: the most tasks one message carries to an agent
+    under load (1: one message per task; see :func:`core.scheduler.dispatch.grouped`).
     """
 
     poll_interval: float = 0.2
@@ -52,3 +53,4 @@ class SchedulerConfig:
     capability_retry: Mapping[str, RetryPolicy] = field(default_factory=dict)
     limits: Mapping[str, CapabilityLimits] = field(default_factory=dict)
     label_budgets: Mapping[str, Budget] = field(default_factory=dict)
+    tasks_per_message: int = 50

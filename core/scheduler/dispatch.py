@@ -2,6 +2,10 @@
 
 Publish first, record second: the Store never says ``dispatched`` for a message the broker does
 not hold. Tasks a paused capability or an open breaker holds stay ready.
+
+Under load a round's tasks for one capability travel several to a message (:func:`grouped`):
+one publish, one confirm and one delivery for many tasks. A round with few of them sends each
+alone, at once: a lone task never waits for a batch to fill.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from dataclasses import replace
 import structlog
 
 from agentdeck.core.errors import AgentdeckError
-from agentdeck.core.messages import TaskMessage, encode
+from agentdeck.core.messages import TaskMessage, batch, encode
 from agentdeck.core.models import Change, Task
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.scheduler.budgets import Budgets
@@ -22,6 +26,48 @@ from agentdeck.core.states import TaskStatus
 log = structlog.get_logger(__name__)
 
 T = TaskStatus
+
+SPREAD = 16
+"""A round's tasks for one capability go in at least this many messages (or one each, when
+fewer), so several agents can share them."""
+
+BATCH_BYTES = 512 * 1024
+"""A task message larger than this travels alone; a batch stops growing past it."""
+
+
+def grouped(messages: Sequence[OutgoingTask], most: int) -> list[OutgoingTask]:
+    """``messages`` (one task each) as they are published: for each capability with ``n``
+    tasks, batches of up to ``min(most, n // SPREAD)`` tasks (:func:`core.messages.batch`,
+    each task with its own headers), so a capability with fewer than ``2 * SPREAD`` tasks in
+    the round gets one message per task; a batch also stops at :data:`BATCH_BYTES`. The
+    order of each capability's tasks is kept."""
+    by_capability: dict[str, list[OutgoingTask]] = {}
+    for message in messages:
+        by_capability.setdefault(message.capability, []).append(message)
+    out: list[OutgoingTask] = []
+    for capability, tasks in by_capability.items():
+        size = min(most, len(tasks) // SPREAD)
+        if size <= 1:
+            out.extend(tasks)
+            continue
+        chunk: list[OutgoingTask] = []
+        weight = 0
+        for message in tasks:
+            if chunk and (len(chunk) >= size or weight + len(message.body) > BATCH_BYTES):
+                out.append(_one(capability, chunk))
+                chunk, weight = [], 0
+            chunk.append(message)
+            weight += len(message.body)
+        if chunk:
+            out.append(_one(capability, chunk))
+    return out
+
+
+def _one(capability: str, chunk: list[OutgoingTask]) -> OutgoingTask:
+    if len(chunk) == 1:
+        return chunk[0]
+    headers = [m.headers for m in chunk] if any(m.headers for m in chunk) else []
+    return OutgoingTask(capability, batch(TaskMessage, [m.body for m in chunk], headers), {})
 
 
 class Dispatch(Budgets):
@@ -92,7 +138,8 @@ class Dispatch(Budgets):
         return {capability: sum(by.values()) for capability, by in counts.items()}
 
     async def _messages_for(self, tasks: Sequence[Task], now: float) -> list[OutgoingTask]:
-        """One message per task, for its current attempt, with its upstream outputs as the
+        """The messages of ``tasks`` (:func:`grouped`: one per task, or batches under load),
+        each for its current attempt, with its upstream outputs as the
         Store holds them: small ones inline, large ones as references (:mod:`core.outputs`).
         The agent fetches what its handler reads, so the scheduler never reads an object and
         a large output crosses the bus at most once (in its agent's report, if at all)."""
@@ -101,7 +148,9 @@ class Dispatch(Budgets):
         messages = []
         for t in tasks:
             self._timeouts[t.id] = t.timeout
-            msg = TaskMessage(
+            # Built from the Store's own rows, checked when submitted: no validation again
+            # (the agent validates what it receives).
+            msg = TaskMessage.model_construct(
                 task_id=t.id,
                 workflow_id=t.workflow_id,
                 key=t.key,
@@ -114,7 +163,7 @@ class Dispatch(Budgets):
             )
             headers = self.observers.message_headers(t, now)
             messages.append(OutgoingTask(t.capability, encode(msg), headers))
-        return messages
+        return grouped(messages, self.config.tasks_per_message)
 
     async def _flush_unpublished(self) -> bool:
         if not self._unpublished:

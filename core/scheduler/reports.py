@@ -1,7 +1,12 @@
 """Agents' reports applied: an attempt started, succeeded or failed.
 
 Each report is a compare-and-set on (task, attempt): a duplicate, or a late report of an old
-attempt, changes nothing. A report is acked only once its change is written. A result's usage
+attempt, changes nothing. A report is acked only once its change is written. One delivery
+may carry several reports (an agent's batch, :func:`core.messages.decode_batch`): it is acked
+once the changes of all of them are written; should this process die first, the broker
+delivers the whole batch again and the compare-and-set makes the reports already applied
+harmless. An item of a batch that does not decode is logged and left out (its attempt ends by
+its deadline), the others are applied. A result's usage
 goes with the change that ends its attempt (one write), and the budgets of the workflows that
 spent are checked after it.
 """
@@ -13,7 +18,7 @@ import asyncio
 import structlog
 
 from agentdeck.core.errors import MessageError, NotFound
-from agentdeck.core.messages import ErrorModel, Report, decode
+from agentdeck.core.messages import ErrorModel, Report, decode_batch
 from agentdeck.core.models import Change, ErrorInfo
 from agentdeck.core.ports import Delivery
 from agentdeck.core.scheduler.budgets import Budgets
@@ -35,15 +40,27 @@ class Reports(Budgets):
         # The batch stays in the inbox until its changes are written: a round that fails (the
         # Store is restarting) leaves it for the next round, or for _step_down to requeue.
         # Dropped, the reports would stay unacked on our channel and their tasks in flight.
-        batch = self._inbox[: self.config.batch_size]
+        # Up to batch_size reports, in whole deliveries (at least one).
+        batch: list[Delivery] = []
         reports: list[tuple[Report, Delivery]] = []
-        for delivery in batch:
+        for delivery in list(self._inbox):
+            if batch and len(reports) >= self.config.batch_size:
+                break
             try:
-                reports.append((decode(delivery.body, Report), delivery))
+                items = decode_batch(delivery.body, Report)
             except MessageError as exc:
                 log.error("bad_report", error=str(exc))
                 self._inbox.remove(delivery)
                 await delivery.reject(str(exc))
+                continue
+            batch.append(delivery)
+            for item in items:
+                if item.message is None:
+                    log.error("bad_report", error=str(item.error), ids=item.ids, batched=True)
+                else:
+                    reports.append((item.message, delivery))
+        if not batch:
+            return True
         now = self.clock.now()
         changes: list[Change] = []
         failures: list[Report] = []
@@ -120,7 +137,7 @@ class Reports(Budgets):
             if change is not None:
                 changes.append(change)
         moved, _ = await self._apply(changes)
-        written = {id(delivery) for _, delivery in reports}
+        written = {id(delivery) for delivery in batch}
         self._inbox[:] = [d for d in self._inbox if id(d) not in written]
         try:
             if self.breakers is not None:
@@ -133,7 +150,7 @@ class Reports(Budgets):
             # Written, so done with whatever follows. Acked together, not one awaited ack
             # after another: the acks' frames then leave in one pass of the bus's writer
             # instead of one event-loop round trip each.
-            await asyncio.gather(*(delivery.ack() for _, delivery in reports))
+            await asyncio.gather(*(delivery.ack() for delivery in batch))
         # A "started" report that arrives after its result is expected and harmless; only
         # tasks none of whose reports applied are worth a line (duplicates, stale attempts).
         ignored = {r.task_id for r, _ in reports if r.kind != "started"} - {t.id for t in moved}

@@ -18,7 +18,15 @@ from agentdeck.agents.worker import Worker
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import ConfigError, RateLimited, TaskFailed
-from agentdeck.core.messages import Control, Event, Report, TaskMessage, decode, encode
+from agentdeck.core.messages import (
+    Control,
+    Event,
+    Report,
+    TaskMessage,
+    decode,
+    decode_batch,
+    encode,
+)
 from agentdeck.core.models import AgentState
 from agentdeck.core.ports import Delivery, OutgoingTask
 
@@ -83,7 +91,10 @@ class Reports:
 
     async def collect(self, bus: MemoryBus) -> None:
         async for delivery in bus.consume_reports():
-            self.seen.append((decode(delivery.body, Report), delivery.headers))
+            # Reports ready at once travel as one batch message (agents.reports).
+            for item in decode_batch(delivery.body, Report):
+                assert item.message is not None, item.error
+                self.seen.append((item.message, item.headers or delivery.headers))
             await delivery.ack()
 
     def of(self, task_id: str) -> list[Report]:
