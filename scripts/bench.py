@@ -333,7 +333,7 @@ def stack(
         "AGENTDECK_BUS_URL": f"{args.amqp}?prefix={prefix}",
         "AGENTDECK_STORE_URL": store_url,
         "AGENTDECK_REGISTRY_URL": f"{args.redis}?prefix={prefix}",
-        "AGENTDECK_LOG_LEVEL": "warning",
+        "AGENTDECK_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
         "AGENTDECK_LOG_FORMAT": "json",
         # Spans go to the in-process buffer (and to OTLP when OTEL_* says so).
         "AGENTDECK_TRACING": "true" if args.telemetry else "false",
