@@ -56,8 +56,8 @@ from agentdeck.backends.sql.codec import (
     Row,
     columns,
 )
-from agentdeck.backends.sql.decide import Plan
-from agentdeck.backends.sql.store import SqlStore
+from agentdeck.backends.sql.decide import Plan, plan
+from agentdeck.backends.sql.store import SqlStore, Then, merged
 from agentdeck.backends.sql.writes import Load, NewWorkflow, StatusChange
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import ConflictError, NotFound
@@ -243,8 +243,19 @@ class PostgresStore(PostgresConnections, SqlStore):
         if not rows:
             raise NotFound(f"workflow {workflow_id!r} not found")
 
-    async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
-        return await self._write("apply", transitions.apply, plans, at, fence)
+    async def _apply(self, plans: list[Plan], at: float, fence: int | None, then: Then) -> Applied:
+        """With ``then``, one transaction: ``then`` is awaited before the commit. Not with a
+        pool of one connection: ``then`` may read the store meanwhile, which needs a second
+        one; there ``plans`` commit first and ``then``'s changes go in a second transaction."""
+        if then is None:
+            return await self._write("apply", transitions.apply, plans, at, fence)
+        if self._target.max_size >= 2:
+            return await self._write("apply", _apply_then, plans, at, fence, then)
+        first = await self._write("apply", transitions.apply, plans, at, fence)
+        more = [plan(c) for c in await then(first)]
+        if not more:
+            return first
+        return merged(first, await self._write("apply", transitions.apply, more, at, fence))
 
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
         """Also NOTIFY ``agentdeck_commands`` when the transaction commits. Named by its
@@ -291,6 +302,19 @@ async def _fenced_fetch(
     if fence is not None:
         await transitions.check_fence(conn, fence)
     return await fetch(conn, sql, *args)
+
+
+async def _apply_then(
+    conn: asyncpg.Connection, plans: list[Plan], at: float, fence: int | None, then: Then
+) -> Applied:
+    """``plans``, then the changes ``then`` gives, in the caller's transaction."""
+    assert then is not None
+    first = await transitions.apply(conn, plans, at, fence)
+    more = [plan(c) for c in await then(first)]
+    if not more:
+        return first
+    # The fence was checked (and its row locked) by the first part.
+    return merged(first, await transitions.apply(conn, more, at, None))
 
 
 async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
