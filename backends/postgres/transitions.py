@@ -61,10 +61,13 @@ SELECT {columns(decide.STATE_COLUMNS, "t.")},
        ARRAY(SELECT d.needs_id FROM task_deps AS d
              WHERE d.task_id = t.id AND d.needs_id = ANY($2::text[])) AS waits_on
 FROM tasks AS t
-WHERE t.id = ANY($1::text[])
-   OR t.id IN (SELECT task_id FROM task_deps WHERE needs_id = ANY($2::text[]))
+WHERE t.id = ANY(ARRAY(SELECT unnest($1::text[])
+                       UNION SELECT task_id FROM task_deps WHERE needs_id = ANY($2::text[])))
 ORDER BY t.id FOR UPDATE OF t
 """
+# ``id = ANY(ARRAY(...))``, not ``id = ANY($1) OR id IN (...)``: the ids are worked out once
+# (an InitPlan) and the rows found through the primary key, whatever the statistics say. The
+# OR form scanned the whole table (measured: 150 ms at 100,000 tasks, for 256 results).
 _STATE = len(decide.STATE_COLUMNS)
 
 # The unnest columns are backends.sql.decide.WRITE_COLUMNS, in order. Output and error may be
