@@ -2,12 +2,12 @@
 round trips that does not grow with the batch.
 
 Inside the caller's transaction, one call makes at most these statements (each one round
-trip; with BEGIN and COMMIT a batch costs five, whatever its size):
+trip; with BEGIN and COMMIT a batch costs five or six, whatever its size):
 
-1. ``SELECT ... FOR UPDATE`` of every task named, and of every dependent of a task the batch
-   may make ``succeeded`` (``task_deps``, never updated after a workflow is written, read in
-   the same statement: each locked row comes with the ids it waits on among those), in id
-   order (two stores locking overlapping batches cannot deadlock);
+1. the dependents of every task the batch may make ``succeeded`` (``task_deps``, never
+   updated after a workflow is written, so it needs no lock), then ``SELECT ... FOR UPDATE``
+   of every task named or depending on one, in id order (two stores locking overlapping
+   batches cannot deadlock);
 2. one ``UPDATE ... FROM unnest(...)  RETURNING`` writing the final state of every task the
    batch touched, with the fence check in the same statement (an upsert that takes the fence
    row's lock and returns the newest token: an older one raises LeaseLost, and the
@@ -55,20 +55,10 @@ _LOCK_SQL = (
     f"SELECT {columns(decide.STATE_COLUMNS)} FROM tasks WHERE id = ANY($1::text[]) "
     "ORDER BY id FOR UPDATE"
 )
-# With tasks that may succeed ($2): their dependents too, each with the ids of $2 it waits on.
-_LOCK_WITH_DEPS_SQL = f"""
-SELECT {columns(decide.STATE_COLUMNS, "t.")},
-       ARRAY(SELECT d.needs_id FROM task_deps AS d
-             WHERE d.task_id = t.id AND d.needs_id = ANY($2::text[])) AS waits_on
-FROM tasks AS t
-WHERE t.id = ANY(ARRAY(SELECT unnest($1::text[])
-                       UNION SELECT task_id FROM task_deps WHERE needs_id = ANY($2::text[])))
-ORDER BY t.id FOR UPDATE OF t
-"""
-# ``id = ANY(ARRAY(...))``, not ``id = ANY($1) OR id IN (...)``: the ids are worked out once
-# (an InitPlan) and the rows found through the primary key, whatever the statistics say. The
-# OR form scanned the whole table (measured: 150 ms at 100,000 tasks, for 256 results).
-_STATE = len(decide.STATE_COLUMNS)
+_DEPS_SQL = (
+    "SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($1::text[]) "
+    "ORDER BY needs_id, task_id"
+)
 
 # The unnest columns are backends.sql.decide.WRITE_COLUMNS, in order. Output and error may be
 # large: they are written only when a change set them (the set_* flags). $16/$17: the fence
@@ -176,15 +166,10 @@ async def apply(
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    named = sorted({p.task_id for p in plans})
     ids = decide.succeeding(plans)
-    if ids:
-        rows = await conn.fetch(_LOCK_WITH_DEPS_SQL, named, ids)
-        pairs = sorted((needs_id, r[0]) for r in rows for needs_id in r[_STATE])
-        waiting = decide.waiting_on(pairs)
-    else:
-        rows, waiting = await conn.fetch(_LOCK_SQL, named), {}
-    decision = decide.decide(plans, {r[0]: TaskState(*r[:_STATE]) for r in rows}, waiting, at)
+    waiting = decide.waiting_on(await conn.fetch(_DEPS_SQL, ids)) if ids else {}
+    rows = await conn.fetch(_LOCK_SQL, decide.to_read(plans, waiting))
+    decision = decide.decide(plans, {r[0]: TaskState(*r) for r in rows}, waiting, at)
     if not decision.writes:
         if fence is not None:
             await check_fence(conn, fence)
