@@ -89,6 +89,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=10_000, help="wide, rss: tasks per workflow")
     p.add_argument("--layers", type=int, default=100, help="layers: layers")
     p.add_argument("--width", type=int, default=100, help="layers: tasks per layer")
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="wide, layers, rss: ANALYZE the database once the work is submitted, as "
+        "autovacuum would soon after (a server with autovacuum off keeps the statistics of "
+        "the empty tables, and PostgreSQL then plans the ready-tasks query for a few rows)",
+    )
     p.add_argument("--output-kb", type=int, default=200, help="pipeline-refs: KB per output")
     p.add_argument(
         "--inline-limit",
@@ -519,18 +526,30 @@ def memory_kb(pid: int) -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
 
 
-async def run_finished(client: Client, store: PostgresStore, workflow: WorkflowSpec) -> str:
+async def analyze(store: PostgresStore) -> None:
+    """What autovacuum does after a large insert: fresh planner statistics."""
+    pool = store._pool  # a bench may look behind the port
+    assert pool is not None
+    await pool.execute("ANALYZE")
+
+
+async def run_finished(
+    client: Client, store: PostgresStore, workflow: WorkflowSpec, fresh: bool = False
+) -> str:
     """Submit ``workflow`` and wait for it: seconds from just before the submit to the
-    workflow's ``finished_at`` (written by the scheduler), and its status."""
+    workflow's ``finished_at`` (written by the scheduler), and its status. ``fresh``: ANALYZE
+    once it is submitted."""
     started = time.time()
     wf = await client.submit(workflow)
+    if fresh:
+        await analyze(store)
     submitted = time.time() - started
     await asyncio.wait_for(wait_done(store, wf.id, 0.01), 600)
     done = await store.get_workflow(wf.id)
     assert done.finished_at is not None
     return (
         f"{done.finished_at - started:.3f} s submit -> finished ({done.status.value}; "
-        f"the submit call took {submitted:.3f} s)"
+        f"the submit call{' and ANALYZE' if fresh else ''} took {submitted:.3f} s)"
     )
 
 
@@ -557,17 +576,19 @@ async def scenario(args: argparse.Namespace, store_url: str, pids: list[int]) ->
             return f"chain {args.steps} steps: {max(lat) / args.steps * 1000:.2f} ms a step"
         if args.scenario == "wide":
             return f"wide {args.size}: " + await run_finished(
-                client, store, spec("wide", args.size, NOOP.capability)
+                client, store, spec("wide", args.size, NOOP.capability), args.analyze
             )
         if args.scenario == "layers":
             return f"layers {args.layers}x{args.width}: " + await run_finished(
-                client, store, layers_spec(args.layers, args.width)
+                client, store, layers_spec(args.layers, args.width), args.analyze
             )
         before = memory_kb(pids[0])
         ids = [
             (await client.submit(spec(f"rss-{i}", args.size, NOOP.capability))).id
             for i in range(10)
         ]
+        if args.analyze:
+            await analyze(store)
         for wf_id in ids:
             await asyncio.wait_for(wait_done(store, wf_id, 0.1), 1200)
         total = await store.total_tasks()
