@@ -32,6 +32,8 @@ from agentdeck.core.states import TaskStatus, WorkflowStatus
 log = structlog.get_logger(__name__)
 
 T = TaskStatus
+RELEASE_WITH_RESULTS = 16
+"""Most results in a write whose released dependents are dispatched with it (see _apply)."""
 
 
 class SchedulerBase:
@@ -133,13 +135,17 @@ class SchedulerBase:
         A change whose compare-and-set fails is skipped (not returned, not announced). The
         usage the applied ones carry is counted against ``tokens_per_minute`` and announced.
 
-        A write that may make a task ``succeeded`` dispatches the dependents it releases with
-        it (:meth:`_dispatch_released`, as the Store's ``then``): those are announced after
-        it, and not returned as released (they are dispatched already)."""
+        A write that may make up to :data:`RELEASE_WITH_RESULTS` tasks ``succeeded``
+        dispatches the dependents it releases with it (:meth:`_dispatch_released`, as the
+        Store's ``then``): those are announced after it, and not returned as released (they
+        are dispatched already)."""
         if not changes:
             return [], []
         now = self.clock.now()
-        succeeding = any(c.to == T.SUCCEEDED for c in changes)
+        # Few results: the round is latency-bound, and the released tasks go with them. Many:
+        # it is throughput-bound, and the results commit (and their reports are acked, so the
+        # broker sends the next ones) before the released tasks are published, by _dispatch.
+        succeeding = 0 < sum(c.to == T.SUCCEEDED for c in changes) <= RELEASE_WITH_RESULTS
         self._sent = []
         self._usage_due = {c.task_id: c.usage for c in changes if c.usage is not None}
         then = self._dispatch_released if succeeding else None
