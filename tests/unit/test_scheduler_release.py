@@ -19,7 +19,8 @@ from agentdeck.core.messages import Report, TaskMessage, decode, encode
 from agentdeck.core.models import Change
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.scheduler import Scheduler
-from agentdeck.core.spec import SpecLimits, parse_spec
+from agentdeck.core.scheduler.base import RELEASE_WITH_RESULTS
+from agentdeck.core.spec import SpecLimits, WorkflowSpec, parse_spec
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.core.states import WorkflowStatus as W
 
@@ -197,3 +198,36 @@ async def test_a_change_that_succeeds_nothing_asks_for_no_then(
     await scheduler.tick()
     assert calls and all(then is None for then in calls)
     assert (await store.get_task(f"{wf}/a")).status == T.DISPATCHED
+
+
+async def test_a_write_of_many_results_leaves_its_releases_to_the_dispatch(
+    parts: tuple[CountingStore, FlakyBus, Scheduler, set[str]], clock: FakeClock
+) -> None:
+    """Past RELEASE_WITH_RESULTS results in one write, the results commit alone (their reports
+    acked sooner) and what they released is dispatched by the same round's dispatch."""
+    store, bus, scheduler, _ = parts
+    n = RELEASE_WITH_RESULTS + 1
+    spec = {
+        "name": "fan",
+        "tasks": [{"key": f"a{i}", "capability": "echo"} for i in range(n)]
+        + [{"key": f"b{i}", "capability": "echo", "needs": [f"a{i}"]} for i in range(n)],
+    }
+    wf = (await Client(store, clock).submit(WorkflowSpec.model_validate(spec))).id
+    await scheduler.tick()
+    it = bus.consume_tasks(["echo"], prefetch=100)
+    for _ in range(n):
+        delivery = await asyncio.wait_for(anext(it), 2)
+        await delivery.ack()
+        await succeed(bus, scheduler, decode(delivery.body, TaskMessage), 1)
+    thens: list[Any] = []
+    apply = store.apply
+
+    async def spy(changes: list[Change], at: float, **kw: Any) -> Any:
+        thens.append(kw.get("then"))
+        return await apply(changes, at, **kw)
+
+    store.apply = spy  # type: ignore[method-assign]
+    await scheduler.tick()
+    assert thens and all(then is None for then in thens)
+    assert all([(await store.get_task(f"{wf}/b{i}")).status == T.DISPATCHED for i in range(n)])
+    await it.aclose()  # type: ignore[attr-defined]
