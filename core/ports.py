@@ -8,7 +8,7 @@ cannot be reached.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -284,7 +284,12 @@ class Store(Protocol):
         ...
 
     async def apply(
-        self, changes: Sequence[Change], at: float, *, fence: int | None = None
+        self,
+        changes: Sequence[Change],
+        at: float,
+        *,
+        fence: int | None = None,
+        then: Callable[[Applied], Awaitable[Sequence[Change]]] | None = None,
     ) -> Applied:
         """Apply compare-and-set transitions in one transaction.
 
@@ -298,6 +303,15 @@ class Store(Protocol):
         ``ready`` (with its own event); those are returned in ``released``.
         With ``fence``, the write is refused with LeaseLost if a newer fencing token has
         written before (a deposed leader cannot write).
+
+        ``then``, when given, is awaited once ``changes`` are applied, with what they changed;
+        the changes it returns are applied after them (they see what ``changes`` did: a
+        released dependent may be dispatched) and the answer holds both (``tasks``: the
+        first's, then the second's; ``released``: the first's). A Store that can hold its
+        transaction open across an await (PostgreSQL) awaits ``then`` before the commit and
+        writes both in one transaction, which ``then`` raising rolls back whole; the others
+        commit ``changes`` first and write what ``then`` returns in a second transaction.
+        Either way nothing ``then`` returns is written before ``then`` has returned.
         """
         ...
 

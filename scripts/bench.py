@@ -21,6 +21,17 @@ tasks succeeded over the time from the first submit to the last ``succeeded``.
     .venv/bin/python scripts/bench.py                       # defaults: 200 light, 20 x 1,000
     .venv/bin/python scripts/bench.py --light 50 --workflows 5   # a quick look
 
+The scenarios of issue 16 run one workload each on the same processes (the agent is the
+built-in ``sleep`` for 0 s, whose output stays small along a chain) and print one line:
+
+- ``lone``: ``--light`` lone tasks, one after the other: created -> succeeded p50/p95/p99;
+- ``chain``: one workflow of ``--steps`` tasks, each needing the one before: ms a step;
+- ``wide``: one workflow of ``--size`` (10,000) independent tasks: submit -> finished;
+- ``layers``: ``--layers`` (100) x ``--width`` (100) tasks, task j of layer i needing tasks
+  j and j+1 (mod width) of layer i-1: submit -> finished;
+- ``rss``: ``--size`` x 10 (100,000) tasks run and stored, then the daemon's resident memory
+  (``VmRSS``, and its peak ``VmHWM``, from ``/proc``).
+
 ``--scenario pipeline-refs`` measures instead what crosses the bus in a pipeline of large
 outputs (``--steps`` x ``--output-kb``) on the embedded default, in this process
 (:func:`pipeline_refs`); it needs none of the services.
@@ -58,6 +69,8 @@ from agentdeck.core.spec import SpecLimits, WorkflowSpec  # noqa: E402
 from agentdeck.core.states import TaskStatus, WorkflowStatus  # noqa: E402
 
 AGENTDECK = [sys.executable, "-m", "agentdeck.tui.cli"]
+SCENARIOS = ("lone", "chain", "wide", "layers", "rss")
+"""The one-workload scenarios of issue 16 (see the module's docstring)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -66,12 +79,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
         "--scenario",
-        choices=("services", "pipeline-refs"),
+        choices=("services", *SCENARIOS, "pipeline-refs"),
         default="services",
-        help="services: the end-to-end run above; pipeline-refs: bytes over the bus in a "
+        help="services: the end-to-end run above; lone, chain, wide, layers, rss: one "
+        "workload of issue 16 each (above); pipeline-refs: bytes over the bus in a "
         "pipeline of large outputs, on the embedded default",
     )
-    p.add_argument("--steps", type=int, default=100, help="pipeline-refs: steps")
+    p.add_argument("--steps", type=int, default=100, help="chain, pipeline-refs: steps")
+    p.add_argument("--size", type=int, default=10_000, help="wide, rss: tasks per workflow")
+    p.add_argument("--layers", type=int, default=100, help="layers: layers")
+    p.add_argument("--width", type=int, default=100, help="layers: tasks per layer")
+    p.add_argument(
+        "--analyze",
+        action="store_true",
+        help="wide, layers, rss: ANALYZE the database once the work is submitted, as "
+        "autovacuum would soon after (a server with autovacuum off keeps the statistics of "
+        "the empty tables, and PostgreSQL then plans the ready-tasks query for a few rows)",
+    )
     p.add_argument("--output-kb", type=int, default=200, help="pipeline-refs: KB per output")
     p.add_argument(
         "--inline-limit",
@@ -120,6 +144,9 @@ class AgentKind:
 
 
 ECHO = AgentKind()
+NOOP = AgentKind(kind="sleep", capability="noop", options=("seconds=0",))
+"""A no-op whose output stays the same size along a chain (``echo`` returns its upstream
+outputs, which would grow with every step)."""
 
 
 def spec(name: str, tasks: int, capability: str = "echo") -> WorkflowSpec:
@@ -296,9 +323,12 @@ async def create_database(admin: str, name: str) -> str:
 
 
 @contextlib.contextmanager
-def stack(args: argparse.Namespace, agent: AgentKind = ECHO) -> Iterator[str]:
+def stack(
+    args: argparse.Namespace, agent: AgentKind = ECHO, pids: list[int] | None = None
+) -> Iterator[str]:
     """The scheduler and ``args.agents`` agent processes on a fresh database, RabbitMQ prefix
-    and Redis prefix; yields the Store URL. On leaving (also on an error or Ctrl-C) the
+    and Redis prefix; yields the Store URL (``pids`` gets the daemon's pid, then the
+    agents'). On leaving (also on an error or Ctrl-C) the
     processes are stopped (SIGTERM, SIGKILL after 15 s) and everything is removed."""
     prefix = f"bench-{secrets.token_hex(4)}"
     database = f"agentdeck_bench_{secrets.token_hex(4)}"
@@ -310,7 +340,7 @@ def stack(args: argparse.Namespace, agent: AgentKind = ECHO) -> Iterator[str]:
         "AGENTDECK_BUS_URL": f"{args.amqp}?prefix={prefix}",
         "AGENTDECK_STORE_URL": store_url,
         "AGENTDECK_REGISTRY_URL": f"{args.redis}?prefix={prefix}",
-        "AGENTDECK_LOG_LEVEL": "warning",
+        "AGENTDECK_LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "warning"),
         "AGENTDECK_LOG_FORMAT": "json",
         # Spans go to the in-process buffer (and to OTLP when OTEL_* says so).
         "AGENTDECK_TRACING": "true" if args.telemetry else "false",
@@ -326,6 +356,8 @@ def stack(args: argparse.Namespace, agent: AgentKind = ECHO) -> Iterator[str]:
                     [*AGENTDECK, *cmd], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
                 )
             )
+            if pids is not None:
+                pids.append(procs[-1].pid)
 
     options = [arg for option in agent.options for arg in ("--option", option)]
     try:
@@ -466,10 +498,119 @@ async def pipeline_refs(args: argparse.Namespace) -> None:
     )
 
 
+def chain_spec(steps: int, capability: str = NOOP.capability) -> WorkflowSpec:
+    """One workflow of ``steps`` tasks, each needing the one before."""
+    tasks = [
+        {"key": f"t{i}", "capability": capability, **({"needs": [f"t{i - 1}"]} if i else {})}
+        for i in range(steps)
+    ]
+    return WorkflowSpec.model_validate({"name": f"chain-{steps}", "tasks": tasks})
+
+
+def layers_spec(layers: int, width: int, capability: str = NOOP.capability) -> WorkflowSpec:
+    """``layers`` x ``width`` tasks; task j of layer i needs tasks j and j+1 (mod ``width``)
+    of layer i-1, so a layer starts as the one before it finishes."""
+    tasks = []
+    for i in range(layers):
+        for j in range(width):
+            needs = sorted({f"l{i - 1}.{j}", f"l{i - 1}.{(j + 1) % width}"}) if i else []
+            tasks.append({"key": f"l{i}.{j}", "capability": capability, "needs": needs})
+    return WorkflowSpec.model_validate({"name": f"layers-{layers}x{width}", "tasks": tasks})
+
+
+def memory_kb(pid: int) -> tuple[int, int]:
+    """A process's resident memory and its peak (``VmRSS``, ``VmHWM``), in kB."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
+
+
+async def analyze(store: PostgresStore) -> None:
+    """What autovacuum does after a large insert: fresh planner statistics."""
+    pool = store._pool  # a bench may look behind the port
+    assert pool is not None
+    await pool.execute("ANALYZE")
+
+
+async def run_finished(
+    client: Client, store: PostgresStore, workflow: WorkflowSpec, fresh: bool = False
+) -> str:
+    """Submit ``workflow`` and wait for it: seconds from just before the submit to the
+    workflow's ``finished_at`` (written by the scheduler), and its status. ``fresh``: ANALYZE
+    once it is submitted."""
+    started = time.time()
+    wf = await client.submit(workflow)
+    if fresh:
+        await analyze(store)
+    submitted = time.time() - started
+    await asyncio.wait_for(wait_done(store, wf.id, 0.01), 600)
+    done = await store.get_workflow(wf.id)
+    assert done.finished_at is not None
+    return (
+        f"{done.finished_at - started:.3f} s submit -> finished ({done.status.value}; "
+        f"the submit call{' and ANALYZE' if fresh else ''} took {submitted:.3f} s)"
+    )
+
+
+async def scenario(args: argparse.Namespace, store_url: str, pids: list[int]) -> str:
+    """Run ``args.scenario`` (one of :data:`SCENARIOS`); its result line."""
+    size = max(args.size, args.steps, args.layers * args.width)
+    async with open_client(store_url, size) as (client, store):
+        await warm_up(client, store, NOOP.capability)
+        if args.scenario == "lone":
+            lat, to_dispatch = await run_light(client, store, args.light, NOOP.capability)
+            ms = [v * 1000 for v in lat]
+            return (
+                f"lone n={len(ms)} p50={pct(ms, 0.5):.2f} p95={pct(ms, 0.95):.2f} "
+                f"p99={pct(ms, 0.99):.2f} ms (created -> dispatched p50 "
+                f"{pct(to_dispatch, 0.5) * 1000:.2f} ms)"
+            )
+        if args.scenario == "chain":
+            wf = await client.submit(chain_spec(args.steps))
+            await asyncio.wait_for(wait_done(store, wf.id, 0.01), 600)
+            lat, _ = await latencies(store, [wf.id])
+            if len(lat) != args.steps:
+                return f"chain FAILED: {len(lat)} of {args.steps} steps succeeded"
+            # Every step was created at the submit: the longest is submit -> the last step.
+            return f"chain {args.steps} steps: {max(lat) / args.steps * 1000:.2f} ms a step"
+        if args.scenario == "wide":
+            return f"wide {args.size}: " + await run_finished(
+                client, store, spec("wide", args.size, NOOP.capability), args.analyze
+            )
+        if args.scenario == "layers":
+            return f"layers {args.layers}x{args.width}: " + await run_finished(
+                client, store, layers_spec(args.layers, args.width), args.analyze
+            )
+        before = memory_kb(pids[0])
+        ids = [
+            (await client.submit(spec(f"rss-{i}", args.size, NOOP.capability))).id
+            for i in range(10)
+        ]
+        if args.analyze:
+            await analyze(store)
+        for wf_id in ids:
+            await asyncio.wait_for(wait_done(store, wf_id, 0.1), 1200)
+        total = await store.total_tasks()
+        rss, peak = memory_kb(pids[0])
+        return (
+            f"rss: {total:,} tasks stored; daemon VmRSS {rss / 1024:.0f} MB, peak VmHWM "
+            f"{peak / 1024:.0f} MB (after the warm-up: {before[0] / 1024:.0f} MB)"
+        )
+
+
 def main() -> None:
     args = parse_args()
     if args.scenario == "pipeline-refs":
         asyncio.run(pipeline_refs(args))
+        return
+    if args.scenario in SCENARIOS:
+        pids: list[int] = []
+        load = Path("/proc/loadavg").read_text().split()[:3]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with stack(args, NOOP, pids) as store_url:
+            result = asyncio.run(scenario(args, store_url, pids))
+        print(f"{when} UTC load {' '.join(load)}: {result}")
         return
     print(
         f"agentdeck bench: scheduler + {args.agents} agent process(es) x concurrency "

@@ -117,6 +117,10 @@ async def fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.
     return await conn.fetch(sql, *args)  # type: ignore[no-any-return]
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset: nothing to undo (see ``_open_pool``)."""
+
+
 class PostgresConnections:
     """A pool on one PostgreSQL database, opened on first use, and the runners of reads and
     writes on it (the base of :class:`backends.postgres.store.PostgresStore`)."""
@@ -222,6 +226,12 @@ class PostgresConnections:
             # query of every transition became the database's main cost under load (see
             # docs/performance.md). Custom plans follow the table's current size instead.
             server_settings={"plan_cache_mode": "force_custom_plan"},
+            # asyncpg's default reset runs one more statement (advisory unlock, CLOSE ALL,
+            # UNLISTEN, RESET ALL) every time a connection goes back to the pool: a round trip
+            # per read and per write. Pooled connections change no session state (locks are
+            # transaction-level, LISTEN has a connection of its own, settings are set at
+            # connect); asyncpg still rolls back an open transaction before this runs.
+            reset=_keep_session,
         )
         try:
             await pool.execute("SELECT 1")  # with min_size=0 nothing has connected yet

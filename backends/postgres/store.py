@@ -19,7 +19,8 @@ How it is built, and why:
   :class:`ConfigError` (:mod:`backends.postgres.schema`).
 - **Faults** are :class:`BackendUnavailable`; reads retry them briefly, writes do not
   (:mod:`backends.postgres.connections`).
-- **StoreWatch**: ``create_workflow`` and ``add_command`` NOTIFY in their transactions;
+- **StoreWatch**: ``create_workflow`` (in its workflow INSERT) and ``add_command`` NOTIFY in
+  their transactions;
   :meth:`PostgresStore.changes` LISTENs (:mod:`backends.postgres.watch`).
 
 Beyond the Protocol's docstrings, this store guarantees what ``SqliteStore`` does (the
@@ -55,8 +56,8 @@ from agentdeck.backends.sql.codec import (
     Row,
     columns,
 )
-from agentdeck.backends.sql.decide import Plan
-from agentdeck.backends.sql.store import SqlStore
+from agentdeck.backends.sql.decide import Plan, plan
+from agentdeck.backends.sql.store import SqlStore, Then, merged
 from agentdeck.backends.sql.writes import Load, NewWorkflow, StatusChange
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import ConflictError, NotFound
@@ -73,9 +74,11 @@ COPY_THRESHOLD = 100
 
 _TASKS = columns(TASK_COLUMNS)
 
+# The NOTIFY goes in the same statement (one round trip less); it is delivered on commit.
 _INSERT_WORKFLOW = (
     f"INSERT INTO workflows ({columns(WORKFLOW_COLUMNS)}) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10)"
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9::jsonb, $10) "
+    "RETURNING pg_notify($11, id)"
 )
 # unnest() cannot take an array of arrays (it would flatten it), so ``needs`` travels as one
 # JSON list per task here and is turned back into text[] in SQL.
@@ -240,8 +243,19 @@ class PostgresStore(PostgresConnections, SqlStore):
         if not rows:
             raise NotFound(f"workflow {workflow_id!r} not found")
 
-    async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
-        return await self._write("apply", transitions.apply, plans, at, fence)
+    async def _apply(self, plans: list[Plan], at: float, fence: int | None, then: Then) -> Applied:
+        """With ``then``, one transaction: ``then`` is awaited before the commit. Not with a
+        pool of one connection: ``then`` may read the store meanwhile, which needs a second
+        one; there ``plans`` commit first and ``then``'s changes go in a second transaction."""
+        if then is None:
+            return await self._write("apply", transitions.apply, plans, at, fence)
+        if self._target.max_size >= 2:
+            return await self._write("apply", _apply_then, plans, at, fence, then)
+        first = await self._write("apply", transitions.apply, plans, at, fence)
+        more = [plan(c) for c in await then(first)]
+        if not more:
+            return first
+        return merged(first, await self._write("apply", transitions.apply, more, at, fence))
 
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
         """Also NOTIFY ``agentdeck_commands`` when the transaction commits. Named by its
@@ -290,10 +304,24 @@ async def _fenced_fetch(
     return await fetch(conn, sql, *args)
 
 
+async def _apply_then(
+    conn: asyncpg.Connection, plans: list[Plan], at: float, fence: int | None, then: Then
+) -> Applied:
+    """``plans``, then the changes ``then`` gives, in the caller's transaction."""
+    assert then is not None
+    first = await transitions.apply(conn, plans, at, fence)
+    more = [plan(c) for c in await then(first)]
+    if not more:
+        return first
+    # The fence was checked (and its row locked) by the first part.
+    return merged(first, await transitions.apply(conn, more, at, None))
+
+
 async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
     workflow_id = new.workflow[0]
     try:
-        await conn.execute(_INSERT_WORKFLOW, *new.workflow)
+        # Also NOTIFY: delivered to listeners when (and only if) this transaction commits.
+        await conn.execute(_INSERT_WORKFLOW, *new.workflow, WORKFLOWS_CHANNEL)
     except asyncpg.UniqueViolationError as exc:
         raise ConflictError(f"workflow {workflow_id!r} already exists") from exc
     try:
@@ -310,8 +338,6 @@ async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
         await conn.copy_records_to_table(
             "task_events", records=new.events, columns=EVENT_INSERT_COLUMNS
         )
-    # Delivered to listeners when (and only if) this transaction commits.
-    await conn.execute("SELECT pg_notify($1, $2)", WORKFLOWS_CHANNEL, workflow_id)
 
 
 async def _insert_rows(

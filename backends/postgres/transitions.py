@@ -1,19 +1,27 @@
 """``Store.apply`` on PostgreSQL: the statements around the shared decision, in a number of
 round trips that does not grow with the batch.
 
-Inside the caller's transaction, one call makes at most these statements:
+Inside the caller's transaction, one call makes at most these statements (each one round
+trip; with BEGIN and COMMIT a batch costs five or six, whatever its size):
 
-1. the fence: one upsert that takes the fence row's lock and refuses an older token;
-2. the dependents of every task the batch may make ``succeeded`` (``task_deps``, never
-   updated after a workflow is written, so it needs no lock);
-3. ``SELECT ... FOR UPDATE`` of every task named or depending on one, in id order (two
-   stores locking overlapping batches cannot deadlock);
-4. one ``UPDATE ... FROM unnest(...)  RETURNING`` writing the final state of every task the
-   batch touched;
-5. the events lock and one ``INSERT ... SELECT FROM unnest(...)`` of every event;
-6. one such INSERT of the batch's usage rows, when it has any.
+1. the dependents of every task the batch may make ``succeeded`` (``task_deps``, never
+   updated after a workflow is written, so it needs no lock), then ``SELECT ... FOR UPDATE``
+   of every task named or depending on one, in id order (two stores locking overlapping
+   batches cannot deadlock);
+2. one ``UPDATE ... FROM unnest(...)  RETURNING`` writing the final state of every task the
+   batch touched, with the fence check in the same statement (an upsert that takes the fence
+   row's lock and returns the newest token: an older one raises LeaseLost, and the
+   transaction, its update included, is rolled back);
+3. one ``INSERT ... SELECT FROM unnest(...)`` of every event, which takes the events lock
+   before it numbers a row;
+4. one such INSERT of the batch's usage rows, when it has any.
 
-Between 3 and 4 the batch is decided in Python (:func:`backends.sql.decide.decide`) against
+The fence comes after the row locks, as the last lock a batch takes: every fenced writer takes
+its locks in one order (task rows by id, then the fence row), so two leaders (one deposed and
+not knowing it yet) cannot deadlock. A batch that ends up writing nothing (every
+compare-and-set failed), or has no changes, checks the fence on its own.
+
+Between 1 and 2 the batch is decided in Python (:func:`backends.sql.decide.decide`) against
 the locked rows; while they are locked no other writer can change them, so the decision cannot
 go stale.
 """
@@ -43,18 +51,25 @@ __all__ = ["FENCE_NAME", "apply", "check_fence", "insert_events", "lock_events"]
 #: The row of the ``fence`` table that ``apply(fence=...)`` checks and advances.
 FENCE_NAME = "scheduler"
 
-_DEPS_SQL = (
-    "SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($1::text[]) "
-    "ORDER BY needs_id, task_id"
-)
 _LOCK_SQL = (
     f"SELECT {columns(decide.STATE_COLUMNS)} FROM tasks WHERE id = ANY($1::text[]) "
     "ORDER BY id FOR UPDATE"
 )
+_DEPS_SQL = (
+    "SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($1::text[]) "
+    "ORDER BY needs_id, task_id"
+)
 
 # The unnest columns are backends.sql.decide.WRITE_COLUMNS, in order. Output and error may be
-# large: they are written only when a change set them (the set_* flags).
+# large: they are written only when a change set them (the set_* flags). $16/$17: the fence
+# (name, token), upserted in the same statement (see the module's docstring); the newest token
+# comes back on every row (NULL when there is no token to check).
 _UPDATE_SQL = f"""
+WITH f AS (
+    INSERT INTO fence (name, token) SELECT $16::text, $17::bigint WHERE $17::bigint IS NOT NULL
+    ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
+    RETURNING token
+)
 UPDATE tasks AS t SET
     status = u.status, updated_at = $1,
     attempt = u.attempt, first_attempt = u.first_attempt, agent_id = u.agent_id,
@@ -69,15 +84,19 @@ FROM unnest(
 ) AS u(id, status, attempt, first_attempt, agent_id, not_before, deadline, started_at,
        finished_at, pending, set_output, output, set_error, error)
 WHERE t.id = u.id
-RETURNING {columns(TASK_COLUMNS, "t.")}
+RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
 """
+_TASK = len(TASK_COLUMNS)
 
+# The events lock (lock_events) in the statement itself: an uncorrelated constant condition
+# becomes a one-time filter, evaluated before the first row is read and numbered.
 _INSERT_EVENTS_SQL = f"""
 INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
 SELECT * FROM unnest(
     $1::text[], $2::text[], $3::float8[], $4::text[], $5::integer[], $6::text[], $7::text[],
     $8::text[], $9::jsonb[]
 )
+WHERE (SELECT pg_advisory_xact_lock($10, $11)) IS NOT NULL
 """
 
 _INSERT_USAGE_SQL = f"""
@@ -103,7 +122,10 @@ async def check_fence(conn: asyncpg.Connection, fence: int) -> None:
     caller's transaction ends, so fenced writers run one at a time) and creates the row on
     the first fenced write without a race between two first writers.
     """
-    newest = await conn.fetchval(_FENCE_SQL, FENCE_NAME, fence)
+    _refuse_older(fence, await conn.fetchval(_FENCE_SQL, FENCE_NAME, fence))
+
+
+def _refuse_older(fence: int, newest: int) -> None:
     if newest > fence:
         raise LeaseLost(
             f"fencing token {fence} is older than token {newest}, which has already written: "
@@ -123,11 +145,10 @@ async def lock_events(conn: asyncpg.Connection) -> None:
 
 
 async def insert_events(conn: asyncpg.Connection, events: Sequence[decide.EventRow]) -> None:
-    """Append ``events`` in order (under :func:`lock_events`), in one statement."""
+    """Append ``events`` in order (under :func:`lock_events`, taken by the same statement)."""
     if not events:
         return
-    await lock_events(conn)
-    await conn.execute(_INSERT_EVENTS_SQL, *_arrays(events))
+    await conn.execute(_INSERT_EVENTS_SQL, *_arrays(events), LOCK_NAMESPACE, EVENTS_LOCK)
 
 
 def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
@@ -138,22 +159,31 @@ def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
 async def apply(
     conn: asyncpg.Connection, plans: list[Plan], at: float, fence: int | None
 ) -> Applied:
-    """Check ``fence``, then apply ``plans`` (validated by :func:`backends.sql.decide.plan`)
-    in order; see :class:`backends.sql.decide.Decision` for what the answer holds."""
-    if fence is not None:
-        await check_fence(conn, fence)
+    """Apply ``plans`` (validated by :func:`backends.sql.decide.plan`) in order and check
+    ``fence`` (see the module's docstring); see :class:`backends.sql.decide.Decision` for what
+    the answer holds. Raises LeaseLost when a newer token has written."""
     if not plans:
+        if fence is not None:
+            await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
     ids = decide.succeeding(plans)
     waiting = decide.waiting_on(await conn.fetch(_DEPS_SQL, ids)) if ids else {}
     rows = await conn.fetch(_LOCK_SQL, decide.to_read(plans, waiting))
     decision = decide.decide(plans, {r[0]: TaskState(*r) for r in rows}, waiting, at)
     if not decision.writes:
+        if fence is not None:
+            await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
     written = await conn.fetch(
-        _UPDATE_SQL, at, *_arrays([decide.write_row(s) for s in decision.writes])
+        _UPDATE_SQL,
+        at,
+        *_arrays([decide.write_row(s) for s in decision.writes]),
+        FENCE_NAME,
+        fence,
     )
+    if fence is not None:
+        _refuse_older(fence, written[0][_TASK])
     await insert_events(conn, decision.events)
     if decision.usage:
         await conn.execute(_INSERT_USAGE_SQL, *_arrays(decision.usage))
-    return decide.applied(decision, map(TASKS.from_row, written))
+    return decide.applied(decision, (TASKS.from_row(r[:_TASK]) for r in written))

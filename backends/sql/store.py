@@ -19,7 +19,7 @@ written), then hand one engine primitive the prepared rows to write in one trans
 from __future__ import annotations
 
 from abc import abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from types import TracebackType
 from typing import Any, Self
 
@@ -47,7 +47,15 @@ from agentdeck.core.models import (
 from agentdeck.core.ports import Applied
 from agentdeck.core.states import WorkflowStatus
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "Then", "merged"]
+
+Then = Callable[[Applied], Awaitable[Sequence[Change]]] | None
+"""``Store.apply``'s ``then``: more changes, made once the first ones are applied."""
+
+
+def merged(first: Applied, second: Applied) -> Applied:
+    """The answer of an ``apply`` with ``then``: both parts' tasks, the first's releases."""
+    return Applied(tasks=first.tasks + second.tasks, released=first.released + second.released)
 
 
 class SqlStore(SqlReads):
@@ -72,8 +80,9 @@ class SqlStore(SqlReads):
         LeaseLost and NotFound."""
 
     @abstractmethod
-    async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
-        """Check ``fence``, then apply ``plans`` in order. Raises LeaseLost."""
+    async def _apply(self, plans: list[Plan], at: float, fence: int | None, then: Then) -> Applied:
+        """Check ``fence``, then apply ``plans`` in order, then what ``then`` returns (see
+        :meth:`apply`). Raises LeaseLost."""
 
     @abstractmethod
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
@@ -141,7 +150,12 @@ class SqlStore(SqlReads):
         await self._set_budget(workflow_id, text, at, fence)
 
     async def apply(
-        self, changes: Sequence[Change], at: float, *, fence: int | None = None
+        self,
+        changes: Sequence[Change],
+        at: float,
+        *,
+        fence: int | None = None,
+        then: Then = None,
     ) -> Applied:
         """Apply compare-and-set transitions in one transaction (see the Protocol and
         :mod:`backends.sql.decide`).
@@ -150,11 +164,11 @@ class SqlStore(SqlReads):
         out the old one before its first real write. Raises LeaseLost (nothing written),
         ValueError for an unknown value name, InvalidTransition when ``expect`` holds a status
         that cannot reach ``to``: a bad change refuses its whole batch before anything is
-        written.
+        written. ``then``: see the Protocol; its changes are checked the same way.
         """
-        if not changes and fence is None:
+        if not changes and fence is None and then is None:
             return Applied(tasks=[], released=[])
-        return await self._apply([plan(c) for c in changes], at, fence)
+        return await self._apply([plan(c) for c in changes], at, fence, then)
 
     async def add_command(self, command: Command) -> None:
         """Queue an operator's command. Raises ConflictError if its id exists."""

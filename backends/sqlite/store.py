@@ -54,8 +54,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from agentdeck.backends.sql.codec import Row
-from agentdeck.backends.sql.decide import Plan
-from agentdeck.backends.sql.store import SqlStore
+from agentdeck.backends.sql.decide import Plan, plan
+from agentdeck.backends.sql.store import SqlStore, Then, merged
 from agentdeck.backends.sql.writes import Load, NewWorkflow, StatusChange
 from agentdeck.backends.sqlite import schema, transitions, writes
 from agentdeck.backends.sqlite.dialect import SQLITE, TASKS
@@ -298,8 +298,16 @@ class SqliteStore(SqlStore):
     ) -> None:
         await self._write(writes.set_workflow_budget, workflow_id, budget, at, fence)
 
-    async def _apply(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
-        return await self._write(transitions.apply, plans, at, fence)
+    async def _apply(self, plans: list[Plan], at: float, fence: int | None, then: Then) -> Applied:
+        """With ``then``, two transactions: ``plans`` committed, then what ``then`` returns
+        (a transaction here lives on the worker thread, which cannot wait for the loop)."""
+        first = await self._write(transitions.apply, plans, at, fence)
+        if then is None:
+            return first
+        more = [plan(c) for c in await then(first)]
+        if not more:
+            return first
+        return merged(first, await self._write(transitions.apply, more, at, fence))
 
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
         await self._write(writes.add_command, row)

@@ -20,9 +20,9 @@ from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.holds import CapabilityHolds
 from agentdeck.core.limits import Limiter
 from agentdeck.core.messages import Control, encode
-from agentdeck.core.models import Change, Task, Workflow
+from agentdeck.core.models import Change, Task, Usage, Workflow
 from agentdeck.core.outputs import OutputStore
-from agentdeck.core.ports import Bus, Delivery, OutgoingTask, Registry, Store
+from agentdeck.core.ports import Applied, Bus, Delivery, OutgoingTask, Registry, Store
 from agentdeck.core.recovery import LostAgents
 from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, SchedulerConfig
 from agentdeck.core.scheduler.feed import EventsFeed
@@ -32,6 +32,8 @@ from agentdeck.core.states import TaskStatus, WorkflowStatus
 log = structlog.get_logger(__name__)
 
 T = TaskStatus
+RELEASE_WITH_RESULTS = 16
+"""Most results in a write whose released dependents are dispatched with it (see _apply)."""
 
 
 class SchedulerBase:
@@ -73,6 +75,9 @@ class SchedulerBase:
         self._wake = asyncio.Event()
         self._inbox: list[Delivery] = []
         self._unpublished: list[OutgoingTask] = []
+        # The released tasks the write under way published (see _apply).
+        self._sent: list[Task] = []
+        self._usage_due: dict[str, Usage] = {}
         self._timeouts: dict[str, float] = {}
         # Tasks whose change is written but whose follow-up (skip dependents, finish the
         # workflow) is not done yet: a round the Store failed half-way leaves them here.
@@ -128,25 +133,62 @@ class SchedulerBase:
     async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
         """Write ``changes`` with the fencing token; the tasks moved and the ones released.
         A change whose compare-and-set fails is skipped (not returned, not announced). The
-        usage the applied ones carry is counted against ``tokens_per_minute`` and announced."""
+        usage the applied ones carry is counted against ``tokens_per_minute`` and announced.
+
+        A write that may make up to :data:`RELEASE_WITH_RESULTS` tasks ``succeeded``
+        dispatches the dependents it releases with it (:meth:`_dispatch_released`, as the
+        Store's ``then``): those are announced after it, and not returned as released (they
+        are dispatched already)."""
         if not changes:
             return [], []
         now = self.clock.now()
-        result = await self.store.apply(changes, now, fence=self._fence)
-        if result.released or any(t.status == T.READY for t in result.tasks):
+        # Few results: the round is latency-bound, and the released tasks go with them. Many:
+        # it is throughput-bound, and the results commit (and their reports are acked, so the
+        # broker sends the next ones) before the released tasks are published, by _dispatch.
+        succeeding = 0 < sum(c.to == T.SUCCEEDED for c in changes) <= RELEASE_WITH_RESULTS
+        self._sent = []
+        self._usage_due = {c.task_id: c.usage for c in changes if c.usage is not None}
+        then = self._dispatch_released if succeeding else None
+        try:
+            result = await self.store.apply(changes, now, fence=self._fence, then=then)
+        finally:
+            sent, self._sent = self._sent, []
+        sent_ids = {t.id for t in sent}
+        dispatched = [t for t in result.tasks if t.id in sent_ids and t.status == T.DISPATCHED]
+        tasks = [t for t in result.tasks if not (t.id in sent_ids and t.status == T.DISPATCHED)]
+        left = [t for t in result.released if t.id not in {d.id for d in dispatched}]
+        if left or any(t.status == T.READY for t in tasks):
             self._maybe_ready = True
-        self.applied += len(result.tasks)
+        self.applied += len(tasks)
         kinds = {c.task_id: c.event for c in changes}
-        await self.observers.tasks_changed(result.tasks, result.released, kinds, now)
+        await self.observers.tasks_changed(tasks, result.released, kinds, now)
+        if dispatched:
+            await self.observers.tasks_changed(dispatched, [], {}, now)
+            await self.observers.tasks_dispatched(
+                [t for t in sent if t.id in {d.id for d in dispatched}], now
+            )
+            self.dispatched += len(dispatched)
         usage = {c.task_id: c.usage for c in changes if c.usage is not None}
         if usage:
-            used = [(t, usage[t.id]) for t in result.tasks if t.id in usage]
-            for t, u in used:
-                # tokens_per_minute counts what the Store recorded, as the budgets do.
-                self.limiter.record_tokens(t.capability, u.input_tokens + u.output_tokens, now)
+            self._count_tokens(tasks, now)
+            used = [(t, usage[t.id]) for t in tasks if t.id in usage]
             if used:
                 await self.observers.usage_recorded(used, now)
-        return result.tasks, result.released
+        return tasks, left
+
+    def _count_tokens(self, tasks: Sequence[Task], now: float) -> None:
+        """Count against ``tokens_per_minute`` the usage the write under way recorded for
+        ``tasks`` (once: before its released dependents are admitted, or after it)."""
+        for t in tasks:
+            u = self._usage_due.pop(t.id, None)
+            if u is not None:
+                # tokens_per_minute counts what the Store recorded, as the budgets do.
+                self.limiter.record_tokens(t.capability, u.input_tokens + u.output_tokens, now)
+
+    async def _dispatch_released(self, applied: Applied) -> list[Change]:
+        """Publish dependents ``applied`` released and return their ``dispatched`` changes
+        (the dispatch part overrides this: none here)."""
+        return []
 
     async def _control(self, action: str, target: str) -> None:
         """Tell agents (best effort) to act on ``target``: a failed publish is only logged."""

@@ -10,22 +10,23 @@ alone, at once: a lone task never waits for a batch to fill.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import structlog
 
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.messages import TaskMessage, batch, encode
-from agentdeck.core.models import Change, Task
-from agentdeck.core.ports import OutgoingTask
+from agentdeck.core.models import JSON, Change, Task
+from agentdeck.core.ports import Applied, OutgoingTask
 from agentdeck.core.scheduler.budgets import Budgets
 from agentdeck.core.scheduler.config import IN_FLIGHT
-from agentdeck.core.states import TaskStatus
+from agentdeck.core.states import TaskStatus, WorkflowStatus
 
 log = structlog.get_logger(__name__)
 
 T = TaskStatus
+W = WorkflowStatus
 
 SPREAD = 16
 """A round's tasks for one capability go in at least this many messages (or one each, when
@@ -78,17 +79,9 @@ class Dispatch(Budgets):
             return False  # nothing became ready since the last look
         self._maybe_ready = False
         now = self.clock.now()
-        hold = set(self._hold()) | await self.holds.held()  # paused, rate-limited
-        hold |= set(self.limiter.held(now))  # per-minute limits reached
-        if self.breakers is not None:
-            hold |= await self.breakers.hold()
+        hold = await self._holds(now)
         ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
-        if ready and self.limiter.limits:
-            ready = self.limiter.admit(ready, await self._in_flight(), now)
-        if ready and self.config.label_budgets:
-            ready = await self._budget_admit(ready)  # a label over its budget starts nothing
-        if ready and self.breakers is not None:
-            ready = await self.breakers.admit(ready)  # one trial per half-open breaker
+        ready = await self._admit(ready, now)
         if not ready:
             return False
         if len(ready) >= self.config.batch_size:
@@ -97,16 +90,52 @@ class Dispatch(Budgets):
         # broker does not hold, even if this process dies in between (then the task is still
         # `ready` and the next leader sends the same attempt again; the (task, attempt)
         # compare-and-set makes the copy harmless). A failed publish leaves the tasks ready.
+        if not await self._publish(ready, now):
+            return False
+        moved, _ = await self._apply(self._dispatch_changes(ready, now))
+        await self.observers.tasks_dispatched(ready, now)
+        self.dispatched += len(moved)
+        return True
+
+    async def _holds(self, now: float) -> set[str]:
+        """The capabilities nothing may be dispatched to now: paused, rate-limited, at their
+        per-minute limit, or behind an open breaker."""
+        hold = set(self._hold()) | await self.holds.held()  # paused, rate-limited
+        hold |= set(self.limiter.held(now))  # per-minute limits reached
+        if self.breakers is not None:
+            hold |= await self.breakers.hold()
+        return hold
+
+    async def _admit(self, ready: list[Task], now: float) -> list[Task]:
+        """Those of ``ready`` (not held) that concurrency limits, budgets and half-open
+        breakers let go now."""
+        if ready and self.limiter.limits:
+            ready = self.limiter.admit(ready, await self._in_flight(), now)
+        if ready and self.config.label_budgets:
+            ready = await self._budget_admit(ready)  # a label over its budget starts nothing
+        if ready and self.breakers is not None:
+            ready = await self.breakers.admit(ready)  # one trial per half-open breaker
+        return ready
+
+    async def _publish(
+        self, ready: Sequence[Task], now: float, known: Mapping[str, JSON] | None = None
+    ) -> bool:
+        """Publish the next attempt of each of ``ready``; False (logged, the tasks left ready
+        for a later round) if the bus refused."""
         try:
             next_attempts = [replace(t, attempt=t.attempt + 1) for t in ready]
-            await self.bus.publish_tasks(await self._messages_for(next_attempts, now))
+            await self.bus.publish_tasks(await self._messages_for(next_attempts, now, known))
         except AgentdeckError as exc:
             log.warning("publish_failed", count=len(ready), error=str(exc))
             self._maybe_ready = True  # still ready: try again next round
             if self.breakers is not None:
                 await self.breakers.give_back(ready)  # a trial never sent may go again at once
             return False
-        changes = [
+        return True
+
+    def _dispatch_changes(self, ready: Sequence[Task], now: float) -> list[Change]:
+        """``ready`` recorded ``dispatched`` with their next attempt."""
+        return [
             Change(
                 t.id,
                 T.DISPATCHED,
@@ -125,10 +154,50 @@ class Dispatch(Budgets):
             )
             for t in ready
         ]
-        moved, _ = await self._apply(changes)
-        await self.observers.tasks_dispatched(ready, now)
-        self.dispatched += len(moved)
-        return True
+
+    async def _dispatch_released(self, applied: Applied) -> list[Change]:
+        """The ``then`` of a write that may release dependents (see :meth:`_apply`): publish
+        the dependents it released, and have them recorded ``dispatched`` with it.
+
+        A chain's next step then costs no round of its own, no ready-tasks query and, on a
+        Store that holds its transaction across ``then`` (PostgreSQL), no commit of its own:
+        the result that released it and its ``dispatched`` are one transaction, committed
+        after the broker confirmed the message (publish first, record second, as ever). If
+        this process dies between that confirm and the commit, the Store still has the
+        result's attempt in flight, its report unacked and the dependent blocked; the report
+        is delivered again, releases the dependent again, and the same attempt is sent
+        again: two copies of one attempt, whose compare-and-set applies one result. The
+        released tasks go through the same holds and admission as :meth:`_dispatch` (and
+        only those of a ``running`` workflow that spent nothing in this write, whose budgets
+        are checked after it); what is not sent here is left ``ready`` for it.
+        """
+        # A workflow that spent in this write has its budgets checked once it is written
+        # (and may be held then): its released tasks wait for the next dispatch.
+        spent = {t.workflow_id for t in applied.tasks if t.id in self._usage_due}
+        released = [
+            t for t in applied.released if t.status == T.READY and t.workflow_id not in spent
+        ]
+        now = self.clock.now()
+        self._count_tokens(applied.tasks, now)  # what this write spent counts already
+        if not released:
+            return []
+        hold = await self._holds(now)
+        running = {
+            w: (await self.store.get_workflow(w)).status == W.RUNNING
+            for w in {t.workflow_id for t in released}
+        }
+        ready = [t for t in released if running[t.workflow_id] and t.capability not in hold]
+        ready = await self._admit(ready, now)
+        if not ready:
+            return []
+        # The outputs this write stored: not committed yet, so given, not read.
+        known = {
+            f"{t.workflow_id}/{t.key}": t.output for t in applied.tasks if t.status == T.SUCCEEDED
+        }
+        if not await self._publish(ready, now, known):
+            return []
+        self._sent.extend(ready)
+        return self._dispatch_changes(ready, now)
 
     async def _in_flight(self) -> dict[str, int]:
         """Attempts in flight per capability, when a concurrency limit needs them."""
@@ -137,14 +206,18 @@ class Dispatch(Budgets):
         counts = await self.store.count_by_capability([T.DISPATCHED, T.RUNNING])
         return {capability: sum(by.values()) for capability, by in counts.items()}
 
-    async def _messages_for(self, tasks: Sequence[Task], now: float) -> list[OutgoingTask]:
+    async def _messages_for(
+        self, tasks: Sequence[Task], now: float, known: Mapping[str, JSON] | None = None
+    ) -> list[OutgoingTask]:
         """The messages of ``tasks`` (:func:`grouped`: one per task, or batches under load),
         each for its current attempt, with its upstream outputs as the
-        Store holds them: small ones inline, large ones as references (:mod:`core.outputs`).
-        The agent fetches what its handler reads, so the scheduler never reads an object and
-        a large output crosses the bus at most once (in its agent's report, if at all)."""
-        needed = {f"{t.workflow_id}/{k}" for t in tasks for k in t.needs}
-        outputs = await self.store.outputs(needed) if needed else {}
+        Store holds them (or as ``known`` gives them, by ``workflow_id/key``): small ones
+        inline, large ones as references (:mod:`core.outputs`). The agent fetches what its
+        handler reads, so the scheduler never reads an object and a large output crosses the
+        bus at most once (in its agent's report, if at all)."""
+        known = known or {}
+        needed = {f"{t.workflow_id}/{k}" for t in tasks for k in t.needs} - known.keys()
+        outputs = {**(await self.store.outputs(needed) if needed else {}), **known}
         messages = []
         for t in tasks:
             self._timeouts[t.id] = t.timeout

@@ -15,7 +15,7 @@ import pytest
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import ConflictError, InvalidTransition, LeaseLost, NotFound
 from agentdeck.core.models import Change, Command, CommandStatus, ErrorInfo, Task, Workflow, task_id
-from agentdeck.core.ports import Store
+from agentdeck.core.ports import Applied, Store
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.core.states import WorkflowStatus as W
 from tests.contract.backends import STORE_BACKENDS, StoreBackend
@@ -664,6 +664,48 @@ async def test_a_task_released_and_dispatched_in_one_call(store: Store, clock: F
     ]
     kinds = [e.kind for e in await store.task_events("wf/b")]
     assert kinds == ["created", "ready", "dispatched"]
+
+
+async def test_then_dispatches_what_the_first_changes_released(
+    store: Store, clock: FakeClock
+) -> None:
+    """``then`` gets what the changes did; the changes it returns see it and are written after
+    them; the answer holds both parts, the first's tasks first."""
+    await submit(store, clock, "wf", {"a": [], "b": ["a"], "c": ["a"]})
+    await store.apply([dispatch("wf/a")], clock.now())
+    seen = []
+
+    async def then(applied: Applied) -> list[Change]:
+        seen.append(applied)
+        assert (await store.get_task("wf/b")).status != T.DISPATCHED  # not written yet
+        return [dispatch(t.id) for t in applied.released if t.key == "b"]
+
+    applied = await store.apply([succeed("wf/a", output=7)], clock.now(), then=then)
+    [first] = seen
+    assert [(t.id, t.status, t.output) for t in first.tasks] == [("wf/a", T.SUCCEEDED, 7)]
+    assert [t.id for t in first.released] == ["wf/b", "wf/c"]
+    assert [(t.id, t.status) for t in applied.tasks] == [
+        ("wf/a", T.SUCCEEDED),
+        ("wf/b", T.DISPATCHED),
+    ]
+    assert [t.id for t in applied.released] == ["wf/b", "wf/c"]
+    assert [e.kind for e in await store.task_events("wf/b")] == ["created", "ready", "dispatched"]
+    assert (await store.get_task("wf/c")).status == T.READY
+
+
+async def test_then_returning_nothing_writes_the_first_changes_only(
+    store: Store, clock: FakeClock
+) -> None:
+    """A ``then`` with nothing to add leaves the call as it would be without it."""
+    await submit(store, clock, "wf", {"a": [], "b": ["a"]})
+    await store.apply([dispatch("wf/a")], clock.now())
+
+    async def then(applied: Applied) -> list[Change]:
+        return []
+
+    applied = await store.apply([succeed("wf/a")], clock.now(), then=then)
+    assert [(t.id, t.status) for t in applied.tasks] == [("wf/a", T.SUCCEEDED)]
+    assert [(t.id, t.status) for t in applied.released] == [("wf/b", T.READY)]
 
 
 async def test_apply_of_nothing_changes_nothing(store: Store, clock: FakeClock) -> None:

@@ -306,6 +306,39 @@ async def test_a_deposed_leader_on_another_store_cannot_write(
 
 
 @integration
+async def test_a_deposed_leader_is_refused_even_when_its_batch_changes_nothing(
+    store: PostgresStore, url: str, clock: FakeClock
+) -> None:
+    """The fence is checked when every compare-and-set of a batch fails, too."""
+    wf, [a] = workflow(clock, "wf", 1)
+    await store.create_workflow(wf, [a])
+    await store.apply([], clock.now(), fence=2)
+    with pytest.raises(LeaseLost):
+        await store.apply([succeed(a.id)], clock.now(), fence=1)  # a is not in flight
+
+
+@integration
+async def test_then_is_in_the_transaction_of_the_changes(
+    store: PostgresStore, clock: FakeClock
+) -> None:
+    """PostgreSQL writes ``then``'s changes in the same transaction: ``then`` raising rolls
+    back the changes before it too."""
+    wf, tasks = workflow(clock, "wf", 2, chain=True)
+    a, b = tasks
+    await store.create_workflow(wf, tasks)
+    await store.apply([dispatch(a.id)], clock.now(), fence=1)
+
+    async def then(applied: Any) -> list[Change]:
+        assert [t.id for t in applied.released] == [b.id]
+        raise RuntimeError("the broker said no")
+
+    with pytest.raises(RuntimeError):
+        await store.apply([succeed(a.id)], clock.now(), fence=1, then=then)
+    assert (await store.get_task(a.id)).status is T.DISPATCHED
+    assert (await store.get_task(b.id)).status is T.BLOCKED
+
+
+@integration
 async def test_a_poller_sees_every_event_while_two_stores_write(
     store: PostgresStore, url: str, clock: FakeClock
 ) -> None:
