@@ -307,11 +307,10 @@ class Store(Protocol):
         ``then``, when given, is awaited once ``changes`` are applied, with what they changed;
         the changes it returns are applied after them (they see what ``changes`` did: a
         released dependent may be dispatched) and the answer holds both (``tasks``: the
-        first's, then the second's; ``released``: the first's). A Store that can hold its
-        transaction open across an await (PostgreSQL) awaits ``then`` before the commit and
-        writes both in one transaction, which ``then`` raising rolls back whole; the others
-        commit ``changes`` first and write what ``then`` returns in a second transaction.
-        Either way nothing ``then`` returns is written before ``then`` has returned.
+        first's, then the second's; ``released``: the first's). ``changes`` are committed
+        before ``then`` is awaited (``then`` raising leaves them written), and what ``then``
+        returns is written in a second transaction: whatever ``then`` publishes can rely on
+        ``changes`` being durable.
         """
         ...
 

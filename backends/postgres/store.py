@@ -244,14 +244,13 @@ class PostgresStore(PostgresConnections, SqlStore):
             raise NotFound(f"workflow {workflow_id!r} not found")
 
     async def _apply(self, plans: list[Plan], at: float, fence: int | None, then: Then) -> Applied:
-        """With ``then``, one transaction: ``then`` is awaited before the commit. Not with a
-        pool of one connection: ``then`` may read the store meanwhile, which needs a second
-        one; there ``plans`` commit first and ``then``'s changes go in a second transaction."""
-        if then is None:
-            return await self._write("apply", transitions.apply, plans, at, fence)
-        if self._target.max_size >= 2:
-            return await self._write("apply", _apply_then, plans, at, fence, then)
+        """With ``then``, two transactions: ``plans`` committed, then what ``then`` returns.
+        Never one: ``then`` publishes released dependents, and a dependent must never run on
+        an upstream result the Store could still lose (a crash between the broker's confirm
+        and the commit would leave it running on an output that was never recorded)."""
         first = await self._write("apply", transitions.apply, plans, at, fence)
+        if then is None:
+            return first
         more = [plan(c) for c in await then(first)]
         if not more:
             return first
@@ -302,19 +301,6 @@ async def _fenced_fetch(
     if fence is not None:
         await transitions.check_fence(conn, fence)
     return await fetch(conn, sql, *args)
-
-
-async def _apply_then(
-    conn: asyncpg.Connection, plans: list[Plan], at: float, fence: int | None, then: Then
-) -> Applied:
-    """``plans``, then the changes ``then`` gives, in the caller's transaction."""
-    assert then is not None
-    first = await transitions.apply(conn, plans, at, fence)
-    more = [plan(c) for c in await then(first)]
-    if not more:
-        return first
-    # The fence was checked (and its row locked) by the first part.
-    return merged(first, await transitions.apply(conn, more, at, None))
 
 
 async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:

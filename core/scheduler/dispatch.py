@@ -159,14 +159,12 @@ class Dispatch(Budgets):
         """The ``then`` of a write that may release dependents (see :meth:`_apply`): publish
         the dependents it released, and have them recorded ``dispatched`` with it.
 
-        A chain's next step then costs no round of its own, no ready-tasks query and, on a
-        Store that holds its transaction across ``then`` (PostgreSQL), no commit of its own:
-        the result that released it and its ``dispatched`` are one transaction, committed
-        after the broker confirmed the message (publish first, record second, as ever). If
-        this process dies between that confirm and the commit, the Store still has the
-        result's attempt in flight, its report unacked and the dependent blocked; the report
-        is delivered again, releases the dependent again, and the same attempt is sent
-        again: two copies of one attempt, whose compare-and-set applies one result. The
+        A chain's next step then costs no round of its own and no ready-tasks query. The
+        Store commits the result before calling this (see ``Store.apply``), so a dependent
+        is published only once its upstream output is durable; then it is recorded
+        ``dispatched`` (publish first, record second, as ever: a crash between the two leaves
+        it ``ready``, dispatched again, two copies of one attempt whose compare-and-set
+        applies one result). The
         released tasks go through the same holds and admission as :meth:`_dispatch` (and
         only those of a ``running`` workflow that spent nothing in this write, whose budgets
         are checked after it); what is not sent here is left ``ready`` for it.
@@ -190,7 +188,7 @@ class Dispatch(Budgets):
         ready = await self._admit(ready, now)
         if not ready:
             return []
-        # The outputs this write stored: not committed yet, so given, not read.
+        # The outputs this write stored: given, so not read back.
         known = {
             f"{t.workflow_id}/{t.key}": t.output for t in applied.tasks if t.status == T.SUCCEEDED
         }
