@@ -135,9 +135,7 @@ class LogsScreen(DeckScreen):
         if len(self._rows) > 2 * LOG_CAP:  # forget lines the capped logbook let go
             kept = {line.seq for line in self.deck.feed.logbook}
             self._rows = {seq: row for seq, row in self._rows.items() if seq in kept}
-        table.sync(rows)
-        if self.following and table.row_count:
-            table.goto(0)
+        table.sync(rows, cursor=0 if self.following else None)
 
     def action_follow(self) -> None:
         """Stop or start following the newest line."""

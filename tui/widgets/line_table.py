@@ -158,6 +158,7 @@ class LineTable(ScrollView, can_focus=True):
         self._hover = 0
         self._show_hover = False
         self._look: Look | None = None
+        self._pass: tuple[int, int] | None = None  # width and scroll of the render pass
         self._generation = 0  # bumped when the look or the column widths change
         self._lines: LRUCache[tuple[Any, ...], Strip] = LRUCache(LINES_HELD)
         self._row_contents: LRUCache[tuple[int, int], list[list[Segment] | None]] = LRUCache(
@@ -270,11 +271,26 @@ class LineTable(ScrollView, can_focus=True):
             self._generation += 1
             self.refresh()
             return
-        for line, key in enumerate(keys):
-            if line >= len(old_keys) or old_keys[line] != key or old_stamps[key] != stamp_of[key]:
-                self.refresh_line(self.header_height + line)
-        for line in range(len(keys), len(old_keys)):
-            self.refresh_line(self.header_height + line)
+        changed = [
+            line
+            for line, key in enumerate(keys)
+            if line >= len(old_keys) or old_keys[line] != key or old_stamps[key] != stamp_of[key]
+        ]
+        changed += range(len(keys), len(old_keys))
+        self._refresh_rows_at(changed)
+
+    def _refresh_rows_at(self, lines: Sequence[int]) -> None:
+        # One region per run of neighbouring lines, not one per line: a log that follows its
+        # newest line changes every line, and each region costs a look at the widget's size.
+        start = previous = -2
+        for line in lines:
+            if line != previous + 1:
+                if start >= 0:
+                    self.refresh_lines(self.header_height + start, previous - start + 1)
+                start = line
+            previous = line
+        if start >= 0:
+            self.refresh_lines(self.header_height + start, previous - start + 1)
 
     def _resize_virtual(self) -> None:
         width = sum(self._widths) + 2 * PAD * len(self._widths)
@@ -312,15 +328,19 @@ class LineTable(ScrollView, can_focus=True):
         return look
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        """Render the lines in ``crop`` (the styles are read once for them all)."""
+        """Render the lines in ``crop`` (the styles, the width and the scroll are read once
+        for them all)."""
         self._read_look()
-        return super().render_lines(crop)
+        self._pass = (self.size.width, self.scroll_offset.x)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass = None
 
     def render_line(self, y: int) -> Strip:
         """Line ``y`` of the table on screen: the header, a row, or blank below the rows."""
         look = self._look or self._read_look()
-        width = self.size.width
-        scroll_x = self.scroll_offset.x
+        width, scroll_x = self._pass or (self.size.width, self.scroll_offset.x)
         index = y - self.header_height
         if index >= len(self._keys):
             return Strip.blank(width, look.base)
