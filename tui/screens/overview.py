@@ -44,6 +44,11 @@ class OverviewScreen(DeckScreen):
                 yield Sparkline([], id="fail-rate")
                 yield Sparkline([], id="cost-rate")
 
+    def on_screen_resume(self) -> None:
+        """Shown again: the queues are counted by the Store afresh (DeckScreen's handler,
+        which Textual calls after this one, reads the screen again)."""
+        self.deck.feed.queues.forget()
+
     async def reload(self) -> None:
         """Count workflows, open tasks and agents; read the leader and the breakers."""
         src = self.sources
