@@ -154,6 +154,7 @@ def draw_row(
     header = index == -1
     component, post = look.cell_styles(header, hover, cursor)
     edge = [Segment(" " * pad, _NULL)] if pad else []
+    margin = " " * pad
     # A cell's segment is styled row + component + its own + post, then given its metadata
     # (which only adds keys no other style has, so it can come last). Neighbouring segments of
     # one style are joined, as Strip.simplify would join them.
@@ -168,6 +169,11 @@ def draw_row(
                 cell = EMPTY  # (as DataTable draws an empty cell: without its style)
             pre = row_style + meta + component
             line += draw_cell(cell, inner, pad, pre, post, console, options())
+            continue
+        if not any(segment.style for segment in drawn):
+            # (a cell of plain text, most cells: one segment in the row's style)
+            if plain := f"{margin}{''.join(seg.text for seg in drawn)}{margin}":
+                append(Segment(plain, bare + meta))
             continue
         texts: list[str] = []
         last = bare
