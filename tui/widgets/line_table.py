@@ -28,12 +28,17 @@ from textual.widgets.data_table import RowKey
 
 from agentdeck.tui.widgets.table_lines import EMPTY, Look, draw_row, one_line, width_of
 
-#: Cells whose drawn content is kept (a few screens' worth at 160x48).
-CONTENTS_HELD = 2_000
-#: Lines kept drawn (every line of a few states of a big screen: cursor, hover, scroll).
-LINES_HELD = 1_000
-#: Rows whose cells are kept drawn (unstyled), a few windows' worth.
-ROWS_HELD = 300
+# The caches hold a few windows' worth (160x48 shows 45 rows), not more: what they hold lives
+# long enough to reach Python's older GC generations, which every collection of theirs walks.
+# A log at 200 events/s draws 45 new lines a batch, never shown again; with 1,000 lines and
+# 2,000 cells held, the batches that met a collection took up to 45 ms instead of ~15-20
+# (scripts/bench_tui.py --screens logs, 2026-12-07, docs/performance.md).
+#: Cells whose drawn content is kept (two windows of 6 columns at 160x48).
+CONTENTS_HELD = 600
+#: Lines kept drawn (every line of a screen in a few states: cursor, hover, scroll).
+LINES_HELD = 200
+#: Rows whose cells are kept drawn (unstyled), two windows' worth.
+ROWS_HELD = 100
 #: Blank columns each side of a cell.
 PAD = 1
 
