@@ -11,9 +11,10 @@ left. A task seen since the last recount left the status its last event named, e
 another, the status it left is the usual one for its new status (:data:`USUAL_SOURCE`: a task
 is dispatched from ``ready``, runs from ``dispatched``, ...); when it came from elsewhere (a
 task dispatched again after it was lost, a retrying task made ready again that went retrying
-before the recount), or an event is lost or comes twice, one count is off by one. Every such
-error lasts until the next recount: at most :data:`RECOUNT_SECONDS` (plus one refresh). Plain
-data, no Textual.
+before the recount), or an event is lost, comes twice or was on its way while the Store
+counted, one count is off by one. Every such error lasts until the next recount: at most
+:data:`RECOUNT_SECONDS` (plus one refresh); the overview also counts afresh whenever it is
+shown. Plain data, no Textual.
 """
 
 from __future__ import annotations
