@@ -15,7 +15,10 @@ between frames, each timed on its own:
 
 - **update**: ``refresh_now()``: the store queries and the widget changes (wall and CPU time);
 - **+paint**: update, plus the table's idle work and the compositor redrawing what changed
-  (the headless driver still renders every line; it only writes them nowhere);
+  (every changed line of every widget is rendered and cut into the screen's update);
+- **+write**: +paint, plus turning the screen update into the terminal's escape sequences,
+  which the app does before writing them (a headless app skips that step: the bench does it,
+  after +paint is timed, and writes the result nowhere);
 - **q/s**: store calls the TUI made per second (a counting proxy around the store).
 
 CPU is ``time.process_time()`` (every thread: the store's reader thread counts, since the TUI
@@ -214,6 +217,29 @@ class Driver:
             )
 
 
+class Terminal:
+    """What a terminal app does with each screen update that a headless one does not: turn it
+    into escape sequences (``render_segments``), here written nowhere."""
+
+    def __init__(self, app: AgentdeckApp) -> None:
+        self.app = app
+        self.pending: list[Any] = []
+        display = app._display
+
+        def keep(screen: Any, renderable: Any) -> None:
+            if renderable is not None and hasattr(renderable, "render_segments"):
+                self.pending.append(renderable)
+            display(screen, renderable)
+
+        app._display = keep  # type: ignore[method-assign]
+
+    def write(self) -> int:
+        """Encode the updates made since the last call; how many characters they came to."""
+        written = sum(len(u.render_segments(self.app.console)) for u in self.pending)
+        self.pending.clear()
+        return written
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) of ``values``, nearest rank."""
     ordered = sorted(values)
@@ -223,6 +249,7 @@ def pct(values: list[float], q: float) -> float:
 async def measure(
     app: AgentdeckApp,
     pilot: Any,
+    terminal: Terminal,
     driver: Driver,
     counting: CountingStore,
     screen: str,
@@ -235,7 +262,9 @@ async def measure(
         sorting.first().sort_by(args.sort)
         await app.refresh_now()
         await pilot.pause()
-    samples: dict[str, list[float]] = {k: [] for k in ("wall", "cpu", "paint_wall", "paint_cpu")}
+    samples: dict[str, list[float]] = {
+        k: [] for k in ("wall", "cpu", "paint_wall", "paint_cpu", "write_cpu")
+    }
     calls_before = sum(counting.calls.values())
     table = app.screen.table() if hasattr(app.screen, "table") else None
     cells_before = getattr(table, "cell_updates", 0)
@@ -250,6 +279,7 @@ async def measure(
         while not driver.queue.empty():  # the app takes in the interval's events
             await asyncio.sleep(0)
         await asyncio.sleep(max(0.0, start + n * args.interval - time.perf_counter()))
+        terminal.pending.clear()  # (updates made outside the batch are not its own)
         if profiler is not None:
             profiler.enable()
         w0, c0 = time.perf_counter(), time.process_time()
@@ -258,12 +288,15 @@ async def measure(
         await pilot._wait_for_screen()  # the table's idle work (measuring new rows)
         app.screen._on_timer_update()  # the compositor redraws what changed
         w2, c2 = time.perf_counter(), time.process_time()
+        terminal.write()  # what the terminal driver does with the update
+        c3 = time.process_time()
         if profiler is not None:
             profiler.disable()
         samples["wall"].append((w1 - w0) * 1000)
         samples["cpu"].append((c1 - c0) * 1000)
         samples["paint_wall"].append((w2 - w0) * 1000)
         samples["paint_cpu"].append((c2 - c0) * 1000)
+        samples["write_cpu"].append((c3 - c0) * 1000)
     if profiler is not None:
         if args.profile_out:
             profiler.dump_stats(args.profile_out)
@@ -289,7 +322,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, setup: float
     head = (
         f"{'screen':<8}{'batches':>8}{'rows':>7}{'of':>7}{'cells/b':>8}{'q/s':>6}  "
         f"{'update wall p50/p95/max':>24}  {'update cpu p50/p95/max':>23}  "
-        f"{'+paint wall p50/p95/max':>24}  {'+paint cpu p50/p95/max':>23}"
+        f"{'+paint wall p50/p95/max':>24}  {'+paint cpu p50/p95/max':>23}  "
+        f"{'+write cpu p50/p95/max':>23}"
     )
     print(head)
     print("-" * len(head))
@@ -304,7 +338,8 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, setup: float
             f"{r['screen']:<8}{r['batches']:>8}{r['rows']:>7}{r['total']:>7}"
             f"{r['cells'] / max(1, r['batches']):>8.0f}{r['qps']:>6.1f}  "
             f"{trio(r['wall']):>24}  {trio(r['cpu']):>23}  "
-            f"{trio(r['paint_wall']):>24}  {trio(r['paint_cpu']):>23}"
+            f"{trio(r['paint_wall']):>24}  {trio(r['paint_cpu']):>23}  "
+            f"{trio(r['write_cpu']):>23}"
         )
     print(
         "\n(ms; rows: rows the table holds, of: rows the list has in total; cells/b: cells "
@@ -333,8 +368,11 @@ async def main() -> None:
         try:
             async with app.run_test(size=size(args.size)) as pilot:
                 await asyncio.wait_for(app.connected.wait(), 10)
+                terminal = Terminal(app)
                 for screen in args.screens.split(","):
-                    results.append(await measure(app, pilot, driver, counting, screen, args))
+                    results.append(
+                        await measure(app, pilot, terminal, driver, counting, screen, args)
+                    )
         finally:
             await registry.close()
             await store.close()

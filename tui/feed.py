@@ -22,6 +22,7 @@ from agentdeck.core.spanstream import span_from_data
 from agentdeck.core.tracing import RecentSpans
 from agentdeck.tui.progress import TOPICS as LIVE_TOPICS
 from agentdeck.tui.progress import LiveProgress
+from agentdeck.tui.queue_counts import QueueCounts
 
 #: Seconds of throughput the rates keep.
 RATE_WINDOW = 60
@@ -97,6 +98,9 @@ class EventFeed:
         has one, so its own spans and the others' are in one place)."""
         self.bad_spans = 0
         """``span`` events that could not be read (counted, not kept)."""
+        self.queues = QueueCounts()
+        """Tasks queued and in flight per capability, kept from the task events between the
+        overview's Store recounts."""
 
     def __repr__(self) -> str:
         return f"<EventFeed lines={len(self.logbook)} seq={self._seq}>"
@@ -117,6 +121,7 @@ class EventFeed:
         self.logbook.append(log_line(self._seq, event))
         if event.topic == "task":
             self._count(event)
+            self.queues.on_task(event.data)
         elif event.topic == "usage":
             self._advance(int(event.at))
             cost = event.data.get("cost_usd")

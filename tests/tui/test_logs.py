@@ -165,3 +165,33 @@ async def test_task_detail_jumps_to_its_logs(
         assert [m.split()[1] for m in messages(app)] == ["failed", "retrying"]
         assert "task=" in crumbs(app)
         assert await world.status(f"{WF_FAILED}/transform") == T.FAILED
+
+
+async def test_a_refresh_shows_what_reading_the_whole_log_again_would(
+    app_for: Callable[..., AgentdeckApp],
+) -> None:
+    """The screen reads only the lines that came since its last refresh, yet shows what a full
+    read would: the newest on top, the lines the capped log let go gone, a level filter applied
+    to old and new lines alike (and to all of them again when it changes)."""
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await command(pilot, "logs")
+        screen = app.screen
+        assert isinstance(screen, LogsScreen)
+
+        def full_read() -> list[str]:
+            return [str(line.seq) for line in screen.lines()]
+
+        for batch in range(5):
+            for n in range(LOG_CAP // 3):  # 5 batches: the log goes round more than once
+                level = "error" if n % 7 == 0 else "info"
+                app.record(Event(topic="other", at=START, data={"n": n, "level": level}))
+            await app.refresh_now()
+            assert table(app).all_keys == full_read(), batch
+            if batch == 2:
+                await pilot.press("e")
+                await settle(pilot)
+                assert table(app).all_keys == full_read()
+                assert table(app).total == len(full_read())
+        assert table(app).total < LOG_CAP  # (errors only)

@@ -13,12 +13,11 @@ from textual.widgets import Sparkline, Static
 
 from agentdeck.core.models import AgentState
 from agentdeck.core.scheduler import LEASE_NAME
-from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.states import WorkflowStatus
 from agentdeck.tui.engines import host_table
+from agentdeck.tui.queue_counts import IN_FLIGHT, QUEUED
 from agentdeck.tui.screens.base import DeckScreen
-
-_QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
-_IN_FLIGHT = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
+from agentdeck.tui.widgets.line_card import LineCard
 
 
 class OverviewScreen(DeckScreen):
@@ -29,21 +28,26 @@ class OverviewScreen(DeckScreen):
     def body(self) -> ComposeResult:
         """Four cards in a grid."""
         with Grid(id="overview"):
-            card = Static(id="workflows", classes="card")
+            card = LineCard(id="workflows", classes="card")
             card.border_title = "Workflows"
             yield card
-            card = Static(id="queues", classes="card")
+            card = LineCard(id="queues", classes="card")
             card.border_title = "Queues (queued / in flight)"
             yield card
-            card = Static(id="agents", classes="card")
+            card = LineCard(id="agents", classes="card")
             card.border_title = "Agents"
             yield card
             with Vertical(id="throughput", classes="card") as box:
                 box.border_title = "Throughput and spend (per s, 60 s)"
-                yield Static(id="rates")
+                yield LineCard(id="rates")
                 yield Sparkline([], id="done-rate")
                 yield Sparkline([], id="fail-rate")
                 yield Sparkline([], id="cost-rate")
+
+    def on_screen_resume(self) -> None:
+        """Shown again: the queues are counted by the Store afresh (DeckScreen's handler,
+        which Textual calls after this one, reads the screen again)."""
+        self.deck.feed.queues.forget()
 
     async def reload(self) -> None:
         """Count workflows, open tasks and agents; read the leader and the breakers."""
@@ -59,11 +63,15 @@ class OverviewScreen(DeckScreen):
         text.append(lease.holder if lease else none)
         self._show("#workflows", text)
 
-        # Counted by the Store: reading every open task 4 times a second cost ~200 ms a time
-        # with 10,000 of them (scripts/bench_tui.py).
-        counts = await src.store.count_by_capability([*_QUEUED, *_IN_FLIGHT])
-        queued = Counter({c: sum(by.get(s, 0) for s in _QUEUED) for c, by in counts.items()})
-        flying = Counter({c: sum(by.get(s, 0) for s in _IN_FLIGHT) for c, by in counts.items()})
+        # Counted by the Store at most every RECOUNT_SECONDS (a scan of every open task, ~7 ms
+        # with 10,000 of them, scripts/bench_tui.py), kept from the task events in between
+        # (agentdeck.tui.queue_counts says how stale that can be); with no events stream,
+        # counted every time.
+        counts = self.deck.feed.queues
+        now = src.clock.now()
+        if src.events is None or counts.due(now):
+            counts.recount(await src.store.count_by_capability([*QUEUED, *IN_FLIGHT]), now)
+        queued, flying = counts.queued, counts.flying
         text = Text()
         caps = sorted(set(queued) | set(flying))
         for cap in caps[:8]:

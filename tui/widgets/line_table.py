@@ -28,12 +28,17 @@ from textual.widgets.data_table import RowKey
 
 from agentdeck.tui.widgets.table_lines import EMPTY, Look, draw_row, one_line, width_of
 
-#: Cells whose drawn content is kept (a few screens' worth at 160x48).
-CONTENTS_HELD = 2_000
-#: Lines kept drawn (every line of a few states of a big screen: cursor, hover, scroll).
-LINES_HELD = 1_000
-#: Rows whose cells are kept drawn (unstyled), a few windows' worth.
-ROWS_HELD = 300
+# The caches hold a few windows' worth (160x48 shows 45 rows), not more: what they hold lives
+# long enough to reach Python's older GC generations, which every collection of theirs walks.
+# A log at 200 events/s draws 45 new lines a batch, never shown again; with 1,000 lines and
+# 2,000 cells held, the batches that met a collection took up to 45 ms instead of ~15-20
+# (scripts/bench_tui.py --screens logs, 2026-12-07, docs/performance.md).
+#: Cells whose drawn content is kept (two windows of 6 columns at 160x48).
+CONTENTS_HELD = 600
+#: Lines kept drawn (every line of a screen in a few states: cursor, hover, scroll).
+LINES_HELD = 200
+#: Rows whose cells are kept drawn (unstyled), two windows' worth.
+ROWS_HELD = 100
 #: Blank columns each side of a cell.
 PAD = 1
 
@@ -158,6 +163,8 @@ class LineTable(ScrollView, can_focus=True):
         self._hover = 0
         self._show_hover = False
         self._look: Look | None = None
+        self._look_key: tuple[Any, ...] = ()  # what the look was read for (see _read_look)
+        self._pass: tuple[int, int] | None = None  # width and scroll of the render pass
         self._generation = 0  # bumped when the look or the column widths change
         self._lines: LRUCache[tuple[Any, ...], Strip] = LRUCache(LINES_HELD)
         self._row_contents: LRUCache[tuple[int, int], list[list[Segment] | None]] = LRUCache(
@@ -270,11 +277,26 @@ class LineTable(ScrollView, can_focus=True):
             self._generation += 1
             self.refresh()
             return
-        for line, key in enumerate(keys):
-            if line >= len(old_keys) or old_keys[line] != key or old_stamps[key] != stamp_of[key]:
-                self.refresh_line(self.header_height + line)
-        for line in range(len(keys), len(old_keys)):
-            self.refresh_line(self.header_height + line)
+        changed = [
+            line
+            for line, key in enumerate(keys)
+            if line >= len(old_keys) or old_keys[line] != key or old_stamps[key] != stamp_of[key]
+        ]
+        changed += range(len(keys), len(old_keys))
+        self._refresh_rows_at(changed)
+
+    def _refresh_rows_at(self, lines: Sequence[int]) -> None:
+        # One region per run of neighbouring lines, not one per line: a log that follows its
+        # newest line changes every line, and each region costs a look at the widget's size.
+        start = previous = -2
+        for line in lines:
+            if line != previous + 1:
+                if start >= 0:
+                    self.refresh_lines(self.header_height + start, previous - start + 1)
+                start = line
+            previous = line
+        if start >= 0:
+            self.refresh_lines(self.header_height + start, previous - start + 1)
 
     def _resize_virtual(self) -> None:
         width = sum(self._widths) + 2 * PAD * len(self._widths)
@@ -295,9 +317,19 @@ class LineTable(ScrollView, can_focus=True):
 
     def _read_look(self) -> Look:
         # The styles of this render pass; a change from the last pass draws every line again.
+        # Reading the eight component styles walks the ancestors for each (Textual forgets
+        # them at every refresh): ~1 ms a pass, a fifth of repainting a log's 45 new lines.
+        # They are read again only when what they follow may have changed: the table's own
+        # style (its colours over its ancestors'), its focus, the theme, ANSI colour, or a
+        # CSS update of the table itself.
+        base = self.rich_style
+        app = self.app
+        key = (base, self.has_focus, app.theme, app.ansi_color)
+        if self._look is not None and key == self._look_key:
+            return self._look
         style = self.get_component_rich_style
         look = Look(
-            base=self.rich_style,
+            base=base,
             header=style("line-table--header"),
             even=style("line-table--even-row"),
             odd=style("line-table--odd-row"),
@@ -309,18 +341,23 @@ class LineTable(ScrollView, can_focus=True):
         if look != self._look:
             self._look = look
             self._generation += 1
+        self._look_key = key
         return look
 
     def render_lines(self, crop: Region) -> list[Strip]:
-        """Render the lines in ``crop`` (the styles are read once for them all)."""
+        """Render the lines in ``crop`` (the styles, the width and the scroll are read once
+        for them all)."""
         self._read_look()
-        return super().render_lines(crop)
+        self._pass = (self.size.width, self.scroll_offset.x)
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._pass = None
 
     def render_line(self, y: int) -> Strip:
         """Line ``y`` of the table on screen: the header, a row, or blank below the rows."""
         look = self._look or self._read_look()
-        width = self.size.width
-        scroll_x = self.scroll_offset.x
+        width, scroll_x = self._pass or (self.size.width, self.scroll_offset.x)
         index = y - self.header_height
         if index >= len(self._keys):
             return Strip.blank(width, look.base)

@@ -145,12 +145,15 @@ class LiveTable(LineTable):
         last = min(self.total, self.top + max(len(self._keys), 1))
         return f"rows {self.top + 1:,}\u2013{last:,} of {self.total:,}"  # an en dash
 
-    def sync(self, rows: Sequence[Row]) -> None:
+    def sync(self, rows: Sequence[Row], *, cursor: int | None = None) -> None:
         """Show ``rows``, the whole list (filtered, sorted, windowed), touching only what
-        changed."""
+        changed; with ``cursor``, put the cursor on that row of the list (as :meth:`goto`
+        would, without drawing the window twice)."""
         self.paged = False
         self._source = list(rows)
         self._ordered = None
+        if cursor is not None and self.is_mounted:
+            self._want = max(0, min(cursor, len(self._order()) - 1))
         self._refresh_rows()
 
     def sync_page(self, rows: Sequence[Row], offset: int, total: int) -> None:
@@ -231,7 +234,9 @@ class LiveTable(LineTable):
         else:
             ordered = self._order()
             self.total = len(ordered)
-            found = self._index_of(was_on) if was_on is not None else None
+            found = None
+            if self._want is None and was_on is not None:
+                found = self._index_of(was_on)
             if self._want is not None:
                 target = self._want
                 self.top = self._window_start(target)
