@@ -3,8 +3,9 @@
 
 The scheduler asks :meth:`Store.with_open_tasks` after every round that finished tasks; the
 query must be served by an index search of the open tasks (PostgreSQL: the partial index
-``tasks_open``; SQLite: ``tasks_workflow`` by workflow and status), so its cost does not grow with the workflow's finished tasks. A partial index serves only a
-query whose condition matches its own, hence the tests that the texts agree.
+``tasks_open``; SQLite: ``tasks_workflow`` by workflow and status), so its cost does not
+grow with the workflow's finished tasks. A partial index serves only a query whose condition
+matches its own, hence the test that the texts agree.
 """
 
 from __future__ import annotations
