@@ -269,6 +269,12 @@ class Store(Protocol):
         """For each workflow, how many of its tasks are in each status (absent: zero)."""
         ...
 
+    async def with_open_tasks(self, workflow_ids: Collection[str]) -> set[str]:
+        """Those of ``workflow_ids`` with a task not yet final: the ones that cannot have
+        finished. Its cost does not grow with a workflow's finished tasks (the scheduler asks
+        after every round that finished tasks)."""
+        ...
+
     async def ready_tasks(self, *, limit: int, hold: Collection[str] = ()) -> list[Task]:
         """Up to ``limit`` ``ready`` tasks of ``running`` workflows whose capability is not in
         ``hold``, oldest first."""

@@ -263,6 +263,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 3: roles enforced by the engine (docs/security.md): three NOLOGIN group roles, their grants,
     # and the trigger that records the authenticated user as a command's actor.
     (_CREATE_ROLES, _GRANT_ROLES, _COMMAND_ACTOR, _COMMAND_ACTOR_TRIGGER),
+    # 4: the open tasks by workflow and status, so "has this workflow finished?" (asked after
+    # every round that finished tasks) probes only the tasks not yet final, not every row of a
+    # 10,000-task workflow. The list must stay the text of backends.sql.reads.OPEN_STATUSES_SQL.
+    # With the status in the key, a ready-tasks plan made from stale statistics (a nested loop
+    # from the running workflows) reads only their ready tasks, never all their open ones.
+    (
+        """
+        CREATE INDEX tasks_open ON tasks (workflow_id, status)
+            WHERE status IN ('blocked', 'ready', 'dispatched', 'running', 'retrying')
+        """,
+    ),
 )
 
 

@@ -35,7 +35,12 @@ from agentdeck.core.models import JSON, AttemptUsage, Command, Task, TaskEvent, 
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 from agentdeck.core.usage import UsageGroup, UsageTotal, check_group
 
-__all__ = ["SqlReads"]
+__all__ = ["OPEN_STATUSES_SQL", "SqlReads"]
+
+#: The statuses of a task not yet final, as SQL: the predicate of the partial index
+#: ``tasks_open`` in both stores' schemas, written there as the same literal text (a test
+#: holds them equal), since a partial index serves only a query whose condition matches it.
+OPEN_STATUSES_SQL = "('blocked', 'ready', 'dispatched', 'running', 'retrying')"
 
 _TASKS = columns(TASK_COLUMNS)
 _T_TASKS = columns(TASK_COLUMNS, "t.")
@@ -190,6 +195,26 @@ class SqlReads(ABC):
             if status is not None:
                 by_status[TaskStatus(status)] = n
         return counts
+
+    async def with_open_tasks(self, workflow_ids: Collection[str]) -> set[str]:
+        """Those of ``workflow_ids`` that have a task not yet final (blocked, ready, in
+        flight or retrying): the workflows that cannot have finished.
+
+        One probe of the partial index ``tasks_open`` per workflow, which holds only open
+        tasks: the cost does not grow with the workflow's finished tasks, as a count would."""
+        if not workflow_ids:
+            return set()
+        p = self._params()
+        # The literal list (not a parameter) is the index's predicate, so the planner uses it.
+        sql = (
+            "SELECT w.id FROM workflows AS w "
+            f"WHERE {p.any_of('w.id', workflow_ids)} AND EXISTS ("
+            "SELECT 1 FROM tasks AS t WHERE t.workflow_id = w.id "
+            f"AND t.status IN {OPEN_STATUSES_SQL})"
+        )
+        return {
+            workflow_id for (workflow_id,) in await self._rows("with_open_tasks", sql, p.values)
+        }
 
     async def ready_tasks(self, *, limit: int, hold: Collection[str] = ()) -> list[Task]:
         """Up to ``limit`` ``ready`` tasks of ``running`` workflows whose capability is not in

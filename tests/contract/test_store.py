@@ -416,6 +416,27 @@ async def test_count_tasks_per_workflow_and_status(store: Store, clock: FakeCloc
     assert await store.count_tasks([]) == {}
 
 
+async def test_with_open_tasks_names_the_workflows_that_cannot_have_finished(
+    store: Store, clock: FakeClock
+) -> None:
+    """A workflow is open while any of its tasks is blocked, ready, in flight or retrying;
+    one whose tasks are all final (or that has none) is not, nor is an unknown id."""
+    await submit(store, clock, "w1", {"a": [], "b": ["a"]})
+    await submit(store, clock, "w2", {"a": []})
+    await submit(store, clock, "w3", {"a": [], "b": []})
+    await store.apply([dispatch("w1/a"), dispatch("w2/a"), dispatch("w3/a")], clock.now())
+    await store.apply([succeed("w2/a"), fail("w3/a")], clock.now())
+    skip_b = Change("w3/b", T.SKIPPED, frozenset({T.READY}))
+    await store.apply([skip_b], clock.now())
+
+    assert await store.with_open_tasks(["w1", "w2", "w3", "nope"]) == {"w1"}
+    await store.apply([succeed("w1/a")], clock.now())  # b becomes ready: still open
+    assert await store.with_open_tasks(["w1"]) == {"w1"}
+    await store.apply([dispatch("w1/b"), succeed("w1/b")], clock.now())
+    assert await store.with_open_tasks(["w1", "w2"]) == set()
+    assert await store.with_open_tasks([]) == set()
+
+
 async def test_outputs_of_existing_tasks(store: Store, clock: FakeClock) -> None:
     """Outputs come back for the tasks that exist, None for a task without one."""
     await submit(store, clock, "wf", {"a": [], "b": []})
