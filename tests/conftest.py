@@ -6,9 +6,11 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 from agentdeck.core.clock import FakeClock
 
@@ -26,6 +28,16 @@ def require_service(name: str, host: str, port: int) -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """Each test leaves structlog as it found it: one that configures logging (a CLI run in
+    process, a level of "warning") must not hide the next test's info lines from its
+    ``capture_logs``."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
 
 
 @pytest.fixture
