@@ -53,6 +53,7 @@ import asyncpg
 import pytest
 
 from agentdeck.backends.postgres import PostgresStore
+from agentdeck.backends.postgres.url import parse_url
 from agentdeck.backends.redis import RedisRegistry
 from agentdeck.core.client import Client
 from agentdeck.core.clock import SystemClock
@@ -196,9 +197,9 @@ def procs(tmp_path: Path, urls: dict[str, str]) -> Iterator[HostProcs]:
         tmp_path,
         {
             "AGENTDECK_BUS_URL": urls["AGENTDECK_BUS_URL"],
-            # A statement on a connection to a host that was cut off waits for command_timeout
-            # (60 s by default): 10 s, as docs/deploy.md advises for a replicated store.
-            "AGENTDECK_STORE_URL": urls["AGENTDECK_STORE_URL"] + "&command_timeout=10",
+            # `cluster.sh env` sets command_timeout=10 (docs/deploy.md): a statement on a
+            # connection to a host that was cut off would wait 60 s by default.
+            "AGENTDECK_STORE_URL": urls["AGENTDECK_STORE_URL"],
             "AGENTDECK_REGISTRY_URL": urls["AGENTDECK_REGISTRY_URL"],
             "AGENTDECK_LOG_FORMAT": "json",
             # One task in nine fails once by design: breakers stay out of the measurement
@@ -275,8 +276,13 @@ async def all_events(store: PostgresStore) -> list[TaskEvent]:
 
 
 async def fence_tokens(url: str) -> dict[str, int]:
-    """The Store's fence table: the newest token that wrote, by name."""
-    conn = await asyncpg.connect(url, timeout=20)
+    """The Store's fence table: the newest token that wrote, by name. (asyncpg gets the DSN
+    without agentdeck's own options; a failure is re-raised without the connection's
+    parameters, which a traceback would show with the password.)"""
+    try:
+        conn = await asyncpg.connect(parse_url(url).dsn, timeout=20)
+    except Exception as exc:
+        raise AssertionError(f"cannot read the fence table: {type(exc).__name__}") from None
     try:
         return {r["name"]: r["token"] for r in await conn.fetch("select name, token from fence")}
     finally:
@@ -313,7 +319,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
     workflow finished by itself, each fault followed by finished work."""
     started = time.monotonic()
     registry_url = urls["AGENTDECK_REGISTRY_URL"]
-    store_url = urls["AGENTDECK_STORE_URL"] + "&command_timeout=10"
+    store_url = urls["AGENTDECK_STORE_URL"]
     faults: list[Fault] = []
 
     async def holder() -> str | None:
