@@ -12,8 +12,10 @@ a write runs on a connection.
 - **Several hosts** (a primary and standbys): connections go through
   :class:`~backends.postgres.hosts.HostRing`; a statement that timed out drops the pool (its
   host was most likely cut off), and a connection idle for :data:`MULTI_HOST_IDLE` seconds is
-  closed, so a node that stood by (a standby scheduler) does not send its first statement
-  after a failover down a connection to the old primary and wait ``command_timeout`` for it.
+  closed (the pool keeps none idle: ``min_size`` defaults to 0 with several hosts, as asyncpg
+  never closes the connections that make up ``min_size``), so a node that stood by (a standby
+  scheduler) does not send its first statement after a failover down a connection to the old
+  primary and wait ``command_timeout`` for it.
 - **Refusals**: a statement the user's role may not run (``InsufficientPrivilegeError``, from a
   grant or the commands trigger of :mod:`backends.postgres.schema`) is :class:`PermissionDenied`
   naming the authenticated user, what it tried and its role: "role ada may not cancel: it is

@@ -148,9 +148,11 @@ class SchedulerBase:
                 await self.observers.usage_recorded(used, now)
         return result.tasks, result.released
 
-    async def _control(self, action: str, target: str) -> None:
-        """Tell agents (best effort) to act on ``target``: a failed publish is only logged."""
-        body = encode(Control(action=action, target=target, at=self.clock.now()))  # type: ignore[arg-type]
+    async def _control(self, action: str, target: str, attempt: int | None = None) -> None:
+        """Tell agents (best effort) to act on ``target`` (for a cancel, up to ``attempt``, if
+        given): a failed publish is only logged."""
+        order = Control(action=action, target=target, at=self.clock.now(), attempt=attempt)  # type: ignore[arg-type]
+        body = encode(order)
         try:
             await self.bus.publish_control(body)
         except AgentdeckError as exc:

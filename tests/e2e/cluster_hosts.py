@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,6 +93,39 @@ def urls() -> dict[str, str]:
         name, value = shlex.split(line.removeprefix("export "))[0].split("=", 1)
         found[name] = value
     return found
+
+
+class SharedCluster:
+    """The one cluster of a test session, shared by the modules that need one
+    (``tests/e2e/test_cluster.py``, ``tests/e2e/test_cluster_faults.py``): made on first use
+    (``down`` first, so it starts new with every primary on h1), and removed by the module
+    done with it or at the end of the session. ``up`` costs 25-100 s, so CI pays it once."""
+
+    def __init__(self, up_timeout: float) -> None:
+        self.up_timeout = up_timeout
+        self.urls: dict[str, str] | None = None
+        """The URLs ``env`` prints (passwords: never print them); None while there is none."""
+        self.up_seconds = 0.0
+
+    def ensure(self) -> dict[str, str]:
+        """The URLs of the session's cluster, making it first if there is none."""
+        if self.urls is None:
+            need_root_and_ip()
+            run("down", timeout=180)
+            started = time.monotonic()
+            try:
+                run("up", timeout=self.up_timeout)
+            except BaseException:
+                run("down", timeout=180, check=False)
+                raise
+            self.up_seconds = time.monotonic() - started
+            self.urls = urls()
+        return self.urls
+
+    def down(self) -> None:
+        """Remove the cluster (whatever state it is in); the next :meth:`ensure` makes one."""
+        self.urls = None
+        run("down", timeout=180, check=False)
 
 
 # ------------------------------------------------------------------------------ RabbitMQ

@@ -158,3 +158,7 @@ async def test_a_multi_host_pool_closes_idle_connections_soon(
     await PostgresConnections(parse_url(url))._open_pool()
     assert seen["max_inactive_connection_lifetime"] == idle
     assert (seen["connect"] is not None) == (url == DSN)
+    # asyncpg never closes the connections that make up min_size: none by default with several
+    # hosts, unless the URL asks for some.
+    assert seen["min_size"] == (0 if url == DSN else 1)
+    assert parse_url(DSN + "&min_size=2").min_size == 2

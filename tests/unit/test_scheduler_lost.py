@@ -3,9 +3,11 @@ budget, count in no breaker, back off, and are bounded by ``max_lost`` of their 
 
 from __future__ import annotations
 
+import asyncio
+
 from agentdeck.core.breaker import BreakerPolicy
 from agentdeck.core.breakers import Breakers
-from agentdeck.core.messages import TaskMessage
+from agentdeck.core.messages import Control, TaskMessage, decode
 from agentdeck.core.models import ErrorInfo
 from agentdeck.core.states import TaskStatus as T
 from tests.unit.test_scheduler import A_TO_B, Deck, register_agent
@@ -140,3 +142,16 @@ async def test_a_lost_running_attempt_of_a_vanished_agent_spends_no_attempt(deck
         "lost", "no result 60s (+5s grace) after it started"
     )
     assert (task.attempt, task.attempts_used) == (1, 0)
+
+
+async def test_the_cancel_of_a_lost_attempt_names_that_attempt(deck: Deck) -> None:
+    """The order that stops a lost attempt (its agent may be alive, cut off) names the attempt,
+    so an agent already running the retry does not cancel that too (a cancelled attempt fails
+    its task for good)."""
+    await register_agent(deck, in_flight=0)
+    wf = await deck.submit(ONE_TASK)
+    await deck.settle()
+    control = deck.bus.subscribe_control()
+    await lose(deck, 1)
+    order = decode(await asyncio.wait_for(anext(control), 2), Control)
+    assert (order.action, order.target, order.attempt) == ("cancel", f"{wf}/a", 1)
