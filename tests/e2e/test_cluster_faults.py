@@ -23,7 +23,9 @@ tasks around it. Then it asserts: every task succeeded, exactly one success appl
 every workflow finished with no operator command; each success applied is backed by a run of
 that very attempt in the task's effect log and no run is of an attempt the scheduler never
 dispatched; every attempt was dispatched once (two leaders would dispatch twice); the leaders'
-fencing tokens grew with each election and the Store's fence holds the last leader's token.
+fencing tokens never went back, no two nodes held the same one, and the Store's fence is at
+most the last lease's token; work resumed within 60 s of each fault (the goal, 30 s, is printed
+per fault). After the last fault the remaining runs are short (``cluster_agent.FAST_FILE``).
 Effects beyond one per task (runs the at-least-once contract allows: a message redelivered after
 its agent lost its broker, an attempt retried after its agent was cut off) are counted and
 printed per fault, not hidden.
@@ -74,7 +76,8 @@ pytestmark = [
     pytest.mark.cluster,
     pytest.mark.e2e,
     pytest.mark.slow,
-    # up (~35-100 s) + the workload (~5 min) + down; the machine may be busy.
+    # up (~25-100 s, or ~15 s on the shared cluster) + the workload (~4 min) + down; the
+    # machine may be busy. Every wait inside is bounded on its own too.
     pytest.mark.timeout(1500),
 ]
 
