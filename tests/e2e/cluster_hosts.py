@@ -15,7 +15,6 @@ import shlex
 import shutil
 import subprocess
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -97,10 +96,10 @@ def urls() -> dict[str, str]:
 
 
 class SharedCluster:
-    """The one cluster of a test session, shared by the modules that need one
-    (``tests/e2e/test_cluster.py``, ``tests/e2e/test_cluster_faults.py``): made on first use
-    (``down`` first, so it starts new with every primary on h1), and removed by the module
-    done with it or at the end of the session. ``up`` costs 25-100 s, so CI pays it once."""
+    """The cluster of a test session (``tests/e2e/test_cluster.py``,
+    ``tests/e2e/test_cluster_faults.py``): made on first use (``down`` first, so it starts new
+    with every primary on h1), made anew by a module that needs it new (:meth:`renew`), and
+    removed by the module done with it or at the end of the session, whatever happened."""
 
     def __init__(self, up_timeout: float) -> None:
         self.up_timeout = up_timeout
@@ -122,6 +121,11 @@ class SharedCluster:
             self.up_seconds = time.monotonic() - started
             self.urls = urls()
         return self.urls
+
+    def renew(self) -> dict[str, str]:
+        """A new cluster (``down``, ``up``) whatever an earlier module left, and its URLs."""
+        self.urls = None
+        return self.ensure()
 
     def down(self) -> None:
         """Remove the cluster (whatever state it is in); the next :meth:`ensure` makes one."""
@@ -226,17 +230,12 @@ def redis_failover_to(host: str) -> None:
 def patroni_switchover(leader: str, candidate: str) -> None:
     """Ask Patroni (its REST API on ``leader``) to hand the primary to ``candidate`` now.
 
-    In ``synchronous_mode`` a switchover may only go to the synchronous standby (Patroni answers
-    412 otherwise, e.g. on a cluster an earlier test cut, where the healed host came back as
-    the asynchronous one); then a failover to ``candidate`` without naming the leader, which
-    Patroni allows to an asynchronous member: the leader, alive, is demoted cleanly and its
-    replicas get its last WAL first."""
-    try:
-        _patroni_post(leader, "switchover", {"leader": leader, "candidate": candidate})
-    except urllib.error.HTTPError as exc:
-        if exc.code != 412:
-            raise
-        _patroni_post(leader, "failover", {"candidate": candidate})
+    In ``synchronous_mode`` Patroni takes only the synchronous standby (412 otherwise). A
+    failover to an asynchronous member instead (which its API allows) once left the cluster
+    with no member willing to promote at the next cut (the synchronous standby behind the
+    other replica: "not the healthiest node" on both), so the suite starts from a new cluster
+    rather than move a primary that an earlier module moved."""
+    _patroni_post(leader, "switchover", {"leader": leader, "candidate": candidate})
 
 
 def _patroni_post(host: str, action: str, body: Mapping[str, str]) -> None:

@@ -1,8 +1,8 @@
 """The HA test hosts of ``scripts/cluster.sh``: each engine answers, fails over and rejoins.
 
 One cluster (``tests/e2e/conftest.py``'s ``shared_cluster``: ``down`` first, so it starts new
-with every primary on h1; ``down`` at the end of the session, also after a failure) that
-``test_cluster_faults.py``, next in file order, uses after this module. The tests talk to the
+with every primary on h1; ``down`` at the end of the session, also after a failure;
+``test_cluster_faults.py``, next in file order, renews it). The tests talk to the
 engines from the root namespace at the URLs ``scripts/cluster.sh env`` prints, with the engines'
 own client libraries: asyncpg (a multi-host URL, read-write target), redis-py's Sentinel client,
 aio-pika. They run in file order: the cut and the kill come last, and leave the cluster healthy.
@@ -122,8 +122,7 @@ def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
 @pytest.fixture(scope="module")
 def cluster(shared_cluster: SharedCluster) -> Cluster:
     """The session's cluster (``tests/e2e/conftest.py``): new, with its primaries on h1, when
-    this module starts first (as in the whole suite); removed at the end of the session, or by
-    ``test_cluster_faults.py`` when it has run after this module."""
+    this module starts first (as in the whole suite); ``test_cluster_faults.py`` renews it."""
     urls = shared_cluster.ensure()
     return Cluster(
         bus_url=urls["AGENTDECK_BUS_URL"],
