@@ -288,12 +288,15 @@ class Worker:
             self._start_consumer()
         await self._beat()
 
-    def cancel(self, task_id: str) -> bool:
-        """Cancel the running handler(s) of ``task_id``; each is reported failed ``cancelled``
-        (not retryable). False if this worker is not running that task."""
+    def cancel(self, task_id: str, up_to: int | None = None) -> bool:
+        """Cancel the running handler(s) of ``task_id`` (only its attempts up to ``up_to``, if
+        given); each is reported failed ``cancelled`` (not retryable). False if this worker is
+        not running such an attempt."""
         found = False
         for job in self._running.values():
-            if job.task_id == task_id:
+            if job.message is None or job.message.task_id != task_id:
+                continue
+            if up_to is None or job.message.attempt <= up_to:
                 found = True
                 job.cancel_requested = True
                 if job.handler_task is not None:
@@ -557,8 +560,10 @@ class Worker:
                 self._log.warning("control_message_ignored", reason=str(exc))
                 continue
             if order.action == "cancel":
-                if self.cancel(order.target):
-                    self._log.info("task_cancel_requested", task_id=order.target)
+                if self.cancel(order.target, order.attempt):
+                    self._log.info(
+                        "task_cancel_requested", task_id=order.target, up_to=order.attempt
+                    )
             elif order.target in (self.id, "*"):
                 await (self.drain() if order.action == "drain" else self.resume())
         if not self._stop_requested.is_set():

@@ -28,9 +28,11 @@ log = structlog.get_logger(__name__)
 CAS_ATTEMPTS = 20
 """Compare-and-set tries before giving up on one breaker change (contention is rare)."""
 
-NOT_COUNTED = frozenset({"cancelled", "malformed", "permanent"})
+NOT_COUNTED = frozenset({"cancelled", "malformed", "permanent", "lost"})
 """Error kinds that say nothing about the health of an agent or capability: the operator
-cancelled, the message was bad, or the input was refused for good."""
+cancelled, the message was bad, the input was refused for good, or no report came at all
+(``lost``: a host or an engine failing over loses every attempt in flight at once, healthy
+agents' included; :data:`core.retry.LOST` has its own bound, ``max_lost``)."""
 
 KINDS = ("capability", "agent")
 

@@ -124,6 +124,10 @@ class Control(_Message):
     target: str
     """An agent id (drain/resume; ``*`` for all) or a task id (cancel)."""
     at: float
+    attempt: int | None = None
+    """Cancel only: the attempts of the task up to this one (the scheduler gave that attempt up
+    as lost; a newer attempt of the same task may be running by now and must go on); None:
+    every attempt (its workflow was cancelled). Older agents ignore it."""
 
 
 M = TypeVar("M", bound=_Message)

@@ -3,16 +3,17 @@ errors deserve another try.
 
 :class:`RetryPolicy` is plain data, written per task in a spec or per capability in settings.
 :func:`decide` is the one place that turns a failed attempt into "retry after N seconds" or
-"give up, because ...". The backoff maths is tenacity's (``wait_exponential`` and
-``stop_after_attempt``); the jitter comes from an injected :class:`random.Random` so tests are
-repeatable.
+"give up, because ..."; :func:`decide_lost` does the same for an attempt that ended with no
+report at all (``lost``), which spends no attempt and has a bound of its own. The backoff
+maths is tenacity's (``wait_exponential`` and ``stop_after_attempt``); the jitter comes from
+an injected :class:`random.Random` so tests are repeatable.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -20,7 +21,14 @@ import tenacity
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from agentdeck.core.errors import ConfigError
-from agentdeck.core.models import JSON, ErrorInfo
+from agentdeck.core.models import JSON, ErrorInfo, TaskEvent
+
+LOST = "lost"
+"""The error kind of an attempt that ended with no report (its dispatch deadline passed while an
+agent had a free slot, it outlived its timeout + grace, or its agent stopped sending
+heartbeats). It says where the attempt's messages or agent went, not how the task behaves:
+mostly a host or an engine failing over. So it spends no attempt of ``max_attempts`` and counts
+in no breaker; ``max_lost`` bounds it instead (:func:`decide_lost`)."""
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,12 @@ class RetryPolicy:
     never_on: tuple[str, ...] = ("permanent", "malformed")
     """Error kinds that never retry, whatever ``retry_on`` says."""
 
+    max_lost: int = 10
+    """Attempts failed as ``lost`` a task may have in one retry budget (since it was submitted
+    or an operator retried it). They spend none of ``max_attempts``, so an outage does not fail
+    tasks for good; past this many the task fails (a poison task that kills or loses every
+    agent it reaches still ends). 0 = the first lost attempt fails the task. 0..1000."""
+
     def __post_init__(self) -> None:
         self._validate()
 
@@ -66,6 +80,7 @@ class RetryPolicy:
         """Raise :class:`ConfigError` naming each field out of its range."""
         problems = [
             *_number_problem("max_attempts", self.max_attempts, 1, 100, integer=True),
+            *_number_problem("max_lost", self.max_lost, 0, 1000, integer=True),
             *_number_problem("initial_delay", self.initial_delay, 0, 3600),
             *_number_problem("multiplier", self.multiplier, 1, 10),
             *_number_problem("jitter", self.jitter, 0, 60),
@@ -157,6 +172,10 @@ class RetryDecision:
     reason: str
     """Why, in words for the task's history and the UI."""
 
+    spends_attempt: bool = True
+    """False for a ``lost`` attempt (:func:`decide_lost`): the next attempt is not counted in
+    ``max_attempts`` (the budget's start moves up by one)."""
+
 
 def decide(
     policy: RetryPolicy, attempts_used: int, error: ErrorInfo, rng: random.Random
@@ -169,24 +188,10 @@ def decide(
     """
     if attempts_used < 1:
         raise ValueError(f"attempts_used counts from 1, got {attempts_used}")
-    if not error.retryable:
-        return RetryDecision(False, 0.0, f"error {error.kind!r} is not retryable")
-    if error.kind in policy.never_on:
-        return RetryDecision(False, 0.0, f"error {error.kind!r} never retries (never_on)")
-    if policy.retry_on and error.kind not in policy.retry_on:
-        allowed = ", ".join(policy.retry_on)
-        return RetryDecision(False, 0.0, f"error {error.kind!r} is not in retry_on ({allowed})")
-
-    # tenacity's strategies read the attempt number from a call state; after attempt n fails,
-    # tenacity waits multiplier * exp_base ** (n - 1) before attempt n + 1.
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(policy.max_attempts),
-        wait=tenacity.wait_exponential(
-            multiplier=policy.initial_delay, exp_base=policy.multiplier, max=policy.max_delay
-        ),
-    )
-    state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
-    state.attempt_number = attempts_used
+    refused = _refused(policy, error)
+    if refused is not None:
+        return refused
+    retrying, state = _tenacity(policy, policy.max_attempts, attempts_used)
     if retrying.stop(state):
         return RetryDecision(
             False, 0.0, f"attempts spent ({attempts_used} of {policy.max_attempts})"
@@ -199,3 +204,80 @@ def decide(
     backoff = float(retrying.wait(state))
     delay = min(backoff + rng.uniform(0.0, policy.jitter), policy.max_delay)
     return RetryDecision(True, delay, f"{next_attempt} in {delay:.2f}s")
+
+
+def decide_lost(
+    policy: RetryPolicy, lost: int, error: ErrorInfo, rng: random.Random
+) -> RetryDecision:
+    """Whether a task whose attempt just failed as ``lost`` (:data:`LOST`), its ``lost``-th
+    lost attempt in the current budget (counted from 1, this one included), is tried again.
+
+    The rules of :func:`decide` that look at the error (``retryable``, ``never_on``,
+    ``retry_on``) hold as they are. Then, instead of ``max_attempts``: the task fails once
+    ``lost`` exceeds ``max_lost``; otherwise it retries without spending an attempt
+    (``spends_attempt`` False), after the policy's backoff for retry number ``lost`` (so many
+    losses in a row wait longer and longer, up to ``max_delay``) plus jitter. An agent's
+    ``retry_after`` means nothing here: no agent reported.
+    """
+    if lost < 1:
+        raise ValueError(f"lost counts from 1, got {lost}")
+    refused = _refused(policy, error)
+    if refused is not None:
+        return refused
+    if lost > policy.max_lost:
+        return RetryDecision(
+            False, 0.0, f"lost {lost} times, more than max_lost ({policy.max_lost})"
+        )
+    retrying, state = _tenacity(policy, policy.max_lost + 1, lost)
+    backoff = float(retrying.wait(state))
+    delay = min(backoff + rng.uniform(0.0, policy.jitter), policy.max_delay)
+    return RetryDecision(
+        True,
+        delay,
+        f"lost {lost} of at most {policy.max_lost}: again in {delay:.2f}s, no attempt spent",
+        spends_attempt=False,
+    )
+
+
+def lost_in_budget(history: Sequence[TaskEvent]) -> int:
+    """How many of a task's attempts failed as ``lost`` in its current retry budget, read from
+    its history (oldest first): the failures (``retrying`` or ``failed`` lines) whose error
+    kind is :data:`LOST`, since the task was submitted or last retried by an operator (a
+    ``retried`` line starts a fresh budget)."""
+    count = 0
+    for event in history:
+        if event.kind == "retried":
+            count = 0
+            continue
+        error = event.detail.get("error")
+        if isinstance(error, Mapping) and error.get("kind") == LOST:
+            count += 1
+    return count
+
+
+def _refused(policy: RetryPolicy, error: ErrorInfo) -> RetryDecision | None:
+    """The decision not to retry ``error`` whatever the count, or None."""
+    if not error.retryable:
+        return RetryDecision(False, 0.0, f"error {error.kind!r} is not retryable")
+    if error.kind in policy.never_on:
+        return RetryDecision(False, 0.0, f"error {error.kind!r} never retries (never_on)")
+    if policy.retry_on and error.kind not in policy.retry_on:
+        allowed = ", ".join(policy.retry_on)
+        return RetryDecision(False, 0.0, f"error {error.kind!r} is not in retry_on ({allowed})")
+    return None
+
+
+def _tenacity(
+    policy: RetryPolicy, stop_after: int, attempt: int
+) -> tuple[tenacity.Retrying, tenacity.RetryCallState]:
+    """tenacity's strategies and a call state at ``attempt``: after attempt n fails, tenacity
+    waits ``initial_delay * multiplier ** (n - 1)`` (at most ``max_delay``) before n + 1."""
+    retrying = tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(stop_after),
+        wait=tenacity.wait_exponential(
+            multiplier=policy.initial_delay, exp_base=policy.multiplier, max=policy.max_delay
+        ),
+    )
+    state = tenacity.RetryCallState(retrying, fn=None, args=(), kwargs={})
+    state.attempt_number = attempt
+    return retrying, state

@@ -192,9 +192,9 @@ show_logs() {
 cmd_env() {
     [[ -s $STATE/secrets.env ]] || die "no cluster here: run 'scripts/cluster.sh up' first"
     secrets
-    echo "export AGENTDECK_BUS_URL='amqp://agentdeck:$RABBIT_PASS@h1:5672,h2:5672,h3:5672/agentdeck'"
+    echo "export AGENTDECK_BUS_URL='amqp://agentdeck:$RABBIT_PASS@h1:5672,h2:5672,h3:5672/agentdeck?heartbeat=5'"
     echo "export AGENTDECK_REGISTRY_URL='redis+sentinel://h1:26379,h2:26379,h3:26379/mymaster'"
-    echo "export AGENTDECK_STORE_URL='postgresql://agentdeck:$PG_APP_PASS@h1:5432,h2:5432,h3:5432/agentdeck?target_session_attrs=read-write'"
+    echo "export AGENTDECK_STORE_URL='postgresql://agentdeck:$PG_APP_PASS@h1:5432,h2:5432,h3:5432/agentdeck?target_session_attrs=read-write&command_timeout=10'"
 }
 
 cmd_kill() {

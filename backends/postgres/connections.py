@@ -9,6 +9,13 @@ a write runs on a connection.
   idempotent); writes do not, because a write whose commit was cut off may have happened:
   the caller decides, and compare-and-set makes a repeated ``apply`` harmless.
 - A connection that broke is dropped, not returned to the pool.
+- **Several hosts** (a primary and standbys): connections go through
+  :class:`~backends.postgres.hosts.HostRing`; a statement that timed out drops the pool (its
+  host was most likely cut off), and a connection idle for :data:`MULTI_HOST_IDLE` seconds is
+  closed (the pool keeps none idle: ``min_size`` defaults to 0 with several hosts, as asyncpg
+  never closes the connections that make up ``min_size``), so a node that stood by (a standby
+  scheduler) does not send its first statement after a failover down a connection to the old
+  primary and wait ``command_timeout`` for it.
 - **Refusals**: a statement the user's role may not run (``InsufficientPrivilegeError``, from a
   grant or the commands trigger of :mod:`backends.postgres.schema`) is :class:`PermissionDenied`
   naming the authenticated user, what it tried and its role: "role ada may not cancel: it is
@@ -35,6 +42,11 @@ __all__ = ["PostgresConnections", "denied_message", "fetch"]
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
+
+MULTI_HOST_IDLE = 5.0
+"""Seconds a pooled connection of a multi-host store may stay idle before it is closed (asyncpg's
+``max_inactive_connection_lifetime``; 300 s with one host). A busy node reuses its connections
+long before that; a node that stands by reconnects, through the host ring, when it needs one."""
 
 #: Errors that mean "PostgreSQL cannot serve us right now": BackendUnavailable, retryable.
 #: Class 08 (connection), 53 (resources: too many connections, disk full), 57 (operator
@@ -220,6 +232,7 @@ class PostgresConnections:
             command_timeout=target.command_timeout,
             timeout=target.connect_timeout,
             connect=self._ring.connect if self._ring is not None else None,
+            max_inactive_connection_lifetime=MULTI_HOST_IDLE if self._ring is not None else 300.0,
             # asyncpg prepares every statement; after five runs PostgreSQL may switch to a
             # generic plan and keep it until the next ANALYZE. A plan made while `tasks` held
             # a few hundred rows (a seq scan) then stays in use at 20,000 rows: the row-lock

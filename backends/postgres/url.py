@@ -11,6 +11,10 @@ Several hosts mean a primary and standbys (e.g. under Patroni): unless the URL s
 ``target_session_attrs=read-write`` is added, so every new connection goes to whichever host
 is the primary now, and after a failover the pool's next connections find the new one.
 
+With several hosts the pool keeps no idle connection by default (``min_size`` 0 unless the
+URL sets it): an idle connection may lead to a host that has since been cut off, and a pooled
+one idle for a few seconds is closed (``backends.postgres.connections.MULTI_HOST_IDLE``).
+
 Our own query options are taken out (:data:`POOL_OPTIONS`); every other one is left in the
 URL for asyncpg, which understands libpq's (``sslmode``, ``sslrootcert``, ``passfile``...) and
 sends the rest to the server as settings (``application_name``, ``search_path``,
@@ -88,6 +92,8 @@ def parse_url(url: str) -> PostgresTarget:
     where = ",".join(f"{h}:{p}" for h, p in hosts) + f"/{database or user}"
 
     options = dict(POOL_OPTIONS)
+    if len(hosts) > 1:
+        options["min_size"] = 0  # see the module docstring; the URL may still set it
     passed: list[tuple[str, str]] = []
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in options:

@@ -190,9 +190,11 @@ class SchedulerBase:
         (the dispatch part overrides this: none here)."""
         return []
 
-    async def _control(self, action: str, target: str) -> None:
-        """Tell agents (best effort) to act on ``target``: a failed publish is only logged."""
-        body = encode(Control(action=action, target=target, at=self.clock.now()))  # type: ignore[arg-type]
+    async def _control(self, action: str, target: str, attempt: int | None = None) -> None:
+        """Tell agents (best effort) to act on ``target`` (for a cancel, up to ``attempt``, if
+        given): a failed publish is only logged."""
+        order = Control(action=action, target=target, at=self.clock.now(), attempt=attempt)  # type: ignore[arg-type]
+        body = encode(order)
         try:
             await self.bus.publish_control(body)
         except AgentdeckError as exc:

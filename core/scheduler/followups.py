@@ -15,7 +15,7 @@ import structlog
 from agentdeck.core.dag import descendants
 from agentdeck.core.errors import NotFound
 from agentdeck.core.models import Change, ErrorInfo, Task, Usage
-from agentdeck.core.retry import RetryPolicy, decide
+from agentdeck.core.retry import LOST, RetryPolicy, decide, decide_lost, lost_in_budget
 from agentdeck.core.scheduler.base import SchedulerBase
 from agentdeck.core.scheduler.config import IN_FLIGHT, OPEN_WORKFLOWS
 from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
@@ -82,11 +82,18 @@ class FollowUps(SchedulerBase):
         usage: Usage | None = None,
     ) -> Change | None:
         """The change that records a failed attempt: retrying after a delay, or failed (with
-        what the attempt spent, ``usage``)."""
+        what the attempt spent, ``usage``). A ``lost`` attempt is decided by
+        :func:`~agentdeck.core.retry.decide_lost` on the lost attempts of the task's history
+        (one Store read; lost attempts are rare): it spends no attempt when it retries."""
         task = await self._attempt_in_flight(task_id, attempt)
         if task is None:
             return None
-        decision = decide(self.policy_for(task), task.attempts_used, error, self.rng)
+        policy = self.policy_for(task)
+        if error.kind == LOST:
+            lost = lost_in_budget(await self.store.task_events(task.id)) + 1
+            decision = decide_lost(policy, lost, error, self.rng)
+        else:
+            decision = decide(policy, task.attempts_used, error, self.rng)
         now = self.clock.now()
         detail: dict[str, Any] = {"error": error.to_dict(), "reason": decision.reason}
         log.info(
@@ -101,6 +108,8 @@ class FollowUps(SchedulerBase):
         if decision.retry:
             detail["delay"] = round(decision.delay, 3)
             values["not_before"] = now + decision.delay
+            if not decision.spends_attempt:
+                values["first_attempt"] = task.first_attempt + 1
             return Change(
                 task.id,
                 T.RETRYING,

@@ -112,7 +112,8 @@ class Repairs(FollowUps):
             change = await self._failure_change(t.id, t.attempt, error, t.agent_id)
             if change is not None:
                 changes.append(change)
-                await self._control("cancel", t.id)
+                # This attempt only: the retry may be running by the time the order arrives.
+                await self._control("cancel", t.id, t.attempt)
         moved, _ = await self._apply(changes)
         ended = [t for t in moved if t.status != T.DISPATCHED]  # not the ones told to wait
         if self.breakers is not None:
@@ -159,7 +160,8 @@ class Repairs(FollowUps):
             change = await self._failure_change(t.id, t.attempt, error, t.agent_id)
             if change is not None:
                 changes.append(change)
-                await self._control("cancel", t.id)  # in case it is alive and cut off
+                # In case it is alive and cut off; this attempt only, not the retry.
+                await self._control("cancel", t.id, t.attempt)
         moved, _ = await self._apply(changes)
         if moved:
             log.warning("lost_agents_work_recovered", agents=describe(moved), tasks=len(moved))

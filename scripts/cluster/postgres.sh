@@ -156,6 +156,14 @@ patroni_ready() {
     if [[ -z $("${psql[@]}" -c "select 1 from pg_database where datname = 'agentdeck'") ]]; then
         "${psql[@]}" -c "create database agentdeck owner agentdeck" || return 1
     fi
+    # agentdeck's group roles, made once per cluster by a superuser as a DBA would
+    # (backends/postgres/schema.py CREATE_ROLES_BY_HAND): the owner may not create roles.
+    local role
+    for role in agentdeck_viewer agentdeck_operator agentdeck_node; do
+        if [[ -z $("${psql[@]}" -c "select 1 from pg_roles where rolname = '$role'") ]]; then
+            "${psql[@]}" -c "create role $role nologin" || return 1
+        fi
+    done
 }
 
 # Patroni's role for the member on host N (leader|sync_standby|replica, and its state when

@@ -7,6 +7,10 @@ the retry path), and otherwise appends one JSON line to the task's own effect lo
 started and ended. The suite reads those logs to count the effects each task had; the Store's
 history says which of them the scheduler applied.
 
+Once the suite has injected every fault it writes :data:`FAST_FILE` into the effects folder:
+runs that start after that sleep at most :data:`FAST_SECONDS`, so the rest of the work (no
+fault left to measure) takes seconds instead of minutes.
+
 One ``write`` of one short line to a file opened for appending: lines written by agents on
 several hosts (one file system here) never interleave.
 """
@@ -28,6 +32,9 @@ EFFECTS_ENV = "AGENTDECK_EFFECTS_DIR"
 """The folder of the effect logs (one file per task)."""
 HOST_ENV = "AGENTDECK_EFFECTS_HOST"
 """The test host (h1, h2, h3) this agent process runs on."""
+FAST_FILE = "FAST"
+"""Present in the effects folder: every fault is behind, runs may be short."""
+FAST_SECONDS = 0.3
 
 
 def effect_log(folder: Path, task_id: str) -> Path:
@@ -41,6 +48,9 @@ async def effect(ctx: TaskContext) -> JSON:
     started = time.time()
     spec = ctx.input if isinstance(ctx.input, dict) else {}
     seconds = float(spec.get("seconds", 1.0))
+    folder = Path(os.environ[EFFECTS_ENV])
+    if (folder / FAST_FILE).exists():
+        seconds = min(seconds, FAST_SECONDS)
     await asyncio.sleep(seconds)
     if ctx.attempt <= int(spec.get("fail_first", 0)):
         raise TaskFailed(f"effect: attempt {ctx.attempt} fails on purpose")
@@ -55,7 +65,7 @@ async def effect(ctx: TaskContext) -> JSON:
         }
     )
     fd = os.open(
-        effect_log(Path(os.environ[EFFECTS_ENV]), ctx.task_id),
+        effect_log(folder, ctx.task_id),
         os.O_WRONLY | os.O_APPEND | os.O_CREAT,
         0o644,
     )

@@ -14,6 +14,7 @@ import os
 import shlex
 import shutil
 import subprocess
+import time
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,6 +93,44 @@ def urls() -> dict[str, str]:
         name, value = shlex.split(line.removeprefix("export "))[0].split("=", 1)
         found[name] = value
     return found
+
+
+class SharedCluster:
+    """The cluster of a test session (``tests/e2e/test_cluster.py``,
+    ``tests/e2e/test_cluster_faults.py``): made on first use (``down`` first, so it starts new
+    with every primary on h1), made anew by a module that needs it new (:meth:`renew`), and
+    removed by the module done with it or at the end of the session, whatever happened."""
+
+    def __init__(self, up_timeout: float) -> None:
+        self.up_timeout = up_timeout
+        self.urls: dict[str, str] | None = None
+        """The URLs ``env`` prints (passwords: never print them); None while there is none."""
+        self.up_seconds = 0.0
+
+    def ensure(self) -> dict[str, str]:
+        """The URLs of the session's cluster, making it first if there is none."""
+        if self.urls is None:
+            need_root_and_ip()
+            run("down", timeout=180)
+            started = time.monotonic()
+            try:
+                run("up", timeout=self.up_timeout)
+            except BaseException:
+                run("down", timeout=180, check=False)
+                raise
+            self.up_seconds = time.monotonic() - started
+            self.urls = urls()
+        return self.urls
+
+    def renew(self) -> dict[str, str]:
+        """A new cluster (``down``, ``up``) whatever an earlier module left, and its URLs."""
+        self.urls = None
+        return self.ensure()
+
+    def down(self) -> None:
+        """Remove the cluster (whatever state it is in); the next :meth:`ensure` makes one."""
+        self.urls = None
+        run("down", timeout=180, check=False)
 
 
 # ------------------------------------------------------------------------------ RabbitMQ
@@ -189,11 +228,20 @@ def redis_failover_to(host: str) -> None:
 
 
 def patroni_switchover(leader: str, candidate: str) -> None:
-    """Ask Patroni (its REST API on ``leader``) to hand the primary to ``candidate`` now."""
-    body = json.dumps({"leader": leader, "candidate": candidate}).encode()
+    """Ask Patroni (its REST API on ``leader``) to hand the primary to ``candidate`` now.
+
+    In ``synchronous_mode`` Patroni takes only the synchronous standby (412 otherwise). A
+    failover to an asynchronous member instead (which its API allows) once left the cluster
+    with no member willing to promote at the next cut (the synchronous standby behind the
+    other replica: "not the healthiest node" on both), so the suite starts from a new cluster
+    rather than move a primary that an earlier module moved."""
+    _patroni_post(leader, "switchover", {"leader": leader, "candidate": candidate})
+
+
+def _patroni_post(host: str, action: str, body: Mapping[str, str]) -> None:
     request = urllib.request.Request(
-        f"http://{HOST_IPS[leader]}:8008/switchover",
-        data=body,
+        f"http://{HOST_IPS[host]}:8008/{action}",
+        data=json.dumps(dict(body)).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )

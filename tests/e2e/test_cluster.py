@@ -1,10 +1,11 @@
 """The HA test hosts of ``scripts/cluster.sh``: each engine answers, fails over and rejoins.
 
-One cluster for the module (``down`` first, so every scenario starts from a new cluster whose
-primaries are all on h1; ``down`` again at the end, also after a failure). The tests talk to the
+One cluster (``tests/e2e/conftest.py``'s ``shared_cluster``: ``down`` first, so it starts new
+with every primary on h1; ``down`` at the end of the session, also after a failure;
+``test_cluster_faults.py``, next in file order, renews it). The tests talk to the
 engines from the root namespace at the URLs ``scripts/cluster.sh env`` prints, with the engines'
 own client libraries: asyncpg (a multi-host URL, read-write target), redis-py's Sentinel client,
-aio-pika. They run in file order: the cut and the kill come last.
+aio-pika. They run in file order: the cut and the kill come last, and leave the cluster healthy.
 
 The figures (how long ``up`` took, each failover) are printed past the capture:
 ``.venv/bin/python -m pytest -q -p no:cacheprovider -m cluster tests/e2e/test_cluster.py``.
@@ -17,12 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shlex
-import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -30,7 +28,9 @@ import asyncpg
 import pytest
 from redis.asyncio.sentinel import Sentinel
 
-from tests.conftest import IN_CI, ROOT
+from agentdeck.backends.postgres.url import parse_url
+from tests.conftest import ROOT
+from tests.e2e.cluster_hosts import SharedCluster
 
 pytestmark = [
     pytest.mark.cluster,
@@ -108,19 +108,6 @@ class Cluster:
         return [(host, int(port)) for host, port in (a.split(":") for a in netloc.split(","))]
 
 
-def need_root_and_ip() -> None:
-    """Skip (fail in CI) where network namespaces cannot be made."""
-    problem = None
-    if os.geteuid() != 0:
-        problem = "scripts/cluster.sh needs root (network namespaces)"
-    elif shutil.which("ip") is None:
-        problem = "scripts/cluster.sh needs `ip` (iproute2)"
-    if problem:
-        if IN_CI:
-            pytest.fail(problem)
-        pytest.skip(problem)
-
-
 @pytest.fixture
 def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
     """Prints a figure past pytest's capture."""
@@ -132,27 +119,19 @@ def report(capsys: pytest.CaptureFixture[str]) -> Callable[[str], None]:
     return write
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    """A new cluster for the session, removed at the end whatever happened."""
-    need_root_and_ip()
-    run("down", timeout=180)
-    try:
-        started = time.monotonic()
-        run("up", timeout=UP_TIMEOUT)
-        up_seconds = time.monotonic() - started
-        urls = {}
-        for line in run("env").splitlines():
-            name, value = shlex.split(line.removeprefix("export "))[0].split("=", 1)
-            urls[name] = value
-        yield Cluster(
-            bus_url=urls["AGENTDECK_BUS_URL"],
-            registry_url=urls["AGENTDECK_REGISTRY_URL"],
-            store_url=urls["AGENTDECK_STORE_URL"],
-            up_seconds=up_seconds,
-        )
-    finally:
-        run("down", timeout=180)
+@pytest.fixture(scope="module")
+def cluster(shared_cluster: SharedCluster) -> Cluster:
+    """The session's cluster (``tests/e2e/conftest.py``): new, with its primaries on h1, when
+    this module starts first (as in the whole suite); ``test_cluster_faults.py`` renews it."""
+    urls = shared_cluster.ensure()
+    return Cluster(
+        bus_url=urls["AGENTDECK_BUS_URL"],
+        registry_url=urls["AGENTDECK_REGISTRY_URL"],
+        # asyncpg itself is the client here: the URL without agentdeck's own options
+        # (command_timeout=10), which it would send to the server as settings.
+        store_url=parse_url(urls["AGENTDECK_STORE_URL"]).dsn,
+        up_seconds=shared_cluster.up_seconds,
+    )
 
 
 async def eventually(what: str, limit: float, probe: Callable[[], Awaitable[bool]]) -> float:

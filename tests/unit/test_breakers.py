@@ -367,12 +367,15 @@ def failed_task(capability: str, agent: str, kind: str = "error") -> Task:
     )
 
 
-def test_cancelled_and_permanent_errors_are_not_counted() -> None:
-    """Errors that say nothing about health do not count; others count for capability and agent."""
+def test_cancelled_permanent_and_lost_errors_are_not_counted() -> None:
+    """Errors that say nothing about health do not count (an operator's cancel, a refused input,
+    an attempt no report came for: an outage loses healthy agents' work too); others count for
+    capability and agent."""
     assert (
         outcomes([failed_task("echo", "a1", "permanent"), failed_task("x", "", "cancelled")]) == []
     )
-    assert outcomes([failed_task("echo", "a1", "lost")]) == [
+    assert outcomes([failed_task("echo", "a1", "lost")]) == []
+    assert outcomes([failed_task("echo", "a1", "timeout")]) == [
         ("capability:echo", False),
         ("agent:a1", False),
     ]

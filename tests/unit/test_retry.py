@@ -7,8 +7,8 @@ import random
 import pytest
 
 from agentdeck.core.errors import ConfigError
-from agentdeck.core.models import ErrorInfo
-from agentdeck.core.retry import RetryDecision, RetryPolicy, decide
+from agentdeck.core.models import ErrorInfo, TaskEvent
+from agentdeck.core.retry import RetryDecision, RetryPolicy, decide, decide_lost, lost_in_budget
 
 ERROR = ErrorInfo(kind="error", message="boom")
 NO_JITTER = RetryPolicy(jitter=0.0)
@@ -95,7 +95,7 @@ def test_from_mapping_names_unknown_keys_and_lists_allowed_ones() -> None:
         RetryPolicy.from_mapping({"attempts": 3}, where="task 'x' retry")
     assert str(info.value) == (
         "task 'x' retry: unknown key(s) 'attempts'; allowed: max_attempts, initial_delay, "
-        "max_delay, multiplier, jitter, retry_on, never_on"
+        "max_delay, multiplier, jitter, retry_on, never_on, max_lost"
     )
 
 
@@ -232,3 +232,76 @@ def test_attempts_are_counted_from_one() -> None:
     """Asking about attempt 0 is a programming error."""
     with pytest.raises(ValueError, match="counts from 1, got 0"):
         decide(RetryPolicy(), 0, ERROR, rng())
+
+
+# ------------------------------------------------------------------------- lost attempts
+
+LOST = ErrorInfo(kind="lost", message="no report")
+
+
+def test_max_lost_defaults_to_ten_and_is_checked() -> None:
+    """max_lost: 10 by default, a whole number from 0 to 1000."""
+    assert RetryPolicy().max_lost == 10
+    assert RetryPolicy.from_mapping({"max_lost": "0"}).max_lost == 0
+    with pytest.raises(ConfigError, match="max_lost must be an integer from 0 to 1000, got 1001"):
+        RetryPolicy(max_lost=1001)
+
+
+def test_a_lost_attempt_retries_without_spending_an_attempt() -> None:
+    """Lost attempts retry up to max_lost times, whatever max_attempts says, and spend none."""
+    policy = RetryPolicy(max_attempts=1, max_lost=3, jitter=0)
+    decisions = [decide_lost(policy, n, LOST, rng()) for n in (1, 2, 3)]
+    assert [(d.retry, d.spends_attempt) for d in decisions] == [(True, False)] * 3
+    assert decisions[0].reason == "lost 1 of at most 3: again in 1.00s, no attempt spent"
+
+
+def test_lost_attempts_back_off_like_failures() -> None:
+    """The n-th lost attempt waits what the n-th retry would: initial * multiplier ** (n - 1),
+    capped at max_delay, plus jitter from the injected rng."""
+    policy = RetryPolicy(initial_delay=0.5, multiplier=3.0, max_delay=10.0, jitter=0)
+    delays = [decide_lost(policy, n, LOST, rng()).delay for n in range(1, 6)]
+    assert delays == [0.5, 1.5, 4.5, 10.0, 10.0]
+    jittery = RetryPolicy(initial_delay=2.0, jitter=1.0)
+    expected = 2.0 + random.Random(42).uniform(0.0, 1.0)
+    assert decide_lost(jittery, 1, LOST, rng()).delay == pytest.approx(expected)
+
+
+def test_past_max_lost_the_task_fails() -> None:
+    """The lost attempt after max_lost ends the task (a poison task still ends); 0 = at once."""
+    assert decide_lost(RetryPolicy(max_lost=3), 4, LOST, rng()) == RetryDecision(
+        False, 0.0, "lost 4 times, more than max_lost (3)"
+    )
+    assert not decide_lost(RetryPolicy(max_lost=0), 1, LOST, rng()).retry
+
+
+def test_the_error_rules_still_hold_for_lost() -> None:
+    """retry_on without lost, never_on with it, a lost error marked not retryable: no retry."""
+    assert not decide_lost(RetryPolicy(retry_on=("timeout",)), 1, LOST, rng()).retry
+    assert not decide_lost(RetryPolicy(never_on=("lost",)), 1, LOST, rng()).retry
+    refused = ErrorInfo(kind="lost", message="x", retryable=False)
+    assert not decide_lost(RetryPolicy(), 1, refused, rng()).retry
+    with pytest.raises(ValueError, match="lost counts from 1"):
+        decide_lost(RetryPolicy(), 0, LOST, rng())
+
+
+def event(kind: str, error_kind: str | None = None) -> TaskEvent:
+    detail = {"error": {"kind": error_kind}} if error_kind else {}
+    return TaskEvent("w/a", "w", 0.0, kind, 1, detail=detail)
+
+
+def test_lost_in_budget_counts_lost_failures_since_the_last_operator_retry() -> None:
+    """Lost failures (retrying or failed lines) count; other errors, rate limits and lines with
+    no error do not; an operator's retry starts the count again."""
+    history = [
+        event("dispatched"),
+        event("retrying", "lost"),
+        event("retrying", "error"),
+        event("rate_limited", "rate_limited"),
+        event("failed", "lost"),
+        event("retried"),
+        event("retrying", "lost"),
+        event("waiting"),
+    ]
+    assert lost_in_budget(history[:5]) == 2
+    assert lost_in_budget(history) == 1
+    assert lost_in_budget([]) == 0

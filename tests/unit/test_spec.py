@@ -266,7 +266,7 @@ def test_bad_retry_settings_reuse_the_policy_messages() -> None:
     ) == [
         "tasks[0] 'a': retry: max_attempts must be an integer from 1 to 100, got 0",
         "tasks[1] 'b': retry: unknown key(s) 'tries'; allowed: max_attempts, initial_delay, "
-        "max_delay, multiplier, jitter, retry_on, never_on",
+        "max_delay, multiplier, jitter, retry_on, never_on, max_lost",
     ]
 
 

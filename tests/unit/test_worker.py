@@ -566,6 +566,21 @@ async def test_cancel_fails_the_running_task_permanently(env: Env) -> None:
     assert await take_waiting(env.bus) is None
 
 
+async def test_a_cancel_up_to_an_older_attempt_leaves_the_newer_one_running(env: Env) -> None:
+    """The scheduler gave attempt 1 up as lost and cancels it, but attempt 2 runs here by the
+    time the order arrives: it goes on and succeeds; a cancel up to attempt 2 would stop it."""
+    gate = Gate()
+    worker = await env.start({CAP: gate})
+    await env.publish(message("slow", attempt=2))
+    await eventually(lambda: gate.started)
+    order = Control(action="cancel", target="wf/slow", at=env.clock.now(), attempt=1)
+    await env.bus.publish_control(encode(order))
+    await settle()
+    assert worker.cancel("wf/slow", up_to=1) is False  # what the order found: nothing to stop
+    gate.opened.set()
+    await eventually(lambda: env.reports.kinds("wf/slow") == ["started", "succeeded"])
+
+
 # ----------------------------------------------------------------------------- stopping
 
 

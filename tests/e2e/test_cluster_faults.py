@@ -23,14 +23,21 @@ tasks around it. Then it asserts: every task succeeded, exactly one success appl
 every workflow finished with no operator command; each success applied is backed by a run of
 that very attempt in the task's effect log and no run is of an attempt the scheduler never
 dispatched; every attempt was dispatched once (two leaders would dispatch twice); the leaders'
-fencing tokens grew with each election and the Store's fence holds the last leader's token.
+fencing tokens never went back, no two nodes held the same one, and the Store's fence is at
+most the last lease's token; work resumed within 60 s of each fault (the goal, 30 s, is printed
+per fault). After the last fault the remaining runs are short (``cluster_agent.FAST_FILE``).
 Effects beyond one per task (runs the at-least-once contract allows: a message redelivered after
 its agent lost its broker, an attempt retried after its agent was cut off) are counted and
 printed per fault, not hidden.
 
-Run it (root; about 6 minutes; the figures are printed past the capture)::
+It makes a new cluster (``tests/e2e/conftest.py``'s ``shared_cluster``, renewed: whatever an
+earlier module left is removed first) and removes it when it ends, passed or not. Needs root;
+a non-root user or a missing ``ip`` skips, except in CI (``CI=true``), where it fails;
+``scripts/cluster.sh`` installs the engines.
 
-    .venv/bin/python -m pytest -q -p no:cacheprovider -m cluster tests/e2e/cluster_faults_suite.py
+Run it (root; the figures are printed past the capture)::
+
+    .venv/bin/python -m pytest -q -p no:cacheprovider -m cluster tests/e2e/test_cluster_faults.py
 
 ``AGENTDECK_CLUSTER_FAULTS_REPORT=path.json`` also writes the figures as JSON.
 """
@@ -42,6 +49,7 @@ import contextlib
 import itertools
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -53,6 +61,7 @@ import asyncpg
 import pytest
 
 from agentdeck.backends.postgres import PostgresStore
+from agentdeck.backends.postgres.url import parse_url
 from agentdeck.backends.redis import RedisRegistry
 from agentdeck.core.client import Client
 from agentdeck.core.clock import SystemClock
@@ -60,36 +69,40 @@ from agentdeck.core.models import TaskEvent
 from agentdeck.core.ports import Lease
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 from tests.e2e import cluster_hosts as hosts
-from tests.e2e.cluster_agent import EFFECTS_ENV, HOST_ENV
+from tests.e2e.cluster_agent import EFFECTS_ENV, FAST_FILE, FAST_SECONDS, HOST_ENV
 from tests.e2e.cluster_hosts import HostProcs
 
 pytestmark = [
     pytest.mark.cluster,
     pytest.mark.e2e,
     pytest.mark.slow,
-    # up (~35-100 s) + the workload (~5 min) + down; the machine may be busy.
+    # down + up (~35-100 s) + the workload (~3-4 min) + down; the
+    # machine may be busy. Every wait inside is bounded on its own too.
     pytest.mark.timeout(1500),
 ]
 
 WORKFLOWS = 20
 STAGES = 10
 TASKS_PER_WORKFLOW = STAGES * 5
-TASK_SECONDS = 6.0
-"""How long each task works: with ten stages of three levels, a workflow's critical path is
-30 tasks, about 3 minutes, so the work outlasts the four faults and their restores."""
+TASK_SECONDS = 10.0
+"""How long each task works until the last fault is behind (then runs are short: FAST_FILE):
+with ten stages of three levels, a workflow's critical path is 30 tasks, 5 minutes, so the
+work outlasts the four faults and their restores even on a loaded machine (at 6 s a run it
+once ran out before the third fault), and costs nothing once they are over."""
 RETRY = {"max_attempts": 8, "initial_delay": 0.2, "max_delay": 2.0, "jitter": 0.2}
 GOAL = 30.0
 """Seconds from a fault to the next finished task the issue asks for."""
-RESUME_LIMIT = 120.0
-"""Seconds a fault may take before the suite gives up on work resuming."""
+RESUME_LIMIT = 60.0
+"""Seconds a fault may take before the suite gives up on work resuming: twice the goal, so a
+loaded machine (Patroni's failover alone is 20-28 s) does not fail it, a stall does."""
 UP_TIMEOUT = 600.0
 RESTORE_LIMIT = 240.0
 """Seconds a healed or restarted engine may take to be back in its cluster."""
 RABBIT_RESUME_LIMIT = 90.0
 """Seconds RabbitMQ on a healed h1 may take to resume by itself (pause_minority) before the
 suite restarts it (RabbitMQ 3.10 may hang in `global` there: see test_cluster.py)."""
-RUN_LIMIT = 600.0
-"""Seconds from the last fault's restore to every workflow finished."""
+RUN_LIMIT = 240.0
+"""Seconds from the last fault's restore to every workflow finished (runs are short by then)."""
 AGENT_CONCURRENCY = 20
 
 T = TaskStatus
@@ -137,7 +150,7 @@ class Fault:
     """When the broken part was back in its cluster."""
     pause: float | None = None
     """The longest time between two finished tasks from just before the fault to a minute
-    after it."""
+    after it (or to the next fault, if sooner)."""
     notes: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -149,14 +162,16 @@ def table(faults: list[Fault], lines: dict[str, Any]) -> str:
     """The figures as printed (and written to docs/resilience.md by hand)."""
     rows = [
         f"{'fault':<34}{'first task done (s)':>21}{'longest pause (s)':>19}"
-        f"{'restored (s)':>14}{'extra runs':>12}"
+        f"{'restored (s)':>14}{'extra runs':>12}{'goal < 30 s':>13}"
     ]
     for f in faults:
         done = f"{f.to_work:.1f}" if f.to_work is not None else "never"
         pause = f"{f.pause:.1f}" if f.pause is not None else "-"
         back = f"{f.restored - f.at:.1f}" if f.restored else "-"
+        met = "met" if f.to_work is not None and f.to_work < GOAL else "NOT met"
         rows.append(
             f"{f.name:<34}{done:>21}{pause:>19}{back:>14}{f.notes.get('extra runs', 0):>12}"
+            f"{met:>13}"
         )
         rows.append("    " + ", ".join(f"{k}={v}" for k, v in f.notes.items()))
     rows += [f"{k}: {v}" for k, v in lines.items()]
@@ -174,18 +189,24 @@ class Urls(dict[str, str]):
 
 
 @pytest.fixture(scope="module")
-def urls() -> Iterator[dict[str, str]]:
-    """A new cluster (``down`` first, so its primaries are all on h1), removed at the end."""
-    hosts.need_root_and_ip()
-    hosts.run("down", timeout=180)
+def urls(
+    shared_cluster: hosts.SharedCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """A new cluster (``down``, ``up``: every primary on h1, none moved by an earlier module:
+    moving PostgreSQL's back under ``synchronous_mode`` is not safe, see
+    ``cluster_hosts.patroni_switchover``); removed when this module ends, passed or not, after
+    its engines' logs are copied to ``cluster-logs`` in the test's temporary folder (the state
+    folder goes with ``down``)."""
     try:
-        started = time.monotonic()
-        hosts.run("up", timeout=UP_TIMEOUT)
-        found = Urls(hosts.urls())
-        found["up_seconds"] = f"{time.monotonic() - started:.1f}"
+        found = Urls(shared_cluster.renew())
+        found["up_seconds"] = f"{shared_cluster.up_seconds:.1f}"
         yield found
     finally:
-        hosts.run("down", timeout=180, check=False)
+        keep = tmp_path_factory.mktemp("cluster-logs")
+        for log in hosts.STATE.glob("h*/*.log"):
+            with contextlib.suppress(OSError):
+                shutil.copy(log, keep / f"{log.parent.name}-{log.name}")
+        shared_cluster.down()
 
 
 @pytest.fixture
@@ -196,9 +217,9 @@ def procs(tmp_path: Path, urls: dict[str, str]) -> Iterator[HostProcs]:
         tmp_path,
         {
             "AGENTDECK_BUS_URL": urls["AGENTDECK_BUS_URL"],
-            # A statement on a connection to a host that was cut off waits for command_timeout
-            # (60 s by default): 10 s, as docs/deploy.md advises for a replicated store.
-            "AGENTDECK_STORE_URL": urls["AGENTDECK_STORE_URL"] + "&command_timeout=10",
+            # `cluster.sh env` sets command_timeout=10 (docs/deploy.md): a statement on a
+            # connection to a host that was cut off would wait 60 s by default.
+            "AGENTDECK_STORE_URL": urls["AGENTDECK_STORE_URL"],
             "AGENTDECK_REGISTRY_URL": urls["AGENTDECK_REGISTRY_URL"],
             "AGENTDECK_LOG_FORMAT": "json",
             # One task in nine fails once by design: breakers stay out of the measurement
@@ -275,8 +296,13 @@ async def all_events(store: PostgresStore) -> list[TaskEvent]:
 
 
 async def fence_tokens(url: str) -> dict[str, int]:
-    """The Store's fence table: the newest token that wrote, by name."""
-    conn = await asyncpg.connect(url, timeout=20)
+    """The Store's fence table: the newest token that wrote, by name. (asyncpg gets the DSN
+    without agentdeck's own options; a failure is re-raised without the connection's
+    parameters, which a traceback would show with the password.)"""
+    try:
+        conn = await asyncpg.connect(parse_url(url).dsn, timeout=20)
+    except Exception as exc:
+        raise AssertionError(f"cannot read the fence table: {type(exc).__name__}") from None
     try:
         return {r["name"]: r["token"] for r in await conn.fetch("select name, token from fence")}
     finally:
@@ -313,7 +339,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
     workflow finished by itself, each fault followed by finished work."""
     started = time.monotonic()
     registry_url = urls["AGENTDECK_REGISTRY_URL"]
-    store_url = urls["AGENTDECK_STORE_URL"] + "&command_timeout=10"
+    store_url = urls["AGENTDECK_STORE_URL"]
     faults: list[Fault] = []
 
     async def holder() -> str | None:
@@ -366,6 +392,10 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         # Work flows on every host before the first fault.
         await until("100 tasks done", 240, lambda: _at_least(succeeded, 100))
 
+        async def work_left(before: str) -> None:
+            remaining = TASKS_PER_WORKFLOW * WORKFLOWS - await succeeded()
+            assert remaining > 0, f"the work ran out before {before}: raise TASK_SECONDS"
+
         # 1. SIGKILL the RabbitMQ node leading the task queue.
         fault = Fault("kill the task queue's RabbitMQ leader")
         leaders = await asyncio.to_thread(hosts.queue_leaders, "h2")
@@ -380,6 +410,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         fault.restored = time.time()
 
         # 2. Cut h1 off with everything that leads on it.
+        await work_left("the cut")
         fault = Fault("cut h1 off (every primary on it)")
         arranged = time.monotonic()
         await asyncio.to_thread(hosts.move_queue_leaders, "h1")
@@ -450,6 +481,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
                 (start_scheduler if name.startswith("sched") else start_agent)(procs, "h1")
 
         # 3. SIGKILL the Redis primary.
+        await work_left("the Redis fault")
         fault = Fault("kill the Redis primary")
         primary = await asyncio.to_thread(hosts.redis_primary)
         assert primary is not None
@@ -463,6 +495,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         fault.restored = time.time()
 
         # 4. SIGKILL the PostgreSQL primary.
+        await work_left("the PostgreSQL fault")
         fault = Fault("kill the PostgreSQL primary")
         pg_leader = hosts.postgres_leader(await asyncio.to_thread(hosts.status))
         assert pg_leader is not None
@@ -474,8 +507,10 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         await asyncio.to_thread(hosts.run, "up", timeout=UP_TIMEOUT)
         fault.restored = time.time()
         fault.notes["primary_after"] = hosts.postgres_leader(await asyncio.to_thread(hosts.status))
-        remaining = TASKS_PER_WORKFLOW * WORKFLOWS - await succeeded()
-        assert remaining > 0, "the work ran out before the last fault: raise TASK_SECONDS"
+        await work_left("the end of the last fault")
+        # Every fault is behind: the rest of the work need not take minutes.
+        (tmp_path / "effects" / FAST_FILE).touch()
+        fast_from = time.monotonic()
 
         async def all_finished() -> bool:
             found = [await store.get_workflow(w) for w in workflows]
@@ -483,6 +518,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
 
         await until("every workflow to finish", RUN_LIMIT, all_finished)
         work_seconds = time.monotonic() - submitted
+        tail_seconds = time.monotonic() - fast_from
 
         # ------------------------------------------------------------ what must hold
         events = await all_events(store)
@@ -494,9 +530,11 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
 
     successes = [e for e in events if e.kind == "succeeded"]
     finish_times = sorted(e.at for e in successes)  # every one, now that all are written
-    for f in faults:
+    for f, after in zip(faults, [*(g.at for g in faults[1:]), float("inf")], strict=True):
+        # From the last success before it to a minute after it, or to the next fault.
         last_before = max((t for t in finish_times if t <= f.at), default=f.at)
-        window = sorted({last_before, *(t for t in finish_times if f.at < t < f.at + 60)})
+        end = min(f.at + 60, after)
+        window = sorted({last_before, *(t for t in finish_times if f.at < t < end)})
         f.pause = max((b - a for a, b in itertools.pairwise(window)), default=None)
 
     applied: dict[str, list[int]] = {}
@@ -552,7 +590,8 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         "successes with no run of their attempt in the effect log": len(unbacked),
         "runs of attempts never dispatched": len(invented),
         "attempts dispatched twice": len(twice_dispatched),
-        "leader elections (node, token)": [(n, t) for _, n, t in elections],
+        "leaderships (node, token)": list(dict.fromkeys((n, t) for _, n, t in elections)),
+        "take-overs begun (leader_elected lines)": len(elections),
         "lease_lost log lines": lease_lost,
         "Store fence token / last lease token": (
             fence.get("scheduler", max(fence.values(), default=None)),
@@ -563,6 +602,7 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         ),
         "cluster up (s)": urls["up_seconds"],
         "work, submission to last workflow (s)": round(work_seconds, 1),
+        f"  of which after the last fault, runs of {FAST_SECONDS} s (s)": round(tail_seconds, 1),
         "test wall time (s)": round(time.monotonic() - started, 1),
         "load average": os.getloadavg(),
     }
@@ -584,7 +624,11 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
     assert not unbacked, unbacked[:20]
     assert not invented, invented[:20]
     assert not twice_dispatched, list(twice_dispatched)[:20]
-    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), elections
+    # A node whose take-over the Store failed takes over again under the same lease (same
+    # token): tokens never go back, and no two nodes ever held the same one.
+    assert tokens == sorted(tokens), elections
+    holders = {(node, token) for _, node, token in elections}
+    assert len({token for _, token in holders}) == len(holders), elections
     assert lease is not None and max(fence.values()) <= lease.token, (fence, lease)
     for f in faults:
         assert f.to_work is not None and f.to_work < RESUME_LIMIT, text
