@@ -40,7 +40,7 @@ class CountedBus(MemoryBus):
     """The memory bus, except that the queue count is what the test sets: a number, None
     (cannot tell) or an error to raise. Records every question."""
 
-    count: int | None | Exception = 0
+    count: int | Exception | None = 0
     asked: list[str]
 
     async def queued(self, capability: str) -> int | None:  # type: ignore[override]
@@ -151,7 +151,7 @@ async def test_the_queue_is_asked_once_per_capability_a_round(deck: Deck) -> Non
 
 @pytest.mark.parametrize("answer", [None, BackendUnavailable("broker gone")], ids=["none", "error"])
 async def test_a_bus_that_cannot_tell_leaves_the_free_slot_to_decide(
-    deck: Deck, answer: None | Exception
+    deck: Deck, answer: Exception | None
 ) -> None:
     """None, or an error while asking: as before the queue count existed, a free slot alone
     makes an overdue attempt lost. An error is logged once, not every round."""
