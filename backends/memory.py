@@ -281,6 +281,11 @@ class MemoryBus:
         names = list(dict.fromkeys(task_queue(c) for c in capabilities))
         return self._consume(names, prefetch)
 
+    async def queued(self, capability: str) -> int:
+        """The messages in ``capability``'s queue that no consumer holds yet (0 if none)."""
+        queue = self._queues.get(task_queue(capability))
+        return 0 if queue is None else len(queue.messages)
+
     async def publish_report(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Append a report to the one reports queue."""
         self._check_open()

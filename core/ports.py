@@ -97,6 +97,12 @@ class Bus(Protocol):
         """Deliveries from the queues of ``capabilities``, at most ``prefetch`` unacked at once."""
         ...
 
+    async def queued(self, capability: str) -> int | None:
+        """How many messages wait in ``capability``'s task queue, ready for a consumer: not
+        those an agent holds unacked (its prefetch), nor the dead letters. 0 when the queue
+        does not exist; None when this bus cannot tell. Raises BackendUnavailable."""
+        ...
+
     async def publish_report(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Publish an agent's report (started / finished) for the scheduler."""
         ...

@@ -47,6 +47,7 @@ from tenacity import (
 from agentdeck.backends.rabbitmq import dead_letters as dead_queue
 from agentdeck.backends.rabbitmq import topology
 from agentdeck.backends.rabbitmq.consumer import Consumer
+from agentdeck.backends.rabbitmq.depth import QueueDepths
 from agentdeck.backends.rabbitmq.events import EventBatcher, batch_message, topic_of
 from agentdeck.backends.rabbitmq.failures import (
     PERMANENT,
@@ -141,6 +142,7 @@ class RabbitBus:
         self._consumers: weakref.WeakSet[Consumer] = weakref.WeakSet()
         self._subscriptions: set[Subscription] = set()
         self._events_out = EventBatcher(self._send_events)
+        self._depths = QueueDepths(self)
         self.closed = False
         self.published = 0
 
@@ -321,6 +323,10 @@ class RabbitBus:
             self._check_capability(capability)
         names = list(dict.fromkeys(self.names.task(c) for c in capabilities))
         return self._consume(names, prefetch)
+
+    async def queued(self, capability: str) -> int:
+        """The messages waiting in ``capability``'s task queue (:class:`depth.QueueDepths`)."""
+        return await self._depths.ready(capability)
 
     async def publish_report(self, body: bytes, headers: Mapping[str, str]) -> None:
         """Publish a report to the reports quorum queue; returns once confirmed."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import structlog
 
+from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.models import AgentState, Change, ErrorInfo, Task
 from agentdeck.core.recovery import describe
 from agentdeck.core.scheduler.config import MOVING, REPAIR_PAGE
@@ -81,6 +82,7 @@ class Repairs(FollowUps):
             return False
         waiting = {t.capability for t in due if t.status == T.DISPATCHED}
         free = await self._free_capabilities(waiting) if waiting else set()
+        queued = await self._queued(free) if free else {}
         changes: list[Change] = []
         for t in due:
             if t.status == T.RETRYING:
@@ -94,14 +96,15 @@ class Repairs(FollowUps):
                     )
                 )
                 continue
-            if t.status == T.DISPATCHED and t.capability not in free:
-                changes.append(self._wait_longer(t, now))
+            if t.status == T.DISPATCHED and (t.capability not in free or queued.get(t.capability)):
+                changes.append(self._wait_longer(t, now, queued.get(t.capability)))
                 continue
             if t.status == T.DISPATCHED:
                 error = ErrorInfo(
                     "lost",
                     f"no agent reported it within {self.config.dispatch_timeout:g}s of dispatch "
-                    f"while an agent of {t.capability!r} had a free slot: its message was lost",
+                    f"while an agent of {t.capability!r} had a free slot and its queue was "
+                    "empty: its message was lost",
                 )
             else:
                 error = ErrorInfo(
@@ -123,21 +126,59 @@ class Repairs(FollowUps):
 
     async def _free_capabilities(self, capabilities: set[str]) -> set[str]:
         """Those of ``capabilities`` that a live, undrained agent with a free slot serves (as of
-        its last heartbeat). Such an agent is offered the queue's next message at once, so a
-        dispatched message none of them reported within the dispatch timeout is gone."""
+        its last heartbeat). Such an agent takes the queue's next message at once; whether
+        messages still wait in the queue (an agent running short tasks shows free slots while
+        it works through thousands) is :meth:`_queued`'s question."""
         free: set[str] = set()
         for agent in await self.registry.agents():
             if agent.state == AgentState.UP and agent.in_flight < agent.concurrency:
                 free |= capabilities & set(agent.capabilities)
         return free
 
-    def _wait_longer(self, task: Task, now: float) -> Change:
-        """Push out the deadline of a dispatched attempt whose capability has no free slot: its
-        message is most likely queued behind others. Each wait doubles the last (up to
-        ``max_dispatch_wait``), so a long backlog costs each task a few history lines, not one
-        every dispatch timeout."""
+    _queued_failing = False
+    """True while the bus fails to count queued messages (logged once, at the first failure)."""
+
+    async def _queued(self, capabilities: set[str]) -> dict[str, int]:
+        """How many messages wait in each of ``capabilities``' task queues, asked once each
+        per round (a round with 1,000 overdue attempts of one capability asks once).
+
+        A dispatched message no agent reported is lost only if its queue is empty: one still
+        waiting there is behind others, and one an agent holds unacked (its prefetch, not
+        counted here) is counted in that agent's ``in_flight``, so its capability is not free
+        until the agent runs it or gives it back (a requeued message is counted here again).
+        A capability the bus cannot tell about (None, or an error: logged once until it
+        answers again) is left out: then a free slot alone decides, as before."""
+        counts: dict[str, int] = {}
+        try:
+            for capability in sorted(capabilities):
+                count = await self.bus.queued(capability)
+                if count is not None:
+                    counts[capability] = count
+        except AgentdeckError as exc:
+            if not self._queued_failing:
+                log.warning(
+                    "queue_length_unknown",
+                    node=self.node,
+                    error=str(exc),
+                    consequence="an overdue dispatched attempt is lost if an agent is free",
+                )
+            self._queued_failing = True
+            return counts
+        self._queued_failing = False
+        return counts
+
+    def _wait_longer(self, task: Task, now: float, queued: int | None = None) -> Change:
+        """Push out the deadline of a dispatched attempt whose capability has no free slot, or
+        ``queued`` messages still waiting in its queue: its message is most likely queued
+        behind others. Each wait doubles the last (up to ``max_dispatch_wait``), so a long
+        backlog costs each task a few history lines, not one every dispatch timeout."""
         last = (task.deadline or now) - task.updated_at
         wait = min(max(2 * last, self.config.dispatch_timeout), self.config.max_dispatch_wait)
+        reason = (
+            f"{queued} message(s) wait in the queue of {task.capability!r}"
+            if queued
+            else f"no agent of {task.capability!r} has a free slot"
+        )
         return Change(
             task.id,
             T.DISPATCHED,
@@ -145,7 +186,7 @@ class Repairs(FollowUps):
             attempt=task.attempt,
             values={"deadline": now + wait},
             event="waiting",
-            detail={"reason": f"no agent of {task.capability!r} has a free slot", "wait": wait},
+            detail={"reason": reason, "wait": wait},
         )
 
     async def _recover_lost_agents(self) -> bool:
