@@ -34,9 +34,10 @@ class SchedulerConfig:
     as lost. ``lease_ttl``: how long the leader's lease lives unless renewed. ``repair_interval``:
     seconds between the leader's repair sweeps (the first runs when it takes the lease).
     ``dispatch_timeout``: seconds a dispatched attempt may go without a report while its
-    capability has an agent with a free slot before it counts as lost; ``max_dispatch_wait``:
-    the longest a waiting attempt's deadline is pushed out at a time while its capability is
-    busy (the wait doubles up to it). ``limits``: per-capability limits (core/limits.py).
+    capability has an agent with a free slot and an empty queue (``Bus.queued``) before it
+    counts as lost; ``max_dispatch_wait``: the longest a waiting attempt's deadline is pushed
+    out at a time while its capability is busy or its queue holds messages (the wait doubles
+    up to it). ``limits``: per-capability limits (core/limits.py).
     ``label_budgets``: what all the workflows of a label (``name=value``) may spend together
     (core/budgets.py). ``tasks_per_message``: the most tasks one message carries to an agent
     under load (1: one message per task; see :func:`core.scheduler.dispatch.grouped`).
