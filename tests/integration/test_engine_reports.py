@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,11 +23,11 @@ from agentdeck.core.settings import Settings
 from agentdeck.tui.app import AgentdeckApp
 from agentdeck.tui.compose import control_centre
 from agentdeck.tui.engines import HostRow, host_rows
-from tests.conftest import IN_CI, require_service
+from tests.conftest import require_service
 from tests.integration.test_postgres_hosts import url, with_hosts
 from tests.integration.test_rabbitmq import AIORMQ_WRITER_LEAK, HOST, PORT, publish
 from tests.integration.test_rabbitmq_ha import LIVE, Proxy, dead_port, proxy, started
-from tests.integration.test_redis_sentinel import SentinelCluster
+from tests.integration.test_redis_sentinel import SentinelCluster, sentinel_cluster
 from tests.tui.test_app import SIZE, ready
 
 pytestmark = pytest.mark.integration
@@ -98,17 +97,8 @@ async def test_a_broker_that_dies_is_reported_lost_and_the_new_one_connected(
 @pytest.fixture(scope="module")
 def sentinels(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelCluster]:
     """A primary, a replica and three sentinels for this module, stopped after it."""
-    server = shutil.which("redis-server")
-    if server is None:
-        if IN_CI:
-            pytest.fail("redis-server is not installed")
-        pytest.skip("redis-server is not installed")
-    running = SentinelCluster(tmp_path_factory.mktemp("sentinel-reports"), server)
-    try:
-        running.start()
+    with sentinel_cluster(tmp_path_factory.mktemp("sentinel-reports")) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture

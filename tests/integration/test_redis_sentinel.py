@@ -8,6 +8,7 @@ Registry contract suite runs again here on ``redis+sentinel://...``, and a force
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -213,20 +214,28 @@ class SentinelCluster:
                 process.wait(timeout=10)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelCluster]:
-    """One primary + replica + three sentinels for this module, stopped after it."""
+@contextlib.contextmanager
+def sentinel_cluster(folder: Path) -> Iterator[SentinelCluster]:
+    """One primary + replica + three sentinels in ``folder``, stopped on the way out. Without
+    redis-server: skipped locally, failed in CI."""
     server = shutil.which("redis-server")
     if server is None:
         if IN_CI:
             pytest.fail("redis-server is not installed")
         pytest.skip("redis-server is not installed")
-    running = SentinelCluster(tmp_path_factory.mktemp("sentinel"), server)
+    running = SentinelCluster(folder, server)
     try:
         running.start()
         yield running
     finally:
         running.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelCluster]:
+    """One primary + replica + three sentinels for this module, stopped after it."""
+    with sentinel_cluster(tmp_path_factory.mktemp("sentinel")) as running:
+        yield running
 
 
 @pytest.fixture
