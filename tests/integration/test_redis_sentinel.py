@@ -167,6 +167,11 @@ class SentinelCluster:
                 state = dict(zip(master[::2], master[1::2], strict=True))
                 if state.get("num-slaves") != "1" or state.get("num-other-sentinels") != "2":
                     return False
+                replicas = sentinel.execute_command("SENTINEL", "REPLICAS", SERVICE)
+                for reply in replicas:
+                    replica = dict(zip(reply[::2], reply[1::2], strict=True))
+                    if replica.get("flags") != "slave" or replica.get("master-link-status") != "ok":
+                        return False
         return True
 
     def master(self) -> int:
@@ -179,8 +184,21 @@ class SentinelCluster:
         """Force a failover and wait until the replica is the primary; its port."""
         old = self.master()
         new = self.replica if old == self.primary else self.primary
-        with self.client(self.sentinels[0]) as sentinel:
-            sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+
+        def asked() -> bool:
+            """The sentinel took the failover. It answers NOGOODSLAVE while it has not yet seen
+            the replica as healthy (its INFO of the replica is stale, or its link is still
+            connecting); that passes within seconds, so ask again."""
+            with self.client(self.sentinels[0]) as sentinel:
+                try:
+                    sentinel.execute_command("SENTINEL", "FAILOVER", SERVICE)
+                except redis.ResponseError as error:
+                    if str(error).startswith("NOGOODSLAVE"):
+                        return False
+                    raise
+            return True
+
+        wait_for("the sentinel taking the failover", asked)
 
         def done() -> bool:
             """The replica is primary, every sentinel says so, and the old primary follows it
