@@ -2,19 +2,19 @@
 round trips that does not grow with the batch.
 
 Inside the caller's transaction, one call makes at most these statements (each one round
-trip; with BEGIN and COMMIT a batch costs five or six, whatever its size):
+trip; with BEGIN and COMMIT a batch costs four to six, whatever its size):
 
 1. the dependents of every task the batch may make ``succeeded`` (``task_deps``, never
    updated after a workflow is written, so it needs no lock), then ``SELECT ... FOR UPDATE``
    of every task named or depending on one, in id order (two stores locking overlapping
    batches cannot deadlock);
-2. one ``UPDATE ... FROM unnest(...)  RETURNING`` writing the final state of every task the
-   batch touched, with the fence check in the same statement (an upsert that takes the fence
-   row's lock and returns the newest token: an older one raises LeaseLost, and the
-   transaction, its update included, is rolled back);
-3. one ``INSERT ... SELECT FROM unnest(...)`` of every event, which takes the events lock
-   before it numbers a row;
-4. one such INSERT of the batch's usage rows, when it has any.
+2. one statement writing the final state of every task the batch touched (``UPDATE ... FROM
+   unnest(...) RETURNING``) and appending every event (``INSERT ... SELECT FROM
+   unnest(...)``, which takes the events lock before it numbers a row), with the fence check
+   in the same statement (an upsert that takes the fence row's lock and returns the newest
+   token: an older one raises LeaseLost, and the transaction, its update included, is rolled
+   back);
+3. one such INSERT of the batch's usage rows, when it has any.
 
 The fence comes after the row locks, as the last lock a batch takes: every fenced writer takes
 its locks in one order (task rows by id, then the fence row), so two leaders (one deposed and
@@ -64,12 +64,12 @@ _DEPS_SQL = (
 # large: they are written only when a change set them (the set_* flags). $16/$17: the fence
 # (name, token), upserted in the same statement (see the module's docstring); the newest token
 # comes back on every row (NULL when there is no token to check).
-_UPDATE_SQL = f"""
-WITH f AS (
+_FENCE_CTE = """f AS (
     INSERT INTO fence (name, token) SELECT $16::text, $17::bigint WHERE $17::bigint IS NOT NULL
     ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
     RETURNING token
-)
+)"""
+_UPDATE = f"""
 UPDATE tasks AS t SET
     status = u.status, updated_at = $1,
     attempt = u.attempt, first_attempt = u.first_attempt, agent_id = u.agent_id,
@@ -86,18 +86,33 @@ FROM unnest(
 WHERE t.id = u.id
 RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
 """
+_UPDATE_SQL = f"WITH {_FENCE_CTE}{_UPDATE}"
 _TASK = len(TASK_COLUMNS)
 
-# The events lock (lock_events) in the statement itself: an uncorrelated constant condition
-# becomes a one-time filter, evaluated before the first row is read and numbered.
-_INSERT_EVENTS_SQL = f"""
+
+def _events_sql(first: int) -> str:
+    """The events INSERT, its parameters numbered from ``$first``: nine arrays (one per
+    column), then the events lock's two keys. The lock is in the statement itself: an
+    uncorrelated constant condition becomes a one-time filter, evaluated before the first row
+    is read and numbered."""
+    p = [f"${first + i}" for i in range(11)]
+    return f"""
 INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
 SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::float8[], $4::text[], $5::integer[], $6::text[], $7::text[],
-    $8::text[], $9::jsonb[]
+    {p[0]}::text[], {p[1]}::text[], {p[2]}::float8[], {p[3]}::text[], {p[4]}::integer[],
+    {p[5]}::text[], {p[6]}::text[], {p[7]}::text[], {p[8]}::jsonb[]
 )
-WHERE (SELECT pg_advisory_xact_lock($10, $11)) IS NOT NULL
+WHERE (SELECT pg_advisory_xact_lock({p[9]}, {p[10]})) IS NOT NULL
 """
+
+
+_INSERT_EVENTS_SQL = _events_sql(1)
+
+# The update and its events in one statement, one round trip. A data-modifying WITH that the
+# main query does not read (``e``) runs once the main query is done, so the locks are taken in
+# the same order as by two statements: the rows, the fence (with the first updated row), and
+# the events lock last.
+_WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSELECT * FROM w"
 
 _INSERT_USAGE_SQL = f"""
 INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
@@ -174,16 +189,14 @@ async def apply(
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    written = await conn.fetch(
-        _UPDATE_SQL,
-        at,
-        *_arrays([decide.write_row(s) for s in decision.writes]),
-        FENCE_NAME,
-        fence,
-    )
+    updates = [at, *_arrays([decide.write_row(s) for s in decision.writes]), FENCE_NAME, fence]
+    if decision.events:
+        events = (*_arrays(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
+        written = await conn.fetch(_WRITE_SQL, *updates, *events)
+    else:  # every change makes an event; kept exact all the same
+        written = await conn.fetch(_UPDATE_SQL, *updates)
     if fence is not None:
         _refuse_older(fence, written[0][_TASK])
-    await insert_events(conn, decision.events)
     if decision.usage:
         await conn.execute(_INSERT_USAGE_SQL, *_arrays(decision.usage))
     return decide.applied(decision, (TASKS.from_row(r[:_TASK]) for r in written))
