@@ -2,12 +2,12 @@
 round trips that does not grow with the batch.
 
 Inside the caller's transaction, one call makes at most these statements (each one round
-trip; with BEGIN and COMMIT a batch costs four to six, whatever its size):
+trip; with BEGIN and COMMIT a batch costs four or five, whatever its size):
 
-1. the dependents of every task the batch may make ``succeeded`` (``task_deps``, never
-   updated after a workflow is written, so it needs no lock), then ``SELECT ... FOR UPDATE``
-   of every task named or depending on one, in id order (two stores locking overlapping
-   batches cannot deadlock);
+1. one statement reading the dependents of every task the batch may make ``succeeded``
+   (``task_deps``, never updated after a workflow is written, so it needs no lock) and
+   locking (``SELECT ... FOR UPDATE``) every task named or depending on one, in id order (two
+   stores locking overlapping batches cannot deadlock);
 2. one statement writing the final state of every task the batch touched (``UPDATE ... FROM
    unnest(...) RETURNING``) and appending every event (``INSERT ... SELECT FROM
    unnest(...)``, which takes the events lock before it numbers a row), with the fence check
@@ -51,14 +51,20 @@ __all__ = ["FENCE_NAME", "apply", "check_fence", "insert_events", "lock_events"]
 #: The row of the ``fence`` table that ``apply(fence=...)`` checks and advances.
 FENCE_NAME = "scheduler"
 
-_LOCK_SQL = (
-    f"SELECT {columns(decide.STATE_COLUMNS)} FROM tasks WHERE id = ANY($1::text[]) "
-    "ORDER BY id FOR UPDATE"
-)
-_DEPS_SQL = (
-    "SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($1::text[]) "
-    "ORDER BY needs_id, task_id"
-)
+# The dependents of the tasks the batch may make succeeded ($2: ``task_deps`` is never updated
+# after a workflow is written, so it needs no lock), read in the statement that locks every
+# task named ($1) or depending on one of those: one round trip. They come back as two arrays
+# (needs_id, task_id; in key order) on every row, computed once. ``= ANY(array)`` finds the
+# rows through the primary key (an ``OR id IN (SELECT ...)`` made the planner scan all tasks).
+_LOCK_SQL = f"""
+WITH d AS (SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($2::text[]))
+SELECT {columns(decide.STATE_COLUMNS)},
+    (SELECT array_agg(needs_id ORDER BY needs_id, task_id) FROM d),
+    (SELECT array_agg(task_id ORDER BY needs_id, task_id) FROM d)
+FROM tasks WHERE id = ANY($1::text[] || ARRAY(SELECT task_id FROM d))
+ORDER BY id FOR UPDATE OF tasks
+"""
+_STATE = len(decide.STATE_COLUMNS)
 
 # The unnest columns are backends.sql.decide.WRITE_COLUMNS, in order. Output and error may be
 # large: they are written only when a change set them (the set_* flags). $16/$17: the fence
@@ -181,10 +187,12 @@ async def apply(
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    ids = decide.succeeding(plans)
-    waiting = decide.waiting_on(await conn.fetch(_DEPS_SQL, ids)) if ids else {}
-    rows = await conn.fetch(_LOCK_SQL, decide.to_read(plans, waiting))
-    decision = decide.decide(plans, {r[0]: TaskState(*r) for r in rows}, waiting, at)
+    rows = await conn.fetch(_LOCK_SQL, decide.to_read(plans, {}), decide.succeeding(plans))
+    # No row: no task of the batch exists, so none is released either.
+    deps = zip(rows[0][_STATE] or (), rows[0][_STATE + 1] or (), strict=True) if rows else ()
+    waiting = decide.waiting_on(deps)
+    states = {r[0]: TaskState(*r[:_STATE]) for r in rows}
+    decision = decide.decide(plans, states, waiting, at)
     if not decision.writes:
         if fence is not None:
             await check_fence(conn, fence)

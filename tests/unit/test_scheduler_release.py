@@ -265,7 +265,7 @@ async def test_a_task_written_open_by_another_leader_is_not_taken_as_open(
     parts: tuple[CountingStore, FlakyBus, Scheduler, set[str]], clock: FakeClock
 ) -> None:
     """What a leader remembers writing counts only under the fencing token it wrote with."""
-    store, bus, scheduler, _ = parts
+    store, _, scheduler, _ = parts
     wf = await started(store, clock)
     await scheduler.tick()
     assert scheduler._known_open() == {wf}
