@@ -8,9 +8,9 @@ How it is built, and why:
 - **A pool**, opened by :meth:`migrate` (or the first call) with bounded retries
   (:mod:`backends.postgres.connections`).
 - **Every write is one transaction**; batches cost a fixed number of round trips:
-  ``create_workflow`` writes tasks, dependencies and events with ``COPY`` (one array INSERT
-  per table when there are few), ``apply`` locks, decides and writes a whole batch with array
-  parameters (:mod:`backends.postgres.transitions`).
+  ``create_workflow`` writes tasks, dependencies and events with ``COPY`` (when there are
+  few, the whole workflow in one statement of array parameters), ``apply`` locks, decides
+  and writes a whole batch with array parameters (:mod:`backends.postgres.transitions`).
 - **Events commit in ``seq`` order.** Every transaction that appends events takes one advisory
   lock just before it does, until it commits, so a watcher polling ``events_since`` never sees
   seq N+1 before seq N (a bare ``bigserial`` would allow it).
@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ import structlog
 from agentdeck.backends.postgres import schema, transitions
 from agentdeck.backends.postgres.connections import PostgresConnections, fetch
 from agentdeck.backends.postgres.dialect import POSTGRES, TASKS
+from agentdeck.backends.postgres.schema import EVENTS_LOCK, LOCK_NAMESPACE
 from agentdeck.backends.postgres.url import PostgresTarget, parse_url
 from agentdeck.backends.postgres.watch import CLOSED, COMMANDS_CHANNEL, WORKFLOWS_CHANNEL, listen
 from agentdeck.backends.sql.codec import (
@@ -98,6 +100,24 @@ FROM unnest(
 _NEEDS = TASK_COLUMNS.index("needs")
 _INSERT_DEPS = (
     "INSERT INTO task_deps (needs_id, task_id) SELECT * FROM unnest($1::text[], $2::text[])"
+)
+
+
+def _numbered_from(sql: str, first: int) -> str:
+    """``sql`` with its parameters ``$1``, ``$2``... renumbered from ``$first``."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + first - 1}", sql)
+
+
+# A small workflow in one statement, one round trip: the workflow ($1-$11, its NOTIFY in the
+# RETURNING), its tasks ($12-$32), dependencies ($33-$34) and created events ($35-$45, which
+# take the events lock first). The main query reads ``w``, so the workflow is written first
+# (a duplicate id is refused before any task is tried); the others run in order after it.
+_INSERT_SMALL_WORKFLOW = (
+    f"WITH w AS ({_INSERT_WORKFLOW}), "
+    f"t AS ({_numbered_from(_INSERT_TASKS, 12)}), "
+    f"d AS ({_numbered_from(_INSERT_DEPS, 33)}), "
+    f"e AS ({_numbered_from(transitions.INSERT_EVENTS_SQL, 35)}) "
+    "SELECT 1 FROM w"
 )
 _INSERT_COMMAND = (
     f"INSERT INTO commands ({columns(COMMAND_COLUMNS)}) "
@@ -305,6 +325,9 @@ async def _fenced_fetch(
 
 async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
     workflow_id = new.workflow[0]
+    if max(len(new.tasks), len(new.deps), len(new.events)) < COPY_THRESHOLD:
+        await _create_small_workflow(conn, new)
+        return
     try:
         # Also NOTIFY: delivered to listeners when (and only if) this transaction commits.
         await conn.execute(_INSERT_WORKFLOW, *new.workflow, WORKFLOWS_CHANNEL)
@@ -324,6 +347,37 @@ async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
         await conn.copy_records_to_table(
             "task_events", records=new.events, columns=EVENT_INSERT_COLUMNS
         )
+
+
+async def _create_small_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
+    """:func:`_create_workflow` in one statement (:data:`_INSERT_SMALL_WORKFLOW`)."""
+    tasks = _columns_of(new.tasks, len(TASK_COLUMNS))
+    tasks[_NEEDS] = [json.dumps(needs) for needs in tasks[_NEEDS]]
+    try:
+        await conn.execute(
+            _INSERT_SMALL_WORKFLOW,
+            *new.workflow,
+            WORKFLOWS_CHANNEL,
+            *tasks,
+            *_columns_of(new.deps, 2),
+            *_columns_of(new.events, len(EVENT_INSERT_COLUMNS)),
+            LOCK_NAMESPACE,
+            EVENTS_LOCK,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        workflow_id = new.workflow[0]
+        if exc.table_name == "workflows":
+            raise ConflictError(f"workflow {workflow_id!r} already exists") from exc
+        raise ConflictError(
+            f"a task of workflow {workflow_id!r} already exists: {exc.detail or exc}"
+        ) from exc
+
+
+def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """``rows`` as one list per column (``width`` of them, empty when there are no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _insert_rows(

@@ -46,7 +46,14 @@ from agentdeck.backends.sql.decide import Plan, TaskState
 from agentdeck.core.errors import LeaseLost
 from agentdeck.core.ports import Applied
 
-__all__ = ["FENCE_NAME", "apply", "check_fence", "insert_events", "lock_events"]
+__all__ = [
+    "FENCE_NAME",
+    "INSERT_EVENTS_SQL",
+    "apply",
+    "check_fence",
+    "insert_events",
+    "lock_events",
+]
 
 #: The row of the ``fence`` table that ``apply(fence=...)`` checks and advances.
 FENCE_NAME = "scheduler"
@@ -112,7 +119,8 @@ WHERE (SELECT pg_advisory_xact_lock({p[9]}, {p[10]})) IS NOT NULL
 """
 
 
-_INSERT_EVENTS_SQL = _events_sql(1)
+INSERT_EVENTS_SQL = _events_sql(1)
+"""Append events: nine column arrays ($1-$9), then the events lock's keys ($10, $11)."""
 
 # The update and its events in one statement, one round trip. A data-modifying WITH that the
 # main query does not read (``e``) runs once the main query is done, so the locks are taken in
@@ -169,7 +177,7 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[decide.EventR
     """Append ``events`` in order (under :func:`lock_events`, taken by the same statement)."""
     if not events:
         return
-    await conn.execute(_INSERT_EVENTS_SQL, *_arrays(events), LOCK_NAMESPACE, EVENTS_LOCK)
+    await conn.execute(INSERT_EVENTS_SQL, *_arrays(events), LOCK_NAMESPACE, EVENTS_LOCK)
 
 
 def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
