@@ -119,6 +119,24 @@ _INSERT_SMALL_WORKFLOW = (
     f"e AS ({_numbered_from(transitions.INSERT_EVENTS_SQL, 35)}) "
     "SELECT 1 FROM w"
 )
+# $7/$8: the fence (name, token), upserted first (its row locked before the workflow's, as
+# by every fenced write); the UPDATE is made only when no newer token has written, and the
+# newest token comes back for the caller to refuse (an upsert of an older token leaves the
+# row's token as it was).
+_SET_STATUS = """
+WITH f AS (
+    INSERT INTO fence (name, token) SELECT $7::text, $8::bigint WHERE $8::bigint IS NOT NULL
+    ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
+    RETURNING token
+), moved AS (
+    UPDATE workflows SET status = $2, updated_at = $3, finished_at = $4, hold_reason = $6
+    WHERE id = $1 AND status = ANY($5::text[])
+        AND NOT EXISTS (SELECT 1 FROM f WHERE f.token > $8::bigint)
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM moved), EXISTS (SELECT 1 FROM workflows WHERE id = $1),
+    (SELECT token FROM f)
+"""
 _INSERT_COMMAND = (
     f"INSERT INTO commands ({columns(COMMAND_COLUMNS)}) "
     "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)"
@@ -221,29 +239,33 @@ class PostgresStore(PostgresConnections, SqlStore):
     # ------------------------------------------------------------------ writes (hooks)
 
     async def _insert_workflow(self, new: NewWorkflow) -> None:
-        """Also NOTIFY ``agentdeck_workflows`` when the transaction commits."""
-        await self._write("create_workflow", _create_workflow, new)
+        """Also NOTIFY ``agentdeck_workflows`` when the transaction commits. A small workflow
+        is one statement, so it needs no explicit transaction (no BEGIN, no COMMIT)."""
+        if max(len(new.tasks), len(new.deps), len(new.events)) < COPY_THRESHOLD:
+            await self._write_one("create_workflow", _create_small_workflow, new)
+        else:
+            await self._write("create_workflow", _create_workflow, new)
 
     async def _set_status(self, change: StatusChange, fence: int | None) -> bool:
-        # One statement: the UPDATE and the existence check see the same snapshot.
-        changed, exists = (
-            await self._write(
+        """One statement, its own transaction: the fence, the UPDATE (made only when the token
+        is not refused) and the existence check see the same snapshot."""
+        changed, exists, newest = (
+            await self._write_one(
                 "set_workflow_status",
-                _fenced_fetch,
-                fence,
-                "WITH moved AS (UPDATE workflows SET status = $2, updated_at = $3, "
-                "finished_at = $4, hold_reason = $6 WHERE id = $1 AND status = ANY($5::text[]) "
-                "RETURNING 1) "
-                "SELECT EXISTS (SELECT 1 FROM moved), "
-                "EXISTS (SELECT 1 FROM workflows WHERE id = $1)",
+                fetch,
+                _SET_STATUS,
                 change.workflow_id,
                 change.target,
                 change.at,
                 change.finished_at,
                 change.sources,
                 change.reason,
+                transitions.FENCE_NAME,
+                fence,
             )
         )[0]
+        if fence is not None:
+            transitions.refuse_older(fence, newest)
         if not exists:
             raise NotFound(f"workflow {change.workflow_id!r} not found")
         return bool(changed)
@@ -325,9 +347,6 @@ async def _fenced_fetch(
 
 async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
     workflow_id = new.workflow[0]
-    if max(len(new.tasks), len(new.deps), len(new.events)) < COPY_THRESHOLD:
-        await _create_small_workflow(conn, new)
-        return
     try:
         # Also NOTIFY: delivered to listeners when (and only if) this transaction commits.
         await conn.execute(_INSERT_WORKFLOW, *new.workflow, WORKFLOWS_CHANNEL)
@@ -350,7 +369,8 @@ async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
 
 
 async def _create_small_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
-    """:func:`_create_workflow` in one statement (:data:`_INSERT_SMALL_WORKFLOW`)."""
+    """:func:`_create_workflow` in one statement (:data:`_INSERT_SMALL_WORKFLOW`): its own
+    transaction."""
     tasks = _columns_of(new.tasks, len(TASK_COLUMNS))
     tasks[_NEEDS] = [json.dumps(needs) for needs in tasks[_NEEDS]]
     try:

@@ -151,10 +151,11 @@ async def check_fence(conn: asyncpg.Connection, fence: int) -> None:
     caller's transaction ends, so fenced writers run one at a time) and creates the row on
     the first fenced write without a race between two first writers.
     """
-    _refuse_older(fence, await conn.fetchval(_FENCE_SQL, FENCE_NAME, fence))
+    refuse_older(fence, await conn.fetchval(_FENCE_SQL, FENCE_NAME, fence))
 
 
-def _refuse_older(fence: int, newest: int) -> None:
+def refuse_older(fence: int, newest: int) -> None:
+    """Raise LeaseLost if ``newest`` (the fence row's token after a fenced write) is newer."""
     if newest > fence:
         raise LeaseLost(
             f"fencing token {fence} is older than token {newest}, which has already written: "
@@ -212,7 +213,7 @@ async def apply(
     else:  # every change makes an event; kept exact all the same
         written = await conn.fetch(_UPDATE_SQL, *updates)
     if fence is not None:
-        _refuse_older(fence, written[0][_TASK])
+        refuse_older(fence, written[0][_TASK])
     if decision.usage:
         await conn.execute(_INSERT_USAGE_SQL, *_arrays(decision.usage))
     return decide.applied(decision, (TASKS.from_row(r[:_TASK]) for r in written))
