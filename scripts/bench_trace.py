@@ -1,6 +1,6 @@
 """Trace lone tasks or a chain's steps through the scheduler, in one process, on RabbitMQ +
 PostgreSQL + Redis: every SQL statement (asyncpg's query logger), every publish and every
-scheduler round, with timestamps; then the counts per task (or per step).
+scheduler round, with timestamps; then the counts per task (or per step, or per layer).
 
 Counts do not depend on the machine's load, which makes them the figure to compare on a
 shared machine (docs/performance.md, "Levers (issue 16)"); ``--show`` prints the timeline.
@@ -8,6 +8,7 @@ shared machine (docs/performance.md, "Levers (issue 16)"); ``--show`` prints the
     .venv/bin/python scripts/bench_trace.py lone 20         # statements per lone task
     .venv/bin/python scripts/bench_trace.py chain 50        # statements per chain step
     .venv/bin/python scripts/bench_trace.py chain 6 --show --agent-process
+    .venv/bin/python scripts/bench_trace.py layers 20 --width 100  # per layer of 20 x 100
 
 The scheduler and a no-op agent share this process (``--agent-process``: the agent is
 ``agentdeck agent --kind sleep`` in a process of its own, as deployed); a fresh database and
@@ -71,6 +72,18 @@ def spec(n: int, chain: bool) -> WorkflowSpec:
         {"key": f"t{i}", "capability": "noop", **({"needs": [f"t{i - 1}"]} if chain and i else {})}
         for i in range(n)
     ]
+    return WorkflowSpec.model_validate({"name": "trace", "tasks": tasks})
+
+
+def layers_spec(layers: int, width: int) -> WorkflowSpec:
+    """``layers`` x ``width`` tasks, each needing two of the layer before (as bench.py's)."""
+    tasks: list[dict[str, Any]] = []
+    for layer in range(layers):
+        for i in range(width):
+            task: dict[str, Any] = {"key": f"l{layer}t{i}", "capability": "noop"}
+            if layer:
+                task["needs"] = [f"l{layer - 1}t{i}", f"l{layer - 1}t{(i + 1) % width}"]
+            tasks.append(task)
     return WorkflowSpec.model_validate({"name": "trace", "tasks": tasks})
 
 
@@ -163,6 +176,10 @@ async def trace(args: argparse.Namespace) -> None:
                 mark("submit")
                 wf = await runtime.client.submit(spec(args.n, True))
                 await runtime.client.wait(wf.id, 600)
+            elif args.workload == "layers":
+                mark("submit")
+                wf = await runtime.client.submit(layers_spec(args.n, args.width))
+                await runtime.client.wait(wf.id, 1200)
             else:
                 for i in range(args.n):
                     mark(f"submit {i}")
@@ -176,10 +193,10 @@ async def trace(args: argparse.Namespace) -> None:
         admin = await asyncpg.connect(args.postgres)
         await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         await admin.close()
-    report(args, chain)
+    report(args)
 
 
-def report(args: argparse.Namespace, chain: bool) -> None:
+def report(args: argparse.Namespace) -> None:
     if args.show:
         start = previous = LOG[0][0]
         for at, what in LOG:
@@ -194,17 +211,23 @@ def report(args: argparse.Namespace, chain: bool) -> None:
         return sum(1 for _, w in LOG if w == what) / n
 
     commits = sum(1 for w in sql if w.endswith("COMMIT;")) / n
+    marks = {w: at for at, w in LOG}
+    # Wall time depends on the load: shown, not the figure to compare.
+    wall = (marks["done"] - LOG[0][0]) * 1000 / n
+    unit = {"chain": "step", "lone": "task", "layers": f"layer of {args.width}"}[args.workload]
     print(
-        f"per {'step' if chain else 'task'} ({n}): {(len(sql) - polls) / n:.1f} statements "
+        f"per {unit} ({n}): {(len(sql) - polls) / n:.1f} statements "
         f"(of which {commits:.1f} COMMIT), {count('publish_tasks >'):.1f} task publishes, "
-        f"{count('round start'):.1f} rounds; load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"{count('round start'):.1f} rounds, {wall:.1f} ms; "
+        f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("workload", choices=("lone", "chain"))
-    p.add_argument("n", type=int, help="lone tasks, or chain steps")
+    p.add_argument("workload", choices=("lone", "chain", "layers"))
+    p.add_argument("n", type=int, help="lone tasks, chain steps, or layers")
+    p.add_argument("--width", type=int, default=100, help="layers: tasks per layer")
     p.add_argument("--show", action="store_true", help="print the timeline")
     p.add_argument("--agent-process", action="store_true", help="the agent in its own process")
     p.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")

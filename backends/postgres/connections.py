@@ -350,6 +350,25 @@ class PostgresConnections:
         except asyncpg.InsufficientPrivilegeError as exc:
             raise await self._denied(pool, op, exc) from None
 
+    async def _write_one(
+        self,
+        op: str,
+        fn: Callable[Concatenate[asyncpg.Connection, _P], Awaitable[_R]],
+        *args: _P.args,
+        **kwargs: _P.kwargs,
+    ) -> _R:
+        """Run ``fn``, which makes exactly one statement, outside an explicit transaction: the
+        statement is a transaction of its own (all of it or nothing, committed before it
+        answers), with no BEGIN and COMMIT round trips. ``fn`` may raise after it (a refused
+        fencing token): the statement must then have written nothing. Not retried."""
+        pool = await self._get_pool()
+        try:
+            with self._errors(op):
+                async with self._connection(pool) as conn:
+                    return await fn(conn, *args, **kwargs)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise await self._denied(pool, op, exc) from None
+
     async def _denied(
         self, pool: asyncpg.Pool, op: str, exc: asyncpg.InsufficientPrivilegeError
     ) -> PermissionDenied:

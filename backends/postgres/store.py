@@ -8,9 +8,9 @@ How it is built, and why:
 - **A pool**, opened by :meth:`migrate` (or the first call) with bounded retries
   (:mod:`backends.postgres.connections`).
 - **Every write is one transaction**; batches cost a fixed number of round trips:
-  ``create_workflow`` writes tasks, dependencies and events with ``COPY`` (one array INSERT
-  per table when there are few), ``apply`` locks, decides and writes a whole batch with array
-  parameters (:mod:`backends.postgres.transitions`).
+  ``create_workflow`` writes tasks, dependencies and events with ``COPY`` (when there are
+  few, the whole workflow in one statement of array parameters), ``apply`` locks, decides
+  and writes a whole batch with array parameters (:mod:`backends.postgres.transitions`).
 - **Events commit in ``seq`` order.** Every transaction that appends events takes one advisory
   lock just before it does, until it commits, so a watcher polling ``events_since`` never sees
   seq N+1 before seq N (a bare ``bigserial`` would allow it).
@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
@@ -44,6 +45,7 @@ import structlog
 from agentdeck.backends.postgres import schema, transitions
 from agentdeck.backends.postgres.connections import PostgresConnections, fetch
 from agentdeck.backends.postgres.dialect import POSTGRES, TASKS
+from agentdeck.backends.postgres.schema import EVENTS_LOCK, LOCK_NAMESPACE
 from agentdeck.backends.postgres.url import PostgresTarget, parse_url
 from agentdeck.backends.postgres.watch import CLOSED, COMMANDS_CHANNEL, WORKFLOWS_CHANNEL, listen
 from agentdeck.backends.sql.codec import (
@@ -99,6 +101,42 @@ _NEEDS = TASK_COLUMNS.index("needs")
 _INSERT_DEPS = (
     "INSERT INTO task_deps (needs_id, task_id) SELECT * FROM unnest($1::text[], $2::text[])"
 )
+
+
+def _numbered_from(sql: str, first: int) -> str:
+    """``sql`` with its parameters ``$1``, ``$2``... renumbered from ``$first``."""
+    return re.sub(r"\$(\d+)", lambda m: f"${int(m[1]) + first - 1}", sql)
+
+
+# A small workflow in one statement, one round trip: the workflow ($1-$11, its NOTIFY in the
+# RETURNING), its tasks ($12-$32), dependencies ($33-$34) and created events ($35-$45, which
+# take the events lock first). The main query reads ``w``, so the workflow is written first
+# (a duplicate id is refused before any task is tried); the others run in order after it.
+_INSERT_SMALL_WORKFLOW = (
+    f"WITH w AS ({_INSERT_WORKFLOW}), "
+    f"t AS ({_numbered_from(_INSERT_TASKS, 12)}), "
+    f"d AS ({_numbered_from(_INSERT_DEPS, 33)}), "
+    f"e AS ({_numbered_from(transitions.INSERT_EVENTS_SQL, 35)}) "
+    "SELECT 1 FROM w"
+)
+# $7/$8: the fence (name, token), upserted first (its row locked before the workflow's, as
+# by every fenced write); the UPDATE is made only when no newer token has written, and the
+# newest token comes back for the caller to refuse (an upsert of an older token leaves the
+# row's token as it was).
+_SET_STATUS = """
+WITH f AS (
+    INSERT INTO fence (name, token) SELECT $7::text, $8::bigint WHERE $8::bigint IS NOT NULL
+    ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
+    RETURNING token
+), moved AS (
+    UPDATE workflows SET status = $2, updated_at = $3, finished_at = $4, hold_reason = $6
+    WHERE id = $1 AND status = ANY($5::text[])
+        AND NOT EXISTS (SELECT 1 FROM f WHERE f.token > $8::bigint)
+    RETURNING 1
+)
+SELECT EXISTS (SELECT 1 FROM moved), EXISTS (SELECT 1 FROM workflows WHERE id = $1),
+    (SELECT token FROM f)
+"""
 _INSERT_COMMAND = (
     f"INSERT INTO commands ({columns(COMMAND_COLUMNS)}) "
     "VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9)"
@@ -201,29 +239,33 @@ class PostgresStore(PostgresConnections, SqlStore):
     # ------------------------------------------------------------------ writes (hooks)
 
     async def _insert_workflow(self, new: NewWorkflow) -> None:
-        """Also NOTIFY ``agentdeck_workflows`` when the transaction commits."""
-        await self._write("create_workflow", _create_workflow, new)
+        """Also NOTIFY ``agentdeck_workflows`` when the transaction commits. A small workflow
+        is one statement, so it needs no explicit transaction (no BEGIN, no COMMIT)."""
+        if max(len(new.tasks), len(new.deps), len(new.events)) < COPY_THRESHOLD:
+            await self._write_one("create_workflow", _create_small_workflow, new)
+        else:
+            await self._write("create_workflow", _create_workflow, new)
 
     async def _set_status(self, change: StatusChange, fence: int | None) -> bool:
-        # One statement: the UPDATE and the existence check see the same snapshot.
-        changed, exists = (
-            await self._write(
+        """One statement, its own transaction: the fence, the UPDATE (made only when the token
+        is not refused) and the existence check see the same snapshot."""
+        changed, exists, newest = (
+            await self._write_one(
                 "set_workflow_status",
-                _fenced_fetch,
-                fence,
-                "WITH moved AS (UPDATE workflows SET status = $2, updated_at = $3, "
-                "finished_at = $4, hold_reason = $6 WHERE id = $1 AND status = ANY($5::text[]) "
-                "RETURNING 1) "
-                "SELECT EXISTS (SELECT 1 FROM moved), "
-                "EXISTS (SELECT 1 FROM workflows WHERE id = $1)",
+                fetch,
+                _SET_STATUS,
                 change.workflow_id,
                 change.target,
                 change.at,
                 change.finished_at,
                 change.sources,
                 change.reason,
+                transitions.FENCE_NAME,
+                fence,
             )
         )[0]
+        if fence is not None:
+            transitions.refuse_older(fence, newest)
         if not exists:
             raise NotFound(f"workflow {change.workflow_id!r} not found")
         return bool(changed)
@@ -324,6 +366,38 @@ async def _create_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
         await conn.copy_records_to_table(
             "task_events", records=new.events, columns=EVENT_INSERT_COLUMNS
         )
+
+
+async def _create_small_workflow(conn: asyncpg.Connection, new: NewWorkflow) -> None:
+    """:func:`_create_workflow` in one statement (:data:`_INSERT_SMALL_WORKFLOW`): its own
+    transaction."""
+    tasks = _columns_of(new.tasks, len(TASK_COLUMNS))
+    tasks[_NEEDS] = [json.dumps(needs) for needs in tasks[_NEEDS]]
+    try:
+        await conn.execute(
+            _INSERT_SMALL_WORKFLOW,
+            *new.workflow,
+            WORKFLOWS_CHANNEL,
+            *tasks,
+            *_columns_of(new.deps, 2),
+            *_columns_of(new.events, len(EVENT_INSERT_COLUMNS)),
+            LOCK_NAMESPACE,
+            EVENTS_LOCK,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        workflow_id = new.workflow[0]
+        if exc.table_name == "workflows":
+            raise ConflictError(f"workflow {workflow_id!r} already exists") from exc
+        raise ConflictError(
+            f"a task of workflow {workflow_id!r} already exists: {exc.detail or exc}"
+        ) from exc
+
+
+def _columns_of(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """``rows`` as one list per column (``width`` of them, empty when there are no rows)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def _insert_rows(

@@ -2,19 +2,19 @@
 round trips that does not grow with the batch.
 
 Inside the caller's transaction, one call makes at most these statements (each one round
-trip; with BEGIN and COMMIT a batch costs five or six, whatever its size):
+trip; with BEGIN and COMMIT a batch costs four or five, whatever its size):
 
-1. the dependents of every task the batch may make ``succeeded`` (``task_deps``, never
-   updated after a workflow is written, so it needs no lock), then ``SELECT ... FOR UPDATE``
-   of every task named or depending on one, in id order (two stores locking overlapping
-   batches cannot deadlock);
-2. one ``UPDATE ... FROM unnest(...)  RETURNING`` writing the final state of every task the
-   batch touched, with the fence check in the same statement (an upsert that takes the fence
-   row's lock and returns the newest token: an older one raises LeaseLost, and the
-   transaction, its update included, is rolled back);
-3. one ``INSERT ... SELECT FROM unnest(...)`` of every event, which takes the events lock
-   before it numbers a row;
-4. one such INSERT of the batch's usage rows, when it has any.
+1. one statement reading the dependents of every task the batch may make ``succeeded``
+   (``task_deps``, never updated after a workflow is written, so it needs no lock) and
+   locking (``SELECT ... FOR UPDATE``) every task named or depending on one, in id order (two
+   stores locking overlapping batches cannot deadlock);
+2. one statement writing the final state of every task the batch touched (``UPDATE ... FROM
+   unnest(...) RETURNING``) and appending every event (``INSERT ... SELECT FROM
+   unnest(...)``, which takes the events lock before it numbers a row), with the fence check
+   in the same statement (an upsert that takes the fence row's lock and returns the newest
+   token: an older one raises LeaseLost, and the transaction, its update included, is rolled
+   back);
+3. one such INSERT of the batch's usage rows, when it has any.
 
 The fence comes after the row locks, as the last lock a batch takes: every fenced writer takes
 its locks in one order (task rows by id, then the fence row), so two leaders (one deposed and
@@ -46,30 +46,43 @@ from agentdeck.backends.sql.decide import Plan, TaskState
 from agentdeck.core.errors import LeaseLost
 from agentdeck.core.ports import Applied
 
-__all__ = ["FENCE_NAME", "apply", "check_fence", "insert_events", "lock_events"]
+__all__ = [
+    "FENCE_NAME",
+    "INSERT_EVENTS_SQL",
+    "apply",
+    "check_fence",
+    "insert_events",
+    "lock_events",
+]
 
 #: The row of the ``fence`` table that ``apply(fence=...)`` checks and advances.
 FENCE_NAME = "scheduler"
 
-_LOCK_SQL = (
-    f"SELECT {columns(decide.STATE_COLUMNS)} FROM tasks WHERE id = ANY($1::text[]) "
-    "ORDER BY id FOR UPDATE"
-)
-_DEPS_SQL = (
-    "SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($1::text[]) "
-    "ORDER BY needs_id, task_id"
-)
+# The dependents of the tasks the batch may make succeeded ($2: ``task_deps`` is never updated
+# after a workflow is written, so it needs no lock), read in the statement that locks every
+# task named ($1) or depending on one of those: one round trip. They come back as two arrays
+# (needs_id, task_id; in key order) on every row, computed once. ``= ANY(array)`` finds the
+# rows through the primary key (an ``OR id IN (SELECT ...)`` made the planner scan all tasks).
+_LOCK_SQL = f"""
+WITH d AS (SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($2::text[]))
+SELECT {columns(decide.STATE_COLUMNS)},
+    (SELECT array_agg(needs_id ORDER BY needs_id, task_id) FROM d),
+    (SELECT array_agg(task_id ORDER BY needs_id, task_id) FROM d)
+FROM tasks WHERE id = ANY($1::text[] || ARRAY(SELECT task_id FROM d))
+ORDER BY id FOR UPDATE OF tasks
+"""
+_STATE = len(decide.STATE_COLUMNS)
 
 # The unnest columns are backends.sql.decide.WRITE_COLUMNS, in order. Output and error may be
 # large: they are written only when a change set them (the set_* flags). $16/$17: the fence
 # (name, token), upserted in the same statement (see the module's docstring); the newest token
 # comes back on every row (NULL when there is no token to check).
-_UPDATE_SQL = f"""
-WITH f AS (
+_FENCE_CTE = """f AS (
     INSERT INTO fence (name, token) SELECT $16::text, $17::bigint WHERE $17::bigint IS NOT NULL
     ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
     RETURNING token
-)
+)"""
+_UPDATE = f"""
 UPDATE tasks AS t SET
     status = u.status, updated_at = $1,
     attempt = u.attempt, first_attempt = u.first_attempt, agent_id = u.agent_id,
@@ -86,18 +99,34 @@ FROM unnest(
 WHERE t.id = u.id
 RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
 """
+_UPDATE_SQL = f"WITH {_FENCE_CTE}{_UPDATE}"
 _TASK = len(TASK_COLUMNS)
 
-# The events lock (lock_events) in the statement itself: an uncorrelated constant condition
-# becomes a one-time filter, evaluated before the first row is read and numbered.
-_INSERT_EVENTS_SQL = f"""
+
+def _events_sql(first: int) -> str:
+    """The events INSERT, its parameters numbered from ``$first``: nine arrays (one per
+    column), then the events lock's two keys. The lock is in the statement itself: an
+    uncorrelated constant condition becomes a one-time filter, evaluated before the first row
+    is read and numbered."""
+    p = [f"${first + i}" for i in range(11)]
+    return f"""
 INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
 SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::float8[], $4::text[], $5::integer[], $6::text[], $7::text[],
-    $8::text[], $9::jsonb[]
+    {p[0]}::text[], {p[1]}::text[], {p[2]}::float8[], {p[3]}::text[], {p[4]}::integer[],
+    {p[5]}::text[], {p[6]}::text[], {p[7]}::text[], {p[8]}::jsonb[]
 )
-WHERE (SELECT pg_advisory_xact_lock($10, $11)) IS NOT NULL
+WHERE (SELECT pg_advisory_xact_lock({p[9]}, {p[10]})) IS NOT NULL
 """
+
+
+INSERT_EVENTS_SQL = _events_sql(1)
+"""Append events: nine column arrays ($1-$9), then the events lock's keys ($10, $11)."""
+
+# The update and its events in one statement, one round trip. A data-modifying WITH that the
+# main query does not read (``e``) runs once the main query is done, so the locks are taken in
+# the same order as by two statements: the rows, the fence (with the first updated row), and
+# the events lock last.
+_WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSELECT * FROM w"
 
 _INSERT_USAGE_SQL = f"""
 INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
@@ -122,10 +151,11 @@ async def check_fence(conn: asyncpg.Connection, fence: int) -> None:
     caller's transaction ends, so fenced writers run one at a time) and creates the row on
     the first fenced write without a race between two first writers.
     """
-    _refuse_older(fence, await conn.fetchval(_FENCE_SQL, FENCE_NAME, fence))
+    refuse_older(fence, await conn.fetchval(_FENCE_SQL, FENCE_NAME, fence))
 
 
-def _refuse_older(fence: int, newest: int) -> None:
+def refuse_older(fence: int, newest: int) -> None:
+    """Raise LeaseLost if ``newest`` (the fence row's token after a fenced write) is newer."""
     if newest > fence:
         raise LeaseLost(
             f"fencing token {fence} is older than token {newest}, which has already written: "
@@ -148,7 +178,7 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[decide.EventR
     """Append ``events`` in order (under :func:`lock_events`, taken by the same statement)."""
     if not events:
         return
-    await conn.execute(_INSERT_EVENTS_SQL, *_arrays(events), LOCK_NAMESPACE, EVENTS_LOCK)
+    await conn.execute(INSERT_EVENTS_SQL, *_arrays(events), LOCK_NAMESPACE, EVENTS_LOCK)
 
 
 def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
@@ -166,24 +196,24 @@ async def apply(
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    ids = decide.succeeding(plans)
-    waiting = decide.waiting_on(await conn.fetch(_DEPS_SQL, ids)) if ids else {}
-    rows = await conn.fetch(_LOCK_SQL, decide.to_read(plans, waiting))
-    decision = decide.decide(plans, {r[0]: TaskState(*r) for r in rows}, waiting, at)
+    rows = await conn.fetch(_LOCK_SQL, decide.to_read(plans, {}), decide.succeeding(plans))
+    # No row: no task of the batch exists, so none is released either.
+    deps = zip(rows[0][_STATE] or (), rows[0][_STATE + 1] or (), strict=True) if rows else ()
+    waiting = decide.waiting_on(deps)
+    states = {r[0]: TaskState(*r[:_STATE]) for r in rows}
+    decision = decide.decide(plans, states, waiting, at)
     if not decision.writes:
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    written = await conn.fetch(
-        _UPDATE_SQL,
-        at,
-        *_arrays([decide.write_row(s) for s in decision.writes]),
-        FENCE_NAME,
-        fence,
-    )
+    updates = [at, *_arrays([decide.write_row(s) for s in decision.writes]), FENCE_NAME, fence]
+    if decision.events:
+        events = (*_arrays(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
+        written = await conn.fetch(_WRITE_SQL, *updates, *events)
+    else:  # every change makes an event; kept exact all the same
+        written = await conn.fetch(_UPDATE_SQL, *updates)
     if fence is not None:
-        _refuse_older(fence, written[0][_TASK])
-    await insert_events(conn, decision.events)
+        refuse_older(fence, written[0][_TASK])
     if decision.usage:
         await conn.execute(_INSERT_USAGE_SQL, *_arrays(decision.usage))
     return decide.applied(decision, (TASKS.from_row(r[:_TASK]) for r in written))

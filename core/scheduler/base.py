@@ -27,7 +27,7 @@ from agentdeck.core.recovery import LostAgents
 from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, SchedulerConfig
 from agentdeck.core.scheduler.feed import EventsFeed
 from agentdeck.core.scheduler.observer import Observers, SchedulerObserver
-from agentdeck.core.states import TaskStatus, WorkflowStatus
+from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
 
 log = structlog.get_logger(__name__)
 
@@ -82,6 +82,11 @@ class SchedulerBase:
         # Tasks whose change is written but whose follow-up (skip dependents, finish the
         # workflow) is not done yet: a round the Store failed half-way leaves them here.
         self._follow_ups: dict[str, Task] = {}
+        # The state each task was last written in by this leader (by _apply) since the last
+        # follow-up, and the fencing token it wrote with: a workflow with one of them open
+        # cannot have finished, so its finished check is skipped (see _without_open_tasks).
+        self._written: dict[str, Task] = {}
+        self._written_fence: int | None = None
         # When the next repair sweep is due (at once on taking the lease, then every
         # repair_interval), and where the one under way goes on (None: none under way).
         self._repair_due = float("inf")
@@ -157,6 +162,7 @@ class SchedulerBase:
         dispatched = [t for t in result.tasks if t.id in sent_ids and t.status == T.DISPATCHED]
         tasks = [t for t in result.tasks if not (t.id in sent_ids and t.status == T.DISPATCHED)]
         left = [t for t in result.released if t.id not in {d.id for d in dispatched}]
+        self._remember_written(result)
         if left or any(t.status == T.READY for t in tasks):
             self._maybe_ready = True
         self.applied += len(tasks)
@@ -175,6 +181,23 @@ class SchedulerBase:
             if used:
                 await self.observers.usage_recorded(used, now)
         return tasks, left
+
+    def _remember_written(self, result: Applied) -> None:
+        """Note the state ``result`` wrote each task in (released first: a task released and
+        then dispatched in one write ends in its later state), for :meth:`_known_open`."""
+        if self._written_fence != self._fence:
+            self._written = {}
+            self._written_fence = self._fence
+        self._written.update((t.id, t) for t in result.released)
+        self._written.update((t.id, t) for t in result.tasks)
+
+    def _known_open(self) -> set[str]:
+        """Workflows that have a task open as this leader last wrote it, since the last
+        follow-up: every task change is written by :meth:`_apply` under the same fencing token
+        (a newer leader's writes refuse this one's), so such a task is open still."""
+        if self._written_fence != self._fence or self._fence is None:
+            return set()
+        return {t.workflow_id for t in self._written.values() if t.status not in TASK_TERMINAL}
 
     def _count_tokens(self, tasks: Sequence[Task], now: float) -> None:
         """Count against ``tokens_per_minute`` the usage the write under way recorded for

@@ -196,9 +196,13 @@ class FollowUps(SchedulerBase):
         for workflow_id, tasks in by_workflow.items():
             await self._skip_dependents(workflow_id, tasks)
         touched = {t.workflow_id for t in moved if t.status in TASK_TERMINAL}
+        # A workflow this leader wrote an open task of (a dependent the write released, say)
+        # has not finished: a chain's step asks the Store nothing here.
+        touched -= self._known_open()
         if touched:
             await self._finish_workflows(touched)
         self._follow_ups.clear()
+        self._written.clear()
 
     async def _skip_dependents(self, workflow_id: str, failed: Sequence[Task]) -> int:
         """Skip what depends on ``failed`` (those still failed or cancelled); how many."""

@@ -231,3 +231,43 @@ async def test_a_write_of_many_results_leaves_its_releases_to_the_dispatch(
     assert thens and all(then is None for then in thens)
     assert all([(await store.get_task(f"{wf}/b{i}")).status == T.DISPATCHED for i in range(n)])
     await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_step_that_released_a_dependent_asks_nothing_about_finishing(
+    parts: tuple[CountingStore, FlakyBus, Scheduler, set[str]], clock: FakeClock
+) -> None:
+    """A result that released (and dispatched) a dependent leaves its workflow open: the round
+    does not ask the Store whether it finished; the last results still finish it."""
+    store, bus, scheduler, _ = parts
+    wf = await started(store, clock)
+    asked: list[list[str]] = []
+    with_open_tasks = store.with_open_tasks
+
+    async def spy(workflow_ids: Any) -> set[str]:
+        asked.append(list(workflow_ids))
+        return await with_open_tasks(workflow_ids)
+
+    store.with_open_tasks = spy  # type: ignore[method-assign]
+    await scheduler.tick()
+    await succeed(bus, scheduler, await take(bus, "echo"), 1)
+    await scheduler.tick()
+    assert asked == []
+    await succeed(bus, scheduler, await take(bus, "echo"), 2)
+    await scheduler.tick()
+    assert asked == [[wf]]  # c is open, but written before the last follow-up: asked
+    assert (await store.get_workflow(wf)).status == W.RUNNING
+    await succeed(bus, scheduler, await take(bus, "other"), 3)
+    await scheduler.tick()
+    assert (await store.get_workflow(wf)).status == W.SUCCEEDED
+
+
+async def test_a_task_written_open_by_another_leader_is_not_taken_as_open(
+    parts: tuple[CountingStore, FlakyBus, Scheduler, set[str]], clock: FakeClock
+) -> None:
+    """What a leader remembers writing counts only under the fencing token it wrote with."""
+    store, _, scheduler, _ = parts
+    wf = await started(store, clock)
+    await scheduler.tick()
+    assert scheduler._known_open() == {wf}
+    scheduler._fence = (scheduler._fence or 0) + 1
+    assert scheduler._known_open() == set()
