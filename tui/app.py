@@ -39,10 +39,11 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
-from agentdeck.core.actions import ACTIONS, Action
+from agentdeck.core.actions import ACTIONS, LEADER, Action
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import Event, decode
+from agentdeck.core.models import CommandStatus
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.themes import APP_CSS, BUILTIN, load_theme
 from agentdeck.tui.feed import EventFeed
@@ -470,6 +471,8 @@ class AgentdeckApp(TypeAheadApp):
                 self.exit()
             elif word == "help":
                 self.action_help()
+            elif word == "reload":  # the operator action: the leader re-reads its limits
+                self.request_action(Action.RELOAD, args[:1] or [LEADER], "node")
             elif word == "theme" and args:
                 self.set_theme(args[0])
                 await self.refresh_now()
@@ -497,6 +500,12 @@ class AgentdeckApp(TypeAheadApp):
         yield SystemCommand(
             "Pause / follow", "Freeze or unfreeze the view", self.action_toggle_pause
         )
+        if not self.read_only:
+            yield SystemCommand(
+                "Reload limits",
+                ACTIONS[Action.RELOAD].help,
+                functools.partial(self.request_action, Action.RELOAD, [LEADER], "node"),
+            )
         yield SystemCommand("Quit", "Leave agentdeck", self.exit)
 
     def _run_soon(self, command: str) -> None:
@@ -547,6 +556,9 @@ class AgentdeckApp(TypeAheadApp):
 
     async def _send(self, action: Action, targets: list[str], value: str | None = None) -> None:
         assert self.sources is not None
+        if action in WAITED:
+            await self._send_and_wait(action, targets[0])
+            return
         sent = 0
         for target in targets:
             try:
@@ -562,6 +574,30 @@ class AgentdeckApp(TypeAheadApp):
         if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
             table.clear_tags()
         await self.refresh_now()
+
+    async def _send_and_wait(self, action: Action, target: str) -> None:
+        """Queue ``action`` and show its outcome when the leader has carried it out (what a
+        reload changed, or the bad value), in a toast."""
+        assert self.sources is not None
+        try:
+            done = await self.sources.client.command(action, target, wait=WAIT_SECONDS)
+        except AgentdeckError as exc:  # (a CommandTimeout too: nobody leads)
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        failed = done.status == CommandStatus.FAILED
+        self.notify(
+            done.result or f"{action} {done.status.value}",
+            title=f"{action} {'failed' if failed else 'done'}",
+            severity="error" if failed else "information",
+            timeout=10,
+        )
+
+
+WAITED = frozenset({Action.RELOAD})
+"""Actions whose outcome the operator waits for in a toast (what a reload changed, or why it
+did not); the others are queued and read in the action log."""
+WAIT_SECONDS = 10.0
+"""How long the control centre waits for the leader to carry out a waited action."""
 
 
 if TYPE_CHECKING:

@@ -8,9 +8,11 @@ from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
 from textual.containers import Grid, Vertical
 from textual.widgets import Sparkline, Static
 
+from agentdeck.core.actions import LEADER, Action
 from agentdeck.core.models import AgentState
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.core.states import WorkflowStatus
@@ -24,6 +26,7 @@ class OverviewScreen(DeckScreen):
     """Workflows by state, queue depth per capability, agents up/down, throughput, the leader."""
 
     crumb: ClassVar[str] = "Overview"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("R", "reload", "Reload limits")]
 
     def body(self) -> ComposeResult:
         """Four cards in a grid."""
@@ -43,6 +46,10 @@ class OverviewScreen(DeckScreen):
                 yield Sparkline([], id="done-rate")
                 yield Sparkline([], id="fail-rate")
                 yield Sparkline([], id="cost-rate")
+
+    def action_reload(self) -> None:
+        """Ask the leader to re-read its capability limits and label budgets (as SIGHUP)."""
+        self.request(Action.RELOAD, [LEADER], "node")
 
     def on_screen_resume(self) -> None:
         """Shown again: the queues are counted by the Store afresh (DeckScreen's handler,
