@@ -51,7 +51,7 @@ from agentdeck.tui.screens import registry
 from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import AskScreen, ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
-from agentdeck.tui.sources import Connect, Sources
+from agentdeck.tui.sources import Connect, Health, Sources, watched
 from agentdeck.tui.typeahead import TypeAheadApp
 from agentdeck.tui.widgets.command_line import CommandLine
 
@@ -119,6 +119,8 @@ class AgentdeckApp(TypeAheadApp):
         self.read_only = read_only
         self.refresh_interval = refresh_interval
         self.sources: Sources | None = None
+        self.health: Health | None = None
+        """Whether the Store and the Registry answer (None until connected)."""
         self.connected = asyncio.Event()
         self.paused = False
         self._stack = AsyncExitStack()
@@ -158,7 +160,8 @@ class AgentdeckApp(TypeAheadApp):
             sources = replace(sources, recent=self.feed.spans)
         else:
             self.feed.spans = sources.recent
-        self.sources = sources
+        self.health = Health(sources.clock)
+        self.sources = watched(sources, self.health)
         self.connected.set()
         if self.sources.events is not None:
             self.run_worker(self._follow_events(self.sources.events), name="events", group="events")
@@ -325,10 +328,12 @@ class AgentdeckApp(TypeAheadApp):
             badges.append(("READ-ONLY", "bold reverse"))
         if self.paused:
             badges.append(("PAUSED", f"bold reverse {self.status_style('failed')}".strip()))
+        warn = f"bold reverse {self.status_style('failed')}".strip()
+        if self.health is not None:  # a source that does not answer: which, and how stale
+            badges += [(self.health.label(name), warn) for name in self.health.failing()]
         if self.sources is None:
             badges.append(("connecting…", "dim"))
         elif self.sources.attached and self._leader_read:
-            warn = f"bold reverse {self.status_style('failed')}".strip()
             badges.append((f"leader {self.leader}", "dim") if self.leader else (NO_LEADER, warn))
         with contextlib.suppress(Exception):  # the bar may not be mounted yet
             from agentdeck.tui.widgets.status_bar import StatusBar
