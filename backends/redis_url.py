@@ -9,11 +9,14 @@ Two forms (the key prefix is ours, every other option goes to redis-py):
   ``redis.asyncio.sentinel.Sentinel``. Each new connection asks the sentinels where the
   primary is, and a connection that finds its server demoted (``READONLY``) is dropped, so the
   client follows a failover. The user and password are the data servers'; the sentinels' own,
-  if they need one, are the options ``sentinel_username`` and ``sentinel_password``.
+  if they need one, are the options ``sentinel_username`` and ``sentinel_password``. Each
+  sentinel is asked once per discovery, bounded by ``sentinel_timeout`` (seconds,
+  :data:`DEFAULT_SENTINEL_TIMEOUT`): one that does not answer is passed over for the next.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,7 +25,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.connection import parse_url
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelManagedConnection
+from redis.backoff import NoBackoff
 
 from agentdeck.backends.redis_servers import ServerStates
 from agentdeck.core.clock import Clock
@@ -33,6 +38,9 @@ DEFAULT_PREFIX = "agentdeck"
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
+#: Seconds to connect to one sentinel and get its answer before asking the next one. A sentinel
+#: answers from memory in well under a millisecond; one on a host cut off answers never.
+DEFAULT_SENTINEL_TIMEOUT = 1.0
 _SERVICE_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 
 #: Query options of a registry URL that redis-py understands and we pass on.
@@ -55,7 +63,7 @@ REDIS_OPTIONS = frozenset(
 #: and the sentinels' own credentials.
 SENTINEL_OPTIONS = frozenset(
     {o for o in REDIS_OPTIONS if not o.startswith("ssl_")}
-    | {"sentinel_username", "sentinel_password"}
+    | {"sentinel_username", "sentinel_password", "sentinel_timeout"}
 )
 
 
@@ -119,7 +127,8 @@ class SentinelTarget:
     connection: Mapping[str, Any] = field(repr=False)
     """redis-py options of the data connections (username, password, timeouts)."""
     sentinel: Mapping[str, Any] = field(repr=False)
-    """redis-py options of the connections to the sentinels (their credentials)."""
+    """redis-py options of the connections to the sentinels (their credentials, their
+    time-outs and one try each)."""
 
     @property
     def where(self) -> str:
@@ -146,11 +155,12 @@ def parse_sentinel_url(url: str, *, shown: str | None = None) -> SentinelTarget:
         raise ConfigError(f"the database in {shown!r} must be a number such as /0, got {path[1]!r}")
     options = dict(parse_qsl(parts.query, keep_blank_values=True))
     _check_options(options, SENTINEL_OPTIONS, shown)
-    sentinel = {
+    sentinel: dict[str, Any] = {
         key.removeprefix("sentinel_"): options.pop(key)
         for key in ("sentinel_username", "sentinel_password")
         if key in options
     }
+    timeout = _sentinel_timeout(options.pop("sentinel_timeout", None), shown)
     # redis-py's own reading of the data options (numbers, credentials), on a stand-in URL.
     stand_in = urlunsplit(("redis", f"{userinfo}@stand-in" if userinfo else "stand-in", "", "", ""))
     try:
@@ -158,6 +168,12 @@ def parse_sentinel_url(url: str, *, shown: str | None = None) -> SentinelTarget:
     except ValueError as exc:
         raise ConfigError(f"bad Redis Sentinel URL {shown!r}: {exc}") from None
     connection.pop("host", None)
+    # Once per sentinel: redis-py's default for a client is 3 more tries with backoff of up to
+    # 10 s each, so a sentinel on a cut-off host held every discovery ~15 s before the next
+    # sentinel was asked (the standby took the lease 10-17 s after Sentinel's switch). Retrying
+    # is the caller's: the data connection's retry and the registry's callers ask again.
+    sentinel["socket_timeout"] = sentinel["socket_connect_timeout"] = timeout
+    sentinel["retry"] = Retry(NoBackoff(), 0)
     return SentinelTarget(
         sentinels=sentinels,
         service=path[0],
@@ -192,8 +208,7 @@ def open_client(url: str, **defaults: Any) -> tuple[Redis, Sentinel | None]:
         return Redis.from_url(url, **defaults), None
     target = parse_sentinel_url(url)
     connection = {**defaults, **target.connection}
-    sentinel_options = {k: v for k, v in connection.items() if k.startswith("socket_")}
-    sentinel_options.update(target.sentinel)
+    sentinel_options = dict(target.sentinel)
     # redis-py leaves Sentinel.__init__ unannotated.
     sentinel = Sentinel(target.sentinels, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     client = sentinel.master_for(
@@ -241,6 +256,21 @@ def _sentinel(entry: str, shown: str, form: str) -> tuple[str, int]:
     if not parts.hostname or parts.username is not None:
         raise ConfigError(f"Redis Sentinel URL {shown!r} has an empty sentinel host; use {form}")
     return parts.hostname, port
+
+
+def _sentinel_timeout(text: str | None, shown: str) -> float:
+    """The ``sentinel_timeout`` option in seconds (the default when absent)."""
+    if text is None:
+        return DEFAULT_SENTINEL_TIMEOUT
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value <= 60:
+        raise ConfigError(
+            f"sentinel_timeout in {shown!r} must be seconds above 0 and at most 60, got {text!r}"
+        )
+    return value
 
 
 def _check_options(options: Mapping[str, str], allowed: frozenset[str], shown: str) -> None:

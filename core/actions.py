@@ -32,6 +32,7 @@ class Action(StrEnum):
     RESUME_CAPABILITY = "resume-capability"
     REQUEUE = "requeue"
     BUDGET = "budget"
+    RELOAD = "reload"
 
 
 class TargetKind(StrEnum):
@@ -49,6 +50,8 @@ class TargetKind(StrEnum):
     """A capability name."""
     DEAD_LETTER = "dead-letter"
     """A dead letter's id."""
+    NODE = "node"
+    """A scheduler node's name, or ``leader`` for whichever node holds the lease."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +63,8 @@ class ActionSpec:
     the target argument. ``group``: the CLI group the command lives in (None: top level).
     ``mutating``: it changes something (``--read-only`` and read-only roles may not).
     ``value``: the metavar of the value the action takes besides its target, carried in the
-    command's ``args`` (None: it takes none).
+    command's ``args`` (None: it takes none). ``default_target``: the target when none is given
+    (the CLI's argument is then optional; None: a target must be given).
     """
 
     action: Action
@@ -71,6 +75,11 @@ class ActionSpec:
     group: str | None = None
     mutating: bool = True
     value: str | None = None
+    default_target: str | None = None
+
+
+LEADER = "leader"
+"""The target of a node action that means "whichever node leads now"."""
 
 
 def _table(*specs: ActionSpec) -> Mapping[Action, ActionSpec]:
@@ -144,6 +153,16 @@ ACTIONS: Mapping[Action, ActionSpec] = _table(
         "held resumes once it is within it.",
         metavar="WF",
         value="usd=N|tokens=N",
+    ),
+    ActionSpec(
+        Action.RELOAD,
+        TargetKind.NODE,
+        "Reload the limits of",
+        "Make the leading scheduler re-read capability_limits and label budgets from its config "
+        "file, as SIGHUP does; print what changed, or the bad value (the limits in force stay). "
+        "NODE: leader (the default) or the leader's node name.",
+        metavar="NODE",
+        default_target=LEADER,
     ),
     ActionSpec(
         Action.TRIP,

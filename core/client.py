@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from agentdeck.core.actions import ACTIONS, Action, TargetKind, parse_action
+from agentdeck.core.actions import ACTIONS, LEADER, Action, TargetKind, parse_action
 from agentdeck.core.breakers import breaker_name
 from agentdeck.core.budgets import parse_budget_args
 from agentdeck.core.clock import Clock
@@ -126,6 +126,13 @@ class Client:
             return breaker_name(target)
         if kind is TargetKind.CAPABILITY:
             check_capability(target)
+            return target
+        if kind is TargetKind.NODE:
+            if not target or any(c.isspace() for c in target):
+                raise AgentdeckError(
+                    f"{action} target {target!r} is not a node name; use {LEADER!r} or the "
+                    "leading node's name"
+                )
             return target
         if kind in (TargetKind.AGENT, TargetKind.DEAD_LETTER):
             if not target or any(c.isspace() for c in target):

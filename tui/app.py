@@ -39,10 +39,11 @@ from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
 
-from agentdeck.core.actions import ACTIONS, Action
+from agentdeck.core.actions import ACTIONS, LEADER, Action
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.logs import get_logger
 from agentdeck.core.messages import Event, decode
+from agentdeck.core.models import CommandStatus
 from agentdeck.core.scheduler import LEASE_NAME
 from agentdeck.themes import APP_CSS, BUILTIN, load_theme
 from agentdeck.tui.feed import EventFeed
@@ -50,7 +51,7 @@ from agentdeck.tui.screens import registry
 from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import AskScreen, ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
-from agentdeck.tui.sources import Connect, Sources
+from agentdeck.tui.sources import Connect, Health, Sources, watched
 from agentdeck.tui.typeahead import TypeAheadApp
 from agentdeck.tui.widgets.command_line import CommandLine
 
@@ -118,6 +119,8 @@ class AgentdeckApp(TypeAheadApp):
         self.read_only = read_only
         self.refresh_interval = refresh_interval
         self.sources: Sources | None = None
+        self.health: Health | None = None
+        """Whether the Store and the Registry answer (None until connected)."""
         self.connected = asyncio.Event()
         self.paused = False
         self._stack = AsyncExitStack()
@@ -157,7 +160,8 @@ class AgentdeckApp(TypeAheadApp):
             sources = replace(sources, recent=self.feed.spans)
         else:
             self.feed.spans = sources.recent
-        self.sources = sources
+        self.health = Health(sources.clock)
+        self.sources = watched(sources, self.health)
         self.connected.set()
         if self.sources.events is not None:
             self.run_worker(self._follow_events(self.sources.events), name="events", group="events")
@@ -324,10 +328,12 @@ class AgentdeckApp(TypeAheadApp):
             badges.append(("READ-ONLY", "bold reverse"))
         if self.paused:
             badges.append(("PAUSED", f"bold reverse {self.status_style('failed')}".strip()))
+        warn = f"bold reverse {self.status_style('failed')}".strip()
+        if self.health is not None:  # a source that does not answer: which, and how stale
+            badges += [(self.health.label(name), warn) for name in self.health.failing()]
         if self.sources is None:
             badges.append(("connecting…", "dim"))
         elif self.sources.attached and self._leader_read:
-            warn = f"bold reverse {self.status_style('failed')}".strip()
             badges.append((f"leader {self.leader}", "dim") if self.leader else (NO_LEADER, warn))
         with contextlib.suppress(Exception):  # the bar may not be mounted yet
             from agentdeck.tui.widgets.status_bar import StatusBar
@@ -470,6 +476,8 @@ class AgentdeckApp(TypeAheadApp):
                 self.exit()
             elif word == "help":
                 self.action_help()
+            elif word == "reload":  # the operator action: the leader re-reads its limits
+                self.request_action(Action.RELOAD, args[:1] or [LEADER], "node")
             elif word == "theme" and args:
                 self.set_theme(args[0])
                 await self.refresh_now()
@@ -497,6 +505,12 @@ class AgentdeckApp(TypeAheadApp):
         yield SystemCommand(
             "Pause / follow", "Freeze or unfreeze the view", self.action_toggle_pause
         )
+        if not self.read_only:
+            yield SystemCommand(
+                "Reload limits",
+                ACTIONS[Action.RELOAD].help,
+                functools.partial(self.request_action, Action.RELOAD, [LEADER], "node"),
+            )
         yield SystemCommand("Quit", "Leave agentdeck", self.exit)
 
     def _run_soon(self, command: str) -> None:
@@ -547,6 +561,9 @@ class AgentdeckApp(TypeAheadApp):
 
     async def _send(self, action: Action, targets: list[str], value: str | None = None) -> None:
         assert self.sources is not None
+        if action in WAITED:
+            await self._send_and_wait(action, targets[0])
+            return
         sent = 0
         for target in targets:
             try:
@@ -562,6 +579,30 @@ class AgentdeckApp(TypeAheadApp):
         if isinstance(screen, DeckScreen) and (table := screen.table()) is not None:
             table.clear_tags()
         await self.refresh_now()
+
+    async def _send_and_wait(self, action: Action, target: str) -> None:
+        """Queue ``action`` and show its outcome when the leader has carried it out (what a
+        reload changed, or the bad value), in a toast."""
+        assert self.sources is not None
+        try:
+            done = await self.sources.client.command(action, target, wait=WAIT_SECONDS)
+        except AgentdeckError as exc:  # (a CommandTimeout too: nobody leads)
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        failed = done.status == CommandStatus.FAILED
+        self.notify(
+            done.result or f"{action} {done.status.value}",
+            title=f"{action} {'failed' if failed else 'done'}",
+            severity="error" if failed else "information",
+            timeout=10,
+        )
+
+
+WAITED = frozenset({Action.RELOAD})
+"""Actions whose outcome the operator waits for in a toast (what a reload changed, or why it
+did not); the others are queued and read in the action log."""
+WAIT_SECONDS = 10.0
+"""How long the control centre waits for the leader to carry out a waited action."""
 
 
 if TYPE_CHECKING:

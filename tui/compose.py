@@ -30,7 +30,7 @@ from agentdeck.core.logs import configure_logging
 from agentdeck.core.runtime import Runtime
 from agentdeck.core.settings import Settings
 from agentdeck.tui.holds import policies_of
-from agentdeck.tui.reload import reload_limits
+from agentdeck.tui.reload import attach_reload, reload_limits
 from agentdeck.tui.sources import Connect, Sources
 from agentdeck.tui.telemetry import Telemetry, instrumented
 from agentdeck.tui.wiring import (
@@ -60,14 +60,16 @@ def mode(settings: Settings, *, demo: bool = False, scheduler: bool = False) -> 
 
 @contextlib.asynccontextmanager
 async def node(
-    settings: Settings, *, demo: bool, live_log: bool = False
+    settings: Settings, *, demo: bool, live_log: bool = False, config: Path | None = None
 ) -> AsyncIterator[tuple[Runtime, Telemetry]]:
     """The whole node, instrumented (``/metrics``, spans; closed at the end of the block), not
     yet started: enter the runtime to start it. With ``demo`` the demo feed too, and with
-    ``live_log`` a line per notable event on stdout."""
+    ``live_log`` a line per notable event on stdout. Its scheduler carries out ``reload`` by
+    re-reading ``config`` (or the file a start finds), as SIGHUP does."""
     from agentdeck.tui.demo import DemoFeeder, LivePrinter, simulated_agent
 
     runtime = build_runtime(settings, demo=demo)
+    attach_reload(runtime.scheduler, config)
     served = {c for spec in agent_specs(settings, demo) for c in spec.capabilities}
     if demo and (agent := simulated_agent(runtime, settings)) is not None:
         runtime.services.append(agent)  # (before instrumenting: it gets metrics like the rest)
@@ -86,7 +88,7 @@ async def run_daemon(settings: Settings, *, demo: bool, config: Path | None = No
     :mod:`agentdeck.tui.reload`."""
     configure_logging(settings.log_level, settings.log_format, node=settings.node)
     loop = asyncio.get_running_loop()
-    async with node(settings, demo=demo, live_log=True) as (runtime, _):
+    async with node(settings, demo=demo, live_log=True, config=config) as (runtime, _):
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.close)
         loop.add_signal_handler(signal.SIGHUP, reload_limits, runtime.scheduler, config)
@@ -99,9 +101,11 @@ def _actor(node: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def runtime_sources(settings: Settings, *, demo: bool) -> AsyncIterator[Sources]:
-    """A running node (:func:`node`) and what the screens read of it."""
-    async with node(settings, demo=demo) as (runtime, telemetry), runtime:
+async def runtime_sources(
+    settings: Settings, *, demo: bool, config: Path | None = None
+) -> AsyncIterator[Sources]:
+    """A running node (:func:`node`, reloading ``config``) and what the screens read of it."""
+    async with node(settings, demo=demo, config=config) as (runtime, telemetry), runtime:
         client = Client(
             runtime.store,
             runtime.clock,
@@ -143,9 +147,15 @@ async def attached_sources(settings: Settings) -> AsyncIterator[Sources]:
         )
 
 
-def control_centre(settings: Settings, *, demo: bool = False, scheduler: bool = False) -> Connect:
+def control_centre(
+    settings: Settings,
+    *,
+    demo: bool = False,
+    scheduler: bool = False,
+    config: Path | None = None,
+) -> Connect:
     """The one opener of the control centre's data sources, for the :func:`mode` the settings
-    and flags decide."""
+    and flags decide (a node of its own reloads ``config`` on the ``reload`` action)."""
     if mode(settings, demo=demo, scheduler=scheduler) is Mode.ATTACHED:
         return lambda: attached_sources(settings)
-    return lambda: runtime_sources(settings, demo=demo)
+    return lambda: runtime_sources(settings, demo=demo, config=config)

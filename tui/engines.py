@@ -25,8 +25,8 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 from rich.text import Text
@@ -99,11 +99,19 @@ def host_rows(sources: Sources) -> list[HostRow]:
 
 
 def host_table(
-    sources: Sources, style: Callable[[str], str] = lambda status: "", rows: int = ROWS
+    sources: Sources,
+    style: Callable[[str], str] = lambda status: "",
+    rows: int = ROWS,
+    down: Collection[str] = (),
 ) -> list[Text]:
     """The overview's lines: a header, then at most ``rows`` hosts (with more, the last line
-    says how many are not shown). ``style`` gives the style of a task status (the theme's)."""
-    found = host_rows(sources)
+    says how many are not shown). ``style`` gives the style of a task status (the theme's).
+    The engines in ``down`` (``redis``, ``postgres``: their source does not answer this
+    process) read ``down`` in every cell they have, whatever their last report said."""
+    found = [
+        replace(row, **{e: "down" for e in down if e in COLUMNS and getattr(row, e)})
+        for row in host_rows(sources)
+    ]
     if not found:
         return []
     width = min(max(len("host"), *(len(r.host) for r in found)), HOST_WIDTH)

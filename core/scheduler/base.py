@@ -69,6 +69,10 @@ class SchedulerBase:
         """Finds running work of agents that stopped heartbeating; None: wait for deadlines."""
         self.outputs = outputs
         """Keeps large outputs in the BlobStore by reference; None: every output inline."""
+        self.reload_config: Callable[[], list[str]] | None = None
+        """Re-reads this node's config file into :meth:`reconfigure` (what changed), raising
+        ConfigError with the old values kept: the ``reload`` command calls it, as SIGHUP does.
+        Set by the composition root (None: the command fails saying there is no file)."""
         self.observers = Observers([EventsFeed(bus), *observers])
         """Told of every moment (see observer.py): the events feed first, then ``observers``
         and those added by :meth:`observe` (metrics and tracing, by the composition root)."""

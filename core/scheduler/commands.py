@@ -13,10 +13,10 @@ from typing import Any
 
 import structlog
 
-from agentdeck.core.actions import Action, parse_action
+from agentdeck.core.actions import LEADER, Action, parse_action
 from agentdeck.core.budgets import HOLD_PREFIX, raised
 from agentdeck.core.dag import descendants
-from agentdeck.core.errors import AgentdeckError, LeaseLost, NotFound
+from agentdeck.core.errors import AgentdeckError, ConfigError, LeaseLost, NotFound
 from agentdeck.core.messages import Control, encode
 from agentdeck.core.models import Change, Command, CommandStatus, Task
 from agentdeck.core.scheduler.budgets import Budgets
@@ -255,6 +255,30 @@ class Commands(Budgets):
         done = "paused" if pause else "resumed"
         return f"capability {command.target} {done}" + ("" if changed else " already")
 
+    # --------------------------------------------------------------------- config
+
+    async def _reload(self, command: Command) -> str:
+        """Re-read this node's config file as SIGHUP does (the leader carries out commands, so
+        a command naming another node fails, saying which one leads). A file that does not
+        load fails the command with its error, the limits in force unchanged."""
+        if command.target not in (LEADER, self.node):
+            raise AgentdeckError(
+                f"node {command.target!r} does not lead ({self.node} does) and only the leader "
+                f"carries out commands: reload {LEADER}, or send SIGHUP to {command.target!r}"
+            )
+        if self.reload_config is None:
+            raise AgentdeckError(
+                f"node {self.node} has no config file to reload (it was not started by "
+                "agentdeck --daemon or the control centre)"
+            )
+        try:
+            changes = self.reload_config()
+        except ConfigError as exc:
+            raise AgentdeckError(f"{exc}; the limits in force on {self.node} are kept") from None
+        if not changes:
+            return f"reloaded the limits on {self.node}: nothing changed"
+        return f"reloaded the limits on {self.node}: " + "; ".join(changes)
+
     async def _requeue(self, command: Command) -> str:
         await self.bus.requeue_dead_letter(command.target)
         return f"dead letter {command.target} requeued"
@@ -274,5 +298,6 @@ HANDLERS: Mapping[Action, Handler] = {
     Action.RESUME_CAPABILITY: Commands._resume_capability,
     Action.REQUEUE: Commands._requeue,
     Action.BUDGET: Commands._budget,
+    Action.RELOAD: Commands._reload,
 }
 """The method that carries out each action (every Action has one: tests walk the table)."""

@@ -27,23 +27,26 @@ class Repairs(FollowUps):
         :meth:`_cancel_workflow`.
 
         It pages through the running and paused workflows (:data:`REPAIR_PAGE` a round), and
-        the cancelled ones too in the sweep on taking the lease, and counts their tasks by
-        status in the Store. A running or paused workflow whose tasks are all final is
-        finished. One with blocked tasks and nothing moving (ready, dispatched, running,
-        retrying) can only be waiting on a failed or cancelled task whose dependents were never
-        skipped (a blocked task whose needs all succeeded is ready): only its tasks are read,
-        its failures' dependents skipped, and it is finished. A cancelled workflow with a task
-        not final was cancelled by a leader that died before cancelling its tasks: they are
-        cancelled now. A consistent store gets no write and no task read. Writes carry the
-        fencing token: a deposed leader writes nothing."""
+        the cancelled ones too in the sweep on taking the lease. It counts the running and
+        paused ones' tasks by status in the Store, and only asks which cancelled ones have a
+        task not final (:meth:`Store.with_open_tasks`). A running or paused workflow whose tasks
+        are all final is finished. One with blocked tasks and nothing moving (ready,
+        dispatched, running, retrying) can only be waiting on a failed or cancelled task whose
+        dependents were never skipped (a blocked task whose needs all succeeded is ready): only
+        its tasks are read, its failures' dependents skipped, and it is finished. A cancelled
+        workflow with a task not final was cancelled by a leader that died before cancelling
+        its tasks: they are cancelled now. A consistent store gets no write and no task read.
+        Writes carry the fencing token: a deposed leader writes nothing."""
         offset = self._repair_at or 0
         page = await self.store.list_workflows(
             status=self._repair_statuses, limit=REPAIR_PAGE, offset=offset
         )
-        counts = await self.store.count_tasks([w.id for w in page])
-        cancelled = {w.id for w in page if w.status == W.CANCELLED}
-        half_cancelled = [w for w in cancelled if set(counts.get(w, {})) - TASK_TERMINAL]
-        counts = {w: by for w, by in counts.items() if w not in cancelled}
+        cancelled = [w.id for w in page if w.status == W.CANCELLED]
+        # A cancelled workflow needs only "has it an open task?": an index probe each, not a
+        # count of all its tasks (most were cancelled in full, their rows all final).
+        still_open = await self.store.with_open_tasks(cancelled) if cancelled else set()
+        half_cancelled = [w for w in cancelled if w in still_open]
+        counts = await self.store.count_tasks([w.id for w in page if w.status != W.CANCELLED])
         done = [w for w, by in counts.items() if by and not set(by) - TASK_TERMINAL]
         skipped = tasks_cancelled = 0
         for workflow_id, by in counts.items():

@@ -24,7 +24,9 @@ def test_every_action_is_one_command_in_its_group_with_its_help_and_metavar() ->
         command = _command(spec.group, action.value)
         assert command.help == spec.help
         target = next(p for p in command.params if isinstance(p, click.Argument))
-        assert target.metavar == spec.metavar, action
+        optional = spec.default_target is not None
+        assert target.metavar == (f"[{spec.metavar}]" if optional else spec.metavar), action
+        assert (target.required, target.default) == (not optional, spec.default_target), action
         assert {"no_wait", "timeout", "as_json"} <= {p.name for p in command.params}
     assert _command("breaker", "trip").help == ACTIONS[Action.TRIP].help
 

@@ -20,7 +20,11 @@ import pytest
 import redis
 
 from agentdeck.backends import open_registry
-from agentdeck.backends.redis_url import split_registry_url
+from agentdeck.backends.redis_url import (
+    DEFAULT_SENTINEL_TIMEOUT,
+    parse_sentinel_url,
+    split_registry_url,
+)
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import ConfigError
 from agentdeck.core.models import AgentState, new_id
@@ -299,12 +303,32 @@ def test_a_sentinel_url_names_every_bad_part_without_the_password() -> None:
         "redis+sentinel://:pw@h1/mymaster/zero": "must be a number such as /0",
         "redis+sentinel://:pw@h1/mymaster?ssl_ca_certs=x": "unknown option(s) ssl_ca_certs",
         "redis+sentinel://:pw@h1/mymaster?sentinel_password=pw&bad=1": "unknown option(s) bad",
+        "redis+sentinel://:pw@h1/mymaster?sentinel_timeout=0": (
+            "sentinel_timeout in 'redis+sentinel://:***@h1/mymaster?sentinel_timeout=0' must be "
+            "seconds above 0 and at most 60, got '0'"
+        ),
+        "redis+sentinel://:pw@h1/mymaster?sentinel_timeout=soon": "at most 60, got 'soon'",
     }
     for url, complaint in cases.items():
         with pytest.raises(ConfigError) as caught:
             split_registry_url(url)
         assert complaint in str(caught.value), url
         assert "pw" not in str(caught.value).replace("sentinel_password", ""), url
+
+
+def test_each_sentinel_is_asked_once_within_sentinel_timeout() -> None:
+    """The connections to the sentinels get ``sentinel_timeout`` (1 s unless given) to connect
+    and answer, and no retry of their own: a sentinel that does not answer is passed over for
+    the next at once (redis-py's default, 3 more tries with backoff, held a discovery ~15 s
+    behind a cut-off first sentinel: scripts/sentinel_follow_bench.py)."""
+    default = parse_sentinel_url("redis+sentinel://h1,h2/mymaster")
+    given = parse_sentinel_url("redis+sentinel://h1,h2/mymaster?sentinel_timeout=0.25")
+    for target, seconds in ((default, DEFAULT_SENTINEL_TIMEOUT), (given, 0.25)):
+        options = target.sentinel
+        assert (options["socket_timeout"], options["socket_connect_timeout"]) == (seconds,) * 2
+        assert options["retry"].get_retries() == 0
+    assert DEFAULT_SENTINEL_TIMEOUT == 1.0
+    assert "sentinel_timeout" not in given.connection  # the data connections' own stay theirs
 
 
 def test_a_sentinel_registry_names_its_sentinels_and_service_not_its_passwords() -> None:

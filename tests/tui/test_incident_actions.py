@@ -3,23 +3,33 @@ the CLI), checked against what the scheduler did in the core."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.core.client import Client
+from agentdeck.core.clock import SystemClock
 from agentdeck.core.holds import CapabilityHolds
 from agentdeck.core.messages import Control, decode
 from agentdeck.core.models import CommandStatus
+from agentdeck.core.scheduler import Scheduler
+from agentdeck.core.settings import Settings
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.tui.app import AgentdeckApp
 from agentdeck.tui.cli import main
+from agentdeck.tui.reload import attach_reload
 from agentdeck.tui.screens.agents import AgentsScreen
 from agentdeck.tui.screens.capabilities import CapabilitiesScreen
 from agentdeck.tui.screens.dead_letters import DeadLettersScreen
 from agentdeck.tui.screens.modals import ConfirmScreen
+from agentdeck.tui.widgets.command_line import CommandLine
+from agentdeck.tui.wiring import store_only
 from tests.tui.conftest import DEAD_LETTER, WF_RUNNING, World
 from tests.tui.test_app import ready, settle, table
 
@@ -211,3 +221,115 @@ async def test_b_sets_a_workflow_budget_after_asking_for_the_value(
     )
     budget = (await world.store.get_workflow(WF_RUNNING)).budget
     assert budget is not None and budget.usd == 7.5
+
+
+async def _reload_outcome(pilot: object, world: World) -> list[str]:
+    """Let the leader carry out the queued reload; the toasts the app shows of it."""
+    app = pilot.app  # type: ignore[attr-defined]
+    for _ in range(200):  # the app waits for the command in a worker: tick until it is done
+        await world.scheduler.tick()
+        await pilot.pause()  # type: ignore[attr-defined]
+        if any("reload" in (n.title or "") for n in app._notifications):
+            break
+    return [f"{n.title}: {n.message}" for n in app._notifications if "reload" in (n.title or "")]
+
+
+async def test_reload_from_the_overview_shows_what_changed_or_why_not(
+    world: World, app_for: Callable[..., AgentdeckApp], tmp_path: Path
+) -> None:
+    """`R` on the overview asks to reload the leader's limits; once confirmed the leader
+    re-reads its file and the toast says what changed; a bad file's toast names the bad value
+    and the limits stay. `:reload` asks the same."""
+    config = tmp_path / "agentdeck.toml"
+    config.write_text("[capability_limits.echo]\nmax_concurrency = 3\n")
+    attach_reload(world.scheduler, config)
+    await world.scheduler.tick()  # elected
+    app = app_for()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("R")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.question == "Reload the limits of node leader?"
+        await pilot.press("y")  # (not settled: the app waits for the outcome in a worker)
+        assert await _reload_outcome(pilot, world) == [
+            "reload done: reloaded the limits on node-1: capability_limits.echo: - -> "
+            "max_concurrency=3"
+        ]
+        assert world.scheduler.limiter.limits["echo"].max_concurrency == 3
+        app.clear_notifications()
+        config.write_text("[capability_limits.echo]\nmax_concurrency = -1\n")
+        await pilot.press("colon")
+        app.screen.query_one(CommandLine).value = "reload"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert app.screen.question == "Reload the limits of node leader?"
+        await pilot.press("y")
+        [failed] = await _reload_outcome(pilot, world)
+        assert failed.startswith("reload failed: ")
+        assert "capability_limits.echo.max_concurrency" in failed and "(got -1)" in failed
+        assert failed.endswith("the limits in force on node-1 are kept")
+        assert world.scheduler.limiter.limits["echo"].max_concurrency == 3
+
+
+@contextlib.contextmanager
+def leading_scheduler(config: Path) -> Iterator[None]:
+    """A scheduler node ``cli-node`` on ``config``'s Store, leading and reloading ``config``,
+    in a thread of its own (the CLI under test runs its own event loop), stopped on the way
+    out."""
+    elected, stop = threading.Event(), threading.Event()
+
+    async def run() -> None:
+        clock = SystemClock()
+        async with store_only(Settings.load(config_path=config), clock) as store:
+            bus = MemoryBus.from_url("memory://", clock=clock)
+            registry = MemoryRegistry.from_url("memory://", clock=clock)
+            scheduler = Scheduler(store, bus, registry, clock, node="cli-node")
+            attach_reload(scheduler, config)
+            try:
+                while not stop.is_set():
+                    await scheduler.tick()
+                    if scheduler.is_leader:
+                        elected.set()
+                    await asyncio.sleep(0.01)
+            finally:
+                await scheduler.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(run(),))
+    thread.start()
+    try:
+        assert elected.wait(30), "the scheduler thread did not take the lease"
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+
+
+def test_agentdeck_reload_prints_what_the_leader_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`agentdeck reload` (no argument: the leader) waits for the leading scheduler and prints
+    its result; a bad file exits 1 with the error naming the value."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("AGENTDECK_BUS_URL", "AGENTDECK_STORE_URL", "AGENTDECK_REGISTRY_URL"):
+        monkeypatch.delenv(var, raising=False)
+    config = tmp_path / "daemon.toml"  # the daemon's file; the CLI's own points at the Store
+    store = f'store_url = "sqlite:///{tmp_path}/deck.db"\n'
+    config.write_text(store)
+    (tmp_path / "cli.toml").write_text(store)
+    cli = ["--config", str(tmp_path / "cli.toml"), "reload"]
+    with leading_scheduler(config):
+        config.write_text(store + '[budgets."team=a"]\nusd = 5\n')
+        result = CliRunner().invoke(main, cli)
+        # (the scheduler thread's log lines share the captured stdout: the CLI's is the last)
+        assert (result.exit_code, result.output.splitlines()[-1]) == (
+            0,
+            'reloaded the limits on cli-node: budgets."team=a": - -> usd=5.0',
+        )
+        config.write_text(store + "[capability_limits.echo]\nmax_concurrency = 0\n")
+        result = CliRunner().invoke(main, [*cli, "cli-node"])
+        assert result.exit_code == 1
+        [error] = [line for line in result.output.splitlines() if line.startswith("error: ")]
+        assert "capability_limits.echo.max_concurrency" in error and "(got 0)" in error
+        assert error.endswith("the limits in force on cli-node are kept")

@@ -87,7 +87,7 @@ def test_screen_arguments_are_read_by_the_screen() -> None:
 
 def test_help_palette_and_completion_name_every_screen() -> None:
     """The help's key lines hold every key and title once; the palette every title; the
-    completion every screen's first word, then help, the themes and quit."""
+    completion every screen's first word, then help, the themes, reload and quit."""
     assert registry.key_help() == [
         ("1-6", "Overview, workflows, tasks, agents, action log, breakers"),
         ("7 8 9 0", "Capabilities, dead letters, logs, traces"),
@@ -98,7 +98,7 @@ def test_help_palette_and_completion_name_every_screen() -> None:
     assert [s.words[0] for s in registry.SCREENS] == [
         w for w in words if w in {s.words[0] for s in registry.SCREENS}
     ]
-    assert words[-5:] == ["help", *(f"theme {t}" for t in BUILTIN), "quit"]
+    assert words[-6:] == ["help", *(f"theme {t}" for t in BUILTIN), "reload", "quit"]
     assert all(len(line) <= 58 for line in registry.command_help())
     assert " ".join(registry.command_help()) == ", ".join(registry.command_usage())
 

@@ -11,7 +11,7 @@ import pytest
 
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.backends.sqlite.store import SqliteStore
-from agentdeck.core.actions import ACTIONS, Action, TargetKind, parse_action
+from agentdeck.core.actions import ACTIONS, LEADER, Action, TargetKind, parse_action
 from agentdeck.core.breakers import Breakers
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
@@ -22,6 +22,7 @@ from agentdeck.core.scheduler import Scheduler
 from agentdeck.core.scheduler.commands import HANDLERS
 from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import TaskStatus as T
+from agentdeck.tui.reload import attach_reload
 
 ONE_TASK = "name: one\ntasks:\n  - {key: a, capability: echo}\n"
 
@@ -111,6 +112,11 @@ async def _every_agent(deck: Deck) -> str:
     return "*"
 
 
+async def _leader_with_a_config(deck: Deck) -> str:
+    deck.scheduler.reload_config = list  # a file that changes nothing
+    return LEADER
+
+
 #: For each action, how to make a target it can be carried out on (a new action needs a row).
 TARGETS: dict[Action, Callable[[Deck], Awaitable[str]]] = {
     Action.CANCEL: _running_workflow,
@@ -125,6 +131,7 @@ TARGETS: dict[Action, Callable[[Deck], Awaitable[str]]] = {
     Action.RESUME_CAPABILITY: _paused_capability,
     Action.REQUEUE: Deck.dead_letter,
     Action.BUDGET: _running_workflow,
+    Action.RELOAD: _leader_with_a_config,
 }
 
 #: The value given to each action that takes one (ActionSpec.value).
@@ -138,6 +145,7 @@ BAD_TARGETS = {
     TargetKind.AGENT: "two words",
     TargetKind.CAPABILITY: "Not A Capability!",
     TargetKind.DEAD_LETTER: "",
+    TargetKind.NODE: "two words",
 }
 
 
@@ -281,3 +289,67 @@ async def test_the_client_sums_usage_by_each_grouping_and_label(deck: Deck) -> N
     assert await deck.client.usage("model", since=deck.clock.now() + 1) == []
     with pytest.raises(AgentdeckError, match="by: workflow, task, capability, model, label"):
         await deck.client.usage("agent")
+
+
+# ------------------------------------------------------------------------------- reload
+
+LIMITED = '[capability_limits.echo]\nmax_concurrency = 2\n[budgets."team=a"]\nusd = 5\n'
+
+
+async def test_reload_rereads_the_leaders_file_and_says_what_changed(
+    deck: Deck, tmp_path: Path
+) -> None:
+    """``reload`` (the leader by default, or by its node name) gives the scheduler the file's
+    limits and budgets as SIGHUP does; the command's result lists what changed, then that
+    nothing did."""
+    config = tmp_path / "agentdeck.toml"
+    config.write_text(LIMITED)
+    attach_reload(deck.scheduler, config)
+    done = await deck.carry_out("reload", LEADER)
+    assert (done.status, done.result) == (
+        CommandStatus.DONE,
+        "reloaded the limits on node-1: capability_limits.echo: - -> max_concurrency=2; "
+        'budgets."team=a": - -> usd=5.0',
+    )
+    assert deck.scheduler.limiter.limits["echo"].max_concurrency == 2
+    again = await deck.carry_out("reload", "node-1")
+    assert (again.status, again.result) == (
+        CommandStatus.DONE,
+        "reloaded the limits on node-1: nothing changed",
+    )
+
+
+async def test_reload_of_a_bad_file_fails_naming_the_value_and_keeps_the_limits(
+    deck: Deck, tmp_path: Path
+) -> None:
+    """A file with a bad value fails the command with the error a start would print (the
+    setting, what is allowed, the value) and the limits in force stay as they were."""
+    config = tmp_path / "agentdeck.toml"
+    config.write_text(LIMITED)
+    attach_reload(deck.scheduler, config)
+    assert (await deck.carry_out("reload", LEADER)).status == CommandStatus.DONE
+    config.write_text("[capability_limits.echo]\nmax_concurrency = 0\n")
+    failed = await deck.carry_out("reload", LEADER)
+    assert failed.status == CommandStatus.FAILED
+    assert failed.result is not None
+    assert "capability_limits.echo.max_concurrency" in failed.result
+    assert "(got 0)" in failed.result
+    assert failed.result.endswith("the limits in force on node-1 are kept")
+    assert deck.scheduler.limiter.limits["echo"].max_concurrency == 2
+    assert set(deck.scheduler.config.label_budgets) == {"team=a"}
+
+
+async def test_reload_naming_another_node_or_without_a_file_fails_saying_why(
+    deck: Deck,
+) -> None:
+    """Only the leader carries out commands: one naming a standby fails, naming the leader and
+    SIGHUP; a scheduler given no file to read (not started by the composition root) says so."""
+    other = await deck.carry_out("reload", "node-2")
+    assert other.status == CommandStatus.FAILED
+    assert other.result == (
+        "node 'node-2' does not lead (node-1 does) and only the leader carries out commands: "
+        "reload leader, or send SIGHUP to 'node-2'"
+    )
+    unset = await deck.carry_out("reload", LEADER)
+    assert unset.status == CommandStatus.FAILED
+    assert unset.result is not None and "node node-1 has no config file" in unset.result

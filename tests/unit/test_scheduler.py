@@ -1044,6 +1044,46 @@ async def test_a_new_leader_cancels_the_tasks_a_dead_leader_left_open_in_a_cance
         await successor.stop()
 
 
+@pytest.mark.parametrize("left_open", [T.BLOCKED, T.RETRYING])
+async def test_a_cancelled_workflow_whose_only_open_task_waits_is_cancelled_in_full(
+    deck: Deck, left_open: T
+) -> None:
+    """The sweep on taking the lease asks which cancelled workflows have a task not final: a
+    task blocked behind a failure, or waiting for its retry, counts as open as one in flight
+    does (nothing is in flight here), so it is cancelled; the final ones are left alone."""
+    wf = await deck.submit(A_TO_B)
+    await deck.settle()
+    [(a, _)] = await deck.take("echo")
+    if left_open == T.BLOCKED:  # a failed for good; b, blocked, was never skipped
+        change = Change(a.task_id, T.FAILED, frozenset({T.DISPATCHED}), attempt=a.attempt)
+    else:  # a waits for its retry; b is blocked behind it
+        change = Change(
+            a.task_id,
+            T.RETRYING,
+            frozenset({T.DISPATCHED}),
+            attempt=a.attempt,
+            values={"not_before": deck.clock.now() + 3600},
+        )
+    await deck.store.apply([change], deck.clock.now())
+    assert await deck.store.set_workflow_status(wf, {W.RUNNING}, W.CANCELLED, deck.clock.now())
+    deck.clock.advance(deck.scheduler.config.lease_ttl + 0.1)  # its lease lapses; no release
+    successor = Scheduler(
+        deck.store, deck.bus, deck.registry, deck.clock, node="node-2", config=SchedulerConfig()
+    )
+    try:
+        with capture_logs() as logs:
+            await successor.tick()
+        expected = {
+            "a": T.FAILED if left_open == T.BLOCKED else T.CANCELLED,
+            "b": T.CANCELLED,
+        }
+        assert {k: await deck.status(f"{wf}/{k}") for k in "ab"} == expected
+        [repaired] = [e for e in logs if e["event"] == "repaired"]
+        assert repaired["tasks_cancelled"] == sum(1 for k in "ab" if expected[k] == T.CANCELLED)
+    finally:
+        await successor.stop()
+
+
 async def test_a_cancel_the_store_cut_off_half_way_is_finished_by_the_next_round(
     deck: Deck, monkeypatch: pytest.MonkeyPatch
 ) -> None:

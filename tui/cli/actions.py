@@ -1,7 +1,8 @@
 """One command per operator action, from the actions table (``agentdeck.core.actions``).
 
 Each queues its action for the scheduler leader and waits for the outcome. The row says the
-command's name (the action), its help, its target's metavar, and the group it lives in
+command's name (the action), its help, its target's metavar (optional when the row has a
+default target: ``agentdeck reload`` is ``reload leader``), and the group it lives in
 (``breaker trip``); a row naming a group the command line does not have fails at import.
 """
 
@@ -43,7 +44,13 @@ def register(spec: ActionSpec) -> click.Command:
         return click.argument("value", metavar="VALUE")(f)
 
     @group_for(spec).command(action.value, help=spec.help)
-    @click.argument("target", metavar=spec.metavar)
+    # An action with a default target (reload: the leader) may be given none.
+    @click.argument(
+        "target",
+        metavar=spec.metavar if spec.default_target is None else f"[{spec.metavar}]",
+        required=spec.default_target is None,
+        default=spec.default_target,
+    )
     @value_argument
     @click.option("--no-wait", is_flag=True, help="Queue the command and return at once.")
     @click.option(

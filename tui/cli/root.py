@@ -95,7 +95,7 @@ def main(
     if daemon:
         run(compose.run_daemon(settings, demo=demo, config=config))
         return
-    sources = compose.control_centre(settings, demo=demo, scheduler=scheduler)
+    sources = compose.control_centre(settings, demo=demo, scheduler=scheduler, config=config)
     # Imported here so that the daemon path and every other command never load Textual; a broken
     # import is an error, never a silent fall-back to another mode.
     from agentdeck.tui.run import run_app

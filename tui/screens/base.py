@@ -26,7 +26,7 @@ from agentdeck.core.actions import ACTIONS, Action
 from agentdeck.core.states import TaskStatus, WorkflowStatus
 from agentdeck.tui.feed import EventFeed
 from agentdeck.tui.keys import Hold, KeyHolder
-from agentdeck.tui.sources import Sources
+from agentdeck.tui.sources import Health, Sources
 from agentdeck.tui.widgets.command_line import CommandLine
 from agentdeck.tui.widgets.live_table import LiveTable
 from agentdeck.tui.widgets.status_bar import StatusBar
@@ -55,6 +55,10 @@ class Deck(KeyHolder, Protocol):
     @property
     def sources(self) -> Sources | None:
         """The data sources (None until connected)."""
+
+    @property
+    def health(self) -> Health | None:
+        """Whether the Store and the Registry answer, and how old their last data is."""
 
     @property
     def read_only(self) -> bool:

@@ -160,7 +160,7 @@ SCREENS: tuple[ScreenSpec, ...] = (
 
 QUIT_WORDS = ("q", "quit", "exit")
 """What ``:`` takes for leaving."""
-APP_WORDS = ("help", "theme", *QUIT_WORDS)
+APP_WORDS = ("help", "theme", "reload", *QUIT_WORDS)
 """The ``:`` words the app keeps for itself (no screen may take one)."""
 HOME = SCREENS[0]
 """The screen the app opens on (the first row)."""
@@ -211,12 +211,12 @@ def bindings() -> list[Binding]:
 def completions(themes: Iterable[str]) -> list[str]:
     """What the ``:`` command line completes, in the order Tab tries them."""
     words = [w for s in SCREENS for w in s.completion_words()]
-    return [*words, "help", *(f"theme {t}" for t in themes), "quit"]
+    return [*words, "help", *(f"theme {t}" for t in themes), "reload", "quit"]
 
 
 def command_usage() -> list[str]:
     """Every ``:`` command as the help and the unknown-command error spell it."""
-    return [u for s in SCREENS for u in s.usages()] + ["theme <name>", "help", "quit"]
+    return [u for s in SCREENS for u in s.usages()] + ["theme <name>", "reload", "help", "quit"]
 
 
 def command_help(width: int = 58) -> list[str]:
