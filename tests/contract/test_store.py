@@ -459,7 +459,7 @@ async def test_a_non_finite_number_in_an_output_is_refused_and_nothing_written(
     or not) is a ValueError naming it, and the batch writes nothing, on every engine."""
     await submit(store, clock, "wf", {"a": []})
     await store.apply([dispatch("wf/a")], clock.now())
-    with pytest.raises(ValueError, match="output of .* is not JSON"):
+    with pytest.raises(ValueError, match=r"output of .* is not JSON"):
         await store.apply([succeed("wf/a", output=output)], clock.now())
     assert (await store.get_task("wf/a")).status == T.DISPATCHED
 
