@@ -146,19 +146,13 @@ class SchedulerBase:
         # it is throughput-bound, and the results commit (and their reports are acked, so the
         # broker sends the next ones) before the released tasks are published, by _dispatch.
         succeeding = 0 < sum(c.to == T.SUCCEEDED for c in changes) <= RELEASE_WITH_RESULTS
+        self._sent = []
+        self._usage_due = {c.task_id: c.usage for c in changes if c.usage is not None}
         then = self._dispatch_released if succeeding else None
-        usage_due = {c.task_id: c.usage for c in changes if c.usage is not None}
-        # _sent and _usage_due belong to the one write that releases or spends; a dispatch's
-        # record (neither) may run beside it (loop.py: _reports_and_dispatch) and leaves them.
-        shared = then is not None or bool(usage_due)
-        if shared:
-            self._sent, self._usage_due = [], usage_due
         try:
             result = await self.store.apply(changes, now, fence=self._fence, then=then)
         finally:
-            sent: list[Task] = []
-            if shared:
-                sent, self._sent = self._sent, []
+            sent, self._sent = self._sent, []
         sent_ids = {t.id for t in sent}
         dispatched = [t for t in result.tasks if t.id in sent_ids and t.status == T.DISPATCHED]
         tasks = [t for t in result.tasks if not (t.id in sent_ids and t.status == T.DISPATCHED)]

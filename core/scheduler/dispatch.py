@@ -75,26 +75,17 @@ class Dispatch(Budgets):
     """Publishing attempts: new ones, ones left unpublished, and redeliveries."""
 
     async def _dispatch(self) -> bool:
-        ready = await self._ready_batch()
-        return bool(ready) and await self._send(ready)
-
-    async def _ready_batch(self) -> list[Task]:
-        """The ready tasks a dispatch may send now (up to ``batch_size``; none when nothing
-        became ready since the last look)."""
         if not (self._polling or self._maybe_ready):
-            return []  # nothing became ready since the last look
+            return False  # nothing became ready since the last look
         self._maybe_ready = False
         now = self.clock.now()
         hold = await self._holds(now)
         ready = await self.store.ready_tasks(limit=self.config.batch_size, hold=hold)
         ready = await self._admit(ready, now)
+        if not ready:
+            return False
         if len(ready) >= self.config.batch_size:
             self._maybe_ready = True  # there may be more behind this batch
-        return ready
-
-    async def _send(self, ready: Sequence[Task]) -> bool:
-        """Publish the next attempt of each of ``ready`` and record it ``dispatched``."""
-        now = self.clock.now()
         # Publish first, record second: the Store never says `dispatched` for a message the
         # broker does not hold, even if this process dies in between (then the task is still
         # `ready` and the next leader sends the same attempt again; the (task, attempt)

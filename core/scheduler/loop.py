@@ -14,7 +14,6 @@ import asyncio
 import structlog
 
 from agentdeck.core.errors import AgentdeckError, LeaseLost
-from agentdeck.core.models import Task
 from agentdeck.core.scheduler.commands import Commands
 from agentdeck.core.scheduler.config import OPEN_WORKFLOWS
 from agentdeck.core.scheduler.leadership import Leadership
@@ -84,6 +83,7 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         if not await self._ensure_lease():
             return False
         self.rounds += 1
+        busy = await self._apply_reports()
         # Without a StoreWatch every round looks at everything. With one, a round under load
         # (reports in, tasks out) skips the queries nothing asked for: commands only when one
         # was notified, and the time-driven work (retries due, deadlines, lost agents) once per
@@ -92,14 +92,6 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         self._polling = self._watcher is None or now - self._last_poll >= self.config.poll_interval
         if self._polling:
             self._last_poll = now
-        # Under load (reports waiting, and more may be ready behind the last full dispatch) the
-        # round's dispatch is chosen first and sent while the reports are written (see
-        # _reports_and_dispatch); otherwise the reports first, the dispatch last, one by one.
-        early = await self._ready_batch() if self._inbox and self._maybe_ready else []
-        if early:
-            busy = await self._reports_and_dispatch(early)
-        else:
-            busy = await self._apply_reports()
         if self._polling or self._look_commands:
             self._look_commands = False
             busy |= await self._run_commands()
@@ -120,27 +112,6 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
             await self._repair()
             busy |= self._repair_at is not None
         busy |= await self._flush_unpublished()
-        if not early:
-            busy |= await self._dispatch()
+        busy |= await self._dispatch()
         await self.observers.round_finished(busy)
         return busy
-
-    async def _reports_and_dispatch(self, ready: list[Task]) -> bool:
-        """Apply the inbox's reports and send ``ready`` (chosen before any of the reports'
-        changes, as if that dispatch had ended the round before) at once, so that the
-        broker's confirms and the two Store writes overlap instead of waiting in turn.
-
-        Nothing waits less than it must: the reports' batch is taken from the inbox when their
-        coroutine first runs, which is before this dispatch publishes anything (``gather``
-        starts its coroutines in order), so every report in it is for an attempt whose
-        ``dispatched`` is already written; the reports of ``ready`` arrive later, for a later
-        round. ``ready`` was read before the reports' write, so a dependent that write
-        releases (and may publish with it) is not in it: no task goes out twice. Both writes
-        are fenced. Both run to their end before an error of either is raised."""
-        results = await asyncio.gather(
-            self._apply_reports(), self._send(ready), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return True
