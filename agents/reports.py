@@ -435,8 +435,8 @@ class Reporter:
         started = Started(self._clock.now() + after, next(self._order), headers, message)
         heapq.heappush(self._waiting, started)
         self._pending += 1
-        if self._timer is None or started.due < self._timer_due:
-            if self._timer is not None:  # due later than this one: sleep less
+        if self._timer is None or self._timer.done() or started.due < self._timer_due:
+            if self._timer is not None:  # due later than this one (or ended): sleep less
                 self._timer.cancel()
             self._timer_due = started.due
             self._timer = asyncio.ensure_future(self._due())
