@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -167,6 +169,24 @@ class Sent:
     settle: Settle
 
 
+@dataclass(eq=False)
+class Started:
+    """An attempt's ``started`` report, due at ``due`` unless its handler ends first (see
+    :meth:`Reporter.start_report`)."""
+
+    due: float
+    order: int
+    headers: Mapping[str, str]
+    message: TaskMessage
+    dropped: bool = False
+    """Sent, or no longer wanted: the timer skips it."""
+    task: asyncio.Task[bool] | None = None
+    """Its publish, once due."""
+
+    def __lt__(self, other: Started) -> bool:
+        return (self.due, self.order) < (other.due, other.order)
+
+
 class Reporter:
     """Publishes one agent's reports on the bus, each with its task message's trace header.
 
@@ -192,6 +212,13 @@ class Reporter:
         self._log = log
         self.batcher = ReportBatcher(bus)
         """Where the reports go: in batches of those ready at once."""
+        # The `started` reports not due yet (see start_report), earliest first; how many of
+        # them are still to be sent; the one timer that sends them, and when it wakes.
+        self._waiting: list[Started] = []
+        self._pending = 0
+        self._order = itertools.count()
+        self._timer: asyncio.Future[None] | None = None
+        self._timer_due = 0.0
 
     def __repr__(self) -> str:
         return f"<Reporter agent={self.agent_id} limit={self.limit}>"
@@ -395,28 +422,62 @@ class Reporter:
 
     async def start_report(
         self, headers: Mapping[str, str], message: TaskMessage, after: float
-    ) -> asyncio.Task[bool] | None:
-        """Report ``started`` now (``after`` <= 0), or start a timer that reports it after
-        ``after`` seconds; pass what this returns to :meth:`end_start_report`."""
+    ) -> Started | None:
+        """Report ``started`` now (``after`` <= 0), or have it reported after ``after``
+        seconds; pass what this returns to :meth:`end_start_report`.
+
+        The reports not yet due wait on one timer of this reporter (:meth:`_due`), not on a
+        timer task each: a task that ends before ``after`` (most, under load) costs no
+        asyncio task of its own."""
         if after <= 0:
             await self.report(headers, message, "started")
             return None
+        started = Started(self._clock.now() + after, next(self._order), headers, message)
+        heapq.heappush(self._waiting, started)
+        self._pending += 1
+        if self._timer is None or self._timer.done() or started.due < self._timer_due:
+            if self._timer is not None:  # due later than this one (or ended): sleep less
+                self._timer.cancel()
+            self._timer_due = started.due
+            self._timer = asyncio.ensure_future(self._due())
+        return started
 
-        async def later() -> bool:
-            await self._clock.sleep(after)
-            return await self.report(headers, message, "started")
-
-        return asyncio.ensure_future(later())
-
-    @staticmethod
-    async def end_start_report(started: asyncio.Task[bool] | None) -> None:
+    async def end_start_report(self, started: Started | None) -> None:
         """The handler is done: drop the ``started`` report (not yet due, or still being
         published: a late ``started`` matches nothing at the scheduler once the result is in)."""
         if started is None:
             return
-        started.cancel()
+        if started.task is None:  # not due yet: never sent
+            if not started.dropped:
+                started.dropped = True
+                self._pending -= 1
+                if not self._pending:  # nothing left to wait for: no timer left behind
+                    self._waiting.clear()
+                    if self._timer is not None:
+                        self._timer.cancel()
+                        self._timer = None
+            return
+        started.task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
-            await started
+            await started.task
+
+    async def _due(self) -> None:
+        """Send each ``started`` report when it is due, the earliest first, until none waits."""
+        while self._waiting:
+            first = self._waiting[0]
+            if first.dropped:
+                heapq.heappop(self._waiting)
+                continue
+            wait = first.due - self._clock.now()
+            if wait > 0:
+                self._timer_due = first.due
+                await self._clock.sleep(wait)
+                continue
+            heapq.heappop(self._waiting)
+            first.dropped = True  # sent: no longer waiting
+            self._pending -= 1
+            first.task = asyncio.ensure_future(self.report(first.headers, first.message, "started"))
+        self._timer = None
 
 
 def wire_error(error: ErrorInfo) -> ErrorModel:

@@ -140,12 +140,17 @@ def columns(names: Iterable[str], prefix: str = "") -> str:
 # --------------------------------------------------------------------------------- JSON
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+"""What ``json.dumps(value, separators=(",", ":"), allow_nan=False)`` builds on every call,
+built once (it keeps no state between calls): a few microseconds less per value written."""
+
+
 def dumps(value: JSON, what: str) -> str:
     """``value`` as compact JSON text. Raises ValueError naming ``what`` when it is not JSON,
     NaN and infinities included: they are not JSON, ``jsonb`` cannot store them, and a value
     must be refused the same way whichever engine holds the store."""
     try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what} is not JSON-serialisable: {exc}") from exc
 

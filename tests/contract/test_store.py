@@ -448,6 +448,23 @@ async def test_outputs_of_existing_tasks(store: Store, clock: FakeClock) -> None
 
 
 @pytest.mark.parametrize(
+    "output",
+    [float("nan"), {"rows": [1, float("inf")]}, {"a": None, "b": -float("inf")}],
+    ids=["nan", "inf-in-a-list", "-inf-beside-a-null"],
+)
+async def test_a_non_finite_number_in_an_output_is_refused_and_nothing_written(
+    store: Store, clock: FakeClock, output: object
+) -> None:
+    """NaN and infinities are not JSON: an output holding one (at any depth, next to a null
+    or not) is a ValueError naming it, and the batch writes nothing, on every engine."""
+    await submit(store, clock, "wf", {"a": []})
+    await store.apply([dispatch("wf/a")], clock.now())
+    with pytest.raises(ValueError, match=r"output of .* is not JSON"):
+        await store.apply([succeed("wf/a", output=output)], clock.now())
+    assert (await store.get_task("wf/a")).status == T.DISPATCHED
+
+
+@pytest.mark.parametrize(
     "call",
     [
         pytest.param(lambda s, now: s.get_workflow("nope"), id="get_workflow"),
