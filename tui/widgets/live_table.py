@@ -22,12 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from agentdeck.tui.widgets.line_table import LineTable
+from agentdeck.tui.widgets.table_lines import Simple, simple_cell
 
 Row = tuple[str, tuple[Any, ...]]
 """A row: its key (a task or workflow id) and its cell values."""
@@ -211,6 +213,17 @@ class LiveTable(LineTable):
             column -= 1
         shown = self._renderer(column, value)
         return Text(shown, no_wrap=True, end="") if isinstance(shown, str) else shown
+
+    def read_cell(self, column: int, value: Any) -> tuple[Text, Simple | None]:
+        """:meth:`render_cell`, and a plain ``str`` from the renderer read as it is (most
+        cells: no need to read the text made of it again)."""
+        if self.taggable:
+            return super().read_cell(column, value)
+        shown = self._renderer(column, value)
+        if isinstance(shown, str):
+            cell = Text(shown, no_wrap=True, end="")
+            return cell, ((shown, None, cell_len(shown)) if shown.isprintable() else None)
+        return shown, simple_cell(shown)
 
     def _refresh_rows(self) -> None:
         if not self.is_mounted:
