@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from rich.segment import Segment
 from rich.text import Text
@@ -167,7 +167,9 @@ class LineTable(ScrollView, can_focus=True):
         # stamp that changes whenever those cells do (the drawn lines are keyed on it).
         self._keys: list[str] = []
         self._cells: dict[str, tuple[Any, ...]] = {}
-        self._shown: dict[str, list[Text]] = {}
+        # (a cell given as plain text is kept as read, its Text made only when asked for:
+        # None here; most cells are, and a log draws 180 new ones a batch)
+        self._shown: dict[str, list[Text | None]] = {}
         # (and the cells as simple_cell reads them, once, when they come: None for a cell
         # that is not one line of plain text; such a row is drawn by draw_row)
         self._simple: dict[str, list[Simple | None]] = {}
@@ -232,19 +234,28 @@ class LineTable(ScrollView, can_focus=True):
         """The cells of the held row ``key`` as shown; KeyError if the table does not hold
         it."""
         try:
-            return list(self._shown[key])
+            return self._texts(self._shown[key], self._simple[key])
         except KeyError:
             raise KeyError(f"no row {key!r} here (the table holds {self.keys!r})") from None
+
+    @staticmethod
+    def _texts(shown: list[Text | None], simple: list[Simple | None]) -> list[Text]:
+        # The cells as Text, those kept as read made now (as LiveTable.render_cell makes one).
+        return [
+            cell if cell is not None else Text(cast(Simple, read)[0], no_wrap=True, end="")
+            for cell, read in zip(shown, simple, strict=True)
+        ]
+
+    def read_cell(self, column: int, value: Any) -> tuple[Text | None, Simple | None]:
+        """:meth:`render_cell`, and the cell as :func:`simple_cell` reads it; a subclass may
+        give ``(None, (text, None, width))`` for a cell of plain text, whose Text is then made
+        only when asked for (by :meth:`get_row`)."""
+        cell = self.render_cell(column, value)
+        return cell, simple_cell(cell)
 
     def render_cell(self, column: int, value: Any) -> Text:
         """How ``value`` shows in ``column`` (here: as plain text; "-" for None)."""
         return Text("-" if value is None else str(value), no_wrap=True, end="")
-
-    def read_cell(self, column: int, value: Any) -> tuple[Text, Simple | None]:
-        """:meth:`render_cell`, and the cell as :func:`simple_cell` reads it (a subclass may
-        know that without reading the text again)."""
-        cell = self.render_cell(column, value)
-        return cell, simple_cell(cell)
 
     def forget_cells(self) -> None:
         """Render every cell again at the next :meth:`show` (the renderer changed)."""
@@ -266,7 +277,7 @@ class LineTable(ScrollView, can_focus=True):
         widths = self._widths
         grew = False
         cells_of: dict[str, tuple[Any, ...]] = {}
-        shown_of: dict[str, list[Text]] = {}
+        shown_of: dict[str, list[Text | None]] = {}
         simple_of: dict[str, list[Simple | None]] = {}
         stamp_of: dict[str, int] = {}
         for key, cells in rows:
@@ -279,7 +290,7 @@ class LineTable(ScrollView, can_focus=True):
                 changed: Sequence[int]
                 if before is None or shown is None or len(before) != len(cells):
                     changed = range(len(cells))
-                    shown = [EMPTY] * len(cells)
+                    shown = [None] * len(cells)
                     simple = [None] * len(cells)
                 else:
                     changed = [
@@ -292,7 +303,7 @@ class LineTable(ScrollView, can_focus=True):
                     shown[i], simple[i] = cell, read = self.read_cell(i, cells[i])
                     if i < self._fixed:
                         continue
-                    width = width_of(cell, console) if read is None else read[2]
+                    width = read[2] if read is not None else width_of(cell or EMPTY, console)
                     if width > widths[i]:
                         widths[i] = width
                         grew = True
@@ -397,10 +408,10 @@ class LineTable(ScrollView, can_focus=True):
         if index >= len(self._keys):
             return Strip.blank(width, look.base)
         if index < 0:
-            cells, simple, stamp = self._labels, self._label_cells, 0
+            shown, simple, stamp = list[Text | None](self._labels), self._label_cells, 0
         else:
             key = self._keys[index]
-            cells, simple, stamp = self._shown[key], self._simple[key], self._stamp[key]
+            shown, simple, stamp = self._shown[key], self._simple[key], self._stamp[key]
         cursor = index == self._cursor
         hover = self._show_hover and index == self._hover
         generation = self._generation
@@ -411,6 +422,7 @@ class LineTable(ScrollView, can_focus=True):
             if strip is not None:
                 self._lines[cache_key] = strip
         if strip is None:
+            cells = self._texts(shown, simple)
             # What the row's cells draw before they are styled is kept with the row: a row
             # that moves to another line (a re-sort) is styled again, not drawn again.
             contents = self._row_contents.get((stamp, generation))

@@ -214,15 +214,16 @@ class LiveTable(LineTable):
         shown = self._renderer(column, value)
         return Text(shown, no_wrap=True, end="") if isinstance(shown, str) else shown
 
-    def read_cell(self, column: int, value: Any) -> tuple[Text, Simple | None]:
-        """:meth:`render_cell`, and a plain ``str`` from the renderer read as it is (most
-        cells: no need to read the text made of it again)."""
+    def read_cell(self, column: int, value: Any) -> tuple[Text | None, Simple | None]:
+        """:meth:`render_cell`, and a plain ``str`` from the renderer read as it is: no Text
+        is made of it unless it is asked for (most cells, and a log's every line)."""
         if self.taggable:
             return super().read_cell(column, value)
         shown = self._renderer(column, value)
         if isinstance(shown, str):
-            cell = Text(shown, no_wrap=True, end="")
-            return cell, ((shown, None, cell_len(shown)) if shown.isprintable() else None)
+            if shown.isprintable():
+                return None, (shown, None, cell_len(shown))
+            return Text(shown, no_wrap=True, end=""), None
         return shown, simple_cell(shown)
 
     def _refresh_rows(self) -> None:
