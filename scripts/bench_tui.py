@@ -19,7 +19,10 @@ between frames, each timed on its own:
 - **+write**: +paint, plus turning the screen update into the terminal's escape sequences,
   which the app does before writing them (a headless app skips that step: the bench does it,
   after +paint is timed, and writes the result nowhere);
-- **q/s**: store calls the TUI made per second (a counting proxy around the store).
+- **q/s**: store calls the TUI made per second (a counting proxy around the store);
+- **gc**: CPU time the garbage collector took within +paint, and how many collections of the
+  middle and oldest generations (``gen1``/``gen2``) fell in the timed batches (the young
+  ones, a few a batch, are in the time but not counted): what a batch's tail owes to it.
 
 CPU is ``time.process_time()`` (every thread: the store's reader thread counts, since the TUI
 caused it). The load is deterministic (a fixed stride walk over the tasks, a fixed agent
@@ -36,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import pstats
 import statistics
 import sys
@@ -240,6 +244,29 @@ class Terminal:
         return written
 
 
+class GcTimer:
+    """The garbage collector's CPU time and collections per generation while ``on``."""
+
+    def __init__(self) -> None:
+        self.on = False
+        self.seconds = 0.0
+        self.collections: Counter[int] = Counter()
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if not self.on:
+            return
+        if phase == "start":
+            self._start = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._start
+            self.collections[info["generation"]] += 1
+
+
+GC = GcTimer()
+
+
 def pct(values: list[float], q: float) -> float:
     """The q-th percentile (0-100) of ``values``, nearest rank."""
     ordered = sorted(values)
@@ -263,8 +290,9 @@ async def measure(
         await app.refresh_now()
         await pilot.pause()
     samples: dict[str, list[float]] = {
-        k: [] for k in ("wall", "cpu", "paint_wall", "paint_cpu", "write_cpu")
+        k: [] for k in ("wall", "cpu", "paint_wall", "paint_cpu", "write_cpu", "gc")
     }
+    GC.collections.clear()
     calls_before = sum(counting.calls.values())
     table = app.screen.table() if hasattr(app.screen, "table") else None
     cells_before = getattr(table, "cell_updates", 0)
@@ -282,12 +310,14 @@ async def measure(
         terminal.pending.clear()  # (updates made outside the batch are not its own)
         if profiler is not None:
             profiler.enable()
+        GC.seconds, GC.on = 0.0, True
         w0, c0 = time.perf_counter(), time.process_time()
         await app.refresh_now()
         w1, c1 = time.perf_counter(), time.process_time()
         await pilot._wait_for_screen()  # the table's idle work (measuring new rows)
         app.screen._on_timer_update()  # the compositor redraws what changed
         w2, c2 = time.perf_counter(), time.process_time()
+        GC.on = False
         terminal.write()  # what the terminal driver does with the update
         c3 = time.process_time()
         if profiler is not None:
@@ -297,6 +327,7 @@ async def measure(
         samples["paint_wall"].append((w2 - w0) * 1000)
         samples["paint_cpu"].append((c2 - c0) * 1000)
         samples["write_cpu"].append((c3 - c0) * 1000)
+        samples["gc"].append(GC.seconds * 1000)
     if profiler is not None:
         if args.profile_out:
             profiler.dump_stats(args.profile_out)
@@ -310,6 +341,8 @@ async def measure(
         "cells": getattr(table, "cell_updates", 0) - cells_before,
         "qps": (sum(counting.calls.values()) - calls_before) / (time.perf_counter() - start),
         "events": driver.sent,
+        "gen1": GC.collections[1],
+        "gen2": GC.collections[2],
         **samples,
     }
 
@@ -323,7 +356,7 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, setup: float
         f"{'screen':<8}{'batches':>8}{'rows':>7}{'of':>7}{'cells/b':>8}{'q/s':>6}  "
         f"{'update wall p50/p95/max':>24}  {'update cpu p50/p95/max':>23}  "
         f"{'+paint wall p50/p95/max':>24}  {'+paint cpu p50/p95/max':>23}  "
-        f"{'+write cpu p50/p95/max':>23}"
+        f"{'+write cpu p50/p95/max':>23}  {'gc p50/p95/max':>20} {'gen1':>4} {'gen2':>4}"
     )
     print(head)
     print("-" * len(head))
@@ -339,11 +372,12 @@ def report(results: list[dict[str, Any]], args: argparse.Namespace, setup: float
             f"{r['cells'] / max(1, r['batches']):>8.0f}{r['qps']:>6.1f}  "
             f"{trio(r['wall']):>24}  {trio(r['cpu']):>23}  "
             f"{trio(r['paint_wall']):>24}  {trio(r['paint_cpu']):>23}  "
-            f"{trio(r['write_cpu']):>23}"
+            f"{trio(r['write_cpu']):>23}  {trio(r['gc']):>20} {r['gen1']:>4} {r['gen2']:>4}"
         )
     print(
         "\n(ms; rows: rows the table holds, of: rows the list has in total; cells/b: cells "
-        "updated in place per batch)"
+        "updated in place per batch; gc: the collector's CPU time within +paint, gen1/gen2: "
+        "its collections of those generations in the timed batches)"
     )
 
 

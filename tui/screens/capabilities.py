@@ -14,13 +14,10 @@ from textual.widgets import Static
 
 from agentdeck.core.actions import Action
 from agentdeck.core.holds import CapabilityHolds, Hold
-from agentdeck.core.states import TaskStatus
 from agentdeck.tui.holds import COLUMNS, hold_row
+from agentdeck.tui.queue_counts import IN_FLIGHT, QUEUED
 from agentdeck.tui.screens.base import DeckScreen
 from agentdeck.tui.widgets.live_table import LiveTable
-
-_QUEUED = (TaskStatus.READY, TaskStatus.RETRYING)
-_RUNNING = (TaskStatus.DISPATCHED, TaskStatus.RUNNING)
 
 
 class CapabilitiesScreen(DeckScreen):
@@ -42,6 +39,11 @@ class CapabilitiesScreen(DeckScreen):
         holds = Static(id="holds", markup=False, classes="summary")
         holds.display = False
         yield holds
+
+    def on_screen_resume(self) -> None:
+        """Shown again: the queues are counted by the Store afresh (DeckScreen's handler,
+        which Textual calls after this one, reads the screen again)."""
+        self.deck.feed.queues.forget()
 
     def _cell_text(self, column: int, value: Any) -> str | Text:
         if column == 1:
@@ -84,10 +86,15 @@ class CapabilitiesScreen(DeckScreen):
         agents: Counter[str] = Counter()
         for agent in await self.sources.registry.agents():
             agents.update(agent.capabilities)
-        store = self.sources.store
-        counts = await store.count_by_capability([*_QUEUED, *_RUNNING])
-        queued = Counter({c: sum(by.get(s, 0) for s in _QUEUED) for c, by in counts.items()})
-        running = Counter({c: sum(by.get(s, 0) for s in _RUNNING) for c, by in counts.items()})
+        # The overview's queue counts: counted by the Store at most every RECOUNT_SECONDS and
+        # when shown (a scan of every open task, ~7 ms with 10,000 of them, four times a
+        # second, was most of this screen's refresh), kept from the task events in between
+        # (agentdeck.tui.queue_counts says how stale that can be); with no events stream,
+        # counted every time.
+        counts = self.deck.feed.queues
+        if sources.events is None or counts.due(now):
+            counts.recount(await sources.store.count_by_capability([*QUEUED, *IN_FLIGHT]), now)
+        queued, running = counts.queued, counts.flying
         names = sorted(set(agents) | paused | set(queued) | set(running))
         self.query_one(LiveTable).sync(
             [

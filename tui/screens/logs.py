@@ -49,7 +49,9 @@ class LogsScreen(DeckScreen):
         # A line's row never changes: built once, not once per refresh (a refresh shows up to
         # LOG_CAP lines, and formatting their times was most of its cost).
         self._rows: dict[int, tuple[str, tuple[str, str, str, str]]] = {}
-        self._level_styles: dict[str, str] = {}
+        # A level's cell, made once per level and refresh (the theme may have changed) and
+        # shared by its lines: the table only reads it.
+        self._level_cells: dict[str, Text] = {}
         # The matching rows, newest first, with their lines' numbers, as last shown, and the
         # filters and the newest line they were made for: a refresh looks only at the lines
         # that came since (~50 at 200 events/s), not at all 2,000.
@@ -101,12 +103,11 @@ class LogsScreen(DeckScreen):
     def _cell_text(self, column: int, value: Any) -> str | Text:
         if column == 1:
             level = str(value)
-            style = self._level_styles.get(level)
-            if style is None:  # one look-up per level and refresh, not one per cell drawn
-                style = self._level_styles[level] = self.deck.status_style(
-                    _LEVEL_STYLE.get(level, "")
-                )
-            return Text(level, style=style)
+            cell = self._level_cells.get(level)
+            if cell is None:  # one look-up per level and refresh, not one per cell drawn
+                style = self.deck.status_style(_LEVEL_STYLE.get(level, ""))
+                cell = self._level_cells[level] = Text(level, style=style)
+            return cell
         return str(value)
 
     def _row(self, line: LogLine) -> tuple[str, tuple[str, str, str, str]]:
@@ -137,7 +138,7 @@ class LogsScreen(DeckScreen):
     async def reload(self) -> None:
         """Show the matching lines; when following, put the cursor on the newest."""
         table = self.query_one(LiveTable)
-        self._level_styles.clear()  # the theme may have changed since
+        self._level_cells.clear()  # the theme may have changed since
         if len(self._rows) > 2 * LOG_CAP:  # forget lines the capped logbook let go
             kept = {line.seq for line in self.deck.feed.logbook}
             self._rows = {seq: row for seq, row in self._rows.items() if seq in kept}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from rich.segment import Segment
 from rich.text import Text
@@ -26,7 +26,17 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets.data_table import RowKey
 
-from agentdeck.tui.widgets.table_lines import EMPTY, Look, draw_row, one_line, width_of
+from agentdeck.tui.widgets.table_lines import (
+    EMPTY,
+    Look,
+    RowStyles,
+    Simple,
+    draw_row,
+    draw_simple_row,
+    one_line,
+    simple_cell,
+    width_of,
+)
 
 # The caches hold a few windows' worth (160x48 shows 45 rows), not more: what they hold lives
 # long enough to reach Python's older GC generations, which every collection of theirs walks.
@@ -157,7 +167,13 @@ class LineTable(ScrollView, can_focus=True):
         # stamp that changes whenever those cells do (the drawn lines are keyed on it).
         self._keys: list[str] = []
         self._cells: dict[str, tuple[Any, ...]] = {}
-        self._shown: dict[str, list[Text]] = {}
+        # (a cell given as plain text is kept as read, its Text made only when asked for:
+        # None here; most cells are, and a log draws 180 new ones a batch)
+        self._shown: dict[str, list[Text | None]] = {}
+        # (and the cells as simple_cell reads them, once, when they come: None for a cell
+        # that is not one line of plain text; such a row is drawn by draw_row)
+        self._simple: dict[str, list[Simple | None]] = {}
+        self._label_cells: list[Simple | None] = []
         self._stamp: dict[str, int] = {}
         self._cursor = 0
         self._hover = 0
@@ -166,6 +182,7 @@ class LineTable(ScrollView, can_focus=True):
         self._look_key: tuple[Any, ...] = ()  # what the look was read for (see _read_look)
         self._pass: tuple[int, int] | None = None  # width and scroll of the render pass
         self._generation = 0  # bumped when the look or the column widths change
+        self._styles: tuple[int, RowStyles] | None = None  # a generation's line styles
         self._lines: LRUCache[tuple[Any, ...], Strip] = LRUCache(LINES_HELD)
         self._row_contents: LRUCache[tuple[int, int], list[list[Segment] | None]] = LRUCache(
             ROWS_HELD
@@ -179,6 +196,7 @@ class LineTable(ScrollView, can_focus=True):
         """Measure the headers (the columns are at least that wide)."""
         console = self.app.console
         self._widths = [width_of(label, console) for label in self._labels]
+        self._label_cells = [simple_cell(label) for label in self._labels]
         for column in range(self._fixed):
             self._widths[column] = 1
         self._resize_virtual()
@@ -216,9 +234,24 @@ class LineTable(ScrollView, can_focus=True):
         """The cells of the held row ``key`` as shown; KeyError if the table does not hold
         it."""
         try:
-            return list(self._shown[key])
+            return self._texts(self._shown[key], self._simple[key])
         except KeyError:
             raise KeyError(f"no row {key!r} here (the table holds {self.keys!r})") from None
+
+    @staticmethod
+    def _texts(shown: list[Text | None], simple: list[Simple | None]) -> list[Text]:
+        # The cells as Text, those kept as read made now (as LiveTable.render_cell makes one).
+        return [
+            cell if cell is not None else Text(cast(Simple, read)[0], no_wrap=True, end="")
+            for cell, read in zip(shown, simple, strict=True)
+        ]
+
+    def read_cell(self, column: int, value: Any) -> tuple[Text | None, Simple | None]:
+        """:meth:`render_cell`, and the cell as :func:`simple_cell` reads it; a subclass may
+        give ``(None, (text, None, width))`` for a cell of plain text, whose Text is then made
+        only when asked for (by :meth:`get_row`)."""
+        cell = self.render_cell(column, value)
+        return cell, simple_cell(cell)
 
     def render_cell(self, column: int, value: Any) -> Text:
         """How ``value`` shows in ``column`` (here: as plain text; "-" for None)."""
@@ -244,33 +277,46 @@ class LineTable(ScrollView, can_focus=True):
         widths = self._widths
         grew = False
         cells_of: dict[str, tuple[Any, ...]] = {}
-        shown_of: dict[str, list[Text]] = {}
+        shown_of: dict[str, list[Text | None]] = {}
+        simple_of: dict[str, list[Simple | None]] = {}
         stamp_of: dict[str, int] = {}
         for key, cells in rows:
             before = self._cells.get(key)
             shown = self._shown.get(key)
             if before == cells and shown is not None:
                 stamp = self._stamp[key]
+                simple = self._simple[key]
             else:
                 changed: Sequence[int]
                 if before is None or shown is None or len(before) != len(cells):
                     changed = range(len(cells))
-                    shown = [EMPTY] * len(cells)
+                    shown = [None] * len(cells)
+                    simple = [None] * len(cells)
                 else:
                     changed = [
                         i for i, (b, a) in enumerate(zip(before, cells, strict=True)) if b != a
                     ]
                     shown = list(shown)
+                    simple = list(self._simple[key])
                     self.cell_updates += len(changed)
                 for i in changed:
-                    shown[i] = cell = self.render_cell(i, cells[i])
-                    if i >= self._fixed and (width := width_of(cell, console)) > widths[i]:
+                    shown[i], simple[i] = cell, read = self.read_cell(i, cells[i])
+                    if i < self._fixed:
+                        continue
+                    width = read[2] if read is not None else width_of(cell or EMPTY, console)
+                    if width > widths[i]:
                         widths[i] = width
                         grew = True
                 stamp = next(_stamps)
-            cells_of[key], shown_of[key], stamp_of[key] = cells, shown, stamp
+            cells_of[key], shown_of[key], simple_of[key], stamp_of[key] = (
+                cells,
+                shown,
+                simple,
+                stamp,
+            )
         old_stamps = self._stamp
         self._keys, self._cells, self._shown, self._stamp = keys, cells_of, shown_of, stamp_of
+        self._simple = simple_of
         if grew or len(keys) != len(old_keys):
             self._resize_virtual()
         if grew:
@@ -362,16 +408,21 @@ class LineTable(ScrollView, can_focus=True):
         if index >= len(self._keys):
             return Strip.blank(width, look.base)
         if index < 0:
-            cells, stamp = self._labels, 0
+            shown, simple, stamp = list[Text | None](self._labels), self._label_cells, 0
         else:
             key = self._keys[index]
-            cells, stamp = self._shown[key], self._stamp[key]
+            shown, simple, stamp = self._shown[key], self._simple[key], self._stamp[key]
         cursor = index == self._cursor
         hover = self._show_hover and index == self._hover
         generation = self._generation
         cache_key = (stamp, index, cursor, hover, width, scroll_x, generation)
         strip = self._lines.get(cache_key)
+        if strip is None and None not in simple:
+            strip = self._draw_simple(simple, index, cursor, hover, look, width, scroll_x)
+            if strip is not None:
+                self._lines[cache_key] = strip
         if strip is None:
+            cells = self._texts(shown, simple)
             # What the row's cells draw before they are styled is kept with the row: a row
             # that moves to another line (a re-sort) is styled again, not drawn again.
             contents = self._row_contents.get((stamp, generation))
@@ -405,6 +456,44 @@ class LineTable(ScrollView, can_focus=True):
                 strip = strip.simplify()
             self._lines[cache_key] = strip
         return strip
+
+    def _draw_simple(
+        self,
+        cells: list[Simple | None],
+        index: int,
+        cursor: bool,
+        hover: bool,
+        look: Look,
+        width: int,
+        scroll_x: int,
+    ) -> Strip | None:
+        # A row of one-line text cells, the rows every screen writes, drawn from what was read
+        # of its cells when they came, in styles worked out once per line kind and look (the
+        # same segments as draw_row's; None when a cell is wider than its column).
+        # (a new look or stripes bump the generation: its styles are worked out again)
+        if self._styles is None or self._styles[0] != self._generation:
+            self._styles = (
+                self._generation,
+                RowStyles(look, self.zebra_stripes, len(self._widths)),
+            )
+        styles = self._styles[1]
+        table_width = sum(self._widths) + 2 * PAD * len(self._widths)
+        fill = max(0, width - table_width)
+        segments = draw_simple_row(
+            cells,  # type: ignore[arg-type]  # (no None: the caller checked)
+            self._widths,
+            index=index,
+            cursor=cursor,
+            hover=hover,
+            styles=styles,
+            pad=PAD,
+            fill=fill,
+            console=self.app.console,
+        )
+        if segments is None:
+            return None
+        strip = Strip(segments, table_width + fill).crop(scroll_x, scroll_x + width)
+        return strip.adjust_cell_length(width, look.base)
 
     def _content(self, cell: Text, width: int) -> list[Segment] | None:
         # What a cell draws before the table styles it, kept while the cell is (a row with

@@ -22,12 +22,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
+from rich.cells import cell_len
 from rich.text import Text
 from textual import events
 from textual.binding import Binding, BindingType
 from textual.message import Message
 
 from agentdeck.tui.widgets.line_table import LineTable
+from agentdeck.tui.widgets.table_lines import Simple, simple_cell
 
 Row = tuple[str, tuple[Any, ...]]
 """A row: its key (a task or workflow id) and its cell values."""
@@ -211,6 +213,18 @@ class LiveTable(LineTable):
             column -= 1
         shown = self._renderer(column, value)
         return Text(shown, no_wrap=True, end="") if isinstance(shown, str) else shown
+
+    def read_cell(self, column: int, value: Any) -> tuple[Text | None, Simple | None]:
+        """:meth:`render_cell`, and a plain ``str`` from the renderer read as it is: no Text
+        is made of it unless it is asked for (most cells, and a log's every line)."""
+        if self.taggable:
+            return super().read_cell(column, value)
+        shown = self._renderer(column, value)
+        if isinstance(shown, str):
+            if shown.isprintable():
+                return None, (shown, None, cell_len(shown))
+            return Text(shown, no_wrap=True, end=""), None
+        return shown, simple_cell(shown)
 
     def _refresh_rows(self) -> None:
         if not self.is_mounted:

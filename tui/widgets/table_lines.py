@@ -7,6 +7,11 @@ mouse metadata, and the row's colour carried to the right edge. Only Rich and Te
 API is used. A one-line text cell, the cells the screens write, is drawn here directly (the
 steps of ``Text.__rich_console__``, ``Padding`` and ``Styled``, without the generic machinery,
 which costs about a millisecond a row); any other cell goes through Rich as DataTable sends it.
+
+A row whose cells are all :func:`simple_cell` (plain text in at most one style: every row of
+the logs and of the lists) is drawn by :func:`draw_simple_row` from what was read of each cell
+once, when the row came, and from styles worked out once per line kind (:class:`RowStyles`):
+no segments per cell are made and joined, and no style is added twice.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType
 from rich.padding import Padding
 from rich.segment import Segment
@@ -39,6 +45,22 @@ def cell_meta(row: int, column: int) -> Style:
 def fill_meta(row: int) -> Style:
     """The mouse metadata of the space right of the last column (it belongs to the row)."""
     return Style.from_meta({"row": row, "column": 0, "out_of_bounds": True})
+
+
+Simple = tuple[str, Style | str | None, int]
+"""A cell of one line of plain text as :func:`simple_cell` reads it: its text, its style (None:
+none) and its width in cells."""
+
+
+def simple_cell(cell: Text) -> Simple | None:
+    """``cell`` as text, style and width when it is one printable line in at most one style,
+    left-aligned (what :func:`one_line` draws without Rich); None when it is anything else."""
+    if cell.spans or cell.justify not in (None, "default"):
+        return None
+    plain = cell.plain
+    if not plain.isprintable():  # (line breaks, tabs, controls: drawn by Rich)
+        return None
+    return plain, cell.style or None, cell_len(plain)
 
 
 def width_of(cell: Text, console: Console) -> int:
@@ -129,6 +151,102 @@ class Look:
             if header:
                 component += self.header_cursor
         return component, Style.from_color(color=component.color) + _NULL
+
+
+@dataclass(frozen=True, slots=True)
+class LineStyles:
+    """The styles of one line (a row in a state: its stripe, the cursor, the mouse): what a
+    cell of plain text is drawn in (with each column's mouse metadata), and what a styled cell
+    is drawn between."""
+
+    row_component: Style
+    post: Style
+    bare: Style
+    metas: tuple[Style, ...]
+    """Per column: ``bare`` with the cell's mouse metadata."""
+    fill: Style
+    """The blank right of the last column."""
+
+
+class RowStyles:
+    """The styles of every line kind of one look, worked out when first drawn and kept (the
+    same few dozen for every line a table draws until its look changes: a new one then)."""
+
+    def __init__(self, look: Look, zebra: bool, columns: int) -> None:
+        self.look, self.zebra, self.columns = look, zebra, columns
+        self._lines: dict[tuple[int, bool, bool], LineStyles] = {}
+        self._styled: dict[tuple[int, bool, bool, int, Style], Style] = {}
+
+    def line(self, index: int, cursor: bool, hover: bool) -> LineStyles:
+        """The styles of row ``index`` (-1: the header) with or without the cursor, the mouse."""
+        key = (index, cursor, hover)
+        styles = self._lines.get(key)
+        if styles is None:
+            # (the same sums, in the same order, as draw_row makes for each line)
+            row_style = self.look.row_style(index, self.zebra)
+            component, post = self.look.cell_styles(index == -1, hover, cursor)
+            row_component = row_style + component
+            bare = row_component + post
+            styles = self._lines[key] = LineStyles(
+                row_component,
+                post,
+                bare,
+                tuple(bare + cell_meta(index, column) for column in range(self.columns)),
+                row_style + component + fill_meta(index),
+            )
+        return styles
+
+    def styled(
+        self, index: int, cursor: bool, hover: bool, column: int, style: Style, line: LineStyles
+    ) -> tuple[Style, Style]:
+        """A styled cell's text style on ``line``, with and without its mouse metadata."""
+        key = (index, cursor, hover, column, style)
+        final = self._styled.get(key)
+        if final is None:
+            final = self._styled[key] = line.row_component + style + line.post
+        return final, final + cell_meta(index, column)
+
+
+def draw_simple_row(
+    cells: Sequence[Simple],
+    widths: Sequence[int],
+    *,
+    index: int,
+    cursor: bool,
+    hover: bool,
+    styles: RowStyles,
+    pad: int,
+    fill: int,
+    console: Console,
+) -> list[Segment] | None:
+    """Row ``index`` of :func:`simple_cell` cells as :func:`draw_row` draws it, segment for
+    segment, or None when a cell is wider than its column (draw it with :func:`draw_row`)."""
+    line_styles = styles.line(index, cursor, hover)
+    bare, metas = line_styles.bare, line_styles.metas
+    margin = " " * pad
+    line: list[Segment] = []
+    append = line.append
+    for column, ((plain, style, length), inner) in enumerate(zip(cells, widths, strict=True)):
+        spaces = inner - length
+        if spaces < 0:
+            return None
+        if style is not None and plain:
+            if isinstance(style, str):
+                style = console.get_style(style, default=_NULL)
+            if style:
+                final, final_meta = styles.styled(index, cursor, hover, column, style, line_styles)
+                if final != bare:
+                    # (the margins and the padding in the row's style, the text in its own)
+                    if margin:
+                        append(Segment(margin, metas[column]))
+                    append(Segment(plain, final_meta))
+                    if rest := " " * spaces + margin:
+                        append(Segment(rest, metas[column]))
+                    continue
+        if text := f"{margin}{plain}{' ' * spaces}{margin}":
+            append(Segment(text, metas[column]))
+    append(Segment(" " * fill, line_styles.fill))
+    return line
 
 
 def draw_row(
