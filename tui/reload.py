@@ -4,11 +4,12 @@
 A file that does not load (bad TOML, a bad value anywhere in it) changes nothing: the values in
 force stay, and one error line names the bad value and what is allowed (the same message a
 start with that file would print). A good one is logged as the names that changed, old and
-new values (limits and budgets are never secrets). Each node reloads its own file: send
-SIGHUP to every node whose file changed (the leader enforces; a standby keeps the new values
-for when it leads). The ``reload`` operator action (``agentdeck reload``, the control
-centre's ``:reload``) does the same on the leading node, and brings back what changed or the
-error. Nothing here imports Textual (the daemon's path).
+new values (limits and budgets are never secrets). Each node reloads its own file: SIGHUP
+reloads the one process it is sent to at once. The ``reload`` operator action (``agentdeck
+reload``, the control centre's ``:reload``) does the same on the leading node, and brings back
+what changed or the error; a standby re-reads its file the same way when it takes the lease
+(core/scheduler/leadership.py), so a failover runs on the file as it is then. Nothing here
+imports Textual (the daemon's path).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def reload_or_raise(scheduler: Scheduler, config: Path | None = None) -> list[st
     """Read the settings again (``config``, or the file a start would find) and give
     ``scheduler`` their capability limits and label budgets; what changed (empty: nothing).
     A file that does not load raises its ConfigError (logged), the old values kept. The
-    ``reload`` operator action calls this (:attr:`Scheduler.reload_config`)."""
+    ``reload`` operator action and taking the lease call this (:attr:`Scheduler.reload_config`)."""
     try:
         fresh = Settings.load(config_path=config)
     except ConfigError as exc:

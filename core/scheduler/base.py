@@ -71,8 +71,9 @@ class SchedulerBase:
         """Keeps large outputs in the BlobStore by reference; None: every output inline."""
         self.reload_config: Callable[[], list[str]] | None = None
         """Re-reads this node's config file into :meth:`reconfigure` (what changed), raising
-        ConfigError with the old values kept: the ``reload`` command calls it, as SIGHUP does.
-        Set by the composition root (None: the command fails saying there is no file)."""
+        ConfigError with the old values kept: the ``reload`` command calls it, as SIGHUP does,
+        and so does taking the lease (see leadership.py). Set by the composition root (None:
+        the command fails saying there is no file, and a new leader keeps what it has)."""
         self.observers = Observers([EventsFeed(bus), *observers])
         """Told of every moment (see observer.py): the events feed first, then ``observers``
         and those added by :meth:`observe` (metrics and tracing, by the composition root)."""

@@ -29,6 +29,8 @@ T = TaskStatus
 W = WorkflowStatus
 RETRYABLE = (T.FAILED, T.CANCELLED)
 """Task statuses an operator may retry."""
+STANDBYS = "standbys read their own file when they lead, or at once on SIGHUP"
+"""What the ``reload`` reply says of the other nodes (only the leader carries it out)."""
 
 
 def retry_changes(tasks: Sequence[Task], keys: Set[str]) -> list[Change]:
@@ -260,7 +262,8 @@ class Commands(Budgets):
     async def _reload(self, command: Command) -> str:
         """Re-read this node's config file as SIGHUP does (the leader carries out commands, so
         a command naming another node fails, saying which one leads). A file that does not
-        load fails the command with its error, the limits in force unchanged."""
+        load fails the command with its error, the limits in force unchanged. The reply says
+        that standbys read their own file when they take the lease (leadership.py)."""
         if command.target not in (LEADER, self.node):
             raise AgentdeckError(
                 f"node {command.target!r} does not lead ({self.node} does) and only the leader "
@@ -275,9 +278,8 @@ class Commands(Budgets):
             changes = self.reload_config()
         except ConfigError as exc:
             raise AgentdeckError(f"{exc}; the limits in force on {self.node} are kept") from None
-        if not changes:
-            return f"reloaded the limits on {self.node}: nothing changed"
-        return f"reloaded the limits on {self.node}: " + "; ".join(changes)
+        done = f"reloaded the limits on {self.node} ({STANDBYS})"
+        return f"{done}: " + ("; ".join(changes) or "nothing changed")
 
     async def _requeue(self, command: Command) -> str:
         await self.bus.requeue_dead_letter(command.target)

@@ -1,7 +1,9 @@
 """Leadership: the scheduler lease, taking over from a leader that died, and stepping down.
 
 One node at a time holds the lease; its fencing token goes with every write, so a node that
-lost the lease and does not know it yet writes nothing.
+lost the lease and does not know it yet writes nothing. A node that takes the lease re-reads
+its config file first (:attr:`reload_config`, when wired), so a new leader runs on the limits
+and budgets the operator last put in its file, not on those it read at start.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import cast
 
 import structlog
 
-from agentdeck.core.errors import AgentdeckError, LeaseLost
+from agentdeck.core.errors import AgentdeckError, ConfigError, LeaseLost
 from agentdeck.core.ports import StoreWatch
 from agentdeck.core.scheduler.config import IN_FLIGHT, LEASE_NAME
 from agentdeck.core.scheduler.dispatch import Dispatch
@@ -51,6 +53,7 @@ class Leadership(Dispatch):
         """Become leader: rebuild what memory holds from the Store and start taking reports."""
         # Record our token at once, so a deposed leader's next write is refused.
         await self.store.apply([], self.clock.now(), fence=self._fence)
+        self._reread_config()
         inflight = await self.store.list_tasks(status=IN_FLIGHT, limit=1_000_000)
         self._timeouts = {t.id: t.timeout for t in inflight}
         self._repair_due = self.clock.now()  # a dead leader may have left follow-ups undone
@@ -63,6 +66,23 @@ class Leadership(Dispatch):
         self._consumer = asyncio.create_task(self._consume_reports(), name="scheduler-reports")
         if callable(getattr(self.store, "changes", None)):
             self._watcher = asyncio.create_task(self._watch_store(), name="scheduler-watch")
+
+    def _reread_config(self) -> None:
+        """Take this node's file's limits and budgets before leading (a reload on a leader
+        that failed since reached only its file, and a standby gets no command). Never stops
+        the take-over: a file that does not load keeps the values in force, with one error."""
+        if self.reload_config is None:
+            return
+        try:
+            changes = self.reload_config()
+        except ConfigError as exc:
+            # reload_config logged config_reload_failed and the bad value: say why it ran.
+            log.warning("leading_on_kept_limits", node=self.node, error=str(exc))
+            return
+        except Exception as exc:  # an unreadable file is no reason not to lead
+            log.error("config_reread_failed", node=self.node, error=repr(exc))
+            return
+        log.info("config_reread_on_lead", node=self.node, changes=changes)
 
     async def _step_down(self, release: bool = False) -> None:
         for task in (self._consumer, self._watcher):

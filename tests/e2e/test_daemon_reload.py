@@ -36,11 +36,13 @@ def logged(log: Path, event: str, timeout: float = 30) -> dict[str, object]:
 
 
 def test_sighup_reloads_limits_and_a_bad_file_keeps_them(node: Node) -> None:  # noqa: F811
-    """The file's new limit and budget are logged as changed; a bad value is named once; the
-    daemon runs on, and ends cleanly on SIGTERM."""
+    """Taking the lease re-reads the file (nothing changed since the start); the file's new
+    limit and budget are logged as changed; a bad value is named once; the daemon runs on,
+    and ends cleanly on SIGTERM."""
     daemon = node.start_daemon()
     log = node.home / "daemon-0.log"
     logged(log, "leader_elected")
+    assert logged(log, "config_reread_on_lead")["changes"] == []  # its file, read at the lease
     node.config.write_text(
         CONFIG + '[capability_limits.echo]\nmax_concurrency = 2\n[budgets."team=a"]\nusd = 5\n'
     )
@@ -96,3 +98,31 @@ def test_the_reload_action_reloads_the_daemons_file_and_reports_a_bad_one(
     assert daemon.poll() is None
     daemon.send_signal(signal.SIGTERM)
     assert daemon.wait(30) == 0
+
+
+def test_a_standby_that_takes_over_runs_on_the_file_the_operator_changed(
+    node: Node,  # noqa: F811
+) -> None:
+    """Two daemons on one Store and one file; the file changes and no process is signalled:
+    the leader is SIGKILLed, and the standby, taking the lease, logs the new limit as changed."""
+    fast = CONFIG.replace(
+        "poll_interval = 0.05", "poll_interval = 0.05\nlease_ttl = 1.5\nheartbeat_interval = 0.5"
+    )
+    node.config.write_text(fast)
+    started = []
+    for name, event in (("node-a", "leader_elected"), ("node-b", "agent_started")):
+        node.env = {**node.env, "AGENTDECK_NODE": name}  # (the lease's holder: one each)
+        started.append(node.start_daemon())
+        logged(node.home / f"daemon-{len(started) - 1}.log", event)  # leading / standing by
+    leader, standby = started
+    node.config.write_text(fast + "[capability_limits.echo]\nmax_concurrency = 2\n")
+    leader.kill()
+    leader.wait(10)
+    log = node.home / "daemon-1.log"
+    logged(log, "leader_elected")
+    assert logged(log, "config_reread_on_lead")["changes"] == [
+        "capability_limits.echo: - -> max_concurrency=2"
+    ]
+    assert standby.poll() is None
+    standby.send_signal(signal.SIGTERM)
+    assert standby.wait(30) == 0

@@ -19,6 +19,7 @@ from agentdeck.core.holds import CapabilityHolds
 from agentdeck.core.messages import Control, decode
 from agentdeck.core.models import CommandStatus
 from agentdeck.core.scheduler import Scheduler
+from agentdeck.core.scheduler.commands import STANDBYS
 from agentdeck.core.settings import Settings
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.tui.app import AgentdeckApp
@@ -242,8 +243,8 @@ async def test_reload_from_the_overview_shows_what_changed_or_why_not(
     and the limits stay. `:reload` asks the same."""
     config = tmp_path / "agentdeck.toml"
     config.write_text("[capability_limits.echo]\nmax_concurrency = 3\n")
+    await world.scheduler.tick()  # elected (a node re-reads its file then: none wired yet)
     attach_reload(world.scheduler, config)
-    await world.scheduler.tick()  # elected
     app = app_for()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
@@ -253,8 +254,8 @@ async def test_reload_from_the_overview_shows_what_changed_or_why_not(
         assert app.screen.question == "Reload the limits of node leader?"
         await pilot.press("y")  # (not settled: the app waits for the outcome in a worker)
         assert await _reload_outcome(pilot, world) == [
-            "reload done: reloaded the limits on node-1: capability_limits.echo: - -> "
-            "max_concurrency=3"
+            f"reload done: reloaded the limits on node-1 ({STANDBYS}): "
+            "capability_limits.echo: - -> max_concurrency=3"
         ]
         assert world.scheduler.limiter.limits["echo"].max_concurrency == 3
         app.clear_notifications()
@@ -325,7 +326,7 @@ def test_agentdeck_reload_prints_what_the_leader_changed(
         # (the scheduler thread's log lines share the captured stdout: the CLI's is the last)
         assert (result.exit_code, result.output.splitlines()[-1]) == (
             0,
-            'reloaded the limits on cli-node: budgets."team=a": - -> usd=5.0',
+            f'reloaded the limits on cli-node ({STANDBYS}): budgets."team=a": - -> usd=5.0',
         )
         config.write_text(store + "[capability_limits.echo]\nmax_concurrency = 0\n")
         result = CliRunner().invoke(main, [*cli, "cli-node"])

@@ -19,7 +19,7 @@ from agentdeck.core.errors import AgentdeckError, NotFound
 from agentdeck.core.models import Change, Command, CommandStatus, Usage, new_id
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.scheduler import Scheduler
-from agentdeck.core.scheduler.commands import HANDLERS
+from agentdeck.core.scheduler.commands import HANDLERS, STANDBYS
 from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import TaskStatus as T
 from agentdeck.tui.reload import attach_reload
@@ -308,14 +308,15 @@ async def test_reload_rereads_the_leaders_file_and_says_what_changed(
     done = await deck.carry_out("reload", LEADER)
     assert (done.status, done.result) == (
         CommandStatus.DONE,
-        "reloaded the limits on node-1: capability_limits.echo: - -> max_concurrency=2; "
+        "reloaded the limits on node-1 (standbys read their own file when they lead, or at "
+        "once on SIGHUP): capability_limits.echo: - -> max_concurrency=2; "
         'budgets."team=a": - -> usd=5.0',
     )
     assert deck.scheduler.limiter.limits["echo"].max_concurrency == 2
     again = await deck.carry_out("reload", "node-1")
     assert (again.status, again.result) == (
         CommandStatus.DONE,
-        "reloaded the limits on node-1: nothing changed",
+        f"reloaded the limits on node-1 ({STANDBYS}): nothing changed",
     )
 
 
