@@ -185,6 +185,7 @@ class PostgresServer(Server):
         bindirs = sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
         self.postgres = need("postgres", *(f"{d}/postgres" for d in bindirs))
         self.initdb = need("initdb", *(f"{d}/initdb" for d in bindirs))
+        self.isready = need("pg_isready", *(f"{d}/pg_isready" for d in bindirs))
         # The cluster lives outside pytest's tmp_path: the postgres user must reach it.
         self.root = Path(tempfile.mkdtemp(prefix="agentdeck-pg-"))
         super().__init__(self.root)
@@ -221,6 +222,19 @@ class PostgresServer(Server):
 
     def popen_extra(self) -> dict[str, object]:
         return {"user": self.user, "group": self.user} if self.user else {}
+
+    def ready(self) -> bool:
+        """The server accepts sessions, not only TCP connections: while it starts up (or
+        recovers after a stop) it listens already but refuses every session with "the
+        database system is starting up"."""
+        if not listening(self.port):
+            return False
+        check = subprocess.run(
+            [self.isready, "-q", "-h", HOST, "-p", str(self.port), "-U", "postgres", "-t", "5"],
+            capture_output=True,
+            timeout=30,
+        )
+        return check.returncode == 0
 
     def command(self) -> Sequence[str]:
         return [

@@ -248,10 +248,8 @@ async def test_500_tasks_survive_an_agent_sigkill_and_a_broker_restart(
 
         async with asyncio.timeout(RUN_LIMIT):
             await wait_for(victim_busy, RUN_LIMIT)
-            running = await store.list_tasks(status=[TaskStatus.RUNNING], limit=1000)
             cluster.procs["ag0"].send_signal(signal.SIGKILL)
             cluster.procs["ag0"].wait(10)
-            orphans = {t.id for t in running if (t.agent_id or "").startswith("ag0@")}
 
             async def half_done() -> bool:
                 return await succeeded() >= 200
@@ -275,15 +273,21 @@ async def test_500_tasks_survive_an_agent_sigkill_and_a_broker_restart(
         tasks = [t for wf in workflows for t in await store.list_tasks(workflow_id=wf, limit=200)]
         assert len(tasks) == 500
         assert {t.status for t in tasks} == {TaskStatus.SUCCEEDED}
+        started_on_victim = set()
         for task in tasks:
-            kinds = [e.kind for e in await store.task_events(task.id)]
+            events = await store.task_events(task.id)
+            kinds = [e.kind for e in events]
             assert kinds.count("succeeded") == 1, (task.id, kinds)
-        # What the killed agent held was redelivered and finished elsewhere. (A task it was
-        # running when we looked may still have finished on it in the moment before the kill,
-        # so not every one of them need have moved.)
-        assert orphans
+            if any((e.agent_id or "").startswith("ag0@") for e in events):
+                started_on_victim.add(task.id)
+        # What the killed agent held was redelivered and finished elsewhere: a task it had
+        # started finished on another agent. (Which ones it held at the kill is not known from
+        # a look before it: on a busy machine every task seen running then had finished on it
+        # before the signal landed, and the check failed; ag0 never comes back, so a task of
+        # its that finished elsewhere was taken from it.)
+        assert started_on_victim
         by_id = {t.id: t for t in tasks}
-        assert any(not (by_id[i].agent_id or "").startswith("ag0@") for i in orphans)
+        assert any(not (by_id[i].agent_id or "").startswith("ag0@") for i in started_on_victim)
         # Both surviving agents and the scheduler consume again after the restart.
         expected = {f"{cluster.prefix}.task.sleep": 2, f"{cluster.prefix}.reports": 1}
         deadline = time.monotonic() + 30

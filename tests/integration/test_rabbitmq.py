@@ -685,7 +685,13 @@ def test_the_url_sets_prefix_and_limits_and_keeps_driver_options() -> None:
 # ---------------------------------------------------------------------------- measurement
 
 
+#: Seconds the 10,000-message round trip may take: a bound for a hang, not a speed check
+#: (it took 60 s on the shared 2-core machine at load 7 and timed out at a bound of 60).
+ROUND_TRIP_LIMIT = 300.0
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(ROUND_TRIP_LIMIT + 60)
 async def test_ten_thousand_messages_round_trip_exactly_once(open_bus_: Opener) -> None:
     """10,000 small tasks published in confirmed batches of 500 while an agent consumes them
     all arrive exactly once; prints the rates (run with -s to see them)."""
@@ -702,7 +708,7 @@ async def test_ten_thousand_messages_round_trip_exactly_once(open_bus_: Opener) 
 
     started = time.perf_counter()
     consumer: asyncio.Task[None] | None = None
-    async with asyncio.timeout(60):
+    async with asyncio.timeout(ROUND_TRIP_LIMIT):
         for first in range(0, total, batch):
             if first == batch:  # the first batch created the queue: now the agent may start
                 consumer = asyncio.create_task(consume())
