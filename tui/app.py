@@ -35,6 +35,7 @@ from rich.style import Style
 from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
 from textual.color import Color, ColorParseError
+from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.theme import Theme
@@ -296,6 +297,11 @@ class AgentdeckApp(TypeAheadApp):
                 await self._read_leader()
         except AgentdeckError as exc:
             self.notify(str(exc), severity="error", timeout=3)
+        except NoMatches:
+            if screen is self.screen:
+                raise
+            # (left while it read: switch_screen removed its widgets, and what it read is
+            # shown nowhere; the screen now shown is read by goto's own refresh)
         finally:
             self._reloading = False
             self._last_reload = self.sources.clock.now()
