@@ -24,17 +24,24 @@ def shared_cluster() -> Iterator[SharedCluster]:
             cluster.down()
 
 
-@pytest.fixture(autouse=True)
-def collect_cluster_garbage(request: pytest.FixtureRequest) -> Iterator[None]:
-    """After a cluster test, its garbage is collected at once, in its own teardown.
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[object]:
+    """After a cluster test has run whole (its teardown and reports too), its garbage is
+    collected at once, outside any other work.
 
     Why: aiormq leaves futures holding an exception no one retrieved in reference cycles when a
-    broker goes away under a call in flight (the cluster tests kill and cut nodes). Collected
-    later, their finalizer logs the exception, and formatting its traceback parses source lines
-    (Python 3.11 does, for the carets). If that collection runs inside another ``ast.parse``,
-    the outer parse fails with ``SystemError: AST constructor recursion depth mismatch``
-    (python/cpython#106905): once, pytest importing hypothesis through its assertion rewriter
-    after the last test crashed a run whose tests had all passed."""
-    yield
-    if request.node.get_closest_marker("cluster") is not None:
-        gc.collect()
+    broker goes away under a call in flight (the cluster tests kill and cut nodes), and the
+    records pytest captured keep more alive until the item's reports are made. Collected later,
+    such a future's finalizer logs its exception, and formatting the traceback parses source
+    lines (Python 3.11 does, for the carets). If that collection runs inside another
+    ``ast.parse``, the outer parse fails with ``SystemError: AST constructor recursion depth
+    mismatch`` (python/cpython#106905): twice, pytest importing hypothesis through its
+    assertion rewriter after the last test crashed a run whose tests had all passed. Several
+    passes, as pytest makes at its end: a finalizer may leave new garbage."""
+    try:
+        return (yield)
+    finally:
+        if item.get_closest_marker("cluster") is not None:
+            for _ in range(5):
+                if not gc.collect():
+                    break
