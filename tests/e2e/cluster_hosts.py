@@ -9,6 +9,7 @@ namespace or inside the host's namespace when the host may be cut off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -222,6 +223,27 @@ def redis_failover_to(host: str) -> None:
         priority = "1" if other == host else "100"
         redis_cli("-h", HOST_IPS[other], "config", "set", "replica-priority", priority)
     redis_cli("-h", HOST_IPS[host], "-p", "26379", "sentinel", "failover", "mymaster")
+
+
+def sentinel_switches(since: float) -> list[float]:
+    """When a Sentinel logged ``+switch-master`` (it names a new Redis primary) at or after
+    ``since``, as ``time.time()`` values, oldest first, from every host's Sentinel log (Redis
+    writes local time to the millisecond: ``pid:X 07 Dec 2026 12:07:04.113 # +switch-master``)."""
+    found = []
+    for host in HOSTS:
+        log = STATE / host / "sentinel.log"
+        if not log.exists():
+            continue
+        for line in log.read_text(errors="replace").splitlines():
+            if "+switch-master" not in line:
+                continue
+            parts = line.split(" ", 5)
+            with contextlib.suppress(IndexError, ValueError):
+                clock, millis = parts[4].split(".")
+                at = time.mktime(time.strptime(" ".join([*parts[1:4], clock]), "%d %b %Y %H:%M:%S"))
+                if at + int(millis) / 1000 >= since:
+                    found.append(at + int(millis) / 1000)
+    return sorted(found)
 
 
 # ---------------------------------------------------------------------- PostgreSQL (Patroni)

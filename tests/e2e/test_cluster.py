@@ -5,7 +5,9 @@ with every primary on h1; ``down`` at the end of the session, also after a failu
 ``test_cluster_faults.py``, next in file order, renews it). The tests talk to the
 engines from the root namespace at the URLs ``scripts/cluster.sh env`` prints, with the engines'
 own client libraries: asyncpg (a multi-host URL, read-write target), redis-py's Sentinel client,
-aio-pika. They run in file order: the cut and the kill come last, and leave the cluster healthy.
+aio-pika; and agentdeck's own registry (its Sentinel client: each sentinel asked once per
+discovery within ``sentinel_timeout``) for the time a daemon takes to follow a cut. They run in
+file order: the cut and the kill come last, and leave the cluster healthy.
 
 The figures (how long ``up`` took, each failover) are printed past the capture:
 ``.venv/bin/python -m pytest -q -p no:cacheprovider -m cluster tests/e2e/test_cluster.py``.
@@ -29,6 +31,8 @@ import pytest
 from redis.asyncio.sentinel import Sentinel
 
 from agentdeck.backends.postgres.url import parse_url
+from agentdeck.backends.redis import RedisRegistry
+from agentdeck.core.clock import SystemClock
 from tests.conftest import ROOT
 from tests.e2e.cluster_hosts import SharedCluster
 
@@ -252,6 +256,11 @@ async def test_cut_host_1_moves_every_primary_and_heal_brings_it_back(
     stack = contextlib.AsyncExitStack()
     before = status()
     assert before["h1"]["redis"] == "primary" and before["h1"]["postgres"] == "leader", before
+    # agentdeck's registry, connected to h1's primary before the cut as a daemon's is.
+    registry = RedisRegistry.from_url(cluster.registry_url, clock=SystemClock())
+    await registry.start()
+    stack.push_async_callback(registry.close)
+    assert await registry.acquire_lease("cluster-smoke", "test_cluster", 120) is not None
     run("cut", "1")
     try:
         sentinel = await stack.enter_async_context(sentinel_client(cluster))
@@ -270,12 +279,18 @@ async def test_cut_host_1_moves_every_primary_and_heal_brings_it_back(
         async def url_moved() -> bool:
             return await pg_primary(cluster.store_url, timeout=20) != HOST_IPS["h1"]
 
-        redis_s, pg_s, url_s = await asyncio.gather(
+        async def registry_moved() -> bool:
+            # The write can only land on a primary the root namespace reaches: not h1, cut.
+            return await registry.acquire_lease("cluster-smoke", "test_cluster", 120) is not None
+
+        redis_s, registry_s, pg_s, url_s = await asyncio.gather(
             eventually("a Redis primary off h1", FAILOVER_LIMIT, redis_moved),
+            eventually("agentdeck's registry writing off h1", FAILOVER_LIMIT, registry_moved),
             eventually("a PostgreSQL primary on h2 or h3", FAILOVER_LIMIT, postgres_moved),
             eventually("the store URL reaching the new primary", REJOIN_LIMIT, url_moved),
         )
         report(f"cut h1: Redis (Sentinel) took writes on a new primary after {redis_s:.1f} s")
+        report(f"cut h1: agentdeck's registry (RedisRegistry) wrote there after {registry_s:.1f} s")
         report(f"cut h1: PostgreSQL (Patroni) took writes on a new primary after {pg_s:.1f} s")
         report(f"cut h1: asyncpg with the multi-host store URL wrote there after {url_s:.1f} s")
         assert (await asyncio.to_thread(status))["h1"]["link"] == "cut"

@@ -54,6 +54,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -450,6 +451,9 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         await asyncio.to_thread(hosts.run, "cut", "1")
         faults.append(fault)
         await resumed(fault)
+        # Where the cut's time went: Sentinel's switch here, the lease's move from the logs.
+        switches = await asyncio.to_thread(hosts.sentinel_switches, fault.at)
+        fault.notes["sentinel_switch_at"] = round(switches[0] - fault.at, 1) if switches else None
         after = await lease_of(registry_url)
         assert after is not None and after.token > before.token, (before, after)
         fault.notes["leader_after"] = after.holder
@@ -572,6 +576,9 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
         if line.get("event") == "leader_elected"
     )
     tokens = [token for _, _, token in elections]
+    cut = faults[1]
+    moved = [at for at in (_epoch(ts) for ts, _, _ in elections) if at > cut.at]
+    cut.notes["lease_moved_at"] = round(moved[0] - cut.at, 1) if moved else None
     lease_lost = {n: procs.count(n, "lease_lost") for n in procs.procs if n.startswith("sched-")}
     duplicates = {t: a for t, a in applied.items() if len(a) > 1}
     twice_dispatched = {k: n for k, n in dispatched.items() if n > 1}
@@ -632,6 +639,12 @@ async def test_a_thousand_tasks_survive_four_cross_host_faults(
     assert lease is not None and max(fence.values()) <= lease.token, (fence, lease)
     for f in faults:
         assert f.to_work is not None and f.to_work < RESUME_LIMIT, text
+
+
+def _epoch(timestamp: str) -> float:
+    """A log line's ISO timestamp (``2026-12-07T12:07:04.113Z``) as ``time.time()`` gives it;
+    0 for a line without one."""
+    return datetime.fromisoformat(timestamp).timestamp() if timestamp else 0.0
 
 
 async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
