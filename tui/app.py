@@ -29,16 +29,12 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
-from rich.errors import StyleSyntaxError
 from rich.segment import Segments
-from rich.style import Style
 from textual.app import SystemCommand
 from textual.binding import Binding, BindingType
-from textual.color import Color, ColorParseError
 from textual.css.query import NoMatches
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
-from textual.theme import Theme
 
 from agentdeck.core.actions import ACTIONS, LEADER, Action
 from agentdeck.core.errors import AgentdeckError
@@ -53,6 +49,7 @@ from agentdeck.tui.screens.base import Deck, DeckScreen
 from agentdeck.tui.screens.modals import AskScreen, ConfirmScreen, HelpScreen
 from agentdeck.tui.screens.workflows import WorkflowScreen
 from agentdeck.tui.sources import Connect, Health, Sources, watched
+from agentdeck.tui.theming import PREFIX, is_colour, textual_theme
 from agentdeck.tui.typeahead import TypeAheadApp
 from agentdeck.tui.widgets.command_line import CommandLine
 
@@ -65,26 +62,6 @@ NO_LEADER = "no leader — start `agentdeck --daemon`"
 
 def _key_label(binding: Binding) -> str:
     return binding.key_display or binding.key.split(",")[0]
-
-
-def is_colour(value: str) -> bool:
-    """Whether ``value`` is a colour both Textual's CSS and a Rich style string read (the state
-    colours end up in both; ``rgb(1, 2, 3)`` with spaces, say, is CSS but breaks a style)."""
-    try:
-        Color.parse(value)
-        Style.parse(value)
-    except (ColorParseError, StyleSyntaxError):
-        return False
-    return True
-
-
-def _textual_theme(data: dict[str, object]) -> Theme:
-    fields = {k: v for k, v in data.items() if k not in ("name", "variables")}
-    return Theme(
-        name=f"agentdeck-{data['name']}",
-        variables=dict(data.get("variables", {})),  # type: ignore[call-overload]
-        **fields,  # type: ignore[arg-type]
-    )
 
 
 class AgentdeckApp(TypeAheadApp):
@@ -220,7 +197,7 @@ class AgentdeckApp(TypeAheadApp):
 
     def add_theme(self, data: dict[str, object]) -> str:
         """Register a theme loaded by :func:`themes.load_theme`; returns its short name."""
-        self.register_theme(_textual_theme(data))
+        self.register_theme(textual_theme(data))
         name = str(data["name"])
         if name not in self._themes:
             self._themes.append(name)
@@ -233,7 +210,7 @@ class AgentdeckApp(TypeAheadApp):
             if name_or_path in self._themes
             else self.add_theme(load_theme(name_or_path, is_colour))
         )
-        self.theme = f"agentdeck-{name}"
+        self.theme = f"{PREFIX}{name}"
         for screen in self.screen_stack:
             for table in screen.query("LiveTable"):
                 table.restyle()  # type: ignore[attr-defined]
@@ -241,7 +218,7 @@ class AgentdeckApp(TypeAheadApp):
     @property
     def theme_name(self) -> str:
         """The short name of the current theme (``dark``, ``light``, ...)."""
-        return self.theme.removeprefix("agentdeck-")
+        return self.theme.removeprefix(PREFIX)
 
     def status_style(self, status: str) -> str:
         """The colour of a task/workflow state in the current theme (empty if none)."""

@@ -17,9 +17,10 @@ from agentdeck.core.errors import ConfigError
 from agentdeck.core.logs import configure_logging, get_logger
 from agentdeck.core.settings import Settings
 from agentdeck.themes import load_theme
-from agentdeck.tui.app import AgentdeckApp, is_colour
+from agentdeck.tui.app import AgentdeckApp
 from agentdeck.tui.sources import Connect
 from agentdeck.tui.terminal import end_stuck_exit, hangup_safe
+from agentdeck.tui.theming import is_colour
 
 log = get_logger(__name__)
 #: Seconds after SIGHUP/SIGTERM before the process ends itself if a clean exit is stuck
