@@ -34,8 +34,8 @@ async def test_a_version_3_database_with_work_in_it_gains_the_index(
     url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A version 3 database (no ``tasks_open``) holding a running and a finished workflow
-    migrates to 4: only version 4 is applied, the rows are kept, the answer is right, and
-    the query can be served by the new index."""
+    migrates: only version 4 and those after it are applied, the rows are kept, the answer
+    is right, and the query can be served by the new index."""
     async with PostgresStore.from_url(url, clock=clock) as store:
         await store.migrate()
         await submit(store, clock, "running", {"a": [], "b": ["a"]})
