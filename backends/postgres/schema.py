@@ -274,6 +274,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             WHERE status IN ('blocked', 'ready', 'dispatched', 'running', 'retrying')
         """,
     ),
+    # 5: no index of the events by workflow. Every event (three a task: created, dispatched,
+    # succeeded) paid an entry in it, and only events_since(workflow_id=...) could read it,
+    # which nothing in agentdeck calls: watchers and snapshots read every workflow's events by
+    # seq, through the primary key (docs/performance.md, "PostgreSQL's cost per transition").
+    # Dropping an index unlinks its files: instant whatever the table holds, once the
+    # transactions writing events at that moment have ended (it needs the table's lock).
+    ("DROP INDEX IF EXISTS task_events_workflow",),
 )
 
 

@@ -335,7 +335,11 @@ class SqlReads(ABC):
         self, seq: int, *, workflow_id: str | None = None, limit: int = 1000
     ) -> list[TaskEvent]:
         """Events with ``seq`` greater than the one given, in order; they commit in this
-        order, so polling from the last seq seen misses nothing."""
+        order, so polling from the last seq seen misses nothing.
+
+        With ``workflow_id`` the events after ``seq`` are read in order and the other
+        workflows' skipped: no index by workflow (each event would pay an entry in it, and
+        nothing in agentdeck asks by workflow), so a poller reads what it would read anyway."""
         check_page(limit)
         p = self._params()
         where = f"seq > {p(seq)}"

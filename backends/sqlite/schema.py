@@ -131,6 +131,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE workflows ADD COLUMN budget TEXT",  # JSON object or NULL
         "ALTER TABLE workflows ADD COLUMN hold_reason TEXT",
     ),
+    # 3: no index of the events by workflow, as PostgreSQL's version 5: each event paid an
+    # entry for a query (events_since by workflow) nothing in agentdeck makes.
+    ("DROP INDEX IF EXISTS task_events_workflow",),
 )
 
 
