@@ -299,8 +299,7 @@ class Worker:
             if up_to is None or job.message.attempt <= up_to:
                 found = True
                 job.cancel_requested = True
-                if job.handler_task is not None:
-                    job.handler_task.cancel()
+                job.interrupt("operator")
         return found
 
     def __repr__(self) -> str:
