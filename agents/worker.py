@@ -24,6 +24,7 @@ pieces it puts together live beside it: :mod:`agents.attempt` (one attempt under
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -159,8 +160,12 @@ class Worker:
         self.failed = 0
         self._running: dict[int, Job] = {}
         """Every task held, by a sequence number (one task may be delivered twice)."""
-        self._slots = asyncio.Semaphore(concurrency)
-        """Handlers running at once: a batch may bring more tasks than there are slots."""
+        self._busy = 0
+        """Jobs with a task message that have a task: at most ``concurrency``."""
+        self._queued: collections.deque[tuple[int, Job]] = collections.deque()
+        """Jobs waiting for a slot, in order of arrival (a batch may bring more tasks than
+        there are slots): they get their task when one ends, not before, so a waiting job
+        costs no task."""
         self._seq = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -370,22 +375,42 @@ class Worker:
             self._spawn(Job(part, message=item.message, undecodable=item.error, ids=item.ids))
 
     def _spawn(self, job: Job) -> None:
-        assert self._tg is not None
+        """Hold ``job``, and run it now if a slot is free (one without a task message, to be
+        dead-lettered, needs none), else once one is."""
         self._seq += 1
         self._running[self._seq] = job
         self._idle.clear()
-        job.task = self._tg.create_task(self._work(self._seq, job), name=f"{self.id}:job")
+        if job.message is not None and self._busy >= self.concurrency:
+            self._queued.append((self._seq, job))
+        else:
+            self._launch(self._seq, job)
+
+    def _launch(self, seq: int, job: Job) -> None:
+        assert self._tg is not None
+        if job.message is not None:
+            self._busy += 1
+        job.task = self._tg.create_task(self._work(seq, job), name=f"{self.id}:job")
+
+    async def _give_back_queued(self) -> None:
+        """Requeue the deliveries of the jobs still waiting for a slot (a shutdown)."""
+        queued, self._queued = self._queued, collections.deque()
+        for seq, job in queued:
+            del self._running[seq]
+            with contextlib.suppress(Exception):
+                await job.delivery.requeue()
+        if not self._running:
+            self._idle.set()
 
     # ----------------------------------------------------------------------------- a task
 
     async def _work(self, seq: int, job: Job) -> None:
+        slot = job.message is not None  # it holds one of the `concurrency` slots
         try:
             if job.message is None:
                 error = job.undecodable or MessageError("no task message")
                 await self._dead_letter(job.delivery, str(error), job.ids)
                 return
-            async with self._slots:
-                await self._observed_attempt(job, job.message)
+            await self._observed_attempt(job, job.message)
         except Exception as exc:
             # The agent's own machinery failed (a handler's errors are reported): the worker
             # and its other tasks go on; the message goes aside for a person, and the
@@ -395,12 +420,21 @@ class Worker:
         except asyncio.CancelledError:
             # A shutdown, not the task's fault: no report, so the attempt is not spent and the
             # message is given back for another agent to run. Should the requeue fail (the
-            # bus is gone), the broker still redelivers it: it was never acked.
+            # bus is gone), the broker still redelivers it: it was never acked. The jobs still
+            # waiting for a slot go back too: nothing starts once the worker is cancelled.
+            if slot:
+                slot = False
+                self._busy -= 1
             with contextlib.suppress(Exception):
                 await job.delivery.requeue()
+            await self._give_back_queued()
             raise
         finally:
             del self._running[seq]
+            if slot:  # its slot goes to the job waiting longest, if any
+                self._busy -= 1
+                if self._queued:
+                    self._launch(*self._queued.popleft())
             if not self._running:
                 self._idle.set()
 
@@ -623,11 +657,13 @@ class Worker:
         # Close the consumer first, so a message given back below cannot come straight back
         # to this worker; then cancel what still runs.
         await self._stop_consumer()
+        count = len(self._queued)
+        await self._give_back_queued()  # first: the cancels below would start them
         jobs = [job.task for job in self._running.values() if job.task is not None]
         for task in jobs:
             task.cancel()
-        if jobs:
-            self._log.warning("tasks_given_back", count=len(jobs))
+        if jobs or count:
+            self._log.warning("tasks_given_back", count=len(jobs) + count)
             await asyncio.wait(jobs)
 
 
