@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Self
 
 import structlog
 from opentelemetry.trace import Status, StatusCode, use_span
+from structlog.typing import FilteringBoundLogger
 
 from agentdeck.agents.attempt import (
     Job,
@@ -135,6 +137,7 @@ class Worker:
         self._interval = heartbeat_interval
         self._ttl = ttl
         self._log = get_logger(__name__, agent=self.id)
+        self._assembled: tuple[tuple[object, ...], FilteringBoundLogger] | None = None
         self._started_at = self._clock.now()
         self.metrics = metrics
         """Prometheus metrics to feed (None: none kept)."""
@@ -171,6 +174,8 @@ class Worker:
         self._idle.set()
 
         self._tg: asyncio.TaskGroup | None = None
+        self._context = contextvars.Context()
+        """What each job's context is copied from (set when run() starts)."""
         self._consumer: asyncio.Task[None] | None = None
         self._consumer_closing = False
         self._closer: asyncio.Task[None] | None = None
@@ -223,6 +228,7 @@ class Worker:
             # Tasks made in the group inherit the tee: handlers' lines reach the stream too.
             async with asyncio.TaskGroup() as tg, _teeing(self.log_stream):
                 self._tg = tg
+                self._context = contextvars.copy_context()
                 shipper = tg.create_task(self.log_stream.run(), name=f"{self.id}:logs")
                 feeder = tg.create_task(self.feed_stream.run(), name=f"{self.id}:feed")
                 beats = tg.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat")
@@ -389,7 +395,11 @@ class Worker:
         assert self._tg is not None
         if job.message is not None:
             self._busy += 1
-        job.task = self._tg.create_task(self._work(seq, job), name=f"{self.id}:job")
+        # Each job in a copy of the context the worker's tasks start with (the log tee): not
+        # in the context of the job that freed its slot, which its handler may have changed.
+        job.task = self._tg.create_task(
+            self._work(seq, job), name=f"{self.id}:job", context=self._context.copy()
+        )
 
     async def _give_back_queued(self) -> None:
         """Requeue the deliveries of the jobs still waiting for a slot (a shutdown)."""
@@ -440,11 +450,13 @@ class Worker:
 
     async def _observed_attempt(self, job: Job, message: TaskMessage) -> None:
         """:meth:`_attempt` in a run span, with the task's ids on every log line, measured."""
+        # Bound for good, not for the attempt only: the job's task has a context of its own
+        # (see _launch), which ends with it.
         if self.metrics is None and self.tracing is None:
-            with structlog.contextvars.bound_contextvars(
+            structlog.contextvars.bind_contextvars(
                 workflow_id=message.workflow_id, task_id=message.task_id
-            ):
-                await self._attempt(job, message)
+            )
+            await self._attempt(job, message)
             return
         start = self._clock.now()
         span = None
@@ -469,12 +481,10 @@ class Worker:
         try:
             # The run span is current while the handler runs: spans it makes are its children.
             current = use_span(span, end_on_exit=False) if span else contextlib.nullcontext()
-            with (
-                current,
-                structlog.contextvars.bound_contextvars(
-                    workflow_id=message.workflow_id, task_id=message.task_id, **ids
-                ),
-            ):
+            structlog.contextvars.bind_contextvars(
+                workflow_id=message.workflow_id, task_id=message.task_id, **ids
+            )
+            with current:
                 await self._attempt(job, message)
             ran = message.capability in self._handlers  # else it was dead-lettered
             outcome = outcome_of(job.error) if ran else "rejected"
@@ -489,7 +499,6 @@ class Worker:
                 span.end()
 
     async def _attempt(self, job: Job, message: TaskMessage) -> None:
-        log = self._log.bind(task_id=message.task_id, attempt=message.attempt)
         handler = self._handlers.get(message.capability)
         if handler is None:
             # Routed to a queue we consume but not ours to run: a wiring bug, kept for a human.
@@ -516,12 +525,11 @@ class Worker:
             message,
             agent_id=self.id,
             now=self._clock.now(),
-            # Bound from this attempt's logger, not the worker's: binding the worker's lazy
-            # proxy builds a logger from the configuration each time (a cost per task).
-            log=log,
+            log=self._assembled_log(),
             feed=feed,
             outputs=self.outputs,
         )
+        log = context.log  # the worker's lines on this attempt too: one bind, not two
         output: JSON = None
         error: ErrorInfo | None = None
         try:
@@ -561,6 +569,17 @@ class Worker:
                 "task_failed", kind=error.kind, retryable=error.retryable, message=error.message
             )
         await settle(settling(job.delivery, sent.settle), log)
+
+    def _assembled_log(self) -> FilteringBoundLogger:
+        """The worker's logger, assembled from structlog's configuration once, and again when
+        that changes (``configure_logging``, ``structlog.testing.capture_logs``): binding the
+        lazy proxy itself would assemble one for every attempt."""
+        config = structlog.get_config()
+        key = (config["processors"], config["wrapper_class"], config["logger_factory"])
+        cached = self._assembled
+        if cached is None or any(a is not b for a, b in zip(cached[0], key, strict=True)):
+            cached = self._assembled = (key, self._log.bind())
+        return cached[1]
 
     async def _dead_letter(
         self, delivery: Delivery, reason: str, ids: tuple[str, int] | None = None
