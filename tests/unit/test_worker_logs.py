@@ -59,9 +59,9 @@ async def test_lines_follow_a_logging_setup_changed_while_the_worker_runs(env: E
 
 
 async def test_what_a_handler_binds_does_not_reach_the_next_job(env: Env) -> None:
-    """One slot, three tasks in one message: a handler binds a context variable of its own; the job that takes the slot
-    after it does not see it (each job starts from the worker's context, not its
-    predecessor's)."""
+    """One slot, three tasks in one message: a handler binds a context variable of its own;
+    the job that takes the slot after it does not see it (each job starts from the worker's
+    context, not its predecessor's)."""
     seen: dict[str, object] = {}
 
     async def binds(ctx: TaskContext) -> JSON:
