@@ -231,26 +231,28 @@ async def sendable(
     outputs: OutputStore | None,
     inline_fallback: int,
     log: FilteringBoundLogger,
-) -> tuple[JSON, ErrorInfo | None]:
+) -> tuple[JSON, ErrorInfo | None, bytes | None]:
     """What the succeeded report of ``message``'s attempt carries (``output``, or its
     reference in the blob store ``outputs``), or the error that fails the attempt instead:
     ``malformed`` when it is not JSON or too large for a report of ``limit`` bytes,
-    ``output_not_stored`` when the blob store failed and it is over ``inline_fallback``."""
+    ``output_not_stored`` when the blob store failed and it is over ``inline_fallback``.
+    Third: what it carries as compact JSON, when that is the output itself (None: a
+    reference, or an error)."""
     error, encoded = check_output(output, None if outputs else limit)
     if error is not None:
-        return None, error
+        return None, error, None
     inline = True
     if outputs is not None:
         kept, error = await offload(
             outputs, message, output, encoded, min(inline_fallback, limit), log
         )
         if error is not None:
-            return None, error
+            return None, error, None
         inline = kept is output
         output = kept
     if inline and (error := oversize(output, len(encoded), limit, outputs)):
-        return None, error
-    return output, None
+        return None, error, None
+    return output, None, encoded if inline else None
 
 
 def settling(delivery: Delivery, how: Settle) -> Awaitable[None]:

@@ -532,6 +532,7 @@ class Worker:
         log = context.log  # the worker's lines on this attempt too: one bind, not two
         output: JSON = None
         error: ErrorInfo | None = None
+        encoded: bytes | None = None
         try:
             try:
                 output = await call_handler(job, handler, context, message.timeout, self._clock)
@@ -540,7 +541,7 @@ class Worker:
         except Exception as exc:
             error = error_of(exc, message.timeout, log)
         else:
-            output, error = await sendable(
+            output, error, encoded = await sendable(
                 message,
                 output,
                 limit=self.report_limit,
@@ -556,6 +557,7 @@ class Worker:
             error=error,
             started_at=began,
             usage=feed.usage,
+            encoded=encoded,
         )
         error = job.error = sent.error
         if error is None:
