@@ -523,8 +523,12 @@ def succeeded_body(
     )
 
 
+_TEXT = json.JSONEncoder(ensure_ascii=False)
+"""Writes a string as JSON (built once: ``json.dumps`` with options builds one per call)."""
+
+
 def _json_text(text: str) -> bytes:
-    return json.dumps(text, ensure_ascii=False).encode()
+    return _TEXT.encode(text).encode()
 
 
 def wire_error(error: ErrorInfo) -> ErrorModel:
