@@ -15,7 +15,8 @@ import json
 import traceback
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Literal
 
 from structlog.typing import FilteringBoundLogger
 
@@ -58,8 +59,12 @@ class Job:
     delivery: Delivery
     task: asyncio.Task[None] | None = None
     message: TaskMessage | None = None
-    handler_task: asyncio.Task[JSON] | None = None
+    handler_task: asyncio.Task[Any] | None = None
+    """The task its handler runs in (the job's own, see :func:`call_handler`) while it runs;
+    None before and after."""
     cancel_requested: bool = False
+    interrupted: Literal["timeout", "operator"] | None = None
+    """Why :meth:`interrupt` cancelled the running handler (None: it did not)."""
     error: ErrorInfo | None = None
     """Why the attempt failed (None: it succeeded, or has not ended)."""
     undecodable: MessageError | None = None
@@ -72,36 +77,63 @@ class Job:
         """The task's id once the body has been decoded."""
         return self.message.task_id if self.message else None
 
+    def interrupt(self, why: Literal["timeout", "operator"]) -> None:
+        """Cancel the handler if it runs now (once: the first reason stands); a handler that
+        has not started or has ended is left alone."""
+        if self.handler_task is not None and self.interrupted is None:
+            self.interrupted = why
+            self.handler_task.cancel()
+
 
 async def call_handler(
     job: Job, handler: Handler, context: TaskContext, seconds: float, clock: Clock
 ) -> JSON:
     """The handler's output, or TimedOut after ``seconds`` of ``clock``, or Cancelled.
 
-    A timed-out or cancelled handler is cancelled and waited for, so its clean-up (a shell
-    agent ending its processes) is done when this returns.
+    The handler runs in the calling task, not in one of its own, under a timer of ``clock``
+    (no task either): the timeout and an operator's cancel (:meth:`Job.interrupt`) cancel
+    this task while the handler runs, and the CancelledError is turned into TimedOut or
+    Cancelled here, as :func:`asyncio.timeout` does; a cancel from elsewhere (a shutdown)
+    goes on up. A timed-out or cancelled handler has unwound (its clean-up done, a shell
+    agent's processes ended) when this returns; what it does after its deadline no longer
+    counts.
     """
     if job.cancel_requested:
         raise Cancelled(by_operator=True)
-    handler_task = asyncio.ensure_future(_prefetched(handler, context))
-    job.handler_task = handler_task
-    timer = asyncio.ensure_future(clock.sleep(seconds))
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("call_handler runs in a task")
+    before = task.cancelling()
+    job.interrupted = None
+    job.handler_task = task
+    timer = clock.call_later(seconds, partial(job.interrupt, "timeout"))
     try:
-        await asyncio.wait({handler_task, timer}, return_when=asyncio.FIRST_COMPLETED)
-        timed_out = not handler_task.done()
-    finally:
-        timer.cancel()
-        if not handler_task.done():
-            handler_task.cancel()
-            # Let it clean up, even when we are being cancelled ourselves (shutdown).
-            await asyncio.wait([handler_task])
-    if timed_out:
-        if not handler_task.cancelled():
-            handler_task.exception()  # what it did after the deadline no longer counts
-        raise TimedOut
-    if handler_task.cancelled():
-        raise Cancelled(by_operator=job.cancel_requested)
-    return handler_task.result()
+        try:
+            output = await _prefetched(handler, context)
+        finally:
+            timer.cancel()
+            job.handler_task = None  # from here on nothing interrupts this task
+    except asyncio.CancelledError:
+        if job.interrupted is None:
+            if task.cancelling() > before:
+                raise  # the worker is stopping: not this attempt's outcome
+            raise Cancelled(by_operator=False) from None  # the handler cancelled itself
+        if task.uncancel() > before:
+            raise  # the worker is stopping as well: that wins
+        if job.interrupted == "timeout":
+            raise TimedOut from None
+        raise Cancelled(by_operator=True) from None
+    except Exception:
+        if job.interrupted is not None:  # it caught the cancel and failed otherwise
+            task.uncancel()
+            if job.interrupted == "timeout":
+                raise TimedOut from None
+        raise
+    if job.interrupted is not None:  # it caught the cancel and returned all the same
+        task.uncancel()
+        if job.interrupted == "timeout":
+            raise TimedOut
+    return output
 
 
 async def _prefetched(handler: Handler, context: TaskContext) -> JSON:
@@ -199,26 +231,28 @@ async def sendable(
     outputs: OutputStore | None,
     inline_fallback: int,
     log: FilteringBoundLogger,
-) -> tuple[JSON, ErrorInfo | None]:
+) -> tuple[JSON, ErrorInfo | None, bytes | None]:
     """What the succeeded report of ``message``'s attempt carries (``output``, or its
     reference in the blob store ``outputs``), or the error that fails the attempt instead:
     ``malformed`` when it is not JSON or too large for a report of ``limit`` bytes,
-    ``output_not_stored`` when the blob store failed and it is over ``inline_fallback``."""
+    ``output_not_stored`` when the blob store failed and it is over ``inline_fallback``.
+    Third: what it carries as compact JSON, when that is the output itself (None: a
+    reference, or an error)."""
     error, encoded = check_output(output, None if outputs else limit)
     if error is not None:
-        return None, error
+        return None, error, None
     inline = True
     if outputs is not None:
         kept, error = await offload(
             outputs, message, output, encoded, min(inline_fallback, limit), log
         )
         if error is not None:
-            return None, error
+            return None, error, None
         inline = kept is output
         output = kept
     if inline and (error := oversize(output, len(encoded), limit, outputs)):
-        return None, error
-    return output, None
+        return None, error, None
+    return output, None, encoded if inline else None
 
 
 def settling(delivery: Delivery, how: Settle) -> Awaitable[None]:

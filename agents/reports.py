@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,7 +31,15 @@ from structlog.typing import FilteringBoundLogger
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import BackendUnavailable
 from agentdeck.core.jsoncheck import safe_text, size_text
-from agentdeck.core.messages import ErrorModel, Report, TaskMessage, UsageModel, batch, encode
+from agentdeck.core.messages import (
+    VERSION,
+    ErrorModel,
+    Report,
+    TaskMessage,
+    UsageModel,
+    batch,
+    encode,
+)
 from agentdeck.core.models import JSON, ErrorInfo, Usage
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Bus
@@ -274,7 +283,7 @@ class Reporter:
                 "report_publish_failed", task_id=report.task_id, kind=report.kind, error=problem
             )
             return False
-        return await self._send(body, headers, report) is None
+        return await self._send(body, headers, report.kind, report.task_id) is None
 
     async def refusal(self, ids: tuple[str, int], reason: str, headers: Mapping[str, str]) -> bool:
         """Fail attempt ``ids`` (task id, attempt) ``malformed`` for a task message that could
@@ -299,6 +308,7 @@ class Reporter:
         error: ErrorInfo | None,
         started_at: float | None,
         usage: Usage | None,
+        encoded: bytes | None = None,
     ) -> Sent:
         """Publish the attempt's result (``succeeded`` with ``output``, or ``failed`` with
         ``error``), and say what became of it. Never raises; returns within seconds (the
@@ -313,25 +323,34 @@ class Reporter:
         - Any other error is the bus refusing this report: a succeeded one is replaced by a
           failed ``malformed`` (not retryable) naming the bus's reason; if even that is
           refused, the task message is rejected (dead-lettered).
+
+        ``encoded``: ``output`` as compact JSON, when the caller has it from checking it
+        (:func:`agents.attempt.check_output`): a succeeded report without usage is then
+        written around it (:func:`succeeded_body`) instead of through the model, which
+        would check and write the output again.
         """
         kind: Literal["succeeded", "failed"] = "failed" if error else "succeeded"
-        report = self.make(
-            message,
-            kind,
-            output=None if error else output,
-            error=error,
-            started_at=started_at,
-            usage=usage,
-        )
-        body, problem = self.encode(report)
+        if kind == "succeeded" and usage is None and encoded is not None:
+            body = succeeded_body(self.agent_id, message, self._clock.now(), started_at, encoded)
+            problem = self._oversize(body)
+        else:
+            report = self.make(
+                message,
+                kind,
+                output=None if error else output,
+                error=error,
+                started_at=started_at,
+                usage=usage,
+            )
+            body, problem = self.encode(report)
         if problem is not None:
             error = ErrorInfo("malformed", f"the {kind} report cannot be sent: {problem}", False)
-            report, body = self._failed(message, error, started_at, usage)
-        failure = await self._send(body, headers, report, self.retry_delays)
+            kind, body = "failed", self._failed(message, error, started_at, usage)
+        failure = await self._send(body, headers, kind, message.task_id, self.retry_delays)
         if failure is None:
             return Sent(error, "ack")
         transient = isinstance(failure, TRANSIENT)
-        if report.kind == "succeeded":
+        if kind == "succeeded":
             # The output made it large or odd; a failed report is small and plain.
             size = size_text(len(body))
             reason = safe_text(failure, 500)
@@ -346,8 +365,8 @@ class Reporter:
                     "malformed", f"the bus refused the succeeded report ({size}): {reason}", False
                 )
             )
-            report, body = self._failed(message, error, started_at, usage)
-            failure = await self._send(body, headers, report)
+            body = self._failed(message, error, started_at, usage)
+            failure = await self._send(body, headers, "failed", message.task_id)
             if failure is None:
                 return Sent(error, "ack")
             transient = isinstance(failure, TRANSIENT)
@@ -369,11 +388,14 @@ class Reporter:
             body = encode(report)
         except Exception as exc:  # pydantic's serializer: depth, types, text it cannot write
             return b"", f"it does not encode ({safe_text(exc, 500)})"
+        return body, self._oversize(body)
+
+    def _oversize(self, body: bytes) -> str | None:
         if len(body) > self.limit:
-            return body, (
+            return (
                 f"it is {size_text(len(body))}, over the {size_text(self.limit)} a report may carry"
             )
-        return body, None
+        return None
 
     def _failed(
         self,
@@ -381,21 +403,22 @@ class Reporter:
         error: ErrorInfo,
         started_at: float | None,
         usage: Usage | None,
-    ) -> tuple[Report, bytes]:
-        """A failed report with ``error``, and its body: ids, numbers and safe text, so it
+    ) -> bytes:
+        """The body of a failed report with ``error``: ids, numbers and safe text, so it
         encodes (the usage is dropped if it is what did not)."""
         report = self.make(message, "failed", error=error, started_at=started_at, usage=usage)
         body, problem = self.encode(report)
         if problem is not None:
             report = self.make(message, "failed", error=error, started_at=started_at)
             body, _ = self.encode(report)
-        return report, body
+        return body
 
     async def _send(
         self,
         body: bytes,
         headers: Mapping[str, str],
-        report: Report,
+        kind: str,
+        task_id: str,
         retry_delays: Sequence[float] = (),
     ) -> Exception | None:
         """Publish ``body``, trying again after each of ``retry_delays`` while the bus is
@@ -410,8 +433,8 @@ class Reporter:
                 again = isinstance(exc, TRANSIENT) and bool(waits)
                 self._log.warning(
                     "report_publish_failed",
-                    task_id=report.task_id,
-                    kind=report.kind,
+                    task_id=task_id,
+                    kind=kind,
                     size=len(body),
                     error=safe_text(exc, 500),
                     retry_in=waits[0] if again else None,
@@ -478,6 +501,34 @@ class Reporter:
             self._pending -= 1
             first.task = asyncio.ensure_future(self.report(first.headers, first.message, "started"))
         self._timer = None
+
+
+def succeeded_body(
+    agent_id: str,
+    message: TaskMessage,
+    at: float,
+    started_at: float | None,
+    output: bytes,
+) -> bytes:
+    """The body of a ``succeeded`` report without usage on ``message``'s attempt, written
+    around ``output``, its output already as compact JSON: the bytes ``encode(Report(...))``
+    writes for the same report (finite times as Python writes them, which pydantic reads
+    back exactly), without building the model or writing the output a second time."""
+    ids = _json_text(message.task_id), message.attempt, _json_text(agent_id)
+    started = "null" if started_at is None else repr(float(started_at))
+    return (
+        b'{"v":%d,"type":"report","kind":"succeeded","task_id":%s,"attempt":%d,'
+        b'"agent_id":%s,"at":%s,"output":%s,"error":null,"started_at":%s,"usage":null}'
+        % (VERSION, ids[0], ids[1], ids[2], repr(float(at)).encode(), output, started.encode())
+    )
+
+
+_TEXT = json.JSONEncoder(ensure_ascii=False)
+"""Writes a string as JSON (built once: ``json.dumps`` with options builds one per call)."""
+
+
+def _json_text(text: str) -> bytes:
+    return _TEXT.encode(text).encode()
 
 
 def wire_error(error: ErrorInfo) -> ErrorModel:

@@ -24,7 +24,9 @@ pieces it puts together live beside it: :mod:`agents.attempt` (one attempt under
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import contextvars
 import os
 import socket
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Self
 
 import structlog
 from opentelemetry.trace import Status, StatusCode, use_span
+from structlog.typing import FilteringBoundLogger
 
 from agentdeck.agents.attempt import (
     Job,
@@ -134,6 +137,7 @@ class Worker:
         self._interval = heartbeat_interval
         self._ttl = ttl
         self._log = get_logger(__name__, agent=self.id)
+        self._assembled: tuple[tuple[object, ...], FilteringBoundLogger] | None = None
         self._started_at = self._clock.now()
         self.metrics = metrics
         """Prometheus metrics to feed (None: none kept)."""
@@ -159,13 +163,19 @@ class Worker:
         self.failed = 0
         self._running: dict[int, Job] = {}
         """Every task held, by a sequence number (one task may be delivered twice)."""
-        self._slots = asyncio.Semaphore(concurrency)
-        """Handlers running at once: a batch may bring more tasks than there are slots."""
+        self._busy = 0
+        """Jobs with a task message that have a task: at most ``concurrency``."""
+        self._queued: collections.deque[tuple[int, Job]] = collections.deque()
+        """Jobs waiting for a slot, in order of arrival (a batch may bring more tasks than
+        there are slots): they get their task when one ends, not before, so a waiting job
+        costs no task."""
         self._seq = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
         self._tg: asyncio.TaskGroup | None = None
+        self._context = contextvars.Context()
+        """What each job's context is copied from (set when run() starts)."""
         self._consumer: asyncio.Task[None] | None = None
         self._consumer_closing = False
         self._closer: asyncio.Task[None] | None = None
@@ -218,6 +228,7 @@ class Worker:
             # Tasks made in the group inherit the tee: handlers' lines reach the stream too.
             async with asyncio.TaskGroup() as tg, _teeing(self.log_stream):
                 self._tg = tg
+                self._context = contextvars.copy_context()
                 shipper = tg.create_task(self.log_stream.run(), name=f"{self.id}:logs")
                 feeder = tg.create_task(self.feed_stream.run(), name=f"{self.id}:feed")
                 beats = tg.create_task(self._heartbeat_loop(), name=f"{self.id}:heartbeat")
@@ -299,8 +310,7 @@ class Worker:
             if up_to is None or job.message.attempt <= up_to:
                 found = True
                 job.cancel_requested = True
-                if job.handler_task is not None:
-                    job.handler_task.cancel()
+                job.interrupt("operator")
         return found
 
     def __repr__(self) -> str:
@@ -371,22 +381,46 @@ class Worker:
             self._spawn(Job(part, message=item.message, undecodable=item.error, ids=item.ids))
 
     def _spawn(self, job: Job) -> None:
-        assert self._tg is not None
+        """Hold ``job``, and run it now if a slot is free (one without a task message, to be
+        dead-lettered, needs none), else once one is."""
         self._seq += 1
         self._running[self._seq] = job
         self._idle.clear()
-        job.task = self._tg.create_task(self._work(self._seq, job), name=f"{self.id}:job")
+        if job.message is not None and self._busy >= self.concurrency:
+            self._queued.append((self._seq, job))
+        else:
+            self._launch(self._seq, job)
+
+    def _launch(self, seq: int, job: Job) -> None:
+        assert self._tg is not None
+        if job.message is not None:
+            self._busy += 1
+        # Each job in a copy of the context the worker's tasks start with (the log tee): not
+        # in the context of the job that freed its slot, which its handler may have changed.
+        job.task = self._tg.create_task(
+            self._work(seq, job), name=f"{self.id}:job", context=self._context.copy()
+        )
+
+    async def _give_back_queued(self) -> None:
+        """Requeue the deliveries of the jobs still waiting for a slot (a shutdown)."""
+        queued, self._queued = self._queued, collections.deque()
+        for seq, job in queued:
+            del self._running[seq]
+            with contextlib.suppress(Exception):
+                await job.delivery.requeue()
+        if not self._running:
+            self._idle.set()
 
     # ----------------------------------------------------------------------------- a task
 
     async def _work(self, seq: int, job: Job) -> None:
+        slot = job.message is not None  # it holds one of the `concurrency` slots
         try:
             if job.message is None:
                 error = job.undecodable or MessageError("no task message")
                 await self._dead_letter(job.delivery, str(error), job.ids)
                 return
-            async with self._slots:
-                await self._observed_attempt(job, job.message)
+            await self._observed_attempt(job, job.message)
         except Exception as exc:
             # The agent's own machinery failed (a handler's errors are reported): the worker
             # and its other tasks go on; the message goes aside for a person, and the
@@ -396,22 +430,33 @@ class Worker:
         except asyncio.CancelledError:
             # A shutdown, not the task's fault: no report, so the attempt is not spent and the
             # message is given back for another agent to run. Should the requeue fail (the
-            # bus is gone), the broker still redelivers it: it was never acked.
+            # bus is gone), the broker still redelivers it: it was never acked. The jobs still
+            # waiting for a slot go back too: nothing starts once the worker is cancelled.
+            if slot:
+                slot = False
+                self._busy -= 1
             with contextlib.suppress(Exception):
                 await job.delivery.requeue()
+            await self._give_back_queued()
             raise
         finally:
             del self._running[seq]
+            if slot:  # its slot goes to the job waiting longest, if any
+                self._busy -= 1
+                if self._queued:
+                    self._launch(*self._queued.popleft())
             if not self._running:
                 self._idle.set()
 
     async def _observed_attempt(self, job: Job, message: TaskMessage) -> None:
         """:meth:`_attempt` in a run span, with the task's ids on every log line, measured."""
+        # Bound for good, not for the attempt only: the job's task has a context of its own
+        # (see _launch), which ends with it.
         if self.metrics is None and self.tracing is None:
-            with structlog.contextvars.bound_contextvars(
+            structlog.contextvars.bind_contextvars(
                 workflow_id=message.workflow_id, task_id=message.task_id
-            ):
-                await self._attempt(job, message)
+            )
+            await self._attempt(job, message)
             return
         start = self._clock.now()
         span = None
@@ -436,12 +481,10 @@ class Worker:
         try:
             # The run span is current while the handler runs: spans it makes are its children.
             current = use_span(span, end_on_exit=False) if span else contextlib.nullcontext()
-            with (
-                current,
-                structlog.contextvars.bound_contextvars(
-                    workflow_id=message.workflow_id, task_id=message.task_id, **ids
-                ),
-            ):
+            structlog.contextvars.bind_contextvars(
+                workflow_id=message.workflow_id, task_id=message.task_id, **ids
+            )
+            with current:
                 await self._attempt(job, message)
             ran = message.capability in self._handlers  # else it was dead-lettered
             outcome = outcome_of(job.error) if ran else "rejected"
@@ -456,7 +499,6 @@ class Worker:
                 span.end()
 
     async def _attempt(self, job: Job, message: TaskMessage) -> None:
-        log = self._log.bind(task_id=message.task_id, attempt=message.attempt)
         handler = self._handlers.get(message.capability)
         if handler is None:
             # Routed to a queue we consume but not ours to run: a wiring bug, kept for a human.
@@ -483,14 +525,14 @@ class Worker:
             message,
             agent_id=self.id,
             now=self._clock.now(),
-            # Bound from this attempt's logger, not the worker's: binding the worker's lazy
-            # proxy builds a logger from the configuration each time (a cost per task).
-            log=log,
+            log=self._assembled_log(),
             feed=feed,
             outputs=self.outputs,
         )
+        log = context.log  # the worker's lines on this attempt too: one bind, not two
         output: JSON = None
         error: ErrorInfo | None = None
+        encoded: bytes | None = None
         try:
             try:
                 output = await call_handler(job, handler, context, message.timeout, self._clock)
@@ -499,7 +541,7 @@ class Worker:
         except Exception as exc:
             error = error_of(exc, message.timeout, log)
         else:
-            output, error = await sendable(
+            output, error, encoded = await sendable(
                 message,
                 output,
                 limit=self.report_limit,
@@ -515,6 +557,7 @@ class Worker:
             error=error,
             started_at=began,
             usage=feed.usage,
+            encoded=encoded,
         )
         error = job.error = sent.error
         if error is None:
@@ -528,6 +571,17 @@ class Worker:
                 "task_failed", kind=error.kind, retryable=error.retryable, message=error.message
             )
         await settle(settling(job.delivery, sent.settle), log)
+
+    def _assembled_log(self) -> FilteringBoundLogger:
+        """The worker's logger, assembled from structlog's configuration once, and again when
+        that changes (``configure_logging``, ``structlog.testing.capture_logs``): binding the
+        lazy proxy itself would assemble one for every attempt."""
+        config = structlog.get_config()
+        key = (config["processors"], config["wrapper_class"], config["logger_factory"])
+        cached = self._assembled
+        if cached is None or any(a is not b for a, b in zip(cached[0], key, strict=True)):
+            cached = self._assembled = (key, self._log.bind())
+        return cached[1]
 
     async def _dead_letter(
         self, delivery: Delivery, reason: str, ids: tuple[str, int] | None = None
@@ -624,11 +678,13 @@ class Worker:
         # Close the consumer first, so a message given back below cannot come straight back
         # to this worker; then cancel what still runs.
         await self._stop_consumer()
+        count = len(self._queued)
+        await self._give_back_queued()  # first: the cancels below would start them
         jobs = [job.task for job in self._running.values() if job.task is not None]
         for task in jobs:
             task.cancel()
-        if jobs:
-            self._log.warning("tasks_given_back", count=len(jobs))
+        if jobs or count:
+            self._log.warning("tasks_given_back", count=len(jobs) + count)
             await asyncio.wait(jobs)
 
 

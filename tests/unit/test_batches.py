@@ -369,6 +369,49 @@ async def test_stopping_mid_batch_gives_the_whole_message_back(env: Env) -> None
     assert waiting(env.bus) == 1  # back in the queue: b runs again, a's rerun is stale
 
 
+async def test_tasks_past_the_slots_wait_without_a_task_and_go_back_unstarted_at_a_stop(
+    env: Env,
+) -> None:
+    """Six tasks in one message, two slots held by handlers that never end: two run, four
+    wait as jobs without an asyncio task of their own (all six held); a stop starts none of
+    the four, and the whole message goes back once."""
+    started: list[str] = []
+    never = asyncio.Event()
+
+    async def stuck(ctx: TaskContext) -> Any:
+        started.append(ctx.key)
+        await never.wait()
+
+    worker = Worker(env.bus, env.registry, {CAP: stuck}, name="w", clock=env.clock,
+                    concurrency=2, started_after=60)  # fmt: skip
+    runner = asyncio.create_task(worker.run())
+    body = batch(TaskMessage, [encode(task(f"k{i}")) for i in range(6)])
+    await env.bus.publish_tasks([OutgoingTask(CAP, body, {})])
+    await turns(300)
+    jobs = [t for t in asyncio.all_tasks() if t.get_name().endswith(":job")]
+    assert (len(jobs), worker.in_flight, started) == (2, 6, ["k0", "k1"])
+    await worker.stop(0)
+    await runner
+    assert started == ["k0", "k1"]
+    assert env.reports == []
+    assert waiting(env.bus) == 1
+
+
+async def test_a_slot_freed_goes_to_the_task_waiting_longest(env: Env) -> None:
+    """One slot, five tasks: they run one after the other in the batch's order."""
+    order: list[str] = []
+
+    async def note(ctx: TaskContext) -> Any:
+        order.append(ctx.key)
+        await asyncio.sleep(0)
+        return ctx.key
+
+    body = batch(TaskMessage, [encode(task(f"k{i}")) for i in range(5)])
+    worker = await run_batch(env, body, note, concurrency=1)
+    assert order == [f"k{i}" for i in range(5)]
+    assert worker.succeeded == 5
+
+
 # ---------------------------------------------------------- the scheduler and a batch
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -13,7 +14,7 @@ import pytest
 from agentdeck.agents.builtin import echo
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.agents.decorator import to_async
-from agentdeck.agents.main import run_worker
+from agentdeck.agents.main import YOUNG_THRESHOLD, run_worker
 from agentdeck.agents.worker import Worker
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.core.clock import FakeClock
@@ -640,6 +641,21 @@ async def test_run_worker_stops_on_sigterm(env: Env) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
     await asyncio.wait_for(running, 5)
     assert await env.registry.agents() == []
+
+
+async def test_run_worker_collects_young_garbage_less_often_while_it_runs(env: Env) -> None:
+    """While the entry point runs, the young generation waits for YOUNG_THRESHOLD
+    allocations and the start-up heap is frozen; both are as they were once it returns."""
+    gc.unfreeze()  # as in a fresh process (a test of the control centre may have frozen it)
+    before, frozen = gc.get_threshold(), gc.get_freeze_count()
+    worker = Worker(env.bus, env.registry, {CAP: echo.make()}, name="w", clock=env.clock)
+    running = asyncio.create_task(run_worker(worker, grace=0))
+    await eventually(env.registry.agents, "registration")
+    assert gc.get_threshold() == (YOUNG_THRESHOLD, *before[1:])
+    assert gc.get_freeze_count() > frozen
+    await worker.stop(0)
+    await asyncio.wait_for(running, 5)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, frozen)
 
 
 # ---------------------------------------------------------------------------- heartbeats
