@@ -1,7 +1,10 @@
-"""Dispatch: ready tasks published to their capability's queue, then recorded ``dispatched``.
+"""Dispatch: ready tasks published to their capability's queue and recorded ``dispatched``.
 
-Publish first, record second: the Store never says ``dispatched`` for a message the broker does
-not hold. Tasks a paused capability or an open breaker holds stay ready.
+The ``dispatched`` write runs while the broker's confirms are awaited (both in flight), so a
+lone task's or a chain step's path pays the longer of the two, not their sum. A publish that
+fails puts back what was recorded (``dispatched`` -> ``ready``, the attempt as it was, event
+``unpublished``) before the round ends: a message that never went out does not wait for
+``dispatch_timeout``. Tasks a paused capability or an open breaker holds stay ready.
 
 Under load a round's tasks for one capability travel several to a message (:func:`grouped`):
 one publish, one confirm and one delivery for many tasks. A round with few of them sends each
@@ -10,6 +13,7 @@ alone, at once: a lone task never waits for a batch to fill.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -74,6 +78,29 @@ def _one(capability: str, chunk: list[OutgoingTask]) -> OutgoingTask:
 class Dispatch(Budgets):
     """Publishing attempts: new ones, ones left unpublished, and redeliveries."""
 
+    _releasing: tuple[asyncio.Future[bool], Sequence[Task], float] | None = None
+    """The publish :meth:`_dispatch_released` left in flight while the Store records it (the
+    future, the tasks, when): settled by :meth:`_apply` before it returns."""
+
+    async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
+        """:meth:`SchedulerBase._apply`, and then the publish of the dependents it released
+        settled: their ``dispatched`` write ran while it was in flight; should it fail, they
+        are put back (:meth:`_settled`) before this returns, also when the write raised."""
+        try:
+            applied = await super()._apply(changes)
+        except BaseException:
+            await self._settle_released()
+            raise
+        await self._settle_released()
+        return applied
+
+    async def _settle_released(self) -> None:
+        if self._releasing is None:
+            return
+        (publishing, ready, now), self._releasing = self._releasing, None
+        if not await self._settled(publishing, ready, now):
+            self.dispatched -= len(ready)  # counted by the write, never sent
+
     async def _dispatch(self) -> bool:
         if not (self._polling or self._maybe_ready):
             return False  # nothing became ready since the last look
@@ -86,16 +113,56 @@ class Dispatch(Budgets):
             return False
         if len(ready) >= self.config.batch_size:
             self._maybe_ready = True  # there may be more behind this batch
-        # Publish first, record second: the Store never says `dispatched` for a message the
-        # broker does not hold, even if this process dies in between (then the task is still
-        # `ready` and the next leader sends the same attempt again; the (task, attempt)
-        # compare-and-set makes the copy harmless). A failed publish leaves the tasks ready.
-        if not await self._publish(ready, now):
+        # Published and recorded at once: the write's round trips and commit overlap the
+        # broker's confirms (see the module's docstring for a publish that fails).
+        publishing = asyncio.ensure_future(self._publish(ready, now))
+        await asyncio.sleep(0)  # its messages leave first: the longer wait starts first
+        try:
+            moved, _ = await self._apply(self._dispatch_changes(ready, now))
+        except BaseException:
+            # Not recorded (a Store error, a deposed leader): the tasks are still ready, as
+            # when the write failed after the publish before; the messages may go out (two
+            # copies of one attempt at most, which the compare-and-set makes harmless).
+            await self._settled(publishing, ready, now)
+            raise
+        if not await self._settled(publishing, ready, now):
             return False
-        moved, _ = await self._apply(self._dispatch_changes(ready, now))
         await self.observers.tasks_dispatched(ready, now)
         self.dispatched += len(moved)
         return True
+
+    async def _settled(
+        self, publishing: asyncio.Future[bool], ready: Sequence[Task], now: float
+    ) -> bool:
+        """Wait for ``publishing`` (the publish of ``ready``'s next attempts); True if it went
+        out. If not, those of ``ready`` the write under way recorded ``dispatched`` are put
+        back (``_publish`` logged the failure and gave back any breaker trial)."""
+        try:
+            published = await publishing
+        except BaseException:
+            await self._put_back(ready, now)
+            raise
+        if not published:
+            await self._put_back(ready, now)
+        return published
+
+    async def _put_back(self, ready: Sequence[Task], now: float) -> None:
+        """``ready`` as they were before their unpublished attempt was recorded: ``ready``,
+        with their attempt (a compare-and-set on the attempt recorded, so a task the write
+        did not record stays as it is)."""
+        changes = [
+            Change(
+                t.id,
+                T.READY,
+                frozenset({T.DISPATCHED}),
+                attempt=t.attempt + 1,
+                values={"attempt": t.attempt, "deadline": None, "agent_id": None},
+                event="unpublished",
+                detail={"node": self.node, "reason": "the broker did not take the message"},
+            )
+            for t in ready
+        ]
+        await self._apply(changes)  # ready again: the next round tries them again
 
     async def _holds(self, now: float) -> set[str]:
         """The capabilities nothing may be dispatched to now: paused, rate-limited, at their
@@ -161,11 +228,9 @@ class Dispatch(Budgets):
 
         A chain's next step then costs no round of its own and no ready-tasks query. The
         Store commits the result before calling this (see ``Store.apply``), so a dependent
-        is published only once its upstream output is durable; then it is recorded
-        ``dispatched`` (publish first, record second, as ever: a crash between the two leaves
-        it ``ready``, dispatched again, two copies of one attempt whose compare-and-set
-        applies one result). The
-        released tasks go through the same holds and admission as :meth:`_dispatch` (and
+        is published only once its upstream output is durable; it is recorded ``dispatched``
+        (the Store's second transaction) while the publish is in flight, and put back
+        should the publish fail (see the module's docstring). The released tasks go through the same holds and admission as :meth:`_dispatch` (and
         only those of a ``running`` workflow that spent nothing in this write, whose budgets
         are checked after it); what is not sent here is left ``ready`` for it.
         """
@@ -192,8 +257,8 @@ class Dispatch(Budgets):
         known = {
             f"{t.workflow_id}/{t.key}": t.output for t in applied.tasks if t.status == T.SUCCEEDED
         }
-        if not await self._publish(ready, now, known):
-            return []
+        # Published while the Store records them (settled by _apply, as in _dispatch).
+        self._releasing = (asyncio.ensure_future(self._publish(ready, now, known)), ready, now)
         self._sent.extend(ready)
         return self._dispatch_changes(ready, now)
 
