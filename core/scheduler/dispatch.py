@@ -230,7 +230,8 @@ class Dispatch(Budgets):
         Store commits the result before calling this (see ``Store.apply``), so a dependent
         is published only once its upstream output is durable; it is recorded ``dispatched``
         (the Store's second transaction) while the publish is in flight, and put back
-        should the publish fail (see the module's docstring). The released tasks go through the same holds and admission as :meth:`_dispatch` (and
+        should the publish fail (see the module's docstring). The released tasks go
+        through the same holds and admission as :meth:`_dispatch` (and
         only those of a ``running`` workflow that spent nothing in this write, whose budgets
         are checked after it); what is not sent here is left ``ready`` for it.
         """

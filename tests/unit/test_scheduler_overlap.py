@@ -24,7 +24,12 @@ from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import TaskStatus as T
 
 ONE = "name: one\ntasks:\n  - {key: a, capability: echo}\n"
-CHAIN = "name: chain\ntasks:\n  - {key: a, capability: echo}\n  - {key: b, capability: echo, needs: [a]}\n"
+CHAIN = """
+name: chain
+tasks:
+  - {key: a, capability: echo}
+  - {key: b, capability: echo, needs: [a]}
+"""
 
 
 class GatedBus(MemoryBus):
