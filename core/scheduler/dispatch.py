@@ -21,8 +21,9 @@ import structlog
 
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.messages import TaskMessage, batch, encode
-from agentdeck.core.models import JSON, Change, Task
+from agentdeck.core.models import JSON, Change, Task, Workflow
 from agentdeck.core.ports import Applied, OutgoingTask
+from agentdeck.core.scheduler.base import RELEASE_WITH_RESULTS
 from agentdeck.core.scheduler.budgets import Budgets
 from agentdeck.core.scheduler.config import IN_FLIGHT
 from agentdeck.core.states import TaskStatus, WorkflowStatus
@@ -82,17 +83,43 @@ class Dispatch(Budgets):
     """The publish :meth:`_dispatch_released` left in flight while the Store records it (the
     future, the tasks, when): settled by :meth:`_apply` before it returns."""
 
+    _reading: dict[str, asyncio.Future[Workflow]] = {}  # replaced by each _apply, never filled
+    """The workflows of the results the write under way makes, read while it runs (see
+    :meth:`_apply`), by id; :meth:`_dispatch_released` takes what it needs."""
+
     async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
         """:meth:`SchedulerBase._apply`, and then the publish of the dependents it released
         settled: their ``dispatched`` write ran while it was in flight; should it fail, they
-        are put back (:meth:`_settled`) before this returns, also when the write raised."""
+        are put back (:meth:`_settled`) before this returns, also when the write raised.
+
+        A write that may release dependents with it (see ``RELEASE_WITH_RESULTS``) reads the
+        workflows of its results while it runs, for :meth:`_dispatch_released`'s "is it
+        running?", which then waits for no read of its own. Read before the write commits,
+        the answer is the one a read after it would give: a workflow's status is written only
+        by the leader, with its fencing token, and this leader is busy with this write (a
+        newer leader's change refuses this write, or the dispatched one that follows)."""
+        succeeding = {c.task_id for c in changes if c.to == T.SUCCEEDED}
+        outer = self._reading
+        self._reading = (
+            {
+                w: asyncio.ensure_future(self.store.get_workflow(w))
+                for w in {i.partition("/")[0] for i in succeeding}  # see models.task_id
+            }
+            if 0 < len(succeeding) <= RELEASE_WITH_RESULTS
+            else {}
+        )
         try:
-            applied = await super()._apply(changes)
-        except BaseException:
+            try:
+                applied = await super()._apply(changes)
+            except BaseException:
+                await self._settle_released()
+                raise
             await self._settle_released()
-            raise
-        await self._settle_released()
-        return applied
+            return applied
+        finally:
+            unused, self._reading = self._reading, outer
+            if unused:  # answered already, mostly; their errors are the write's to report
+                await asyncio.gather(*unused.values(), return_exceptions=True)
 
     async def _settle_released(self) -> None:
         if self._releasing is None:
@@ -246,10 +273,11 @@ class Dispatch(Budgets):
         if not released:
             return []
         hold = await self._holds(now)
-        running = {
-            w: (await self.store.get_workflow(w)).status == W.RUNNING
-            for w in {t.workflow_id for t in released}
-        }
+        running = {}
+        for w in {t.workflow_id for t in released}:
+            reading = self._reading.pop(w, None)  # read while the write ran (see _apply)
+            workflow = await reading if reading is not None else await self.store.get_workflow(w)
+            running[w] = workflow.status == W.RUNNING
         ready = [t for t in released if running[t.workflow_id] and t.capability not in hold]
         ready = await self._admit(ready, now)
         if not ready:

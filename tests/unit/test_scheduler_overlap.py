@@ -215,3 +215,42 @@ async def test_a_released_task_whose_publish_fails_is_put_back_and_sent_by_a_lat
     await scheduler.tick()
     assert (await take(bus)).key == "b"
     assert (await store.get_task(f"{wf}/b")).attempt == 1
+
+
+async def test_a_chain_step_reads_its_workflow_while_the_result_is_written(
+    parts: tuple[WatchingStore, GatedBus, Scheduler], clock: FakeClock
+) -> None:
+    """The "is the workflow running?" of a released dependent is asked while the result's
+    write runs, not after it commits: by the time the write releases B, the read is under
+    way; no read of the workflow follows the write."""
+    store, bus, scheduler = parts
+    wf = await submit(store, clock, CHAIN)
+    await scheduler.tick()
+    a = await take(bus)
+    order: list[str] = []
+    get_workflow, apply = store.get_workflow, store.apply
+
+    async def read(workflow_id: str) -> Any:
+        order.append("read")
+        return await get_workflow(workflow_id)
+
+    async def write(changes: Any, at: float, **kw: Any) -> Any:
+        then = kw.get("then")
+        if then is not None:
+
+            async def noted(applied: Any) -> Any:
+                order.append("released")
+                return await then(applied)
+
+            kw["then"] = noted
+        order.append("write")
+        return await apply(changes, at, **kw)
+
+    store.get_workflow = read  # type: ignore[method-assign]
+    store.apply = write  # type: ignore[method-assign]
+    await succeed(bus, scheduler, a)
+    await scheduler.tick()
+    assert order.count("read") == 1
+    assert order.index("read") < order.index("released")
+    assert (await take(bus)).key == "b"
+    assert (await get_workflow(wf)).id == wf
