@@ -4,7 +4,11 @@ The ``dispatched`` write runs while the broker's confirms are awaited (both in f
 lone task's or a chain step's path pays the longer of the two, not their sum. A publish that
 fails puts back what was recorded (``dispatched`` -> ``ready``, the attempt as it was, event
 ``unpublished``) before the round ends: a message that never went out does not wait for
-``dispatch_timeout``. Tasks a paused capability or an open breaker holds stay ready.
+``dispatch_timeout``. The messages leave before the write's first statement, so a leader that
+dies after the write committed left an attempt with no message only if the broker could not
+take it then; the lost-message check (repair.py) fails that one ``lost`` after
+``dispatch_timeout``, as it does a message the broker lost (docs/architecture.md, "Published
+and recorded together"). Tasks a paused capability or an open breaker holds stay ready.
 
 Under load a round's tasks for one capability travel several to a message (:func:`grouped`):
 one publish, one confirm and one delivery for many tasks. A round with few of them sends each
