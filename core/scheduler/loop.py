@@ -35,6 +35,10 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
     the one write path; what it does is announced to its :attr:`observers`.
     """
 
+    _time_work_since: float | None = None
+    """When the time-driven work of a polling round became due and is not done yet (see
+    :meth:`tick`); None: none is due."""
+
     async def __aenter__(self) -> Scheduler:
         return self
 
@@ -86,8 +90,10 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         half-way left undone), then the dispatch; the time-driven work of a polling round
         (commands polled, retries due, deadlines, lost agents, the repair sweep) after it.
         A lone task whose submit lands on such a round is then not kept waiting behind its
-        queries (its p99 is that tail); what that work makes ready is dispatched by the next
-        round, which follows at once (the round was busy)."""
+        queries (its p99 is that tail), nor is a report that came in during the round (the
+        work then waits for a round with no report waiting, one ``poll_interval`` at most);
+        what that work makes ready is dispatched by the next round, which follows at once
+        (the round was busy)."""
         if not await self._ensure_lease():
             return False
         self.rounds += 1
@@ -100,6 +106,8 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         self._polling = self._watcher is None or now - self._last_poll >= self.config.poll_interval
         if self._polling:
             self._last_poll = now
+            if self._time_work_since is None:
+                self._time_work_since = now
         commands = self._look_commands
         if commands:  # notified: before the dispatch, which a pause may hold
             self._look_commands = False
@@ -111,11 +119,19 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
                 await self._check_budgets(())
         busy |= await self._flush_unpublished()
         busy |= await self._dispatch()
-        if self._polling:
+        # With a StoreWatch, a report that came in meanwhile goes first: the time-driven work
+        # waits for a round with none waiting, one poll_interval at most.
+        since = self._time_work_since
+        if since is not None and (
+            self._watcher is None or not self._inbox or now - since >= self.config.poll_interval
+        ):
+            self._time_work_since = None
             if not commands:  # the fallback for a notification that got lost
                 busy |= await self._run_commands()
             busy |= await self._handle_due()
             busy |= await self._recover_lost_agents()
+        elif since is not None:
+            busy = True  # a report waits: the next round at once, then this work
         if self._repair_at is None and now >= self._repair_due:
             self._repair_at, self._repair_due = 0, now + self.config.repair_interval
             self._repair_statuses = OPEN_WORKFLOWS | (
