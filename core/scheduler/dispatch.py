@@ -41,6 +41,9 @@ SPREAD = 16
 """A round's tasks for one capability go in at least this many messages (or one each, when
 fewer), so several agents can share them."""
 
+CHAINED = 100_000
+"""Most tasks :attr:`Dispatch._chained` remembers."""
+
 BATCH_BYTES = 512 * 1024
 """A task message larger than this travels alone; a batch stops growing past it."""
 
@@ -91,6 +94,12 @@ class Dispatch(Budgets):
     """The workflows of the results the write under way makes, read while it runs (see
     :meth:`_apply`), by id; :meth:`_dispatch_released` takes what it needs."""
 
+    _chained: set[str] | None = None
+    """Tasks this process dispatched that need others (a chain's later steps, a layer's
+    tasks): their result most likely releases a dependent, so its workflow is read while the
+    result is written. A lone task's, or a first step's, is not (nothing to gain, a read
+    more); at most :data:`CHAINED` of them, forgotten all at once past that."""
+
     async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
         """:meth:`SchedulerBase._apply`, and then the publish of the dependents it released
         settled: their ``dispatched`` write ran while it was in flight; should it fail, they
@@ -102,16 +111,18 @@ class Dispatch(Budgets):
         the answer is the one a read after it would give: a workflow's status is written only
         by the leader, with its fencing token, and this leader is busy with this write (a
         newer leader's change refuses this write, or the dispatched one that follows)."""
-        succeeding = {c.task_id for c in changes if c.to == T.SUCCEEDED}
+        succeeding = [c.task_id for c in changes if c.to == T.SUCCEEDED]
+        chained = self._chained or set()
         outer = self._reading
         self._reading = (
             {
                 w: asyncio.ensure_future(self.store.get_workflow(w))
-                for w in {i.partition("/")[0] for i in succeeding}  # see models.task_id
+                for w in {i.partition("/")[0] for i in succeeding if i in chained}  # task_id
             }
             if 0 < len(succeeding) <= RELEASE_WITH_RESULTS
             else {}
         )
+        chained.difference_update(succeeding)
         try:
             try:
                 applied = await super()._apply(changes)
@@ -124,6 +135,11 @@ class Dispatch(Budgets):
             unused, self._reading = self._reading, outer
             if unused:  # answered already, mostly; their errors are the write's to report
                 await asyncio.gather(*unused.values(), return_exceptions=True)
+
+    def _note_chained(self, tasks: Sequence[Task]) -> None:
+        if self._chained is None or len(self._chained) >= CHAINED:
+            self._chained = set()
+        self._chained.update(t.id for t in tasks if t.needs)
 
     async def _settle_released(self) -> None:
         if self._releasing is None:
@@ -158,6 +174,7 @@ class Dispatch(Budgets):
             raise
         if not await self._settled(publishing, ready, now):
             return False
+        self._note_chained(ready)
         await self.observers.tasks_dispatched(ready, now)
         self.dispatched += len(moved)
         return True
@@ -293,6 +310,7 @@ class Dispatch(Budgets):
         # Published while the Store records them (settled by _apply, as in _dispatch).
         self._releasing = (asyncio.ensure_future(self._publish(ready, now, known)), ready, now)
         self._sent.extend(ready)
+        self._note_chained(ready)
         return self._dispatch_changes(ready, now)
 
     async def _in_flight(self) -> dict[str, int]:
