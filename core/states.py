@@ -43,12 +43,14 @@ W = WorkflowStatus
 #:   same attempt is published again ("redelivered");
 #: - dispatched -> succeeded/failed/retrying: a fast agent's result can overtake its report
 #:   that it started;
+#: - dispatched -> ready: the scheduler records an attempt while publishing it, and puts it
+#:   back when the broker did not take the message ("unpublished");
 #: - failed/cancelled/skipped -> ready/blocked: an operator retries by hand.
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     T.BLOCKED: frozenset({T.READY, T.SKIPPED, T.CANCELLED}),
     T.READY: frozenset({T.DISPATCHED, T.CANCELLED, T.SKIPPED, T.BLOCKED}),
     T.DISPATCHED: frozenset(
-        {T.RUNNING, T.DISPATCHED, T.SUCCEEDED, T.FAILED, T.RETRYING, T.CANCELLED}
+        {T.RUNNING, T.DISPATCHED, T.SUCCEEDED, T.FAILED, T.RETRYING, T.CANCELLED, T.READY}
     ),
     T.RUNNING: frozenset({T.SUCCEEDED, T.FAILED, T.RETRYING, T.CANCELLED, T.DISPATCHED}),
     T.RETRYING: frozenset({T.READY, T.CANCELLED, T.SKIPPED}),

@@ -1,7 +1,14 @@
-"""Dispatch: ready tasks published to their capability's queue, then recorded ``dispatched``.
+"""Dispatch: ready tasks published to their capability's queue and recorded ``dispatched``.
 
-Publish first, record second: the Store never says ``dispatched`` for a message the broker does
-not hold. Tasks a paused capability or an open breaker holds stay ready.
+The ``dispatched`` write runs while the broker's confirms are awaited (both in flight), so a
+lone task's or a chain step's path pays the longer of the two, not their sum. A publish that
+fails puts back what was recorded (``dispatched`` -> ``ready``, the attempt as it was, event
+``unpublished``) before the round ends: a message that never went out does not wait for
+``dispatch_timeout``. The messages leave before the write's first statement, so a leader that
+dies after the write committed left an attempt with no message only if the broker could not
+take it then; the lost-message check (repair.py) fails that one ``lost`` after
+``dispatch_timeout``, as it does a message the broker lost (docs/architecture.md, "Published
+and recorded together"). Tasks a paused capability or an open breaker holds stay ready.
 
 Under load a round's tasks for one capability travel several to a message (:func:`grouped`):
 one publish, one confirm and one delivery for many tasks. A round with few of them sends each
@@ -10,6 +17,7 @@ alone, at once: a lone task never waits for a batch to fill.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
@@ -17,8 +25,9 @@ import structlog
 
 from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.messages import TaskMessage, batch, encode
-from agentdeck.core.models import JSON, Change, Task
+from agentdeck.core.models import JSON, Change, Task, Workflow
 from agentdeck.core.ports import Applied, OutgoingTask
+from agentdeck.core.scheduler.base import RELEASE_WITH_RESULTS
 from agentdeck.core.scheduler.budgets import Budgets
 from agentdeck.core.scheduler.config import IN_FLIGHT
 from agentdeck.core.states import TaskStatus, WorkflowStatus
@@ -31,6 +40,9 @@ W = WorkflowStatus
 SPREAD = 16
 """A round's tasks for one capability go in at least this many messages (or one each, when
 fewer), so several agents can share them."""
+
+CHAINED = 100_000
+"""Most tasks :attr:`Dispatch._chained` remembers."""
 
 BATCH_BYTES = 512 * 1024
 """A task message larger than this travels alone; a batch stops growing past it."""
@@ -74,6 +86,68 @@ def _one(capability: str, chunk: list[OutgoingTask]) -> OutgoingTask:
 class Dispatch(Budgets):
     """Publishing attempts: new ones, ones left unpublished, and redeliveries."""
 
+    _releasing: tuple[asyncio.Future[bool], Sequence[Task], float] | None = None
+    """The publish :meth:`_dispatch_released` left in flight while the Store records it (the
+    future, the tasks, when): settled by :meth:`_apply` before it returns."""
+
+    _reading: dict[str, asyncio.Future[Workflow]] = {}  # replaced by each _apply, never filled
+    """The workflows of the results the write under way makes, read while it runs (see
+    :meth:`_apply`), by id; :meth:`_dispatch_released` takes what it needs."""
+
+    _chained: set[str] | None = None
+    """Tasks this process dispatched that need others (a chain's later steps, a layer's
+    tasks): their result most likely releases a dependent, so its workflow is read while the
+    result is written. A lone task's, or a first step's, is not (nothing to gain, a read
+    more); at most :data:`CHAINED` of them, forgotten all at once past that."""
+
+    async def _apply(self, changes: Sequence[Change]) -> tuple[list[Task], list[Task]]:
+        """:meth:`SchedulerBase._apply`, and then the publish of the dependents it released
+        settled: their ``dispatched`` write ran while it was in flight; should it fail, they
+        are put back (:meth:`_settled`) before this returns, also when the write raised.
+
+        A write that may release dependents with it (see ``RELEASE_WITH_RESULTS``) reads the
+        workflows of its results while it runs, for :meth:`_dispatch_released`'s "is it
+        running?", which then waits for no read of its own. Read before the write commits,
+        the answer is the one a read after it would give: a workflow's status is written only
+        by the leader, with its fencing token, and this leader is busy with this write (a
+        newer leader's change refuses this write, or the dispatched one that follows)."""
+        succeeding = [c.task_id for c in changes if c.to == T.SUCCEEDED]
+        chained = self._chained or set()
+        outer = self._reading
+        self._reading = (
+            {
+                w: asyncio.ensure_future(self.store.get_workflow(w))
+                for w in {i.partition("/")[0] for i in succeeding if i in chained}  # task_id
+            }
+            if 0 < len(succeeding) <= RELEASE_WITH_RESULTS
+            else {}
+        )
+        chained.difference_update(succeeding)
+        try:
+            try:
+                applied = await super()._apply(changes)
+            except BaseException:
+                await self._settle_released()
+                raise
+            await self._settle_released()
+            return applied
+        finally:
+            unused, self._reading = self._reading, outer
+            if unused:  # answered already, mostly; their errors are the write's to report
+                await asyncio.gather(*unused.values(), return_exceptions=True)
+
+    def _note_chained(self, tasks: Sequence[Task]) -> None:
+        if self._chained is None or len(self._chained) >= CHAINED:
+            self._chained = set()
+        self._chained.update(t.id for t in tasks if t.needs)
+
+    async def _settle_released(self) -> None:
+        if self._releasing is None:
+            return
+        (publishing, ready, now), self._releasing = self._releasing, None
+        if not await self._settled(publishing, ready, now):
+            self.dispatched -= len(ready)  # counted by the write, never sent
+
     async def _dispatch(self) -> bool:
         if not (self._polling or self._maybe_ready):
             return False  # nothing became ready since the last look
@@ -86,16 +160,57 @@ class Dispatch(Budgets):
             return False
         if len(ready) >= self.config.batch_size:
             self._maybe_ready = True  # there may be more behind this batch
-        # Publish first, record second: the Store never says `dispatched` for a message the
-        # broker does not hold, even if this process dies in between (then the task is still
-        # `ready` and the next leader sends the same attempt again; the (task, attempt)
-        # compare-and-set makes the copy harmless). A failed publish leaves the tasks ready.
-        if not await self._publish(ready, now):
+        # Published and recorded at once: the write's round trips and commit overlap the
+        # broker's confirms (see the module's docstring for a publish that fails).
+        publishing = asyncio.ensure_future(self._publish(ready, now))
+        await asyncio.sleep(0)  # its messages leave first: the longer wait starts first
+        try:
+            moved, _ = await self._apply(self._dispatch_changes(ready, now))
+        except BaseException:
+            # Not recorded (a Store error, a deposed leader): the tasks are still ready, as
+            # when the write failed after the publish before; the messages may go out (two
+            # copies of one attempt at most, which the compare-and-set makes harmless).
+            await self._settled(publishing, ready, now)
+            raise
+        if not await self._settled(publishing, ready, now):
             return False
-        moved, _ = await self._apply(self._dispatch_changes(ready, now))
+        self._note_chained(ready)
         await self.observers.tasks_dispatched(ready, now)
         self.dispatched += len(moved)
         return True
+
+    async def _settled(
+        self, publishing: asyncio.Future[bool], ready: Sequence[Task], now: float
+    ) -> bool:
+        """Wait for ``publishing`` (the publish of ``ready``'s next attempts); True if it went
+        out. If not, those of ``ready`` the write under way recorded ``dispatched`` are put
+        back (``_publish`` logged the failure and gave back any breaker trial)."""
+        try:
+            published = await publishing
+        except BaseException:
+            await self._put_back(ready, now)
+            raise
+        if not published:
+            await self._put_back(ready, now)
+        return published
+
+    async def _put_back(self, ready: Sequence[Task], now: float) -> None:
+        """``ready`` as they were before their unpublished attempt was recorded: ``ready``,
+        with their attempt (a compare-and-set on the attempt recorded, so a task the write
+        did not record stays as it is)."""
+        changes = [
+            Change(
+                t.id,
+                T.READY,
+                frozenset({T.DISPATCHED}),
+                attempt=t.attempt + 1,
+                values={"attempt": t.attempt, "deadline": None, "agent_id": None},
+                event="unpublished",
+                detail={"node": self.node, "reason": "the broker did not take the message"},
+            )
+            for t in ready
+        ]
+        await self._apply(changes)  # ready again: the next round tries them again
 
     async def _holds(self, now: float) -> set[str]:
         """The capabilities nothing may be dispatched to now: paused, rate-limited, at their
@@ -161,11 +276,10 @@ class Dispatch(Budgets):
 
         A chain's next step then costs no round of its own and no ready-tasks query. The
         Store commits the result before calling this (see ``Store.apply``), so a dependent
-        is published only once its upstream output is durable; then it is recorded
-        ``dispatched`` (publish first, record second, as ever: a crash between the two leaves
-        it ``ready``, dispatched again, two copies of one attempt whose compare-and-set
-        applies one result). The
-        released tasks go through the same holds and admission as :meth:`_dispatch` (and
+        is published only once its upstream output is durable; it is recorded ``dispatched``
+        (the Store's second transaction) while the publish is in flight, and put back
+        should the publish fail (see the module's docstring). The released tasks go
+        through the same holds and admission as :meth:`_dispatch` (and
         only those of a ``running`` workflow that spent nothing in this write, whose budgets
         are checked after it); what is not sent here is left ``ready`` for it.
         """
@@ -180,10 +294,11 @@ class Dispatch(Budgets):
         if not released:
             return []
         hold = await self._holds(now)
-        running = {
-            w: (await self.store.get_workflow(w)).status == W.RUNNING
-            for w in {t.workflow_id for t in released}
-        }
+        running = {}
+        for w in {t.workflow_id for t in released}:
+            reading = self._reading.pop(w, None)  # read while the write ran (see _apply)
+            workflow = await reading if reading is not None else await self.store.get_workflow(w)
+            running[w] = workflow.status == W.RUNNING
         ready = [t for t in released if running[t.workflow_id] and t.capability not in hold]
         ready = await self._admit(ready, now)
         if not ready:
@@ -192,9 +307,10 @@ class Dispatch(Budgets):
         known = {
             f"{t.workflow_id}/{t.key}": t.output for t in applied.tasks if t.status == T.SUCCEEDED
         }
-        if not await self._publish(ready, now, known):
-            return []
+        # Published while the Store records them (settled by _apply, as in _dispatch).
+        self._releasing = (asyncio.ensure_future(self._publish(ready, now, known)), ready, now)
         self._sent.extend(ready)
+        self._note_chained(ready)
         return self._dispatch_changes(ready, now)
 
     async def _in_flight(self) -> dict[str, int]:

@@ -35,6 +35,10 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
     the one write path; what it does is announced to its :attr:`observers`.
     """
 
+    _time_work_since: float | None = None
+    """When the time-driven work of a polling round became due and is not done yet (see
+    :meth:`tick`); None: none is due."""
+
     async def __aenter__(self) -> Scheduler:
         return self
 
@@ -79,7 +83,17 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
             self._wake.clear()
 
     async def tick(self) -> bool:
-        """One round of leader work. True if anything happened (so go again at once)."""
+        """One round of leader work. True if anything happened (so go again at once).
+
+        What a waiting task needs comes first: the reports (a result, and the dependents it
+        releases), an operator's command that was notified (and what a round the Store failed
+        half-way left undone), then the dispatch; the time-driven work of a polling round
+        (commands polled, retries due, deadlines, lost agents, the repair sweep) after it.
+        A lone task whose submit lands on such a round is then not kept waiting behind its
+        queries (its p99 is that tail), nor is a report that came in during the round (the
+        work then waits for a round with no report waiting, one ``poll_interval`` at most);
+        what that work makes ready is dispatched by the next round, which follows at once
+        (the round was busy)."""
         if not await self._ensure_lease():
             return False
         self.rounds += 1
@@ -92,16 +106,32 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         self._polling = self._watcher is None or now - self._last_poll >= self.config.poll_interval
         if self._polling:
             self._last_poll = now
-        if self._polling or self._look_commands:
+            if self._time_work_since is None:
+                self._time_work_since = now
+        commands = self._look_commands
+        if commands:  # notified: before the dispatch, which a pause may hold
             self._look_commands = False
             busy |= await self._run_commands()
         if self._polling:
-            busy |= await self._handle_due()
-            busy |= await self._recover_lost_agents()
             if self._follow_ups:  # left by a round the Store failed half-way
                 await self._after_changes([])
-            if self._budget_due:  # likewise
+            if self._budget_due:  # likewise: a workflow over its budget is held first
                 await self._check_budgets(())
+        busy |= await self._flush_unpublished()
+        busy |= await self._dispatch()
+        # With a StoreWatch, a report that came in meanwhile goes first: the time-driven work
+        # waits for a round with none waiting, one poll_interval at most.
+        since = self._time_work_since
+        if since is not None and (
+            self._watcher is None or not self._inbox or now - since >= self.config.poll_interval
+        ):
+            self._time_work_since = None
+            if not commands:  # the fallback for a notification that got lost
+                busy |= await self._run_commands()
+            busy |= await self._handle_due()
+            busy |= await self._recover_lost_agents()
+        elif since is not None:
+            busy = True  # a report waits: the next round at once, then this work
         if self._repair_at is None and now >= self._repair_due:
             self._repair_at, self._repair_due = 0, now + self.config.repair_interval
             self._repair_statuses = OPEN_WORKFLOWS | (
@@ -111,7 +141,5 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         if self._repair_at is not None:  # a page a round; a page the Store failed comes again
             await self._repair()
             busy |= self._repair_at is not None
-        busy |= await self._flush_unpublished()
-        busy |= await self._dispatch()
         await self.observers.round_finished(busy)
         return busy
