@@ -10,42 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import signal
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 
 from agentdeck.agents.worker import Worker
+from agentdeck.core.collector import fewer_collections
 from agentdeck.core.logs import get_logger
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-YOUNG_THRESHOLD = 10_000
-"""Allocations between two young collections while workers run (Python's default: 700)."""
-
-
-@contextlib.contextmanager
-def agent_gc(young: int = YOUNG_THRESHOLD) -> Iterator[None]:
-    """Collect garbage less often while this runs: the young generation only after ``young``
-    allocations, and the objects alive on entry (modules, the workers) frozen out of every
-    collection; both undone on exit.
-
-    Why: a saturated agent holds thousands of tasks (a prefetch of 200 batches of 50), each
-    a few objects that live until it is reported, and every task allocates dozens more.
-    With the default threshold the collector ran so often over the long-lived ones that it
-    took about a quarter of the agent's CPU (docs/performance.md, "The agent's CPU per
-    task"). Only garbage in reference cycles waits longer; the rest is freed at once, as
-    always.
-    """
-    before, frozen = gc.get_threshold(), gc.get_freeze_count()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(young, *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-        if not frozen:  # else whoever froze the heap first unfreezes it
-            gc.unfreeze()
+agent_gc = fewer_collections
+"""The collector's tuning while workers run (:func:`core.collector.fewer_collections`)."""
 
 
 async def run_worker(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from agentdeck.core.client import Client
 from agentdeck.core.clock import SystemClock
+from agentdeck.core.collector import fewer_collections
 from agentdeck.core.logs import configure_logging
 from agentdeck.core.runtime import Runtime
 from agentdeck.core.settings import Settings
@@ -92,8 +93,11 @@ async def run_daemon(settings: Settings, *, demo: bool, config: Path | None = No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.close)
         loop.add_signal_handler(signal.SIGHUP, reload_limits, runtime.scheduler, config)
-        async with runtime:
-            await runtime.wait_closed()
+        # The daemon holds every running task's objects: collect them less often (see
+        # core.collector; measured in docs/performance.md).
+        with fewer_collections():
+            async with runtime:
+                await runtime.wait_closed()
 
 
 def _actor(node: str) -> str:

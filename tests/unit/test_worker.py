@@ -14,10 +14,11 @@ import pytest
 from agentdeck.agents.builtin import echo
 from agentdeck.agents.context import Handler, TaskContext
 from agentdeck.agents.decorator import to_async
-from agentdeck.agents.main import YOUNG_THRESHOLD, run_worker
+from agentdeck.agents.main import run_worker
 from agentdeck.agents.worker import Worker
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.core.clock import FakeClock
+from agentdeck.core.collector import YOUNG_THRESHOLD
 from agentdeck.core.errors import ConfigError, RateLimited, TaskFailed
 from agentdeck.core.messages import (
     Control,
