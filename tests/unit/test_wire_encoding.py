@@ -1,18 +1,22 @@
-"""The events feed encodes task events without an Event model each (``core.events.
-encode_event``): the bytes on the wire must stay exactly what ``encode(Event(...))`` gave."""
+"""The scheduler encodes task events (``core.events.encode_event``) and task messages
+(``core.scheduler.dispatch.task_body``) without a pydantic model each: the bytes on the wire
+must stay exactly what ``encode`` of the model gave."""
 
 from __future__ import annotations
 
 import asyncio
 import math
+import warnings
+from dataclasses import replace
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentdeck.core.errors import BackendUnavailable
 from agentdeck.core.events import encode_event, task_event, task_event_body
-from agentdeck.core.messages import Event, decode, encode
+from agentdeck.core.messages import Event, TaskMessage, decode, encode
 from agentdeck.core.models import ErrorInfo, Task
+from agentdeck.core.scheduler.dispatch import task_body
 from agentdeck.core.scheduler.feed import EventsFeed
 from agentdeck.core.states import TaskStatus
 
@@ -104,3 +108,51 @@ def test_the_feed_drops_the_rest_of_a_batch_after_a_failed_publish() -> None:
     moved = [_task(n, TaskStatus.SUCCEEDED) for n in range(3)]
     asyncio.run(EventsFeed(bus).tasks_changed(moved, [], {}, 7.0))  # type: ignore[arg-type]
     assert bus.bodies == [encode(task_event(moved[0], 7.0))]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tasks(),
+    JSON_VALUES,
+    st.dictionaries(TEXT, JSON_VALUES, max_size=3),
+    FLOATS,
+    FLOATS,
+)
+def test_a_task_message_encodes_byte_for_byte_as_the_model_did(
+    task: Task, input: object, upstream: dict[str, object], timeout: float, now: float
+) -> None:
+    """As ``model_construct`` + ``encode`` gave it (an int where a float is due too, which
+    the model wrote as a float, with a warning)."""
+    task = replace(task, input=input, timeout=timeout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the model warns of an int where a float is due
+        expected = encode(
+            TaskMessage.model_construct(
+                task_id=task.id,
+                workflow_id=task.workflow_id,
+                key=task.key,
+                capability=task.capability,
+                attempt=task.attempt,
+                input=task.input,
+                upstream=upstream,
+                timeout=task.timeout,
+                dispatched_at=now,
+            )
+        )
+    assert task_body(task, upstream, now) == expected
+
+
+def test_a_task_message_decodes_as_the_task_message() -> None:
+    task = replace(_task(1, TaskStatus.READY), input={"x": [1, "é"]}, needs=("k0",), timeout=2.5)
+    body = task_body(task, {"k0": {"out": 1}}, 9.0)
+    assert decode(body, TaskMessage) == TaskMessage(
+        task_id="t1",
+        workflow_id="wf",
+        key="k1",
+        capability="cap",
+        attempt=1,
+        input={"x": [1, "é"]},
+        upstream={"k0": {"out": 1}},
+        timeout=2.5,
+        dispatched_at=9.0,
+    )
