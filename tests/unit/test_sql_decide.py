@@ -9,6 +9,7 @@ from dataclasses import fields, replace
 import pytest
 
 from agentdeck.backends.sql.decide import (
+    SCALARS,
     WRITE_COLUMNS,
     TaskState,
     applied,
@@ -260,7 +261,41 @@ def test_decide_leaves_the_states_it_is_given_alone() -> None:
     assert given["wf/a"].status == "ready"
 
 
+def test_decide_given_its_states_decides_the_same_in_place() -> None:
+    """``own=True``: the same decision, the states changed in place instead of copied."""
+    changes = [
+        plan(change("wf/a", T.SUCCEEDED, T.RUNNING)),
+        plan(change("wf/c", T.DISPATCHED, T.READY)),
+    ]
+
+    def given() -> dict[str, TaskState]:
+        return states(
+            state("wf/a", T.RUNNING), state("wf/b", T.BLOCKED, pending=1), state("wf/c", T.READY)
+        )
+
+    waiting = waiting_on([("wf/a", "wf/b")])
+    owned = given()
+    assert decide(changes, owned, waiting, AT, own=True) == decide(changes, given(), waiting, AT)
+    assert (owned["wf/a"].status, owned["wf/b"].status) == ("succeeded", "ready")
+
+
 # ---------------------------------------------------------------------- around decide
+
+
+def test_write_row_gives_every_write_column_of_the_state() -> None:
+    """In WRITE_COLUMNS order: the scalars as the state holds them (in SCALARS order)."""
+    s = TaskState("wf/a", "wf", "a", "running", 3, 2, "ag", 1.5, 2.5, 3.5, 4.5, 7, ("{}",), None)
+    row = dict(zip(WRITE_COLUMNS, write_row(s), strict=True))
+    assert row == {
+        "id": "wf/a",
+        "status": "running",
+        **{name: getattr(s, name) for name in SCALARS},
+        "set_output": True,
+        "output": "{}",
+        "set_error": False,
+        "error": None,
+    }
+    assert [row[name] for name in SCALARS] == [3, 2, "ag", 1.5, 2.5, 3.5, 4.5, 7]
 
 
 def test_write_row_writes_output_and_error_only_when_a_change_set_them() -> None:
