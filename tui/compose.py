@@ -93,10 +93,10 @@ async def run_daemon(settings: Settings, *, demo: bool, config: Path | None = No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, runtime.close)
         loop.add_signal_handler(signal.SIGHUP, reload_limits, runtime.scheduler, config)
-        # The daemon holds every running task's objects: collect them less often (see
-        # core.collector; measured in docs/performance.md).
-        with fewer_collections():
-            async with runtime:
+        async with runtime:
+            # Once started, what the node holds is frozen and young collections wait longer
+            # (core.collector; measured in docs/performance.md).
+            with fewer_collections():
                 await runtime.wait_closed()
 
 

@@ -201,7 +201,7 @@ async def apply(
     deps = zip(rows[0][_STATE] or (), rows[0][_STATE + 1] or (), strict=True) if rows else ()
     waiting = decide.waiting_on(deps)
     states = {r[0]: TaskState(*r[:_STATE]) for r in rows}
-    decision = decide.decide(plans, states, waiting, at)
+    decision = decide.decide(plans, states, waiting, at, own=True)  # states: built above
     if not decision.writes:
         if fence is not None:
             await check_fence(conn, fence)

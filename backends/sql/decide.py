@@ -27,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 
 from agentdeck.backends.sql.codec import dumps, dumps_or_null, error_or_null
-from agentdeck.core.models import CHANGE_VALUES, Change, Task, Usage
+from agentdeck.core.models import CHANGE_VALUES, JSON, Change, Task, Usage
 from agentdeck.core.ports import Applied
 from agentdeck.core.states import TaskStatus, check_task
 
@@ -119,6 +119,44 @@ def _sources(expect: frozenset[TaskStatus], to: TaskStatus) -> frozenset[str]:
     return frozenset(TaskStatus(s).value for s in expect)
 
 
+@lru_cache(maxsize=512)
+def _scalar_names(columns: frozenset[str]) -> tuple[str, ...] | None:
+    """The :data:`SCALARS` among ``columns``, in that order; None when ``columns`` holds a
+    name that is not a value column. Cached: a scheduler's changes set a few sets of values."""
+    if not columns <= CHANGE_VALUES:
+        return None
+    return tuple(name for name in SCALARS if name in columns)
+
+
+_STATUSES: dict[str, TaskStatus] = {s.value: s for s in TaskStatus}  # also finds the members
+
+_DETAILS: dict[tuple[tuple[Any, Any], ...], str] = {}
+"""Detail texts already encoded, by the detail's items, for details of strings only (the
+scheduler's own: ``{"node": ...}``, ``{"agent": ...}``, the same for a whole batch)."""
+_DETAILS_MOST = 1024
+
+
+def _detail(detail: Mapping[str, JSON], what: str) -> str:
+    """``dumps(dict(detail), ...)``, from :data:`_DETAILS` when it was encoded already."""
+    if not detail:
+        return "{}"
+    items = tuple(detail.items())
+    try:
+        return _DETAILS[items]
+    except TypeError:  # an unhashable value (a list, a dict): never cached
+        return dumps(dict(detail), what)
+    except KeyError:
+        pass
+    text = dumps(dict(detail), what)
+    # Only strings: a str is encoded alike whatever its equal twins' types (1 == 1.0 == True,
+    # but not as JSON). Emptied when full: the scheduler's own few come back at once.
+    if all(type(k) is str and type(v) is str for k, v in items):
+        if len(_DETAILS) >= _DETAILS_MOST:
+            _DETAILS.clear()
+        _DETAILS[items] = text
+    return text
+
+
 def plan(change: Change) -> Plan:
     """Validate one Change and encode its values.
 
@@ -127,30 +165,35 @@ def plan(change: Change) -> Plan:
     non-whole token count or a cost that is negative or not finite; InvalidTransition when
     ``expect`` holds a status that cannot reach ``to``. Checked in that order.
     """
+    # Hot: every change a scheduler writes passes here (twice or more a task), hence the
+    # caches and the arguments by position.
     values = change.values
-    if not values.keys() <= CHANGE_VALUES:
+    columns = frozenset(values)
+    names = _scalar_names(columns)
+    if names is None:
         unknown = sorted(set(values) - CHANGE_VALUES)
         raise ValueError(
             f"change for task {change.task_id!r} sets unknown value(s) {', '.join(unknown)}; "
             f"allowed: {', '.join(sorted(CHANGE_VALUES))}"
         )
-    to = TaskStatus(change.to)
+    try:
+        to = _STATUSES[change.to]
+    except (KeyError, TypeError):
+        to = TaskStatus(change.to)  # raises the error
     expect = _sources(frozenset(change.expect), to)
     what = f"the change for task {change.task_id!r}"
     return Plan(
-        task_id=change.task_id,
-        to=to.value,
-        expect=expect,
-        attempt=change.attempt,
-        scalars=tuple((name, values[name]) for name in SCALARS if name in values),
-        output=(dumps_or_null(values["output"], f"output of {what}"),)
-        if "output" in values
-        else None,
-        error=(error_or_null(values["error"], f"error of {what}"),) if "error" in values else None,
-        kind=change.event or to.value,
-        detail=dumps(dict(change.detail), f"detail of {what}") if change.detail else "{}",
-        columns=frozenset(values),
-        usage=None if change.usage is None else _usage(change.usage, what),
+        change.task_id,
+        to.value,
+        expect,
+        change.attempt,
+        tuple([(name, values[name]) for name in names]),
+        (dumps_or_null(values["output"], f"output of {what}"),) if "output" in columns else None,
+        (error_or_null(values["error"], f"error of {what}"),) if "error" in columns else None,
+        change.event or to.value,
+        _detail(change.detail, f"detail of {what}"),
+        columns,
+        None if change.usage is None else _usage(change.usage, what),
     )
 
 
@@ -264,6 +307,8 @@ def decide(
     states: Mapping[str, TaskState],
     waiting: Mapping[str, Sequence[str]],
     at: float,
+    *,
+    own: bool = False,
 ) -> Decision:
     """Decide ``plans`` in order against ``states`` (by task id; a task absent is skipped).
 
@@ -274,9 +319,11 @@ def decide(
     below zero); a ``blocked`` dependent reaching zero becomes ``ready`` with a ``ready``
     event whose detail names the key that released it. An applied plan with usage gives a
     usage row for the attempt the task had when the change applied (the first one only, if
-    two changes of a batch end the same attempt). ``states`` is not changed.
+    two changes of a batch end the same attempt). ``states`` is not changed, unless ``own``:
+    the caller built them for this call and gives them away, so they are changed in place
+    rather than copied (a copy per task read, for nothing).
     """
-    current = {task_id: state.copy() for task_id, state in states.items()}
+    current = dict(states) if own else {i: state.copy() for i, state in states.items()}
     touched: dict[str, set[str]] = {}  # the columns changed, by id in first-touch order
     moved: dict[str, None] = {}
     released: dict[str, None] = {}
@@ -336,7 +383,8 @@ def _count_down(states: dict[str, TaskState], dep_id: str, touched: dict[str, se
 
 
 def _ready_event(dep: TaskState, released_by: str, at: float) -> EventRow:
-    detail = dumps({"released_by": released_by}, "detail")
+    # dumps({"released_by": released_by}), spelt out: a key is a str, JSON text alike.
+    detail = '{"released_by":' + dumps(released_by, "detail") + "}"
     return (dep.id, dep.workflow_id, at, "ready", dep.attempt, _BLOCKED, _READY, None, detail)
 
 
@@ -351,10 +399,19 @@ def value(state: TaskState, name: str) -> Any:
 def write_row(state: TaskState) -> tuple[Any, ...]:
     """A decided state as the values of :data:`WRITE_COLUMNS` (``set_output``/``set_error``
     say whether the batch set those columns at all)."""
+    # The SCALARS spelt out, in their order (a test pins it): a generator of getattr cost
+    # as much as the rest.
     return (
         state.id,
         state.status,
-        *(getattr(state, name) for name in SCALARS),
+        state.attempt,
+        state.first_attempt,
+        state.agent_id,
+        state.not_before,
+        state.deadline,
+        state.started_at,
+        state.finished_at,
+        state.pending,
         state.output is not None,
         None if state.output is None else state.output[0],
         state.error is not None,

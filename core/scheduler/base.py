@@ -163,10 +163,15 @@ class SchedulerBase:
             result = await self.store.apply(changes, now, fence=self._fence, then=then)
         finally:
             sent, self._sent = self._sent, []
-        sent_ids = {t.id for t in sent}
-        dispatched = [t for t in result.tasks if t.id in sent_ids and t.status == T.DISPATCHED]
-        tasks = [t for t in result.tasks if not (t.id in sent_ids and t.status == T.DISPATCHED)]
-        left = [t for t in result.released if t.id not in {d.id for d in dispatched}]
+        if sent:
+            sent_ids = {t.id for t in sent}
+            dispatched = [t for t in result.tasks if t.id in sent_ids and t.status == T.DISPATCHED]
+            dispatched_ids = {t.id for t in dispatched}
+            tasks = [t for t in result.tasks if t.id not in dispatched_ids]
+            left = [t for t in result.released if t.id not in dispatched_ids]
+        else:  # the usual case under load: nothing was dispatched with the write
+            dispatched, dispatched_ids = [], set()
+            tasks, left = list(result.tasks), list(result.released)
         self._remember_written(result)
         if left or any(t.status == T.READY for t in tasks):
             self._maybe_ready = True
@@ -175,9 +180,7 @@ class SchedulerBase:
         await self.observers.tasks_changed(tasks, result.released, kinds, now)
         if dispatched:
             await self.observers.tasks_changed(dispatched, [], {}, now)
-            await self.observers.tasks_dispatched(
-                [t for t in sent if t.id in {d.id for d in dispatched}], now
-            )
+            await self.observers.tasks_dispatched([t for t in sent if t.id in dispatched_ids], now)
             self.dispatched += len(dispatched)
         usage = {c.task_id: c.usage for c in changes if c.usage is not None}
         if usage:

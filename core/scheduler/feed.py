@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import structlog
 
 from agentdeck.core.errors import AgentdeckError
-from agentdeck.core.events import task_event, usage_event, workflow_event
+from agentdeck.core.events import task_event_body, usage_event, workflow_event
 from agentdeck.core.messages import Event, encode
 from agentdeck.core.models import Command, Task, Usage, Workflow
 from agentdeck.core.ports import Bus
@@ -38,10 +38,10 @@ class EventsFeed(SchedulerObserver):
         kinds: Mapping[str, str | None],
         now: float,
     ) -> None:
-        await self.publish(
-            [task_event(t, now, kinds.get(t.id)) for t in tasks]
-            + [task_event(t, now, "ready") for t in released]
-        )
+        # Encoded straight from the tasks (no Event model each: see encode_event).
+        bodies = [task_event_body(t, now, kinds.get(t.id)) for t in tasks]
+        bodies += [task_event_body(t, now, "ready") for t in released]
+        await self.publish_encoded(bodies)
 
     async def usage_recorded(self, used: Sequence[tuple[Task, Usage]], now: float) -> None:
         if used:
@@ -66,9 +66,13 @@ class EventsFeed(SchedulerObserver):
 
     async def publish(self, events: Sequence[Event]) -> None:
         """Publish ``events`` in order; on the first failure log it and drop the rest."""
-        for event in events:
-            try:
-                await self.bus.publish_event(encode(event))
-            except AgentdeckError as exc:  # watchers are best effort; the Store has the truth
-                log.warning("event_publish_failed", error=str(exc))
-                return
+        await self.publish_encoded([encode(event) for event in events])
+
+    async def publish_encoded(self, bodies: Sequence[bytes]) -> None:
+        """Publish encoded events in order; on the first failure log it and drop the rest."""
+        publish = self.bus.publish_event
+        try:
+            for body in bodies:
+                await publish(body)
+        except AgentdeckError as exc:  # watchers are best effort; the Store has the truth
+            log.warning("event_publish_failed", error=str(exc))

@@ -9,11 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agentdeck.backends.memory import MemoryBus, MemoryRegistry
 from agentdeck.backends.sqlite.store import SqliteStore
-from agentdeck.core.breaker import BreakerPolicy, BreakerStatus
-from agentdeck.core.breakers import Breakers, breaker_name, outcomes
+from agentdeck.core import breaker as machine
+from agentdeck.core.breaker import BreakerPolicy, BreakerState, BreakerStatus
+from agentdeck.core.breakers import Breakers, _recorder, breaker_name, outcomes
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import AgentdeckError, BackendUnavailable, ConfigError, NotFound
@@ -412,3 +415,41 @@ async def test_counts_are_written_lazily_but_transitions_at_once(clock: FakeCloc
     assert (await breakers.get("capability:echo")).consecutive_failures == 1
     await breakers.record([failed_task("echo", "")])
     assert (await breakers.get("capability:echo")).status is BreakerStatus.OPEN
+
+
+@st.composite
+def breaker_states(draw: st.DrawFn) -> BreakerState:
+    """A breaker in any status, its window's buckets before ``now`` (= 1000.0) or holding it."""
+    starts = draw(st.lists(st.integers(800, 1000), max_size=4, unique=True).map(sorted))
+    window = tuple((float(s), draw(st.integers(0, 50)), draw(st.integers(0, 50))) for s in starts)
+    return BreakerState(
+        "capability:x",
+        status=draw(st.sampled_from(BreakerStatus)),
+        consecutive_failures=draw(st.integers(0, 6)),
+        window=window,
+        opened_at=draw(st.none() | st.just(990.0)),
+    )
+
+
+POLICIES = st.builds(
+    BreakerPolicy,
+    failure_threshold=st.integers(1, 8),
+    failure_rate=st.sampled_from([0.01, 0.3, 0.5, 1.0]),
+    window_seconds=st.sampled_from([1.0, 30.0, 60.0, 600.0, 3600.0]),
+    min_calls=st.integers(1, 30),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(breaker_states(), st.lists(st.booleans(), max_size=40), POLICIES, st.floats(1000, 1001))
+def test_recording_a_round_is_recording_each_outcome_in_turn(
+    state: BreakerState, oks: list[bool], policy: BreakerPolicy, now: float
+) -> None:
+    """Runs of successes are counted at once: the same state and events as one call of
+    the machine's ``record`` per outcome."""
+    expected_events: list[object] = []
+    expected = state
+    for ok in oks:
+        expected, found = machine.record(expected, ok, now, policy)
+        expected_events += found
+    assert _recorder(oks, policy)(state, now) == (expected, expected_events)

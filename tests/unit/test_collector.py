@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -80,3 +81,16 @@ async def test_the_daemon_runs_its_node_with_fewer_collections(
     await compose.run_daemon(Settings(), demo=False)
     assert seen == [YOUNG_THRESHOLD]
     assert gc.get_threshold()[0] == default
+
+
+def test_cycles_made_while_it_runs_are_still_collected() -> None:
+    class Node:
+        other: object = None
+
+    with fewer_collections():
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        gone = weakref.ref(a)
+        del a, b
+        gc.collect()
+        assert gone() is None

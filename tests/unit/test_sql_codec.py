@@ -3,14 +3,19 @@ backends.sql.dialect), with no database."""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import replace
+import re
+from dataclasses import fields, replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from agentdeck.backends.postgres.dialect import POSTGRES
 from agentdeck.backends.sql.codec import (
     TASK_COLUMNS,
+    _loads,
     command_from_row,
     command_to_row,
     dumps,
@@ -126,3 +131,32 @@ def test_task_filter_refuses_a_status_that_is_not_one() -> None:
     """A bad status is a ValueError before any SQL runs."""
     with pytest.raises(ValueError, match="'nope'"):
         task_filter(Params(SQLITE), None, ["nope"], None, None)  # type: ignore[list-item]
+
+
+def test_task_columns_are_tasks_fields_in_order() -> None:
+    """``TaskCodec.from_row`` builds a Task by position, in TASK_COLUMNS order."""
+    assert tuple(f.name for f in fields(Task)) == TASK_COLUMNS
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(JSON_VALUES, st.sampled_from([(", ", ": "), (",", ":")]), st.text(" \t\n"))
+def test_loads_reads_every_json_text_as_json_loads_does(
+    value: object, separators: tuple[str, str], space: str
+) -> None:
+    """jsonb's spacing, compact text, whitespace around the document alike."""
+    for text in (json.dumps(value, separators=separators), space + json.dumps(value) + space):
+        assert _loads(text) == json.loads(text)
+
+
+@pytest.mark.parametrize("text", ["", "nul", "{", '{"a": 1} x', "[1,]", "\ufeff1", "1 2"])
+def test_loads_refuses_what_json_loads_refuses_with_its_error(text: str) -> None:
+    with pytest.raises(ValueError) as expected:
+        json.loads(text)
+    with pytest.raises(type(expected.value), match=re.escape(str(expected.value))):
+        _loads(text)

@@ -9,6 +9,7 @@ from dataclasses import fields, replace
 import pytest
 
 from agentdeck.backends.sql.decide import (
+    SCALARS,
     WRITE_COLUMNS,
     TaskState,
     applied,
@@ -91,6 +92,57 @@ def test_plan_names_its_event_after_the_target_unless_told() -> None:
     assert plan(change("wf/a", T.DISPATCHED, T.READY)).kind == "dispatched"
     named = Change("wf/a", T.RETRYING, frozenset({T.RUNNING}), event="lost", detail={"n": 1})
     assert (plan(named).kind, plan(named).detail) == ("lost", '{"n":1}')
+
+
+@pytest.mark.parametrize(
+    "detail",
+    [
+        {"node": "n1"},
+        {"x": 1},
+        {"x": True},
+        {"x": 1.0},
+        {"x": "1"},
+        {"x": [1, "é"]},
+        {"agent": "é\n"},
+        {"a": "b", "c": "d"},
+        {"c": "d", "a": "b"},
+    ],
+)
+def test_plan_encodes_a_detail_as_dumps_does_cached_or_not(detail: dict[str, object]) -> None:
+    """Details the scheduler sends over and over are encoded once; equal details of other
+    types (1, 1.0, True) are never taken for each other."""
+    first = Change("wf/a", T.DISPATCHED, frozenset({T.READY}), detail=detail)  # type: ignore[arg-type]
+    expected = json.dumps(detail, separators=(",", ":"), allow_nan=False)
+    assert plan(first).detail == expected
+    assert plan(replace(first, task_id="wf/b")).detail == expected
+
+
+def test_plans_detail_cache_stays_bounded() -> None:
+    from agentdeck.backends.sql import decide as module
+
+    for n in range(module._DETAILS_MOST + 5):
+        plan(Change(f"wf/{n}", T.DISPATCHED, frozenset({T.READY}), detail={"n": str(n)}))
+    assert 0 < len(module._DETAILS) <= module._DETAILS_MOST
+
+
+@pytest.mark.parametrize("to", ["bogus", ["ready"]])
+def test_plan_refuses_a_target_that_is_not_a_status(to: object) -> None:
+    with pytest.raises(ValueError, match="is not a valid TaskStatus"):
+        plan(Change("wf/a", to, frozenset({T.READY})))  # type: ignore[arg-type]
+
+
+def test_plan_takes_a_status_given_as_its_string() -> None:
+    """A Change whose statuses are plain strings plans as one with the members."""
+    given = Change("wf/a", "dispatched", frozenset({"ready"}), values={"attempt": 1})  # type: ignore[arg-type]
+    members = Change("wf/a", T.DISPATCHED, frozenset({T.READY}), values={"attempt": 1})
+    assert plan(given) == plan(members)
+
+
+def test_plan_keeps_the_scalars_in_column_order() -> None:
+    values = {"deadline": 5.0, "agent_id": None, "attempt": 2}
+    p = plan(Change("wf/a", T.DISPATCHED, frozenset({T.READY}), values=values))
+    assert p.scalars == (("attempt", 2), ("agent_id", None), ("deadline", 5.0))
+    assert p.columns == frozenset({"attempt", "agent_id", "deadline"})
 
 
 # ----------------------------------------------------------------------------- decide
@@ -209,7 +261,41 @@ def test_decide_leaves_the_states_it_is_given_alone() -> None:
     assert given["wf/a"].status == "ready"
 
 
+def test_decide_given_its_states_decides_the_same_in_place() -> None:
+    """``own=True``: the same decision, the states changed in place instead of copied."""
+    changes = [
+        plan(change("wf/a", T.SUCCEEDED, T.RUNNING)),
+        plan(change("wf/c", T.DISPATCHED, T.READY)),
+    ]
+
+    def given() -> dict[str, TaskState]:
+        return states(
+            state("wf/a", T.RUNNING), state("wf/b", T.BLOCKED, pending=1), state("wf/c", T.READY)
+        )
+
+    waiting = waiting_on([("wf/a", "wf/b")])
+    owned = given()
+    assert decide(changes, owned, waiting, AT, own=True) == decide(changes, given(), waiting, AT)
+    assert (owned["wf/a"].status, owned["wf/b"].status) == ("succeeded", "ready")
+
+
 # ---------------------------------------------------------------------- around decide
+
+
+def test_write_row_gives_every_write_column_of_the_state() -> None:
+    """In WRITE_COLUMNS order: the scalars as the state holds them (in SCALARS order)."""
+    s = TaskState("wf/a", "wf", "a", "running", 3, 2, "ag", 1.5, 2.5, 3.5, 4.5, 7, ("{}",), None)
+    row = dict(zip(WRITE_COLUMNS, write_row(s), strict=True))
+    assert row == {
+        "id": "wf/a",
+        "status": "running",
+        **{name: getattr(s, name) for name in SCALARS},
+        "set_output": True,
+        "output": "{}",
+        "set_error": False,
+        "error": None,
+    }
+    assert [row[name] for name in SCALARS] == [3, 2, "ag", 1.5, 2.5, 3.5, 4.5, 7]
 
 
 def test_write_row_writes_output_and_error_only_when_a_change_set_them() -> None:
