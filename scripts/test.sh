@@ -43,34 +43,45 @@ trap finish EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# One part: its own coverage data file; 5 (nothing collected) is a broken suite here.
-part() {
+# One part's pytest, with its own coverage data file.
+session() {
   local name=$1
   shift
-  COVERAGE_FILE="$work/.coverage.$name" "${PYTEST[@]}" --cov=core --cov-branch --cov-report= "$@"
-  local rc=$?
-  if [ "$rc" -eq 5 ]; then
-    echo "pytest collected no tests in part '$name': that is a broken suite" >&2
-  fi
-  return "$rc"
+  COVERAGE_FILE="$work/.coverage.$name" exec "${PYTEST[@]}" --cov=core --cov-branch \
+    --cov-report= "$@"
 }
 
 failed=()
+# A part that failed, or collected nothing (5: a broken suite, not a green one), fails the run.
+judge() {
+  local name=$1 rc=$2
+  if [ "$rc" -eq 5 ]; then
+    echo "pytest collected no tests in part '$name': that is a broken suite" >&2
+  fi
+  if [ "$rc" -ne 0 ]; then
+    failed+=("$name")
+  fi
+}
+
 echo "== tests/ansible runs in the background beside the rest (its output follows the rest's)"
-# (`trap - INT`: a background job starts with SIGINT ignored; restored, pytest tears down)
-(trap - INT && exec > "$work/playbooks.log" 2>&1 && part playbooks tests/ansible) &
+# (`trap - INT`: a background job starts with SIGINT ignored; restored, the pytest this
+# subshell becomes tears its fixtures down on Ctrl-C or on finish's SIGINT)
+(trap - INT && exec > "$work/playbooks.log" 2>&1 && session playbooks tests/ansible) &
 playbooks_pid=$!
 
 echo "== every other test but the cluster ones"
-part main -m "not cluster" --ignore=tests/ansible tests || failed+=(main)
+(session main -m "not cluster" --ignore=tests/ansible tests)
+judge main $?
 
-wait "$playbooks_pid" || failed+=(playbooks)
+wait "$playbooks_pid"
+judge playbooks $?
 playbooks_pid=""
 echo "== tests/ansible (ran beside the above)"
 cat "$work/playbooks.log"
 
 echo "== the cross-host cluster tests, alone"
-part cluster -m cluster tests/e2e || failed+=(cluster)
+(session cluster -m cluster tests/e2e)
+judge cluster $?
 
 echo "== coverage of core/, all three parts"
 "$VENV/bin/coverage" combine -q --data-file=.coverage "$work" || failed+=(coverage)

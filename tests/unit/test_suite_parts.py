@@ -27,9 +27,9 @@ def cluster_marked_outside_e2e(tests: Path) -> list[str]:
 def test_cluster_tests_live_in_tests_e2e_where_the_cluster_part_looks() -> None:
     assert cluster_marked_outside_e2e(TESTS) == []
     script = (ROOT / "scripts/test.sh").read_text()
-    assert "part cluster -m cluster tests/e2e" in script
-    assert 'part main -m "not cluster" --ignore=tests/ansible tests' in script
-    assert "part playbooks tests/ansible" in script
+    assert "(session cluster -m cluster tests/e2e)" in script
+    assert '(session main -m "not cluster" --ignore=tests/ansible tests)' in script
+    assert "session playbooks tests/ansible)" in script
 
 
 def test_a_cluster_test_elsewhere_is_found(tmp_path: Path) -> None:
