@@ -3,6 +3,7 @@ package with its dependencies as wheels."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -53,14 +54,21 @@ def clock() -> FakeClock:
 
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package built from this checkout, once for the whole run."""
+    """The package built from this checkout, once for the whole run.
+
+    pip builds a local folder in place (setuptools writes ``build/`` and ``*.egg-info`` in the
+    checkout), so two sessions building at once (``scripts/test.sh`` runs tests/ansible beside
+    the rest) could mix their files: a lock per checkout lets one build at a time."""
     out = tmp_path_factory.mktemp("wheels")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    checkout = hashlib.sha256(str(ROOT).encode()).hexdigest()[:12]
+    with open(Path(tempfile.gettempdir()) / f"agentdeck-wheel-{checkout}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # (released when the file closes)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
+            check=True,
+            capture_output=True,
+            timeout=180,
+        )
     (built,) = out.glob("agentdeck-*.whl")
     return built
 

@@ -281,11 +281,15 @@ def test_a_crash_restores_the_terminal(tmp_path: Path) -> None:
         "import agentdeck.tui.app as a; a.AgentdeckApp.action_help = lambda self: 1 / 0; "
         "from agentdeck.tui.cli import main; main()"
     )
-    after = 'echo "exit=$?"; stty -a | tr " " "\\n" | grep -x -- "-*echo"; exec sleep 60'
+    # ("stty=read" is waited for: "exit=" alone may be captured before stty's line is drawn)
+    after = (
+        'echo "exit=$?"; stty -a | tr " " "\\n" | grep -x -- "-*echo"; echo "stty=read"; '
+        "exec sleep 60"
+    )
     with running(tmp_path, f"{sys.executable} -c '{crash}'; {after}") as term:
         term.wait_for("Overview")
         term.keys("?")  # the help key now raises ZeroDivisionError
-        shown = term.wait_for("exit=")
+        shown = term.wait_for("stty=read")
         assert "exit=1" in shown, shown
         assert "ZeroDivisionError" in shown, shown
         assert re.search(r"^echo$", shown, re.M), f"echo is still off:\n{shown}"
