@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite, with branch coverage of core/ printed and enforced (>= 85%).
 #
-# With no arguments (CI through .ci/run, `make test`) it runs as three pytest sessions:
+# With no arguments (CI through .ci/run, `make test`) it runs as four pytest sessions:
 #   1. tests/ansible, in the background: the playbook tests mostly wait on ansible-playbook, pip
 #      and the daemons they start (their own temporary roots, free ports, private Redis and
 #      RabbitMQ, uniquely named PostgreSQL users and database: nothing another test uses);
-#   2. at the same time, every other test except the cross-host cluster ones (-m "not cluster");
-#   3. then the cluster tests (tests/e2e -m cluster) with nothing beside them: they run nine
-#      engines in network namespaces and hold failovers to time limits.
+#   2. at the same time, the tests that run on fake clocks and in-process engines only
+#      (tests/unit, tests/contract, tests/tui but its two end-to-end files): CPU work whose
+#      outcome does not depend on how busy the machine is;
+#   3. once the playbooks are done, every test that waits on real services, processes and
+#      faults (tests/integration, tests/e2e, tests/cli, ..., the TUI's tmux and attach runs,
+#      -m "not cluster"), with nothing beside them: at load 12 one of them failed beside the
+#      playbooks (docs/development.md);
+#   4. then the cluster tests (tests/e2e -m cluster) alone: they run nine engines in network
+#      namespaces and hold failovers to time limits.
 # Every test still runs; each session keeps its own coverage data, and the combined total is
 # what is printed and enforced. docs/development.md says why this is safe and what it saves.
 #
@@ -69,9 +75,13 @@ echo "== tests/ansible runs in the background beside the rest (its output follow
 (trap - INT && exec > "$work/playbooks.log" 2>&1 && session playbooks tests/ansible) &
 playbooks_pid=$!
 
-echo "== every other test but the cluster ones"
-(session main -m "not cluster" --ignore=tests/ansible tests)
-judge main $?
+# Tests of the TUI that drive real processes and services: they run with the late part.
+TUI_LIVE=(tests/tui/test_tmux_e2e.py tests/tui/test_attach_e2e.py)
+
+echo "== the fake-clock tests: unit, contract, TUI (beside the playbooks)"
+(session early -m "not cluster" tests/unit tests/contract tests/tui \
+  "${TUI_LIVE[@]/#/--ignore=}")
+judge early $?
 
 wait "$playbooks_pid"
 judge playbooks $?
@@ -79,11 +89,23 @@ playbooks_pid=""
 echo "== tests/ansible (ran beside the above)"
 cat "$work/playbooks.log"
 
+# Every other folder of tests/ (a new one is taken here by default).
+late=()
+for dir in tests/*/; do
+  case "$dir" in
+    tests/ansible/ | tests/unit/ | tests/contract/ | tests/tui/ | tests/__*) ;;
+    *) late+=("${dir%/}") ;;
+  esac
+done
+echo "== the tests on real services and processes, but the cluster ones: ${late[*]} ${TUI_LIVE[*]}"
+(session late -m "not cluster" "${late[@]}" "${TUI_LIVE[@]}")
+judge late $?
+
 echo "== the cross-host cluster tests, alone"
 (session cluster -m cluster tests/e2e)
 judge cluster $?
 
-echo "== coverage of core/, all three parts"
+echo "== coverage of core/, all four parts"
 "$VENV/bin/coverage" combine -q --data-file=.coverage "$work" || failed+=(coverage)
 "$VENV/bin/coverage" report --data-file=.coverage --fail-under=$FAIL_UNDER || failed+=(coverage)
 

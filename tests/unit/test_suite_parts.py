@@ -1,8 +1,10 @@
 """scripts/test.sh runs the suite in parts; every test must fall in exactly one of them.
 
-The parts: ``tests/ansible`` (in the background), everything else under ``-m "not cluster"``,
-then ``tests/e2e -m cluster`` alone. A test marked ``cluster`` outside ``tests/e2e`` would run in
-no part, and one inside ``tests/ansible`` would run beside the rest instead of alone.
+The parts: ``tests/ansible`` (in the background) beside the fake-clock tests (``tests/unit``,
+``tests/contract``, ``tests/tui`` but its live files), then every other folder of ``tests/``
+with the TUI's live files under ``-m "not cluster"``, then ``tests/e2e -m cluster`` alone. A
+test marked ``cluster`` outside ``tests/e2e`` would run in no part, nor would a test file
+directly in ``tests/`` (the late part takes folders).
 """
 
 from __future__ import annotations
@@ -28,8 +30,15 @@ def test_cluster_tests_live_in_tests_e2e_where_the_cluster_part_looks() -> None:
     assert cluster_marked_outside_e2e(TESTS) == []
     script = (ROOT / "scripts/test.sh").read_text()
     assert "(session cluster -m cluster tests/e2e)" in script
-    assert '(session main -m "not cluster" --ignore=tests/ansible tests)' in script
     assert "session playbooks tests/ansible)" in script
+    assert '(session early -m "not cluster" tests/unit tests/contract tests/tui' in script
+    assert '(session late -m "not cluster" "${late[@]}" "${TUI_LIVE[@]}")' in script
+    live = script.split("TUI_LIVE=(", 1)[1].split(")", 1)[0].split()
+    assert live and all((ROOT / path).is_file() for path in live)
+
+
+def test_no_test_file_lies_directly_in_tests_where_no_part_takes_it() -> None:
+    assert sorted(p.name for p in TESTS.glob("test_*.py")) == []
 
 
 def test_a_cluster_test_elsewhere_is_found(tmp_path: Path) -> None:
