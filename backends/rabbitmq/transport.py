@@ -5,6 +5,7 @@ leave in one socket write."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -198,6 +199,14 @@ class Connection(aio_pika.RobustConnection):
             self.url.scheme == "amqps", self.ring, host_timeout
         )
 
+    def __del__(self) -> None:
+        # aio-pika's __del__ schedules close() on a connection that never finished opening
+        # (``is_closed`` stays false without a transport) even after close() was called;
+        # collected while no loop runs, that coroutine is never awaited (a RuntimeWarning,
+        # an error under pytest). One whose close() was called needs nothing more.
+        if not self.close_called:
+            super().__del__()
+
 
 def broker_states(
     brokers: Sequence[tuple[str, int]], connections: Sequence[Connection | None]
@@ -254,7 +263,12 @@ async def connect(
                 host_timeout=timeout / len(brokers),
                 reconnect_interval=reconnect_interval,
             )
-            await connection.connect(timeout=timeout)
+            try:
+                await connection.connect(timeout=timeout)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await connection.close()
+                raise
             return connection
     raise AssertionError("unreachable")  # pragma: no cover - tenacity returns or raises
 

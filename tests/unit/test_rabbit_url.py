@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import socket
+from typing import Any
+
 import pytest
 
+from agentdeck.backends.rabbitmq import transport
 from agentdeck.backends.rabbitmq.transport import BrokerRing
 from agentdeck.backends.rabbitmq.url import parse_url
 from agentdeck.core.errors import ConfigError
@@ -74,3 +80,43 @@ def test_urls_of_a_list_must_differ_in_their_hosts_only() -> None:
     assert "differ in more than their hosts" in message
     assert "amqp://u:***@h1/vh,amqp://u:***@h2/vh" in message
     assert "pw1" not in message and "pw2" not in message
+
+
+def test_a_connection_that_failed_to_open_is_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each connection ``connect`` made and could not open is closed before the error goes up:
+    left open, aio-pika's ``__del__`` makes a ``close()`` coroutine that no loop runs once
+    the loop is gone ("coroutine ... was never awaited" at garbage collection)."""
+    made: list[transport.Connection] = []
+
+    class Recorded(transport.Connection):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(transport, "Connection", Recorded)
+    with socket.socket() as probe:  # a port nothing listens on: bound once, then freed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def refused() -> None:
+        with pytest.raises(ConnectionError):
+            await transport.connect(
+                f"amqp://guest:guest@127.0.0.1:{port}/",
+                brokers=[("127.0.0.1", port)],
+                attempts=2,
+                timeout=2.0,
+                reconnect_interval=0.1,
+            )
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(refused())
+        assert len(made) == 2
+        assert all(connection.close_called for connection in made)
+        asyncio.set_event_loop(loop)  # where aio-pika's __del__ would put a close() task
+        made.clear()  # collected while the loop is not running, not yet closed
+        gc.collect()
+        assert asyncio.all_tasks(loop) == set()
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
