@@ -28,7 +28,7 @@ from agentdeck.core.errors import AgentdeckError
 from agentdeck.core.messages import VERSION, TaskMessage, batch
 from agentdeck.core.models import JSON, Change, Task, Workflow
 from agentdeck.core.ports import Applied, OutgoingTask
-from agentdeck.core.scheduler.base import RELEASE_WITH_RESULTS
+from agentdeck.core.scheduler.base import releases_with_results
 from agentdeck.core.scheduler.budgets import Budgets
 from agentdeck.core.scheduler.config import IN_FLIGHT
 from agentdeck.core.states import TaskStatus, WorkflowStatus
@@ -129,7 +129,7 @@ class Dispatch(Budgets):
         settled: their ``dispatched`` write ran while it was in flight; should it fail, they
         are put back (:meth:`_settled`) before this returns, also when the write raised.
 
-        A write that may release dependents with it (see ``RELEASE_WITH_RESULTS``) reads the
+        A write that may release dependents with it (:func:`releases_with_results`) reads the
         workflows of its results while it runs, for :meth:`_dispatch_released`'s "is it
         running?", which then waits for no read of its own. Read before the write commits,
         the answer is the one a read after it would give: a workflow's status is written only
@@ -143,7 +143,7 @@ class Dispatch(Budgets):
                 w: asyncio.ensure_future(self.store.get_workflow(w))
                 for w in {i.partition("/")[0] for i in succeeding if i in chained}  # task_id
             }
-            if 0 < len(succeeding) <= RELEASE_WITH_RESULTS
+            if releases_with_results(changes)
             else {}
         )
         chained.difference_update(succeeding)
