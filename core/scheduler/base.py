@@ -33,7 +33,21 @@ log = structlog.get_logger(__name__)
 
 T = TaskStatus
 RELEASE_WITH_RESULTS = 16
-"""Most results in a write whose released dependents are dispatched with it (see _apply)."""
+"""Most workflows the results of a write may come from for the dependents it releases to be
+dispatched with it (see :func:`releases_with_results`)."""
+
+
+def releases_with_results(changes: Sequence[Change]) -> bool:
+    """Whether a write of ``changes`` dispatches the dependents it releases with it: when it
+    makes tasks ``succeeded`` of at most :data:`RELEASE_WITH_RESULTS` workflows (a task id
+    is ``workflow_id/key``), however many tasks. A chain's step, or a round of one big
+    workflow's layer, is latency-bound: its next tasks wait on this write, and the released
+    ones leave without a ready-tasks query, a round of their own, or a workflow read each.
+    Results of many workflows (many chains at once) are throughput-bound: they commit (and
+    their reports are acked, so the broker sends the next ones) before what they released is
+    published, by the round's dispatch; the workflows then need no read each here."""
+    workflows = {c.task_id.partition("/")[0] for c in changes if c.to == T.SUCCEEDED}
+    return 0 < len(workflows) <= RELEASE_WITH_RESULTS
 
 
 class SchedulerBase:
@@ -145,17 +159,14 @@ class SchedulerBase:
         A change whose compare-and-set fails is skipped (not returned, not announced). The
         usage the applied ones carry is counted against ``tokens_per_minute`` and announced.
 
-        A write that may make up to :data:`RELEASE_WITH_RESULTS` tasks ``succeeded``
+        A write that makes tasks ``succeeded`` of few workflows (:func:`releases_with_results`)
         dispatches the dependents it releases with it (:meth:`_dispatch_released`, as the
         Store's ``then``): those are announced after it, and not returned as released (they
         are dispatched already)."""
         if not changes:
             return [], []
         now = self.clock.now()
-        # Few results: the round is latency-bound, and the released tasks go with them. Many:
-        # it is throughput-bound, and the results commit (and their reports are acked, so the
-        # broker sends the next ones) before the released tasks are published, by _dispatch.
-        succeeding = 0 < sum(c.to == T.SUCCEEDED for c in changes) <= RELEASE_WITH_RESULTS
+        succeeding = releases_with_results(changes)
         self._sent = []
         self._usage_due = {c.task_id: c.usage for c in changes if c.usage is not None}
         then = self._dispatch_released if succeeding else None

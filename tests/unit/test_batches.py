@@ -23,9 +23,18 @@ from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import BackendUnavailable, MessageError
 from agentdeck.core.messages import Report, TaskMessage, batch, decode_batch, encode
+from agentdeck.core.models import AgentRecord, AgentState
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.scheduler import Scheduler, SchedulerConfig
-from agentdeck.core.scheduler.dispatch import BATCH_BYTES, SPREAD, grouped
+from agentdeck.core.scheduler.dispatch import (
+    BATCH_BYTES,
+    SPREAD,
+    SPREAD_READ_EVERY,
+    Spread,
+    Spreads,
+    grouped,
+    spreads_of,
+)
 from agentdeck.core.spec import SpecLimits, parse_spec
 from agentdeck.core.states import TaskStatus as T
 
@@ -190,6 +199,80 @@ def test_large_task_messages_are_not_batched_past_the_byte_limit() -> None:
 def test_one_task_per_message_when_configured() -> None:
     messages = outgoing(1000)
     assert grouped(messages, 1) == messages
+
+
+def agent(
+    name: str,
+    concurrency: int = 200,
+    state: AgentState = AgentState.UP,
+    caps: tuple[str, ...] = (CAP,),
+) -> AgentRecord:
+    return AgentRecord(name, name, caps, concurrency, state, 0.0, 0.0)
+
+
+def test_two_agents_share_a_round_in_few_messages() -> None:
+    """Two agents serving the capability: a round of 50 tasks goes in batches of 50 // 4, not
+    in 16 messages or more (each agent still gets two)."""
+    spreads = spreads_of([agent("a"), agent("b"), agent("c", caps=("other",))])
+    assert spreads == {CAP: Spread(messages=4, largest=200), "other": Spread(2, 200)}
+    out = grouped(outgoing(50), 50, spreads)
+    assert [len(k) for k in keys(out)] == [12, 12, 12, 12, 2]
+    assert [k for ks in keys(out) for k in ks] == [f"t{i}" for i in range(50)]
+
+
+def test_a_batch_never_holds_more_tasks_than_an_agent_has_slots() -> None:
+    """The agent with the fewest slots bounds the batch; draining and down agents count not."""
+    spreads = spreads_of(
+        [
+            agent("a", 3),
+            agent("b"),
+            agent("c", 1, AgentState.DRAINING),
+            agent("d", 1, AgentState.DOWN),
+        ]
+    )
+    assert spreads == {CAP: Spread(messages=4, largest=3)}
+    assert {len(k) for k in keys(grouped(outgoing(50), 50, spreads))} == {3, 2}
+    many = spreads_of([agent(f"a{i}") for i in range(20)])
+    assert many == {CAP: Spread(messages=SPREAD, largest=200)}
+
+
+class CountingRegistry(MemoryRegistry):
+    """A memory registry that counts its listings and can fail them."""
+
+    reads = 0
+    fail = False
+
+    async def agents(self, capability: str | None = None) -> list[AgentRecord]:
+        self.reads += 1
+        if self.fail:
+            raise BackendUnavailable("redis is away")
+        return await super().agents(capability)
+
+
+def round_of(n: int, capability: str = CAP) -> list[Any]:
+    return [type("T", (), {"capability": capability})() for _ in range(n)]
+
+
+async def test_spreads_read_the_registry_at_most_once_a_second(clock: FakeClock) -> None:
+    """No read for a round too small to batch; then one read per SPREAD_READ_EVERY seconds, the
+    last view kept when the registry fails; a capability no agent serves keeps SPREAD."""
+    registry = CountingRegistry.from_url("memory://", clock=clock)
+    await registry.start()
+    await registry.register(agent("a"), ttl=60)
+    spreads = Spreads(registry, clock)
+    assert await spreads.of(round_of(3)) == {}
+    assert registry.reads == 0
+    assert await spreads.of(round_of(50)) == {CAP: Spread(2, 200)}
+    await registry.register(agent("b"), ttl=60)
+    assert await spreads.of(round_of(50)) == {CAP: Spread(2, 200)}  # not read again yet
+    assert registry.reads == 1
+    clock.advance(SPREAD_READ_EVERY)
+    assert await spreads.of(round_of(50)) == {CAP: Spread(4, 200)}
+    registry.fail = True
+    clock.advance(SPREAD_READ_EVERY)
+    assert await spreads.of(round_of(50) + round_of(50, "quiet")) == {CAP: Spread(4, 200)}
+    assert registry.reads == 3
+    await registry.close()
 
 
 # ---------------------------------------------------------------------- batching reports

@@ -15,7 +15,7 @@ from agentdeck.backends.sqlite.store import SqliteStore
 from agentdeck.core.client import Client
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import BackendUnavailable
-from agentdeck.core.messages import Report, TaskMessage, decode, encode
+from agentdeck.core.messages import Report, TaskMessage, decode, decode_batch, encode
 from agentdeck.core.models import Change
 from agentdeck.core.ports import OutgoingTask
 from agentdeck.core.scheduler import Scheduler
@@ -200,19 +200,20 @@ async def test_a_change_that_succeeds_nothing_asks_for_no_then(
     assert (await store.get_task(f"{wf}/a")).status == T.DISPATCHED
 
 
-async def test_a_write_of_many_results_leaves_its_releases_to_the_dispatch(
+async def test_a_write_of_results_of_many_workflows_leaves_its_releases_to_the_dispatch(
     parts: tuple[CountingStore, FlakyBus, Scheduler, set[str]], clock: FakeClock
 ) -> None:
-    """Past RELEASE_WITH_RESULTS results in one write, the results commit alone (their reports
-    acked sooner) and what they released is dispatched by the same round's dispatch."""
+    """Results of more than RELEASE_WITH_RESULTS workflows in one write commit alone (their
+    reports acked sooner) and what they released is dispatched by the same round's dispatch."""
     store, bus, scheduler, _ = parts
     n = RELEASE_WITH_RESULTS + 1
     spec = {
-        "name": "fan",
-        "tasks": [{"key": f"a{i}", "capability": "echo"} for i in range(n)]
-        + [{"key": f"b{i}", "capability": "echo", "needs": [f"a{i}"]} for i in range(n)],
-    }
-    wf = (await Client(store, clock).submit(WorkflowSpec.model_validate(spec))).id
+        "name": "pair",
+        "tasks": [{"key": "a", "capability": "echo"}, {"key": "b", "capability": "echo",
+                                                       "needs": ["a"]}],
+    }  # fmt: skip
+    client = Client(store, clock)
+    ids = [(await client.submit(WorkflowSpec.model_validate(spec))).id for _ in range(n)]
     await scheduler.tick()
     it = bus.consume_tasks(["echo"], prefetch=100)
     for _ in range(n):
@@ -229,6 +230,45 @@ async def test_a_write_of_many_results_leaves_its_releases_to_the_dispatch(
     store.apply = spy  # type: ignore[method-assign]
     await scheduler.tick()
     assert thens and all(then is None for then in thens)
+    assert all([(await store.get_task(f"{wf}/b")).status == T.DISPATCHED for wf in ids])
+    await it.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_write_of_many_results_of_one_workflow_releases_with_them(
+    parts: tuple[CountingStore, FlakyBus, Scheduler, set[str]], clock: FakeClock
+) -> None:
+    """Many results of one workflow (a layer of a big one) in one write: what they release is
+    dispatched with them, with no ready-tasks query (issue 16, 100 layers x 100 tasks)."""
+    store, bus, scheduler, _ = parts
+    n = 4 * RELEASE_WITH_RESULTS
+    spec = {
+        "name": "fan",
+        "tasks": [{"key": f"a{i}", "capability": "echo"} for i in range(n)]
+        + [{"key": f"b{i}", "capability": "echo", "needs": [f"a{i}"]} for i in range(n)],
+    }
+    wf = (await Client(store, clock).submit(WorkflowSpec.model_validate(spec))).id
+    await scheduler.tick()
+    it = bus.consume_tasks(["echo"], prefetch=1000)
+    done = 0
+    while done < n:  # the first layer travels in batches
+        delivery = await asyncio.wait_for(anext(it), 2)
+        await delivery.ack()
+        for item in decode_batch(delivery.body, TaskMessage):
+            assert item.message is not None
+            await succeed(bus, scheduler, item.message, 1)
+            done += 1
+    thens: list[Any] = []
+    apply = store.apply
+
+    async def spy(changes: list[Change], at: float, **kw: Any) -> Any:
+        thens.append(kw.get("then"))
+        return await apply(changes, at, **kw)
+
+    store.apply = spy  # type: ignore[method-assign]
+    queries = store.ready_queries
+    await scheduler.tick()
+    assert thens[0] is not None
+    assert store.ready_queries == queries
     assert all([(await store.get_task(f"{wf}/b{i}")).status == T.DISPATCHED for i in range(n)])
     await it.aclose()  # type: ignore[attr-defined]
 
