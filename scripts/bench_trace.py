@@ -102,11 +102,14 @@ def _marked(original: Any, name: str) -> Any:
     """``original`` (an async callable) with its start and end marked in LOG."""
 
     async def call(*args: Any, **kwargs: Any) -> Any:
-        mark(f"{name} >")
+        task = asyncio.current_task()
+        # A refresh started ahead (core/ahead.py) runs beside the path, not on it.
+        label = "ahead." + name if task and task.get_name().startswith("ahead-") else name
+        mark(f"{label} >")
         try:
             return await original(*args, **kwargs)
         finally:
-            mark(f"{name} <")
+            mark(f"{label} <")
 
     return call
 
@@ -259,7 +262,14 @@ def per_task(slowest: int) -> None:
         return ms[min(len(ms) - 1, int(q * len(ms)))]
 
     print(f"submit -> result written: p50 {pct(0.5):.2f} p95 {pct(0.95):.2f} p99 {pct(0.99):.2f}")
-    for prefix in ("registry.", "_handle_due", "_recover_lost_agents", "_run_commands", "_repair"):
+    for prefix in (
+        "registry.",
+        "ahead.registry.",
+        "_handle_due",
+        "_recover_lost_agents",
+        "_run_commands",
+        "_repair",
+    ):
         hit = [sum(v for n, v in spent.items() if n.startswith(prefix)) for _, spent in rows]
         hit = [v for v in hit if v > 0]
         if hit:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
+from agentdeck.core.ahead import Ahead
 from agentdeck.core.breakers import Breakers
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError
@@ -22,7 +23,7 @@ from agentdeck.core.limits import Limiter
 from agentdeck.core.messages import Control, encode
 from agentdeck.core.models import Change, Task, Usage, Workflow
 from agentdeck.core.outputs import OutputStore
-from agentdeck.core.ports import Applied, Bus, Delivery, OutgoingTask, Registry, Store
+from agentdeck.core.ports import Applied, Bus, Delivery, Lease, OutgoingTask, Registry, Store
 from agentdeck.core.recovery import LostAgents
 from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, SchedulerConfig
 from agentdeck.core.scheduler.feed import EventsFeed
@@ -107,6 +108,7 @@ class SchedulerBase:
         self._workflows_seen: dict[str, Workflow] = {}
         self._fence: int | None = None
         self._lease_renewed = 0.0
+        self._lease_ahead: Ahead[Lease | None] = Ahead("lease")
         self._stopping = False
         self._consumer: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None

@@ -14,8 +14,9 @@ from typing import cast
 
 import structlog
 
+from agentdeck.core.ahead import EARLY
 from agentdeck.core.errors import AgentdeckError, ConfigError, LeaseLost
-from agentdeck.core.ports import StoreWatch
+from agentdeck.core.ports import Lease, StoreWatch
 from agentdeck.core.scheduler.config import IN_FLIGHT, LEASE_NAME
 from agentdeck.core.scheduler.dispatch import Dispatch
 
@@ -23,13 +24,33 @@ log = structlog.get_logger(__name__)
 
 
 class Leadership(Dispatch):
-    """Holding the lease (renewed every third of its life), taking over, stepping down."""
+    """Holding the lease (renewed every third of its life, ahead of time), taking over,
+    stepping down."""
 
     async def _ensure_lease(self) -> bool:
+        """True while this node leads. The lease is renewed every third of its life; the
+        renewal starts ahead (:mod:`core.ahead`, at half that third), beside the rounds, so a
+        round waits for the Registry only when that renewal has not come back in time. The
+        lease counts as renewed at the moment a renewal was *sent* and only once it came
+        back, so the leader never acts past a third of a lease it holds for sure; a renewal
+        that finds the lease taken raises LeaseLost at the next call."""
         now = self.clock.now()
-        if self._fence is not None and now - self._lease_renewed < self.config.lease_ttl / 3:
-            return True
-        lease = await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)
+        ttl = self.config.lease_ttl
+        if self._fence is not None:
+            early = self._lease_ahead.take()
+            if early is not None:
+                sent, renewed = early
+                if renewed is None:
+                    raise LeaseLost(f"{self.node} lost the scheduler lease")
+                self._lease_renewed = max(self._lease_renewed, sent)
+                await self.observers.lease_renewed()
+            age = now - self._lease_renewed
+            if age < ttl / 3:
+                if age >= ttl / 3 * EARLY:
+                    self._lease_ahead.start(self._renew_lease, now)
+                return True
+            self._lease_ahead.cancel()  # late: renewed on the path below, as ever
+        lease = await self.registry.acquire_lease(LEASE_NAME, self.node, ttl)
         if lease is None:
             if self._fence is not None:
                 raise LeaseLost(f"{self.node} lost the scheduler lease")
@@ -48,6 +69,9 @@ class Leadership(Dispatch):
                 await self._step_down()
                 raise
         return True
+
+    async def _renew_lease(self) -> Lease | None:
+        return await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)
 
     async def _take_over(self) -> None:
         """Become leader: rebuild what memory holds from the Store and start taking reports."""
@@ -85,6 +109,7 @@ class Leadership(Dispatch):
         log.info("config_reread_on_lead", node=self.node, changes=changes)
 
     async def _step_down(self, release: bool = False) -> None:
+        self._lease_ahead.cancel()
         for task in (self._consumer, self._watcher):
             if task is not None:
                 task.cancel()
