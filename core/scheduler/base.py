@@ -117,6 +117,9 @@ class SchedulerBase:
         self._look_commands = True
         self._maybe_ready = True
         self._polling = True
+        self._sent_at: float | None = None
+        """When this leader last published tasks, until a round takes reports in (a fast
+        task's report is then on its way: see :meth:`Scheduler.tick`)."""
         self.rounds = 0
         self.dispatched = 0
         self.applied = 0

@@ -25,6 +25,10 @@ log = structlog.get_logger(__name__)
 
 W = WorkflowStatus
 
+REPORT_WAIT = 0.25
+"""The part of ``poll_interval`` that the time-driven work waits after tasks were sent, for
+their reports to come first (see :meth:`Scheduler.tick`)."""
+
 
 class Scheduler(Leadership, Reports, Commands, Repairs):
     """Moves workflows forward. Use as an async context manager, then ``run()`` (or drive
@@ -90,8 +94,9 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         half-way left undone), then the dispatch; the time-driven work of a polling round
         (commands polled, retries due, deadlines, lost agents, the repair sweep) after it.
         A lone task whose submit lands on such a round is then not kept waiting behind its
-        queries (its p99 is that tail), nor is a report that came in during the round (the
-        work then waits for a round with no report waiting, one ``poll_interval`` at most);
+        queries (its p99 is that tail), nor is a report that came in during the round or is
+        on its way (tasks sent and no report since, for a quarter of ``poll_interval``): the
+        work then waits for a round with no report waiting, one ``poll_interval`` at most;
         what that work makes ready is dispatched by the next round, which follows at once
         (the round was busy)."""
         if not await self._ensure_lease():
@@ -120,17 +125,23 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         busy |= await self._flush_unpublished()
         busy |= await self._dispatch()
         # With a StoreWatch, a report that came in meanwhile goes first: the time-driven work
-        # waits for a round with none waiting, one poll_interval at most.
+        # waits for a round with none waiting, one poll_interval at most. So does a report
+        # on its way: tasks just sent (a lone task's report comes back within milliseconds)
+        # and none reported since, for a quarter of poll_interval.
         since = self._time_work_since
+        sent = self._sent_at
+        coming = sent is not None and now - sent < self.config.poll_interval * REPORT_WAIT
         if since is not None and (
-            self._watcher is None or not self._inbox or now - since >= self.config.poll_interval
+            self._watcher is None
+            or not (self._inbox or coming)
+            or now - since >= self.config.poll_interval
         ):
             self._time_work_since = None
             if not commands:  # the fallback for a notification that got lost
                 busy |= await self._run_commands()
             busy |= await self._handle_due()
             busy |= await self._recover_lost_agents()
-        elif since is not None:
+        elif since is not None and self._inbox:
             busy = True  # a report waits: the next round at once, then this work
         if self._repair_at is None and now >= self._repair_due:
             self._repair_at, self._repair_due = 0, now + self.config.repair_interval
