@@ -3,9 +3,11 @@
 The scheduler's caches (its lease, the holds, the breakers) are each good for a period and
 were refreshed on the path when it ran out: the round that found one due waited one Registry
 round trip or more, which is the tail of a lone task's latency (docs/performance.md). With
-:class:`Ahead`, the cache's owner starts its refresh once part of the period has gone by, goes
-on with what it holds (still within its period), and takes the result at a later call, once
-the refresh is done. What the owner's period promises does not change: a result counts from
+:class:`Ahead`, the cache's refresh starts once part of the period has gone by, at a moment
+its caller has nothing else to do (the scheduler between rounds: started in the middle of a
+round, the refresh's I/O would share the event loop with that round's), the owner goes on
+with what it holds (still within its period), and takes the result at a later call, once the
+refresh is done. What the owner's period promises does not change: a result counts from
 the moment its refresh *started* (nothing newer than that is claimed), and a cache past its
 period still refreshes on the path, as before, should the early one not have finished.
 

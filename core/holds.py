@@ -93,10 +93,11 @@ def check_capability(name: str) -> str:
 
 class CapabilityHolds:
     """Reads and writes the paused set; reads are cached ``refresh`` seconds (one Registry call
-    per scheduler round would be wasteful), writes from this node clear the cache. Half-way
-    through ``refresh`` the next read starts ahead (:mod:`core.ahead`), so a call finds the
-    cache fresh instead of waiting for the Registry; what a call returns is never older than
-    ``refresh`` (counted from when its read started), as before.
+    per scheduler round would be wasteful), writes from this node clear the cache. From
+    half-way through ``refresh`` the next read may start ahead (:meth:`read_ahead`,
+    :mod:`core.ahead`), so a call finds the cache fresh instead of waiting for the Registry;
+    what a call returns is never older than ``refresh`` (counted from when its read started),
+    as before.
 
     ``breakers`` gives each capability's breaker policy, for the end of an open breaker's hold
     (the defaults when not given); None when breakers are turned off: then none is listed."""
@@ -134,10 +135,16 @@ class CapabilityHolds:
                 records = None
             if records is not None:
                 self._install(records)
-        elif now - self._read_at >= self.refresh * EARLY:
-            self._ahead.start(self._read, now)  # for the next calls
         # An open breaker past its cool-down still holds until the scheduler half-opens it.
         return [h for h in self._cache if h.kind == BREAKER or h.until is None or h.until > now]
+
+    def read_ahead(self) -> None:
+        """Start the next read if half of ``refresh`` has gone by since the last one (for a
+        caller with nothing else to do now, as the scheduler between rounds): the call that
+        comes once the period is over then takes it instead of waiting for the Registry."""
+        now = self.clock.now()
+        if self._read_at is not None and now - self._read_at >= self.refresh * EARLY:
+            self._ahead.start(self._read, now)
 
     async def _read(self) -> list[BreakerRecord]:
         return await self.registry.breakers()

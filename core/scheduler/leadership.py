@@ -28,9 +28,9 @@ class Leadership(Dispatch):
     stepping down."""
 
     async def _ensure_lease(self) -> bool:
-        """True while this node leads. The lease is renewed every third of its life; the
-        renewal starts ahead (:mod:`core.ahead`, at half that third), beside the rounds, so a
-        round waits for the Registry only when that renewal has not come back in time. The
+        """True while this node leads. The lease is renewed every third of its life; from half
+        that third on, the renewal may start ahead, between rounds (:meth:`_read_ahead`), so a
+        round waits for the Registry only when no renewal came back in time. The
         lease counts as renewed at the moment a renewal was *sent* and only once it came
         back, so the leader never acts past a third of a lease it holds for sure; a renewal
         that finds the lease taken raises LeaseLost at the next call."""
@@ -44,10 +44,7 @@ class Leadership(Dispatch):
                     raise LeaseLost(f"{self.node} lost the scheduler lease")
                 self._lease_renewed = max(self._lease_renewed, sent)
                 await self.observers.lease_renewed()
-            age = now - self._lease_renewed
-            if age < ttl / 3:
-                if age >= ttl / 3 * EARLY:
-                    self._lease_ahead.start(self._renew_lease, now)
+            if now - self._lease_renewed < ttl / 3:
                 return True
             self._lease_ahead.cancel()  # late: renewed on the path below, as ever
         lease = await self.registry.acquire_lease(LEASE_NAME, self.node, ttl)
@@ -69,6 +66,18 @@ class Leadership(Dispatch):
                 await self._step_down()
                 raise
         return True
+
+    def _read_ahead(self) -> None:
+        """Between rounds, with nothing to do: start what is half-way to its refresh (the
+        lease's renewal, the holds' and the breakers' reads; :mod:`core.ahead`), so that the
+        rounds to come find them fresh instead of waiting for the Registry."""
+        if self._fence is None:
+            return
+        if self.clock.now() - self._lease_renewed >= self.config.lease_ttl / 3 * EARLY:
+            self._lease_ahead.start(self._renew_lease, self.clock.now())
+        self.holds.read_ahead()
+        if self.breakers is not None:
+            self.breakers.read_ahead()
 
     async def _renew_lease(self) -> Lease | None:
         return await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)

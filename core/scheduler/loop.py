@@ -77,6 +77,7 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         if self._wake.is_set():
             self._wake.clear()
             return
+        self._read_ahead()  # off the rounds' path: they would wait for it otherwise
         sleeper = asyncio.ensure_future(self.clock.sleep(self.config.poll_interval))
         waiter = asyncio.ensure_future(self._wake.wait())
         try:

@@ -114,8 +114,9 @@ async def test_holds_are_read_ahead_so_a_due_call_does_not_wait(
     assert await reader.paused() == set()
     clock.advance(0.4)
     await writer.set("echo", paused=True)
-    clock.advance(0.2)  # 0.6 s: the next read starts, this call keeps what it holds
+    clock.advance(0.2)  # 0.6 s: the next read may start, this call keeps what it holds
     assert await reader.paused() == set()
+    reader.read_ahead()
     await run_others()
     registry.gate.clear()  # from now on a Registry read would wait
     clock.advance(0.5)  # 1.1 s: past the first read's period, not the second's
@@ -131,7 +132,8 @@ async def test_a_hold_written_during_a_read_ahead_is_not_hidden_by_it(
     assert await holds.paused() == set()
     registry.gate.clear()
     clock.advance(0.6)
-    assert await holds.paused() == set()  # the read ahead started, and waits
+    holds.read_ahead()  # it starts, and waits
+    assert await holds.paused() == set()
     await holds.set("echo", paused=True)
     registry.gate.set()
     await run_others()
@@ -166,7 +168,7 @@ async def test_breakers_are_read_ahead_so_a_due_round_does_not_wait(
     breakers = Breakers(registry, MemoryBus(clock=clock), clock, default=POLICY, refresh=1.0)
     assert await breakers.hold() == set()
     clock.advance(0.6)
-    await breakers.hold()  # the next read starts
+    breakers.read_ahead()
     await run_others()
     registry.gate.clear()
     clock.advance(0.5)
@@ -184,7 +186,7 @@ async def test_counts_recorded_during_a_read_ahead_are_kept_and_written(
     await breakers.record([failed("echo")])
     registry.gate.clear()
     clock.advance(0.6)
-    await breakers.hold()  # the read ahead writes 1 failure, then waits to list
+    breakers.read_ahead()  # writes 1 failure, then waits to list
     await run_others()
     assert (await breakers.get("capability:echo")).consecutive_failures == 1
     await breakers.record([failed("echo")])  # 2, in the cache only
@@ -210,7 +212,8 @@ async def leader(
     bus = MemoryBus.from_url("memory://", clock=clock)
     await store.migrate()
     await bus.start()
-    scheduler = Scheduler(store, bus, registry, clock, node="node-1")
+    breakers = Breakers(registry, bus, clock, default=POLICY, refresh=1.0)
+    scheduler = Scheduler(store, bus, registry, clock, node="node-1", breakers=breakers)
     assert await scheduler._ensure_lease()  # leads: renewed every third of 4 s
     yield scheduler
     registry.gate.set()
@@ -223,8 +226,8 @@ async def test_the_lease_is_renewed_ahead_so_a_due_round_does_not_wait(
     leader: Scheduler, registry: GatedRegistry, clock: FakeClock
 ) -> None:
     start = clock.now()
-    clock.advance(0.7)  # past half of a third of the lease: the renewal starts beside
-    assert await leader._ensure_lease()
+    clock.advance(0.7)  # past half of a third of the lease: between rounds, the renewal starts
+    leader._read_ahead()
     await run_others()
     registry.gate.clear()
     clock.advance(0.7)  # 1.4 s: past a third since the first renewal, not since the second
@@ -238,7 +241,7 @@ async def test_a_renewal_ahead_that_finds_the_lease_taken_deposes_the_leader(
 ) -> None:
     registry.taken = True
     clock.advance(0.7)
-    assert await leader._ensure_lease()  # still within a third of the lease it holds
+    leader._read_ahead()
     await run_others()
     with pytest.raises(LeaseLost):
         await leader._ensure_lease()
@@ -250,7 +253,27 @@ async def test_a_late_renewal_is_waited_for_on_the_path(
     """A leader never acts past a third of its lease on a renewal that has not come back."""
     registry.gate.clear()
     clock.advance(0.7)
-    assert await leader._ensure_lease()  # the renewal ahead waits on the Registry
+    leader._read_ahead()  # the renewal waits on the Registry
+    assert await leader._ensure_lease()  # still within a third of the lease it holds
     clock.advance(0.7)
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(leader._ensure_lease(), NOT_NOW)
+
+
+async def test_nothing_starts_ahead_before_half_its_period_and_all_starts_between_rounds(
+    leader: Scheduler, registry: GatedRegistry, clock: FakeClock
+) -> None:
+    """Between rounds the scheduler starts the lease's renewal, the holds' and the breakers'
+    reads, each once half its period has gone by (not before: no more Registry calls)."""
+    await leader.holds.held()
+    assert leader.breakers is not None
+    await leader.breakers.hold()
+    renewals, reads = registry.renewals, registry.reads
+    clock.advance(0.2)
+    leader._read_ahead()
+    await run_others()
+    assert (registry.renewals, registry.reads) == (renewals, reads)
+    clock.advance(0.5)  # 0.7 s: past half of the lease's third, of the holds' and breakers'
+    leader._read_ahead()
+    await run_others()
+    assert (registry.renewals, registry.reads) == (renewals + 1, reads + 2)
