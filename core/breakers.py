@@ -75,8 +75,8 @@ class Breakers:
     ``policies`` maps a capability to its policy; ``default`` serves every other capability
     and every agent. Reads of the whole set are cached for ``refresh`` seconds of ``clock``
     time, so the dispatch loop does not ask the Registry every round; this node's own changes
-    update the cache at once. From half-way through ``refresh`` the next read (this node's
-    counts written, then the set read) may start ahead (:meth:`read_ahead`,
+    update the cache at once. Once three quarters of ``refresh`` have gone by, the next read
+    (this node's counts written, then the set read) may start ahead (:meth:`read_ahead`,
     :mod:`core.ahead`), so a round finds the cache fresh instead of waiting for the Registry;
     the cache is never older than ``refresh`` (counted from when its read started), as before.
     """
@@ -166,10 +166,10 @@ class Breakers:
         return self._cache
 
     def read_ahead(self) -> None:
-        """Start the next refresh (this node's counts written, then the set read) if half of
-        ``refresh`` has gone by since the last one (for a caller with nothing else to do now,
-        as the scheduler between rounds): the round that comes once the period is over then
-        takes it instead of waiting for the Registry."""
+        """Start the next refresh (this node's counts written, then the set read) if
+        :data:`~core.ahead.EARLY` of ``refresh`` has gone by since the last one (for a caller
+        with nothing else to do now, as the scheduler between rounds): the round that comes
+        once the period is over then takes it instead of waiting for the Registry."""
         now = self.clock.now()
         if self._cached_at is not None and now - self._cached_at >= self.refresh * EARLY:
             self._ahead.start(self._read, now)

@@ -93,8 +93,8 @@ def check_capability(name: str) -> str:
 
 class CapabilityHolds:
     """Reads and writes the paused set; reads are cached ``refresh`` seconds (one Registry call
-    per scheduler round would be wasteful), writes from this node clear the cache. From
-    half-way through ``refresh`` the next read may start ahead (:meth:`read_ahead`,
+    per scheduler round would be wasteful), writes from this node clear the cache. Once
+    three quarters of ``refresh`` have gone by the next read may start ahead (:meth:`read_ahead`,
     :mod:`core.ahead`), so a call finds the cache fresh instead of waiting for the Registry;
     what a call returns is never older than ``refresh`` (counted from when its read started),
     as before.
@@ -139,9 +139,10 @@ class CapabilityHolds:
         return [h for h in self._cache if h.kind == BREAKER or h.until is None or h.until > now]
 
     def read_ahead(self) -> None:
-        """Start the next read if half of ``refresh`` has gone by since the last one (for a
-        caller with nothing else to do now, as the scheduler between rounds): the call that
-        comes once the period is over then takes it instead of waiting for the Registry."""
+        """Start the next read if :data:`~core.ahead.EARLY` of ``refresh`` has gone by since
+        the last one (for a caller with nothing else to do now, as the scheduler between
+        rounds): the call that comes once the period is over then takes it instead of waiting
+        for the Registry."""
         now = self.clock.now()
         if self._read_at is not None and now - self._read_at >= self.refresh * EARLY:
             self._ahead.start(self._read, now)

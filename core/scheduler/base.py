@@ -25,7 +25,7 @@ from agentdeck.core.models import Change, Task, Usage, Workflow
 from agentdeck.core.outputs import OutputStore
 from agentdeck.core.ports import Applied, Bus, Delivery, Lease, OutgoingTask, Registry, Store
 from agentdeck.core.recovery import LostAgents
-from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, SchedulerConfig
+from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, REPORT_WAIT, SchedulerConfig
 from agentdeck.core.scheduler.feed import EventsFeed
 from agentdeck.core.scheduler.observer import Observers, SchedulerObserver
 from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
@@ -194,6 +194,13 @@ class SchedulerBase:
             if used:
                 await self.observers.usage_recorded(used, now)
         return tasks, left
+
+    def _report_coming(self, now: float) -> bool:
+        """True while tasks this leader sent may be about to report: sent less than
+        :data:`REPORT_WAIT` of ``poll_interval`` ago, and no report taken in since (a fast
+        task's report comes back within milliseconds). What can wait goes after it."""
+        sent = self._sent_at
+        return sent is not None and now - sent < self.config.poll_interval * REPORT_WAIT
 
     def _remember_written(self, result: Applied) -> None:
         """Note the state ``result`` wrote each task in (released first: a task released and

@@ -28,12 +28,12 @@ class Leadership(Dispatch):
     stepping down."""
 
     async def _ensure_lease(self) -> bool:
-        """True while this node leads. The lease is renewed every third of its life; from half
-        that third on, the renewal may start ahead, between rounds (:meth:`_read_ahead`), so a
-        round waits for the Registry only when no renewal came back in time. The
-        lease counts as renewed at the moment a renewal was *sent* and only once it came
-        back, so the leader never acts past a third of a lease it holds for sure; a renewal
-        that finds the lease taken raises LeaseLost at the next call."""
+        """True while this node leads. The lease is renewed every third of its life; from three
+        quarters of that third on, the renewal may start ahead, between rounds
+        (:meth:`_read_ahead`), so a round waits for the Registry only when no renewal came back
+        in time. The lease counts as renewed at the moment a renewal was *sent* and only once
+        it came back, so the leader never acts past a third of a lease it holds for sure; a
+        renewal that finds the lease taken raises LeaseLost at the next call."""
         now = self.clock.now()
         ttl = self.config.lease_ttl
         if self._fence is not None:
@@ -68,13 +68,17 @@ class Leadership(Dispatch):
         return True
 
     def _read_ahead(self) -> None:
-        """Between rounds, with nothing to do: start what is half-way to its refresh (the
-        lease's renewal, the holds' and the breakers' reads; :mod:`core.ahead`), so that the
-        rounds to come find them fresh instead of waiting for the Registry."""
-        if self._fence is None:
+        """Between rounds, with nothing to do: start what is near its refresh (the lease's
+        renewal, the holds' and the breakers' reads; :mod:`core.ahead`), so that the rounds to
+        come find them fresh instead of waiting for the Registry. Not while tasks just sent
+        may report (:meth:`_report_coming`): the reads' I/O would share the event loop, and
+        the cores, with those reports' round (a leader never idle then refreshes on the path
+        when due, as before)."""
+        now = self.clock.now()
+        if self._fence is None or self._report_coming(now):
             return
-        if self.clock.now() - self._lease_renewed >= self.config.lease_ttl / 3 * EARLY:
-            self._lease_ahead.start(self._renew_lease, self.clock.now())
+        if now - self._lease_renewed >= self.config.lease_ttl / 3 * EARLY:
+            self._lease_ahead.start(self._renew_lease, now)
         self.holds.read_ahead()
         if self.breakers is not None:
             self.breakers.read_ahead()

@@ -25,10 +25,6 @@ log = structlog.get_logger(__name__)
 
 W = WorkflowStatus
 
-REPORT_WAIT = 0.25
-"""The part of ``poll_interval`` that the time-driven work waits after tasks were sent, for
-their reports to come first (see :meth:`Scheduler.tick`)."""
-
 
 class Scheduler(Leadership, Reports, Commands, Repairs):
     """Moves workflows forward. Use as an async context manager, then ``run()`` (or drive
@@ -130,11 +126,9 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         # on its way: tasks just sent (a lone task's report comes back within milliseconds)
         # and none reported since, for a quarter of poll_interval.
         since = self._time_work_since
-        sent = self._sent_at
-        coming = sent is not None and now - sent < self.config.poll_interval * REPORT_WAIT
         if since is not None and (
             self._watcher is None
-            or not (self._inbox or coming)
+            or not (self._inbox or self._report_coming(now))
             or now - since >= self.config.poll_interval
         ):
             self._time_work_since = None

@@ -1,6 +1,7 @@
 """Caches refreshed ahead (core/ahead.py): the scheduler's lease, the holds and the breakers
-start their next read half-way through their period, so a call at the end of the period finds
-the cache fresh instead of waiting for the Registry; what each promises does not loosen."""
+start their next read three quarters through their period, between rounds, so a call at the
+end of the period finds the cache fresh instead of waiting for the Registry; what each
+promises does not loosen."""
 
 from __future__ import annotations
 
@@ -108,18 +109,18 @@ async def test_ahead_drops_a_failed_read_and_a_cancelled_one() -> None:
 async def test_holds_are_read_ahead_so_a_due_call_does_not_wait(
     registry: GatedRegistry, clock: FakeClock
 ) -> None:
-    """Half-way through ``refresh`` the next read starts; at the end of the period the call
+    """Three quarters through ``refresh`` the next read may start; at the end of the period the call
     takes it, and shows a pause written before that read started, without a Registry call."""
     reader, writer = CapabilityHolds(registry, clock), CapabilityHolds(registry, clock)
     assert await reader.paused() == set()
     clock.advance(0.4)
     await writer.set("echo", paused=True)
-    clock.advance(0.2)  # 0.6 s: the next read may start, this call keeps what it holds
+    clock.advance(0.4)  # 0.8 s: the next read may start, this call keeps what it holds
     assert await reader.paused() == set()
     reader.read_ahead()
     await run_others()
     registry.gate.clear()  # from now on a Registry read would wait
-    clock.advance(0.5)  # 1.1 s: past the first read's period, not the second's
+    clock.advance(0.5)  # 1.3 s: past the first read's period, not the second's
     paused = await asyncio.wait_for(reader.paused(), NOT_NOW)
     assert paused == {"echo"}
 
@@ -131,7 +132,7 @@ async def test_a_hold_written_during_a_read_ahead_is_not_hidden_by_it(
     holds = CapabilityHolds(registry, clock)
     assert await holds.paused() == set()
     registry.gate.clear()
-    clock.advance(0.6)
+    clock.advance(0.8)
     holds.read_ahead()  # it starts, and waits
     assert await holds.paused() == set()
     await holds.set("echo", paused=True)
@@ -167,7 +168,7 @@ async def test_breakers_are_read_ahead_so_a_due_round_does_not_wait(
 ) -> None:
     breakers = Breakers(registry, MemoryBus(clock=clock), clock, default=POLICY, refresh=1.0)
     assert await breakers.hold() == set()
-    clock.advance(0.6)
+    clock.advance(0.8)
     breakers.read_ahead()
     await run_others()
     registry.gate.clear()
@@ -185,7 +186,7 @@ async def test_counts_recorded_during_a_read_ahead_are_kept_and_written(
     await breakers.hold()
     await breakers.record([failed("echo")])
     registry.gate.clear()
-    clock.advance(0.6)
+    clock.advance(0.8)
     breakers.read_ahead()  # writes 1 failure, then waits to list
     await run_others()
     assert (await breakers.get("capability:echo")).consecutive_failures == 1
@@ -226,21 +227,21 @@ async def test_the_lease_is_renewed_ahead_so_a_due_round_does_not_wait(
     leader: Scheduler, registry: GatedRegistry, clock: FakeClock
 ) -> None:
     start = clock.now()
-    clock.advance(0.7)  # past half of a third of the lease: between rounds, the renewal starts
+    clock.advance(1.05)  # 3/4 of a third of the lease: between rounds, the renewal starts
     leader._read_ahead()
     await run_others()
     registry.gate.clear()
-    clock.advance(0.7)  # 1.4 s: past a third since the first renewal, not since the second
+    clock.advance(0.7)  # 1.75 s: past a third since the first renewal, not since the second
     assert await asyncio.wait_for(leader._ensure_lease(), NOT_NOW)
     # The renewal counts from when it was sent, never later.
-    assert leader._lease_renewed == pytest.approx(start + 0.7)
+    assert leader._lease_renewed == pytest.approx(start + 1.05)
 
 
 async def test_a_renewal_ahead_that_finds_the_lease_taken_deposes_the_leader(
     leader: Scheduler, registry: GatedRegistry, clock: FakeClock
 ) -> None:
     registry.taken = True
-    clock.advance(0.7)
+    clock.advance(1.05)
     leader._read_ahead()
     await run_others()
     with pytest.raises(LeaseLost):
@@ -252,7 +253,7 @@ async def test_a_late_renewal_is_waited_for_on_the_path(
 ) -> None:
     """A leader never acts past a third of its lease on a renewal that has not come back."""
     registry.gate.clear()
-    clock.advance(0.7)
+    clock.advance(1.05)
     leader._read_ahead()  # the renewal waits on the Registry
     assert await leader._ensure_lease()  # still within a third of the lease it holds
     clock.advance(0.7)
@@ -260,11 +261,12 @@ async def test_a_late_renewal_is_waited_for_on_the_path(
         await asyncio.wait_for(leader._ensure_lease(), NOT_NOW)
 
 
-async def test_nothing_starts_ahead_before_half_its_period_and_all_starts_between_rounds(
+async def test_what_is_near_its_refresh_starts_between_rounds_with_no_report_coming(
     leader: Scheduler, registry: GatedRegistry, clock: FakeClock
 ) -> None:
     """Between rounds the scheduler starts the lease's renewal, the holds' and the breakers'
-    reads, each once half its period has gone by (not before: no more Registry calls)."""
+    reads, each once three quarters of its period have gone by (not before: no more Registry
+    calls), and not while tasks it just sent may report."""
     await leader.holds.held()
     assert leader.breakers is not None
     await leader.breakers.hold()
@@ -273,7 +275,12 @@ async def test_nothing_starts_ahead_before_half_its_period_and_all_starts_betwee
     leader._read_ahead()
     await run_others()
     assert (registry.renewals, registry.reads) == (renewals, reads)
-    clock.advance(0.5)  # 0.7 s: past half of the lease's third, of the holds' and breakers'
+    clock.advance(0.85)  # 1.05 s: past 3/4 of the lease's third, of the holds' and breakers'
+    leader._sent_at = clock.now()  # a task just sent: its report may be on its way
+    leader._read_ahead()
+    await run_others()
+    assert (registry.renewals, registry.reads) == (renewals, reads)
+    leader._sent_at = None
     leader._read_ahead()
     await run_others()
     assert (registry.renewals, registry.reads) == (renewals + 1, reads + 2)
