@@ -174,6 +174,13 @@ class Breakers:
         if self._cached_at is not None and now - self._cached_at >= self.refresh * EARLY:
             self._ahead.start(self._read, now)
 
+    async def settle(self) -> None:
+        """Wait for a read ahead in flight, if any (it may be writing this node's counts), and
+        take it (a scheduler stepping down leaves no Registry call behind it)."""
+        early = await self._ahead.wait()
+        if early is not None:
+            self._install_early(*early)
+
     def _install_early(self, read_at: float, read: tuple[int, list[BreakerState]]) -> None:
         if self._cached_at is None or read_at >= self._cached_at:
             self._install(read_at, *read)

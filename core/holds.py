@@ -147,6 +147,14 @@ class CapabilityHolds:
         if self._read_at is not None and now - self._read_at >= self.refresh * EARLY:
             self._ahead.start(self._read, now)
 
+    async def settle(self) -> None:
+        """Wait for a read ahead in flight, if any, and take it (a scheduler stepping down
+        leaves no Registry call behind it)."""
+        early = await self._ahead.wait()
+        if early is not None and early[0] >= (self._read_at or 0.0):
+            self._read_at = early[0]
+            self._install(early[1])
+
     async def _read(self) -> list[BreakerRecord]:
         return await self.registry.breakers()
 

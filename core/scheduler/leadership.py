@@ -83,6 +83,10 @@ class Leadership(Dispatch):
         if self.breakers is not None:
             self.breakers.read_ahead()
 
+    async def _breakers_settle(self) -> None:
+        if self.breakers is not None:
+            await self.breakers.settle()
+
     async def _renew_lease(self) -> Lease | None:
         return await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)
 
@@ -122,7 +126,12 @@ class Leadership(Dispatch):
         log.info("config_reread_on_lead", node=self.node, changes=changes)
 
     async def _step_down(self, release: bool = False) -> None:
-        self._lease_ahead.cancel()
+        # What was started ahead ends first: a renewal that reached the Registry after the
+        # release below would take the lease again for a node that stopped.
+        # Bounded: a Registry that does not answer is no reason not to step down.
+        for settle in (self._lease_ahead.wait, self.holds.settle, self._breakers_settle):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(settle(), self.config.lease_ttl / 3)
         for task in (self._consumer, self._watcher):
             if task is not None:
                 task.cancel()

@@ -284,3 +284,24 @@ async def test_what_is_near_its_refresh_starts_between_rounds_with_no_report_com
     leader._read_ahead()
     await run_others()
     assert (registry.renewals, registry.reads) == (renewals + 1, reads + 2)
+
+
+async def test_stepping_down_waits_for_what_was_started_ahead(
+    leader: Scheduler, registry: GatedRegistry, clock: FakeClock
+) -> None:
+    """A renewal ahead still in flight ends before the lease is given up (sent after the
+    release, it would take the lease again for a node that stopped); so do the reads."""
+    await leader.holds.held()
+    assert leader.breakers is not None
+    await leader.breakers.hold()
+    registry.gate.clear()
+    clock.advance(1.05)
+    leader._read_ahead()
+    stopping = asyncio.ensure_future(leader.stop())
+    await run_others()
+    assert not stopping.done()  # waits for the Registry
+    registry.gate.set()
+    await asyncio.wait_for(stopping, NOT_NOW)
+    assert not leader._lease_ahead.running and not leader.holds._ahead.running
+    assert not leader.breakers._ahead.running
+    assert await registry.get_lease("scheduler") is None  # released, not renewed after
