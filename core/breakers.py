@@ -16,6 +16,7 @@ from dataclasses import replace
 import structlog
 
 from agentdeck.core import breaker as machine
+from agentdeck.core.ahead import EARLY, Ahead
 from agentdeck.core.breaker import BreakerEvent, BreakerPolicy, BreakerState, BreakerStatus
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError, ConflictError, NotFound
@@ -74,7 +75,10 @@ class Breakers:
     ``policies`` maps a capability to its policy; ``default`` serves every other capability
     and every agent. Reads of the whole set are cached for ``refresh`` seconds of ``clock``
     time, so the dispatch loop does not ask the Registry every round; this node's own changes
-    update the cache at once.
+    update the cache at once. Once three quarters of ``refresh`` have gone by, the next read
+    (this node's counts written, then the set read) may start ahead (:meth:`read_ahead`,
+    :mod:`core.ahead`), so a round finds the cache fresh instead of waiting for the Registry;
+    the cache is never older than ``refresh`` (counted from when its read started), as before.
     """
 
     def __init__(
@@ -96,6 +100,11 @@ class Breakers:
         self._cached_at: float | None = None
         self._trials: dict[str, tuple[str, float]] = {}
         """The trials the last :meth:`admit` claimed: task id -> (breaker name, trial_at)."""
+        self._seq = 0
+        self._changed: dict[str, int] = {}
+        """Breaker name -> the number (:attr:`_seq`) of this node's last change of it in the
+        cache, for those changed since the last read began (see :meth:`_install`)."""
+        self._ahead: Ahead[tuple[int, list[BreakerState]]] = Ahead("breakers")
 
     def __repr__(self) -> str:
         open_ = sum(1 for s in self._cache.values() if s.status is not BreakerStatus.CLOSED)
@@ -115,17 +124,66 @@ class Breakers:
 
     async def all(self) -> list[BreakerState]:
         """Every breaker with a record, sorted by name (this node's counts written first)."""
-        await self._flush()
-        states = [BreakerState.from_record(r) for r in await self.registry.breakers()]
-        self._cache = {s.name: s for s in states}
-        self._cached_at = self.clock.now()
+        now = self.clock.now()
+        seq, states = await self._read()
+        self._install(now, seq, states)
         return sorted(states, key=lambda s: s.name)
+
+    async def _read(self) -> tuple[int, list[BreakerState]]:
+        """This node's counts written, then every record read; with the change number
+        (:attr:`_seq`) as the read started."""
+        seq = self._seq
+        await self._flush()
+        return seq, [BreakerState.from_record(r) for r in await self.registry.breakers()]
+
+    def _install(self, read_at: float, seq: int, states: list[BreakerState]) -> None:
+        """The cache as read at ``read_at``, but for the breakers this node changed since the
+        read started (change number above ``seq``): those it keeps as changed, and writes
+        (counts) or wrote (transitions) as ever."""
+        fresh = {s.name: s for s in states}
+        for name, changed in self._changed.items():
+            if changed > seq and name in self._cache:
+                fresh[name] = self._cache[name]
+        self._changed = {n: c for n, c in self._changed.items() if c > seq}
+        self._cache, self._cached_at = fresh, read_at
+
+    def _put(self, name: str, state: BreakerState) -> None:
+        """This node's own change of breaker ``name`` in the cache."""
+        self._seq += 1
+        self._cache[name], self._changed[name] = state, self._seq
 
     async def _states(self) -> dict[str, BreakerState]:
         now = self.clock.now()
+        early = self._ahead.take()
+        if early is not None:
+            self._install_early(*early)
         if self._cached_at is None or now - self._cached_at >= self.refresh:
-            await self.all()
+            early = await self._ahead.wait()  # the early read, if one runs, is the fresher
+            if early is not None:
+                self._install_early(*early)
+            if self._cached_at is None or now - self._cached_at >= self.refresh:
+                await self.all()
         return self._cache
+
+    def read_ahead(self) -> None:
+        """Start the next refresh (this node's counts written, then the set read) if
+        :data:`~core.ahead.EARLY` of ``refresh`` has gone by since the last one (for a caller
+        with nothing else to do now, as the scheduler between rounds): the round that comes
+        once the period is over then takes it instead of waiting for the Registry."""
+        now = self.clock.now()
+        if self._cached_at is not None and now - self._cached_at >= self.refresh * EARLY:
+            self._ahead.start(self._read, now)
+
+    async def settle(self) -> None:
+        """Wait for a read ahead in flight, if any (it may be writing this node's counts), and
+        take it (a scheduler stepping down leaves no Registry call behind it)."""
+        early = await self._ahead.wait()
+        if early is not None:
+            self._install_early(*early)
+
+    def _install_early(self, read_at: float, read: tuple[int, list[BreakerState]]) -> None:
+        if self._cached_at is None or read_at >= self._cached_at:
+            self._install(read_at, *read)
 
     # --------------------------------------------------------------------- the loop
 
@@ -212,7 +270,7 @@ class Breakers:
             if found:
                 await self._change(name, _recorded(before, after, found, oks, policy), events)
             elif after != before:
-                states[name] = after
+                self._put(name, after)
                 self._dirty.add(name)
         return events
 
@@ -234,12 +292,16 @@ class Breakers:
 
     async def _flush(self) -> None:
         """Write the counts recorded since the last flush (the stored state wins if it has
-        moved on meanwhile: an operator's trip, another node's transition)."""
+        moved on meanwhile: an operator's trip, another node's transition). It may run beside
+        the scheduler's calls (an early read, :mod:`core.ahead`): a breaker they changed
+        meanwhile keeps their state in the cache, and is written by the next flush."""
         dirty, self._dirty = self._dirty, set()
         for name in sorted(dirty):
             local = self._cache.get(name)
             if local is not None:
-                await self._change(name, _counts_of(local))
+                written = await self._change(name, _counts_of(local), cache=False)
+                if self._cache.get(name) is local:
+                    self._cache[name] = written
 
     async def _claim_trial(self, name: str) -> BreakerState:
         def claim(state: BreakerState, now: float) -> machine.Result:
@@ -252,20 +314,25 @@ class Breakers:
         name: str,
         step: Callable[[BreakerState, float], machine.Result],
         events_out: list[BreakerEvent] | None = None,
+        *,
+        cache: bool = True,
     ) -> BreakerState:
         """Apply ``step`` to the stored state under compare-and-set, retrying on conflict;
-        publish its events and send agents their orders."""
+        publish its events and send agents their orders. ``cache``: put the result in the
+        cache as this node's change (the flush puts its own, see :meth:`_flush`)."""
         for _ in range(CAS_ATTEMPTS):
             rec = await self.registry.get_breaker(name)
             state = BreakerState.from_record(rec) if rec else BreakerState(name)
             now = self.clock.now()
             new, events = step(state, now)
             if new == state:
-                self._cache[name] = state
+                if cache:
+                    self._put(name, state)
                 return state
             version = rec.version if rec else None
             if await self.registry.put_breaker(new.to_record((version or 0) + 1), version):
-                self._cache[name] = new
+                if cache:
+                    self._put(name, new)
                 for event in events:
                     log.info("breaker_changed", breaker=name, kind=event.kind, reason=event.reason)
                 await self._announce(new, events)

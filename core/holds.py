@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from agentdeck.core.ahead import EARLY, Ahead
 from agentdeck.core.breaker import BreakerPolicy, BreakerState, BreakerStatus
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError
@@ -92,7 +93,11 @@ def check_capability(name: str) -> str:
 
 class CapabilityHolds:
     """Reads and writes the paused set; reads are cached ``refresh`` seconds (one Registry call
-    per scheduler round would be wasteful), writes from this node clear the cache.
+    per scheduler round would be wasteful), writes from this node clear the cache. Once
+    three quarters of ``refresh`` have gone by the next read may start ahead (:meth:`read_ahead`,
+    :mod:`core.ahead`), so a call finds the cache fresh instead of waiting for the Registry;
+    what a call returns is never older than ``refresh`` (counted from when its read started),
+    as before.
 
     ``breakers`` gives each capability's breaker policy, for the end of an open breaker's hold
     (the defaults when not given); None when breakers are turned off: then none is listed."""
@@ -109,12 +114,19 @@ class CapabilityHolds:
         self.breakers = breakers
         self._cache: list[Hold] = []
         self._read_at: float | None = None
+        self._ahead: Ahead[list[BreakerRecord]] = Ahead("capability_holds")
 
     async def holds(self) -> list[Hold]:
         """Every hold in force now, by capability then kind (the last ones read if the Registry
         cannot be read: an outage must not stop dispatching, nor forget a pause)."""
         now = self.clock.now()
+        early = self._ahead.take()
+        if early is not None and early[0] >= (self._read_at or 0.0):
+            # Read from the Registry since the last read, and since this node's last write.
+            self._read_at = early[0]
+            self._install(early[1])
         if self._read_at is None or now - self._read_at >= self.refresh:
+            self._ahead.cancel()
             self._read_at = now
             try:
                 records = await self.registry.breakers()
@@ -122,12 +134,41 @@ class CapabilityHolds:
                 log.warning("capability_holds_unreadable", error=str(exc))
                 records = None
             if records is not None:
-                self._cache = sorted(
-                    (h for r in records if (h := self._hold(r)) is not None),
-                    key=lambda h: (h.capability, KIND_ORDER.index(h.kind)),
-                )
+                self._install(records)
         # An open breaker past its cool-down still holds until the scheduler half-opens it.
         return [h for h in self._cache if h.kind == BREAKER or h.until is None or h.until > now]
+
+    def read_ahead(self) -> None:
+        """Start the next read if :data:`~core.ahead.EARLY` of ``refresh`` has gone by since
+        the last one (for a caller with nothing else to do now, as the scheduler between
+        rounds): the call that comes once the period is over then takes it instead of waiting
+        for the Registry."""
+        now = self.clock.now()
+        if self._read_at is not None and now - self._read_at >= self.refresh * EARLY:
+            self._ahead.start(self._read, now)
+
+    async def settle(self) -> None:
+        """Wait for a read ahead in flight, if any, and take it (a scheduler stepping down
+        leaves no Registry call behind it)."""
+        early = await self._ahead.wait()
+        if early is not None and early[0] >= (self._read_at or 0.0):
+            self._read_at = early[0]
+            self._install(early[1])
+
+    async def _read(self) -> list[BreakerRecord]:
+        return await self.registry.breakers()
+
+    def _install(self, records: list[BreakerRecord]) -> None:
+        self._cache = sorted(
+            (h for r in records if (h := self._hold(r)) is not None),
+            key=lambda h: (h.capability, KIND_ORDER.index(h.kind)),
+        )
+
+    def _wrote(self) -> None:
+        """This node changed a hold: read again at the next call (an early read that started
+        before the write does not count)."""
+        self._ahead.cancel()
+        self._read_at = None
 
     async def held(self) -> set[str]:
         """The capabilities paused or rate-limited now (the holds this module enforces; the
@@ -162,7 +203,7 @@ class CapabilityHolds:
                 (current.version + 1) if current else 1,
             )
             if await self.registry.put_breaker(record, current.version if current else None):
-                self._read_at = None
+                self._wrote()
                 log.info("capability_rate_limited", capability=capability, until=until)
                 return True
         raise AgentdeckError(f"could not write {name}: too many concurrent changes")
@@ -182,7 +223,7 @@ class CapabilityHolds:
                 (current.version + 1) if current else 1,
             )
             if await self.registry.put_breaker(record, current.version if current else None):
-                self._read_at = None
+                self._wrote()
                 return True
         raise AgentdeckError(f"could not write {name}: too many concurrent changes")
 

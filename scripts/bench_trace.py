@@ -87,6 +87,33 @@ def layers_spec(layers: int, width: int) -> WorkflowSpec:
     return WorkflowSpec.model_validate({"name": "trace", "tasks": tasks})
 
 
+PARTS = (
+    "_apply_reports",
+    "_run_commands",
+    "_dispatch",
+    "_handle_due",
+    "_recover_lost_agents",
+    "_repair",
+)
+"""The scheduler's steps marked in LOG (with the Registry's calls): what a round spent on."""
+
+
+def _marked(original: Any, name: str) -> Any:
+    """``original`` (an async callable) with its start and end marked in LOG."""
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        task = asyncio.current_task()
+        # A refresh started ahead (core/ahead.py) runs beside the path, not on it.
+        label = "ahead." + name if task and task.get_name().startswith("ahead-") else name
+        mark(f"{label} >")
+        try:
+            return await original(*args, **kwargs)
+        finally:
+            mark(f"{label} <")
+
+    return call
+
+
 def instrument(runtime: Any) -> None:
     """Rounds, publishes and reports taken in, marked in LOG."""
     tick = Scheduler.tick
@@ -98,6 +125,12 @@ def instrument(runtime: Any) -> None:
         return busy
 
     Scheduler.tick = timed  # type: ignore[method-assign]
+    # The round's parts and the Registry's calls, so that a slow task shows what it waited on.
+    for part in PARTS:
+        setattr(Scheduler, part, _marked(getattr(Scheduler, part), part))
+    registry = runtime.registry
+    for name in ("acquire_lease", "breakers", "get_breaker", "put_breaker", "agents"):
+        setattr(registry, name, _marked(getattr(registry, name), f"registry.{name}"))
     bus = runtime.bus
     for name in ("publish_tasks", "publish_report", "publish_event"):
         original = getattr(bus, name)
@@ -196,7 +229,64 @@ async def trace(args: argparse.Namespace) -> None:
     report(args)
 
 
+def per_task(slowest: int) -> None:
+    """Lone tasks: submit -> the end of the report's round (the result written), p50/p95/p99,
+    and for the ``slowest`` what ran between (time in each marked part, in ms)."""
+    starts = [i for i, (_, w) in enumerate(LOG) if w.startswith("submit ")]
+    rows: list[tuple[float, dict[str, float]]] = []
+    for k, first in enumerate(starts):
+        last = starts[k + 1] if k + 1 < len(starts) else len(LOG)
+        window = LOG[first:last]
+        t0, end, seen_report = window[0][0], None, False
+        for at, what in window:
+            seen_report |= what == "report in"
+            if seen_report and what == "_apply_reports <":
+                end = at
+                break
+        if end is None:
+            continue
+        open_at: dict[str, float] = {}
+        spent: dict[str, float] = {}
+        for at, what in window:
+            if at > end:
+                break
+            name, _, edge = what.rpartition(" ")
+            if edge == ">":
+                open_at[name] = at
+            elif edge == "<" and name in open_at:
+                spent[name] = spent.get(name, 0.0) + (at - open_at.pop(name)) * 1000
+        rows.append(((end - t0) * 1000, spent))
+    ms = sorted(r[0] for r in rows)
+
+    def pct(q: float) -> float:
+        return ms[min(len(ms) - 1, int(q * len(ms)))]
+
+    print(f"submit -> result written: p50 {pct(0.5):.2f} p95 {pct(0.95):.2f} p99 {pct(0.99):.2f}")
+    for prefix in (
+        "registry.",
+        "ahead.registry.",
+        "_handle_due",
+        "_recover_lost_agents",
+        "_run_commands",
+        "_repair",
+    ):
+        hit = [sum(v for n, v in spent.items() if n.startswith(prefix)) for _, spent in rows]
+        hit = [v for v in hit if v > 0]
+        if hit:
+            print(
+                f"  {prefix:<22} on the path of {len(hit)} of {len(rows)} tasks, "
+                f"{sum(hit) / len(hit):.2f} ms each (max {max(hit):.2f})"
+            )
+    for total, spent in sorted(rows, key=lambda r: -r[0])[:slowest]:
+        parts = ", ".join(
+            f"{n} {v:.2f}" for n, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v >= 0.05
+        )
+        print(f"  {total:7.2f} ms: {parts}")
+
+
 def report(args: argparse.Namespace) -> None:
+    if args.workload == "lone" and args.slowest:
+        per_task(args.slowest)
     if args.show:
         start = previous = LOG[0][0]
         for at, what in LOG:
@@ -229,6 +319,7 @@ def main() -> None:
     p.add_argument("n", type=int, help="lone tasks, chain steps, or layers")
     p.add_argument("--width", type=int, default=100, help="layers: tasks per layer")
     p.add_argument("--show", action="store_true", help="print the timeline")
+    p.add_argument("--slowest", type=int, default=0, help="lone: the N slowest tasks' parts")
     p.add_argument("--agent-process", action="store_true", help="the agent in its own process")
     p.add_argument("--amqp", default="amqp://guest:guest@127.0.0.1:5672/")
     p.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/postgres")

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import structlog
 
+from agentdeck.core.ahead import Ahead
 from agentdeck.core.breakers import Breakers
 from agentdeck.core.clock import Clock
 from agentdeck.core.errors import AgentdeckError
@@ -22,9 +23,9 @@ from agentdeck.core.limits import Limiter
 from agentdeck.core.messages import Control, encode
 from agentdeck.core.models import Change, Task, Usage, Workflow
 from agentdeck.core.outputs import OutputStore
-from agentdeck.core.ports import Applied, Bus, Delivery, OutgoingTask, Registry, Store
+from agentdeck.core.ports import Applied, Bus, Delivery, Lease, OutgoingTask, Registry, Store
 from agentdeck.core.recovery import LostAgents
-from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, SchedulerConfig
+from agentdeck.core.scheduler.config import OPEN_WORKFLOWS, REPORT_WAIT, SchedulerConfig
 from agentdeck.core.scheduler.feed import EventsFeed
 from agentdeck.core.scheduler.observer import Observers, SchedulerObserver
 from agentdeck.core.states import TASK_TERMINAL, TaskStatus, WorkflowStatus
@@ -121,6 +122,7 @@ class SchedulerBase:
         self._workflows_seen: dict[str, Workflow] = {}
         self._fence: int | None = None
         self._lease_renewed = 0.0
+        self._lease_ahead: Ahead[Lease | None] = Ahead("lease")
         self._stopping = False
         self._consumer: asyncio.Task[None] | None = None
         self._watcher: asyncio.Task[None] | None = None
@@ -129,6 +131,9 @@ class SchedulerBase:
         self._look_commands = True
         self._maybe_ready = True
         self._polling = True
+        self._sent_at: float | None = None
+        """When this leader last published tasks, until a round takes reports in (a fast
+        task's report is then on its way: see :meth:`Scheduler.tick`)."""
         self.rounds = 0
         self.dispatched = 0
         self.applied = 0
@@ -200,6 +205,13 @@ class SchedulerBase:
             if used:
                 await self.observers.usage_recorded(used, now)
         return tasks, left
+
+    def _report_coming(self, now: float) -> bool:
+        """True while tasks this leader sent may be about to report: sent less than
+        :data:`REPORT_WAIT` of ``poll_interval`` ago, and no report taken in since (a fast
+        task's report comes back within milliseconds). What can wait goes after it."""
+        sent = self._sent_at
+        return sent is not None and now - sent < self.config.poll_interval * REPORT_WAIT
 
     def _remember_written(self, result: Applied) -> None:
         """Note the state ``result`` wrote each task in (released first: a task released and

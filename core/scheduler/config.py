@@ -20,6 +20,10 @@ IN_FLIGHT = frozenset(TASK_IN_FLIGHT)
 REPAIR_PAGE = 1000
 #: Task statuses that still move a workflow forward with no follow-up needed.
 MOVING = frozenset({T.READY, T.DISPATCHED, T.RUNNING, T.RETRYING})
+REPORT_WAIT = 0.25
+"""The part of ``poll_interval`` after tasks were sent during which their reports are taken
+to be on their way (see :meth:`SchedulerBase._report_coming`)."""
+
 #: Workflow statuses whose tasks may still move (the others' tasks are all final).
 OPEN_WORKFLOWS = frozenset({W.RUNNING, W.PAUSED})
 

@@ -358,6 +358,7 @@ class Dispatch(Budgets):
             if self.breakers is not None:
                 await self.breakers.give_back(ready)  # a trial never sent may go again at once
             return False
+        self._sent_at = now
         return True
 
     def _dispatch_changes(self, ready: Sequence[Task], now: float) -> list[Change]:

@@ -14,8 +14,9 @@ from typing import cast
 
 import structlog
 
+from agentdeck.core.ahead import EARLY
 from agentdeck.core.errors import AgentdeckError, ConfigError, LeaseLost
-from agentdeck.core.ports import StoreWatch
+from agentdeck.core.ports import Lease, StoreWatch
 from agentdeck.core.scheduler.config import IN_FLIGHT, LEASE_NAME
 from agentdeck.core.scheduler.dispatch import Dispatch
 
@@ -23,13 +24,30 @@ log = structlog.get_logger(__name__)
 
 
 class Leadership(Dispatch):
-    """Holding the lease (renewed every third of its life), taking over, stepping down."""
+    """Holding the lease (renewed every third of its life, ahead of time), taking over,
+    stepping down."""
 
     async def _ensure_lease(self) -> bool:
+        """True while this node leads. The lease is renewed every third of its life; from three
+        quarters of that third on, the renewal may start ahead, between rounds
+        (:meth:`_read_ahead`), so a round waits for the Registry only when no renewal came back
+        in time. The lease counts as renewed at the moment a renewal was *sent* and only once
+        it came back, so the leader never acts past a third of a lease it holds for sure; a
+        renewal that finds the lease taken raises LeaseLost at the next call."""
         now = self.clock.now()
-        if self._fence is not None and now - self._lease_renewed < self.config.lease_ttl / 3:
-            return True
-        lease = await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)
+        ttl = self.config.lease_ttl
+        if self._fence is not None:
+            early = self._lease_ahead.take()
+            if early is not None:
+                sent, renewed = early
+                if renewed is None:
+                    raise LeaseLost(f"{self.node} lost the scheduler lease")
+                self._lease_renewed = max(self._lease_renewed, sent)
+                await self.observers.lease_renewed()
+            if now - self._lease_renewed < ttl / 3:
+                return True
+            self._lease_ahead.cancel()  # late: renewed on the path below, as ever
+        lease = await self.registry.acquire_lease(LEASE_NAME, self.node, ttl)
         if lease is None:
             if self._fence is not None:
                 raise LeaseLost(f"{self.node} lost the scheduler lease")
@@ -48,6 +66,29 @@ class Leadership(Dispatch):
                 await self._step_down()
                 raise
         return True
+
+    def _read_ahead(self) -> None:
+        """Between rounds, with nothing to do: start what is near its refresh (the lease's
+        renewal, the holds' and the breakers' reads; :mod:`core.ahead`), so that the rounds to
+        come find them fresh instead of waiting for the Registry. Not while tasks just sent
+        may report (:meth:`_report_coming`): the reads' I/O would share the event loop, and
+        the cores, with those reports' round (a leader never idle then refreshes on the path
+        when due, as before)."""
+        now = self.clock.now()
+        if self._fence is None or self._report_coming(now):
+            return
+        if now - self._lease_renewed >= self.config.lease_ttl / 3 * EARLY:
+            self._lease_ahead.start(self._renew_lease, now)
+        self.holds.read_ahead()
+        if self.breakers is not None:
+            self.breakers.read_ahead()
+
+    async def _breakers_settle(self) -> None:
+        if self.breakers is not None:
+            await self.breakers.settle()
+
+    async def _renew_lease(self) -> Lease | None:
+        return await self.registry.acquire_lease(LEASE_NAME, self.node, self.config.lease_ttl)
 
     async def _take_over(self) -> None:
         """Become leader: rebuild what memory holds from the Store and start taking reports."""
@@ -85,6 +126,12 @@ class Leadership(Dispatch):
         log.info("config_reread_on_lead", node=self.node, changes=changes)
 
     async def _step_down(self, release: bool = False) -> None:
+        # What was started ahead ends first: a renewal that reached the Registry after the
+        # release below would take the lease again for a node that stopped.
+        # Bounded: a Registry that does not answer is no reason not to step down.
+        for settle in (self._lease_ahead.wait, self.holds.settle, self._breakers_settle):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(settle(), self.config.lease_ttl / 3)
         for task in (self._consumer, self._watcher):
             if task is not None:
                 task.cancel()

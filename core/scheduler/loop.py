@@ -73,6 +73,7 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         if self._wake.is_set():
             self._wake.clear()
             return
+        self._read_ahead()  # off the rounds' path: they would wait for it otherwise
         sleeper = asyncio.ensure_future(self.clock.sleep(self.config.poll_interval))
         waiter = asyncio.ensure_future(self._wake.wait())
         try:
@@ -90,8 +91,9 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         half-way left undone), then the dispatch; the time-driven work of a polling round
         (commands polled, retries due, deadlines, lost agents, the repair sweep) after it.
         A lone task whose submit lands on such a round is then not kept waiting behind its
-        queries (its p99 is that tail), nor is a report that came in during the round (the
-        work then waits for a round with no report waiting, one ``poll_interval`` at most);
+        queries (its p99 is that tail), nor is a report that came in during the round or is
+        on its way (tasks sent and no report since, for a quarter of ``poll_interval``): the
+        work then waits for a round with no report waiting, one ``poll_interval`` at most;
         what that work makes ready is dispatched by the next round, which follows at once
         (the round was busy)."""
         if not await self._ensure_lease():
@@ -120,17 +122,21 @@ class Scheduler(Leadership, Reports, Commands, Repairs):
         busy |= await self._flush_unpublished()
         busy |= await self._dispatch()
         # With a StoreWatch, a report that came in meanwhile goes first: the time-driven work
-        # waits for a round with none waiting, one poll_interval at most.
+        # waits for a round with none waiting, one poll_interval at most. So does a report
+        # on its way: tasks just sent (a lone task's report comes back within milliseconds)
+        # and none reported since, for a quarter of poll_interval.
         since = self._time_work_since
         if since is not None and (
-            self._watcher is None or not self._inbox or now - since >= self.config.poll_interval
+            self._watcher is None
+            or not (self._inbox or self._report_coming(now))
+            or now - since >= self.config.poll_interval
         ):
             self._time_work_since = None
             if not commands:  # the fallback for a notification that got lost
                 busy |= await self._run_commands()
             busy |= await self._handle_due()
             busy |= await self._recover_lost_agents()
-        elif since is not None:
+        elif since is not None and self._inbox:
             busy = True  # a report waits: the next round at once, then this work
         if self._repair_at is None and now >= self._repair_due:
             self._repair_at, self._repair_due = 0, now + self.config.repair_interval

@@ -61,6 +61,7 @@ class Reports(Budgets):
                     reports.append((item.message, delivery))
         if not batch:
             return True
+        self._sent_at = None  # what was sent has reported, or reports with these
         now = self.clock.now()
         changes: list[Change] = []
         failures: list[Report] = []

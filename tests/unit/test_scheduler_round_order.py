@@ -154,3 +154,48 @@ async def test_a_report_that_came_in_during_the_round_goes_before_the_time_drive
         await bus.close()
         await registry.close()
         await store.close()
+
+
+async def test_a_round_that_sent_tasks_leaves_the_time_driven_work_for_after_their_reports(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """With a StoreWatch, a polling round that sent a task does the time-driven work after
+    that task's report (a lone task's result is not kept waiting behind it); with no report,
+    a quarter of poll_interval later."""
+    store = WatchedStore(tmp_path / "agentdeck.db", clock=clock)
+    bus = MemoryBus.from_url("memory://", clock=clock)
+    registry = MemoryRegistry.from_url("memory://", clock=clock)
+    await store.migrate()
+    await bus.start()
+    await registry.start()
+    scheduler = Scheduler(store, bus, registry, clock, node="n1")
+    client = Client(store, clock)
+    try:
+        await scheduler.tick()  # takes the lease, polls once
+        wf = (await client.submit(parse_spec(ONE, fmt="yaml", limits=SpecLimits()))).id
+        clock.advance(scheduler.config.poll_interval)
+        store.calls.clear()
+        await scheduler.tick()  # polling: the task goes, the work waits for its report
+        assert (await store.get_task(f"{wf}/a")).status == T.DISPATCHED
+        assert "due_tasks" not in store.calls and "commands" not in store.calls
+        report = Report(kind="succeeded", task_id=f"{wf}/a", attempt=1, agent_id="ag", at=0.0)
+        scheduler._inbox.append(Arrived(encode(report)))
+        store.calls.clear()
+        await scheduler.tick()  # the result first, then the work
+        assert (await store.get_task(f"{wf}/a")).status == T.SUCCEEDED
+        assert store.calls.count("due_tasks") == 1
+        # No report comes: the work is done once a quarter of poll_interval has gone by.
+        wf = (await client.submit(parse_spec(ONE, fmt="yaml", limits=SpecLimits()))).id
+        clock.advance(scheduler.config.poll_interval)
+        store.calls.clear()
+        await scheduler.tick()
+        assert (await store.get_task(f"{wf}/a")).status == T.DISPATCHED
+        assert "due_tasks" not in store.calls
+        clock.advance(scheduler.config.poll_interval * 0.3)  # a quarter, and a bit more
+        await scheduler.tick()
+        assert store.calls.count("due_tasks") == 1
+    finally:
+        await scheduler.stop()
+        await bus.close()
+        await registry.close()
+        await store.close()
