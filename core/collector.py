@@ -16,15 +16,8 @@ from collections.abc import Iterator
 
 __all__ = ["YOUNG_THRESHOLD", "fewer_collections"]
 
-YOUNG_THRESHOLD = 50_000
-"""Allocations between two young collections while a node runs (CPython's default: 700).
-
-Above what a saturated round holds at once (1,000 tasks and their rows, plans, messages and
-events: between 10,000 and 30,000 objects), so a young collection no longer walks a round's
-objects that are about to be freed anyway: at 10,000 the scheduler made 55 young
-collections in 20,000 tasks, ~0.1 s of its CPU, at 30,000 two, at 50,000 none
-(docs/performance.md, branch ``reports``). The price: when one does run, it walks up to this
-many objects (~5 ms for 100,000 small ones on this machine)."""
+YOUNG_THRESHOLD = 10_000
+"""Allocations between two young collections while a node runs (CPython's default: 700)."""
 
 
 @contextlib.contextmanager
