@@ -9,11 +9,11 @@ trip; with BEGIN and COMMIT a batch costs four or five, whatever its size):
    locking (``SELECT ... FOR UPDATE``) every task named or depending on one, in id order (two
    stores locking overlapping batches cannot deadlock);
 2. one statement writing the final state of every task the batch touched (``UPDATE ... FROM
-   jsonb_array_elements(...) RETURNING``) and appending every event (``INSERT ... SELECT FROM
-   unnest(...)``, which takes the events lock before it numbers a row), with the fence check
-   in the same statement (an upsert that takes the fence row's lock and returns the newest
-   token: an older one raises LeaseLost, and the transaction, its update included, is rolled
-   back);
+   jsonb_array_elements(...) RETURNING``) and appending every event (``INSERT ... SELECT``
+   from another such array, which takes the events lock before it numbers a row; the rows
+   travel as JSON, see :func:`_json_rows`), with the fence check in the same statement (an
+   upsert that takes the fence row's lock and returns the newest token: an older one raises
+   LeaseLost, and the transaction, its update included, is rolled back);
 3. one such INSERT of the batch's usage rows, when it has any.
 
 The fence comes after the row locks, as the last lock a batch takes: every fenced writer takes
@@ -76,7 +76,7 @@ ORDER BY id FOR UPDATE OF tasks
 _STATE = len(decide.STATE_COLUMNS)
 
 # The written states ($2) travel as one jsonb array of rows, each an array of the values of
-# backends.sql.decide.WRITE_COLUMNS in order (see _write_rows): one parameter asyncpg sends as
+# backends.sql.decide.WRITE_COLUMNS in order (see _json_rows): one parameter asyncpg sends as
 # text, where 14 column arrays had it check every element against collections.abc first
 # (2.9 µs a row of the daemon's CPU against 1.4, docs/performance.md, branch `reports`).
 # Output and error may be large: they are written only when a change set them (the set_*
@@ -134,7 +134,16 @@ INSERT_EVENTS_SQL = _events_sql(1)
 # main query does not read (``e``) runs once the main query is done, so the locks are taken in
 # the same order as by two statements: the rows, the fence (with the first updated row), and
 # the events lock last.
-_WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(5)})\nSELECT * FROM w"
+# Its events ($5) travel as one jsonb array of rows too (see _json_rows), in order; the events
+# lock's keys are $6 and $7.
+_EVENT_ROWS = f"""
+INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
+SELECT r->>0, r->>1, (r->>2)::float8, r->>3, (r->>4)::integer, r->>5, r->>6, r->>7,
+    (r->>8)::jsonb
+FROM jsonb_array_elements($5::jsonb) AS r
+WHERE (SELECT pg_advisory_xact_lock($6, $7)) IS NOT NULL
+"""
+_WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_EVENT_ROWS})\nSELECT * FROM w"
 
 _INSERT_USAGE_SQL = f"""
 INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
@@ -193,17 +202,17 @@ _ROWS = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=Fa
 _NOT_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
 
 
-def _write_rows(states: Sequence[TaskState]) -> str:
-    """The decided states as the ``$2`` of the UPDATE: a JSON array of
-    :func:`backends.sql.decide.write_row` rows, read back by PostgreSQL to the same values.
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """``rows`` as one JSON array of arrays, which PostgreSQL reads back to the same values:
+    the UPDATE's states (:func:`backends.sql.decide.write_row` rows) and the events.
 
-    Output and error are JSON text already, so they travel as JSON strings and are parsed
-    once, by the ``::jsonb`` cast, as the ``jsonb[]`` elements were. Floats are written as
-    Python's shortest round-tripping form (the cast through ``numeric`` and text gives the same
-    double back); an infinity or NaN, which JSON has no number for, as the text ``float8``
-    reads (``Infinity``, ``NaN``). Text outside ASCII travels as is: a string that is not
-    UTF-8 (a lone surrogate) fails in asyncpg's encoding, as it did in an array."""
-    rows = [decide.write_row(s) for s in states]
+    Output, error and an event's detail are JSON text already, so they travel as JSON
+    strings and are parsed once, by the ``::jsonb`` cast, as the ``jsonb[]`` elements were.
+    Floats are written as Python's shortest round-tripping form (the cast through ``numeric``
+    and text gives the same double back; ``-0.0`` comes back ``0.0``); an infinity or NaN,
+    which JSON has no number for, as the text ``float8`` reads (``Infinity``, ``NaN``). Text
+    outside ASCII travels as is: a string that is not UTF-8 (a lone surrogate) fails in
+    asyncpg's encoding, as it did in an array."""
     try:
         return _ROWS.encode(rows)
     except ValueError:  # a non-finite float: rare, so the rows are looked at only then
@@ -241,9 +250,9 @@ async def apply(
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    updates = [at, _write_rows(decision.writes), FENCE_NAME, fence]
+    updates = [at, _json_rows([decide.write_row(s) for s in decision.writes]), FENCE_NAME, fence]
     if decision.events:
-        events = (*_arrays(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
+        events = (_json_rows(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
         written = await conn.fetch(_WRITE_SQL, *updates, *events)
     else:  # every change makes an event; kept exact all the same
         written = await conn.fetch(_UPDATE_SQL, *updates)
