@@ -9,11 +9,11 @@ trip; with BEGIN and COMMIT a batch costs four or five, whatever its size):
    locking (``SELECT ... FOR UPDATE``) every task named or depending on one, in id order (two
    stores locking overlapping batches cannot deadlock);
 2. one statement writing the final state of every task the batch touched (``UPDATE ... FROM
-   jsonb_array_elements(...) RETURNING``) and appending every event (``INSERT ... SELECT``
-   from another such array, which takes the events lock before it numbers a row; the rows
-   travel as JSON, see :func:`_json_rows`), with the fence check in the same statement (an
-   upsert that takes the fence row's lock and returns the newest token: an older one raises
-   LeaseLost, and the transaction, its update included, is rolled back);
+   unnest(...) RETURNING``) and appending every event (``INSERT ... SELECT FROM
+   unnest(...)``, which takes the events lock before it numbers a row), with the fence check
+   in the same statement (an upsert that takes the fence row's lock and returns the newest
+   token: an older one raises LeaseLost, and the transaction, its update included, is rolled
+   back);
 3. one such INSERT of the batch's usage rows, when it has any.
 
 The fence comes after the row locks, as the last lock a batch takes: every fenced writer takes
@@ -28,8 +28,6 @@ go stale.
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,15 +73,12 @@ ORDER BY id FOR UPDATE OF tasks
 """
 _STATE = len(decide.STATE_COLUMNS)
 
-# The written states ($2) travel as one jsonb array of rows, each an array of the values of
-# backends.sql.decide.WRITE_COLUMNS in order (see _json_rows): one parameter asyncpg sends as
-# text, where 14 column arrays had it check every element against collections.abc first
-# (2.9 µs a row of the daemon's CPU against 1.4, docs/performance.md, branch `reports`).
-# Output and error may be large: they are written only when a change set them (the set_*
-# flags). $3/$4: the fence (name, token), upserted in the same statement (see the module's
-# docstring); the newest token comes back on every row (NULL when there is no token to check).
+# The unnest columns are backends.sql.decide.WRITE_COLUMNS, in order. Output and error may be
+# large: they are written only when a change set them (the set_* flags). $16/$17: the fence
+# (name, token), upserted in the same statement (see the module's docstring); the newest token
+# comes back on every row (NULL when there is no token to check).
 _FENCE_CTE = """f AS (
-    INSERT INTO fence (name, token) SELECT $3::text, $4::bigint WHERE $4::bigint IS NOT NULL
+    INSERT INTO fence (name, token) SELECT $16::text, $17::bigint WHERE $17::bigint IS NOT NULL
     ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
     RETURNING token
 )"""
@@ -95,15 +90,12 @@ UPDATE tasks AS t SET
     finished_at = u.finished_at, pending = u.pending,
     output = CASE WHEN u.set_output THEN u.output ELSE t.output END,
     error = CASE WHEN u.set_error THEN u.error ELSE t.error END
-FROM (
-    SELECT r->>0 AS id, r->>1 AS status, (r->>2)::integer AS attempt,
-        (r->>3)::integer AS first_attempt, r->>4 AS agent_id, (r->>5)::float8 AS not_before,
-        (r->>6)::float8 AS deadline, (r->>7)::float8 AS started_at,
-        (r->>8)::float8 AS finished_at, (r->>9)::integer AS pending,
-        (r->>10)::boolean AS set_output, (r->>11)::jsonb AS output,
-        (r->>12)::boolean AS set_error, (r->>13)::jsonb AS error
-    FROM jsonb_array_elements($2::jsonb) AS r
-) AS u
+FROM unnest(
+    $2::text[], $3::text[], $4::integer[], $5::integer[], $6::text[], $7::float8[],
+    $8::float8[], $9::float8[], $10::float8[], $11::integer[], $12::boolean[], $13::jsonb[],
+    $14::boolean[], $15::jsonb[]
+) AS u(id, status, attempt, first_attempt, agent_id, not_before, deadline, started_at,
+       finished_at, pending, set_output, output, set_error, error)
 WHERE t.id = u.id
 RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
 """
@@ -134,16 +126,7 @@ INSERT_EVENTS_SQL = _events_sql(1)
 # main query does not read (``e``) runs once the main query is done, so the locks are taken in
 # the same order as by two statements: the rows, the fence (with the first updated row), and
 # the events lock last.
-# Its events ($5) travel as one jsonb array of rows too (see _json_rows), in order; the events
-# lock's keys are $6 and $7.
-_EVENT_ROWS = f"""
-INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
-SELECT r->>0, r->>1, (r->>2)::float8, r->>3, (r->>4)::integer, r->>5, r->>6, r->>7,
-    (r->>8)::jsonb
-FROM jsonb_array_elements($5::jsonb) AS r
-WHERE (SELECT pg_advisory_xact_lock($6, $7)) IS NOT NULL
-"""
-_WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_EVENT_ROWS})\nSELECT * FROM w"
+_WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSELECT * FROM w"
 
 _INSERT_USAGE_SQL = f"""
 INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
@@ -198,33 +181,6 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[decide.EventR
     await conn.execute(INSERT_EVENTS_SQL, *_arrays(events), LOCK_NAMESPACE, EVENTS_LOCK)
 
 
-_ROWS = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-_NOT_FINITE = {math.inf: "Infinity", -math.inf: "-Infinity"}
-
-
-def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
-    """``rows`` as one JSON array of arrays, which PostgreSQL reads back to the same values:
-    the UPDATE's states (:func:`backends.sql.decide.write_row` rows) and the events.
-
-    Output, error and an event's detail are JSON text already, so they travel as JSON
-    strings and are parsed once, by the ``::jsonb`` cast, as the ``jsonb[]`` elements were.
-    Floats are written as Python's shortest round-tripping form (the cast through ``numeric``
-    and text gives the same double back; ``-0.0`` comes back ``0.0``); an infinity or NaN,
-    which JSON has no number for, as the text ``float8`` reads (``Infinity``, ``NaN``). Text
-    outside ASCII travels as is: a string that is not UTF-8 (a lone surrogate) fails in
-    asyncpg's encoding, as it did in an array."""
-    try:
-        return _ROWS.encode(rows)
-    except ValueError:  # a non-finite float: rare, so the rows are looked at only then
-        return _ROWS.encode([[_finite_or_text(v) for v in row] for row in rows])
-
-
-def _finite_or_text(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return _NOT_FINITE.get(value, "NaN")
-    return value
-
-
 def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one array per column (the parameters of an ``unnest``)."""
     return [list(column) for column in zip(*rows, strict=True)]
@@ -250,9 +206,9 @@ async def apply(
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    updates = [at, _json_rows([decide.write_row(s) for s in decision.writes]), FENCE_NAME, fence]
+    updates = [at, *_arrays([decide.write_row(s) for s in decision.writes]), FENCE_NAME, fence]
     if decision.events:
-        events = (_json_rows(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
+        events = (*_arrays(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
         written = await conn.fetch(_WRITE_SQL, *updates, *events)
     else:  # every change makes an event; kept exact all the same
         written = await conn.fetch(_UPDATE_SQL, *updates)
