@@ -1,5 +1,5 @@
-"""PostgreSQL's cost of a batch of transitions, on its own: the fenced ``UPDATE ... FROM
-unnest(...)`` (with its events) of ``--batch`` tasks in a table of ``--rows``.
+"""PostgreSQL's cost of a batch of transitions, on its own: the fenced ``UPDATE ... FROM``
+the batch's rows (with its events) of ``--batch`` tasks in a table of ``--rows``.
 
 Each repetition writes a fresh set of ``--rows`` ready tasks (workflows of ``--batch``
 independent tasks, through the Store as a submit does), then takes each workflow in turn

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import structlog
 from pydantic_core import to_json
@@ -161,6 +161,38 @@ def spreads_of(agents: Sequence[AgentRecord]) -> dict[str, Spread]:
         )
         for capability, up in serving.items()
     }
+
+
+def next_attempt(t: Task) -> Task:
+    """``replace(t, attempt=t.attempt + 1)``, the same Task, in less than half the time.
+
+    Every dispatched task is copied so, once per task (issue 16): ``replace`` reads each of
+    Task's fields by name and passes them by keyword. Spelt out by position, in Task's field
+    order (a test compares it with ``replace`` field by field, so a field added to Task and
+    not here fails it)."""
+    return Task(
+        t.id,
+        t.workflow_id,
+        t.key,
+        t.capability,
+        t.status,
+        t.input,
+        t.needs,
+        t.pending,
+        t.created_at,
+        t.updated_at,
+        t.timeout,
+        t.attempt + 1,
+        t.first_attempt,
+        t.retry,
+        t.output,
+        t.error,
+        t.agent_id,
+        t.not_before,
+        t.deadline,
+        t.started_at,
+        t.finished_at,
+    )
 
 
 def task_body(task: Task, upstream: Mapping[str, JSON], now: float) -> bytes:
@@ -350,7 +382,7 @@ class Dispatch(Budgets):
         """Publish the next attempt of each of ``ready``; False (logged, the tasks left ready
         for a later round) if the bus refused."""
         try:
-            next_attempts = [replace(t, attempt=t.attempt + 1) for t in ready]
+            next_attempts = [next_attempt(t) for t in ready]
             await self.bus.publish_tasks(await self._messages_for(next_attempts, now, known))
         except AgentdeckError as exc:
             log.warning("publish_failed", count=len(ready), error=str(exc))

@@ -6,6 +6,7 @@ Tests speak only to the :class:`core.ports.Store` Protocol; the backends come fr
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -462,6 +463,48 @@ async def test_a_non_finite_number_in_an_output_is_refused_and_nothing_written(
     with pytest.raises(ValueError, match=r"output of .* is not JSON"):
         await store.apply([succeed("wf/a", output=output)], clock.now())
     assert (await store.get_task("wf/a")).status == T.DISPATCHED
+
+
+async def test_the_values_a_change_writes_read_back_the_same(
+    store: Store, clock: FakeClock
+) -> None:
+    """Whatever travels with a written task comes back as it was, on every engine: text with
+    quotes, backslashes and characters outside ASCII, floats at their edges and infinities
+    (JSON has no number for them, and PostgreSQL's write carries its rows as JSON), outputs
+    and errors."""
+    await submit(store, clock, "wf", {"a": [], "b": [], "c": []})
+    agent = 'agent "x" \\ é ✓ \U0001f600'
+    floats = {
+        "wf/a": (math.inf, -math.inf, 5e-324, 1.7976931348623157e308),
+        "wf/b": (0.1, 1e16, 1e-7, 1763000000.123456),
+        "wf/c": (-0.5, 0.0, 12345.678901234567, 2.0),
+    }
+    await store.apply([dispatch(t) for t in floats], clock.now())
+    changes = [
+        Change(
+            t,
+            T.RUNNING,
+            frozenset({T.DISPATCHED}),
+            attempt=1,
+            values={
+                "agent_id": agent,
+                "not_before": v[0],
+                "deadline": v[1],
+                "started_at": v[2],
+                "finished_at": v[3],
+                "output": {"é": ["✓", 1.5, None]},
+                "error": ErrorInfo("odd", 'a "quoted" \\ message ✓'),
+            },
+        )
+        for t, v in floats.items()
+    ]
+    await store.apply(changes, clock.now())
+    for t, v in floats.items():
+        task = await store.get_task(t)
+        assert (task.not_before, task.deadline, task.started_at, task.finished_at) == v
+        assert task.agent_id == agent
+        assert task.output == {"é": ["✓", 1.5, None]}
+        assert task.error == ErrorInfo("odd", 'a "quoted" \\ message ✓')
 
 
 @pytest.mark.parametrize(
