@@ -533,22 +533,34 @@ async def analyze(store: PostgresStore) -> None:
     await pool.execute("ANALYZE")
 
 
-async def run_finished(
-    client: Client, store: PostgresStore, workflow: WorkflowSpec, fresh: bool = False
-) -> str:
-    """Submit ``workflow`` and wait for it: seconds from just before the submit to the
-    workflow's ``finished_at`` (written by the scheduler), and its status. ``fresh``: ANALYZE
-    once it is submitted."""
+async def time_finished(
+    client: Client,
+    store: PostgresStore,
+    workflow: WorkflowSpec,
+    fresh: bool = False,
+    timeout: float = 600,
+) -> tuple[float, str, float]:
+    """Submit ``workflow`` and wait for it (``timeout`` s at most): seconds from just before
+    the submit to the workflow's ``finished_at`` (written by the scheduler), its status, and
+    the seconds the submit call took. ``fresh``: ANALYZE once it is submitted."""
     started = time.time()
     wf = await client.submit(workflow)
     if fresh:
         await analyze(store)
     submitted = time.time() - started
-    await asyncio.wait_for(wait_done(store, wf.id, 0.01), 600)
+    await asyncio.wait_for(wait_done(store, wf.id, 0.01), timeout)
     done = await store.get_workflow(wf.id)
     assert done.finished_at is not None
+    return done.finished_at - started, done.status.value, submitted
+
+
+async def run_finished(
+    client: Client, store: PostgresStore, workflow: WorkflowSpec, fresh: bool = False
+) -> str:
+    """:func:`time_finished`, as a line."""
+    seconds, status, submitted = await time_finished(client, store, workflow, fresh)
     return (
-        f"{done.finished_at - started:.3f} s submit -> finished ({done.status.value}; "
+        f"{seconds:.3f} s submit -> finished ({status}; "
         f"the submit call{' and ANALYZE' if fresh else ''} took {submitted:.3f} s)"
     )
 

@@ -10,6 +10,12 @@ repetition to the next), and each turn runs three no-op workloads:
 - **chain**: one chain of ``--chain`` tasks, each started by the end of the one before; submit
   -> the last one done, divided by the steps (ms per step).
 
+agentdeck's turns then run issue 16's workloads that no peer has (``0`` skips one): **wide**,
+one workflow of ``--wide`` independent tasks, and **layers**, ``--layers`` x 100 tasks, each
+timed submit -> the workflow finished; and **rss**, the daemon's resident memory once the
+store holds ``--stored`` tasks, all done. The page ends with each target of the issue, the
+figure of this run and whether it is met.
+
 agentdeck runs its real persisted path, as scripts/bench.py does (its functions, reused): the
 scheduler (``agentdeck --daemon``) and one agent process on RabbitMQ + PostgreSQL + Redis,
 every transition and result written. Dramatiq (2 processes x 8 threads) and Celery (prefork,
@@ -60,6 +66,14 @@ from agentdeck.core.spec import WorkflowSpec  # noqa: E402
 
 FULL = {"light": 200, "chain": 1000, "workflows": 20, "tasks": 1000}
 QUICK = {"light": 30, "chain": 100, "workflows": 2, "tasks": 1000}
+BIG_FULL = {"wide": 10_000, "layers": 100, "stored": 100_000}
+BIG_QUICK = {"wide": 1000, "layers": 10, "stored": 10_000}
+"""agentdeck's own workloads of issue 16 (no peer runs them): one workflow of ``wide``
+independent tasks; ``layers`` x :data:`LAYER_WIDTH`; the daemon's memory once the store holds
+``stored`` tasks. 0 skips one."""
+LAYER_WIDTH = 100
+RSS_WORKFLOW = 10_000
+"""The RSS workload submits workflows of this many tasks until the store holds ``stored``."""
 NOOP = bench.AgentKind(kind="sleep", capability="noop", options=("seconds=0",))
 """agentdeck's no-op: ``sleep`` for 0 s, whose output stays the same size along a chain
 (``echo`` returns its upstream outputs, which would grow with every step)."""
@@ -84,6 +98,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chain", type=int, help="chain steps (1000; quick 100)")
     p.add_argument("--workflows", type=int, help="saturated: agentdeck workflows (20; quick 2)")
     p.add_argument("--tasks", type=int, help="saturated: tasks per workflow (1000)")
+    p.add_argument("--wide", type=int, help="agentdeck: one workflow of N tasks (10000; 0 skips)")
+    p.add_argument(
+        "--layers", type=int, help=f"agentdeck: N layers x {LAYER_WIDTH} tasks (100; 0 skips)"
+    )
+    p.add_argument(
+        "--stored",
+        type=int,
+        help="agentdeck: daemon RSS once the store holds N tasks (100000; 0 skips)",
+    )
     p.add_argument(
         "--systems",
         default=",".join(SYSTEMS),
@@ -115,6 +138,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             setattr(args, name, default)
         elif value < 1:
             p.error(f"--{name} must be at least 1, got {value}")
+    for name, default in (BIG_QUICK if args.quick else BIG_FULL).items():
+        value = getattr(args, name)
+        if value is None:
+            setattr(args, name, default)
+        elif value < 0:
+            p.error(f"--{name} must be 0 (skip) or more, got {value}")
     if args.reps < 1:
         p.error(f"--reps must be at least 1, got {args.reps}")
     if args.timeout <= 0:
@@ -260,7 +289,9 @@ def chain_spec(steps: int) -> WorkflowSpec:
     return WorkflowSpec.model_validate({"name": f"chain-{steps}", "tasks": tasks})
 
 
-async def agentdeck_workloads(args: argparse.Namespace, store_url: str, turn: Turn) -> None:
+async def agentdeck_workloads(
+    args: argparse.Namespace, store_url: str, turn: Turn, daemon_pid: int
+) -> None:
     cap, timeout = NOOP.capability, args.timeout
     async with bench.open_client(store_url, max(args.tasks, args.chain)) as (client, store):
         await bench.warm_up(client, store, cap)
@@ -283,6 +314,47 @@ async def agentdeck_workloads(args: argparse.Namespace, store_url: str, turn: Tu
                 raise BenchError(f"{len(lat)} of {args.chain} chain steps succeeded")
             # Every step was created at the submit: the longest is submit -> the last step.
             turn.chain_steps, turn.chain_seconds = args.chain, max(lat)
+        await big_workloads(args, client, store, turn, daemon_pid)
+
+
+async def big_workloads(
+    args: argparse.Namespace, client: Any, store: Any, turn: Turn, daemon_pid: int
+) -> None:
+    """agentdeck's own workloads of issue 16, after the shared ones, on the same processes
+    (``daemon_pid``: the scheduler's, whose memory the last one reads)."""
+    timeout = args.timeout
+    if args.wide:
+        with record_failure(turn, "wide"):
+            seconds, status, _ = await bench.time_finished(
+                client, store, bench.spec("wide", args.wide, NOOP.capability), timeout=timeout
+            )
+            if status != "succeeded":
+                raise BenchError(f"the wide workflow ended {status}")
+            turn.wide_tasks, turn.wide_seconds = args.wide, seconds
+    if args.layers:
+        with record_failure(turn, "layers"):
+            spec = bench.layers_spec(args.layers, LAYER_WIDTH, NOOP.capability)
+            seconds, status, _ = await bench.time_finished(client, store, spec, timeout=timeout)
+            if status != "succeeded":
+                raise BenchError(f"the layers workflow ended {status}")
+            turn.layers, turn.layers_seconds = (args.layers, LAYER_WIDTH), seconds
+    if args.stored:
+        with record_failure(turn, "rss"):
+            await asyncio.wait_for(fill_store(args.stored, client, store), timeout)
+            rss, peak = bench.memory_kb(daemon_pid)
+            turn.stored_tasks = await store.total_tasks()
+            turn.rss_mb = (rss / 1024, peak / 1024)
+
+
+async def fill_store(stored: int, client: Any, store: Any) -> None:
+    """Submit workflows of :data:`RSS_WORKFLOW` no-op tasks until the store holds ``stored``
+    tasks or more, and wait until every one of them is done."""
+    ids = []
+    while await store.total_tasks() < stored:
+        size = min(RSS_WORKFLOW, stored - await store.total_tasks())
+        ids.append((await client.submit(bench.spec(f"rss-{len(ids)}", size, NOOP.capability))).id)
+    for wf_id in ids:
+        await bench.wait_done(store, wf_id, 0.1)
 
 
 def agentdeck_turn(args: argparse.Namespace, turn: Turn) -> None:
@@ -290,8 +362,9 @@ def agentdeck_turn(args: argparse.Namespace, turn: Turn) -> None:
         ["--amqp", args.amqp, "--postgres", args.postgres, "--redis", args.redis]
     )
     opts.keep_logs = args.keep_logs
-    with bench.stack(opts, NOOP) as store_url:
-        asyncio.run(agentdeck_workloads(args, store_url, turn))
+    pids: list[int] = []  # the daemon's first, then the agent's
+    with bench.stack(opts, NOOP, pids) as store_url:
+        asyncio.run(agentdeck_workloads(args, store_url, turn, pids[0]))
 
 
 # ---------------------------------------------------------------------------- the peers

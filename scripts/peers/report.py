@@ -34,6 +34,17 @@ class Turn:
     saturated_tasks: int = 0
     saturated_seconds: float | None = None
     """``saturated_tasks`` tasks on a full queue: the first one done -> the last one done."""
+    wide_tasks: int = 0
+    wide_seconds: float | None = None
+    """agentdeck only: one workflow of ``wide_tasks`` independent tasks, submit -> finished."""
+    layers: tuple[int, int] | None = None
+    layers_seconds: float | None = None
+    """agentdeck only: one workflow of ``layers`` (layers, tasks a layer), each task needing
+    two of the layer before; submit -> finished."""
+    stored_tasks: int = 0
+    rss_mb: tuple[float, float] | None = None
+    """agentdeck only: the daemon's resident memory (``VmRSS``, peak ``VmHWM``, MB) once the
+    store holds ``stored_tasks`` tasks, all done."""
     errors: list[str] = field(default_factory=list)
     """What failed or timed out (that workload's figures stay empty)."""
     disturbances: list[str] = field(default_factory=list)
@@ -43,7 +54,7 @@ class Turn:
 def turn_from_dict(raw: dict[str, Any]) -> Turn:
     """A :class:`Turn` from its JSON form (``dataclasses.asdict``: tuples became lists)."""
     fields = dict(raw)
-    for name in ("load_before", "load_after"):
+    for name in ("load_before", "load_after", "layers", "rss_mb"):
         if fields.get(name) is not None:
             fields[name] = tuple(fields[name])
     return Turn(**fields)
@@ -127,6 +138,76 @@ def median_figures(turns: Sequence[Turn]) -> Figures:
     )
 
 
+@dataclass(frozen=True)
+class Target:
+    """One of issue 16's targets for agentdeck: ``figure`` (a name :func:`target_values`
+    gives) ``below`` (or, if False, at least) ``limit``, judged only at the issue's size of
+    the workload: ``size`` tasks or more, or exactly that (layers, tasks a layer) shape. A
+    smaller run's figure is shown, not judged."""
+
+    name: str
+    figure: str
+    limit: float
+    unit: str
+    size: int | tuple[int, int]
+    below: bool = True
+
+
+TARGETS = (
+    Target("saturated throughput, x Dramatiq 2x8", "ratio", 1.0, "x", below=False, size=20_000),
+    Target("lone task p99", "p99", 5.0, "ms", size=200),
+    Target("chain step", "chain_ms", 3.0, "ms", size=1000),
+    Target("10,000 independent tasks, submit -> finished", "wide", 2.5, "s", size=10_000),
+    Target("100 layers x 100 tasks, submit -> finished", "layers", 4.0, "s", size=(100, 100)),
+    Target("daemon peak RSS, 100,000 tasks stored", "rss", 250.0, "MB", size=100_000),
+)
+"""Issue 16's targets, in its order (on a 2-core machine, ratios from one run)."""
+
+
+def target_values(turns: Sequence[Turn]) -> dict[str, tuple[float, object] | None]:
+    """agentdeck's figure for each :data:`TARGETS` entry (median over its turns) and the size
+    it was taken at; None where it did not run. The ratio needs Dramatiq's turns too."""
+
+    def med(pairs: list[tuple[float, object]]) -> tuple[float, object] | None:
+        if not pairs:
+            return None
+        sizes = {size for _, size in pairs}
+        size = sizes.pop() if len(sizes) == 1 else None
+        return statistics.median(v for v, _ in pairs), size
+
+    ours = [t for t in turns if t.system == "agentdeck"]
+    theirs = [t for t in turns if t.system == "dramatiq"]
+    mine, base = median_figures(ours), median_figures(theirs)
+    ratio = None
+    if mine.tasks_per_s is not None and base.tasks_per_s:
+        saturated = min(t.saturated_tasks for t in ours if t.saturated_seconds is not None)
+        ratio = (mine.tasks_per_s / base.tasks_per_s, saturated)
+    lone = min((len(t.latency) for t in ours if t.latency), default=0)
+    return {
+        "ratio": ratio,
+        "p99": None if mine.p99 is None else (mine.p99, lone),
+        "chain_ms": None if mine.chain_ms is None else (mine.chain_ms, ours[0].chain_steps),
+        "wide": med([(t.wide_seconds, t.wide_tasks) for t in ours if t.wide_seconds is not None]),
+        "layers": med([(t.layers_seconds, t.layers) for t in ours if t.layers_seconds is not None]),
+        "rss": med([(t.rss_mb[1], t.stored_tasks) for t in ours if t.rss_mb is not None]),
+    }
+
+
+def verdict(target: Target, value: tuple[float, object] | None) -> str:
+    """``met``, ``not met``, ``not run``, or ``not judged`` (taken at another size)."""
+    if value is None:
+        return "not run"
+    figure, size = value
+    if isinstance(target.size, tuple):
+        covered = size == target.size
+    else:
+        covered = isinstance(size, int) and size >= target.size
+    if not covered:
+        return "not judged (another size)"
+    met = figure < target.limit if target.below else figure >= target.limit
+    return "met" if met else "not met"
+
+
 def _num(value: float | None, digits: int = 2) -> str:
     if value is None:
         return "—"
@@ -193,6 +274,36 @@ def markdown(turns: Sequence[Turn], meta: dict[str, str], plot_name: str | None 
             f"| {system} | {len(groups[system])} | {_num(m.tasks_per_s, 0)} | {_num(ratio)} "
             f"| {_num(m.p50)} | {_num(m.p95)} | {_num(m.p99)} | {_num(m.chain_ms)} |"
         )
+    ours = [t for t in turns if t.system == "agentdeck"]
+    if any(t.wide_seconds or t.layers_seconds or t.rss_mb for t in ours):
+        out += [
+            "",
+            "## agentdeck's workflows and memory, every turn",
+            "",
+            "| rep | wide: tasks | s | layers | s | tasks stored | daemon RSS MB | peak MB |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for t in ours:
+            shape = "—" if t.layers is None else f"{t.layers[0]} x {t.layers[1]}"
+            rss, peak = t.rss_mb if t.rss_mb is not None else (None, None)
+            out.append(
+                f"| {t.rep} | {t.wide_tasks:,} | {_num(t.wide_seconds, 3)} | {shape} "
+                f"| {_num(t.layers_seconds, 3)} | {t.stored_tasks:,} | {_num(rss, 0)} "
+                f"| {_num(peak, 0)} |"
+            )
+    values = target_values(turns)
+    out += [
+        "",
+        "## Issue 16's targets (agentdeck, the median of its turns)",
+        "",
+        "| target | limit | this run | verdict |",
+        "|---|---|---|---|",
+    ]
+    for target in TARGETS:
+        value = values[target.figure]
+        limit = f"{'<' if target.below else '>='} {target.limit:g} {target.unit}"
+        shown = "—" if value is None else f"{value[0]:,.2f} {target.unit}"
+        out.append(f"| {target.name} | {limit} | {shown} | {verdict(target, value)} |")
     errors = [f"- rep {t.rep}, {t.system}: {e}" for t in turns for e in t.errors]
     if errors:
         out += ["", "## What failed", "", *errors]

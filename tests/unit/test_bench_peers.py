@@ -46,13 +46,15 @@ def test_full_sizes_by_default() -> None:
     """With no size given, the issue's sizes: 200 lone tasks, a chain of 1,000, 20 x 1,000."""
     args = bench_peers.parse_args([])
     assert (args.light, args.chain, args.workflows, args.tasks) == (200, 1000, 20, 1000)
+    assert (args.wide, args.layers, args.stored) == (10_000, 100, 100_000)
     assert args.systems == ["agentdeck", "dramatiq", "celery"]
 
 
 def test_quick_sizes_and_an_override() -> None:
     """--quick picks the small sizes; a size given on the command line wins over them."""
-    args = bench_peers.parse_args(["--quick", "--chain", "50"])
+    args = bench_peers.parse_args(["--quick", "--chain", "50", "--stored", "0"])
     assert (args.light, args.chain, args.workflows, args.tasks) == (30, 50, 2, 1000)
+    assert (args.wide, args.layers, args.stored) == (1000, 10, 0)
 
 
 @pytest.mark.parametrize(
@@ -61,6 +63,7 @@ def test_quick_sizes_and_an_override() -> None:
         (["--light", "0"], "--light must be at least 1, got 0"),
         (["--chain", "-5"], "--chain must be at least 1, got -5"),
         (["--reps", "0"], "--reps must be at least 1, got 0"),
+        (["--wide", "-1"], "--wide must be 0 (skip) or more, got -1"),
         (["--timeout", "0"], "--timeout must be more than 0 seconds, got 0"),
         (["--systems", "agentdeck,rq"], "unknown 'rq'; choose from agentdeck, dramatiq, celery"),
         (["--systems", ","], "unknown empty; choose from agentdeck, dramatiq, celery"),
@@ -251,7 +254,17 @@ def test_wait_for_says_how_many_were_done_at_its_deadline() -> None:
 
 def test_a_turn_survives_its_json_form() -> None:
     """--render reads back what the run wrote: a turn through JSON is the same turn."""
-    original = turn("agentdeck", 2, latency=[0.004], load_after=(3.0, 2.0, 1.0), errors=["x"])
+    original = turn(
+        "agentdeck",
+        2,
+        latency=[0.004],
+        load_after=(3.0, 2.0, 1.0),
+        layers=(100, 100),
+        layers_seconds=5.0,
+        stored_tasks=100_000,
+        rss_mb=(80.5, 90.25),
+        errors=["x"],
+    )
     raw = json.loads(json.dumps(dataclasses.asdict(original)))
     assert report.turn_from_dict(raw) == original
 
@@ -269,3 +282,89 @@ def test_disturbed_turns_are_listed_apart_from_failures() -> None:
     assert "## Disturbed turns (their figures include this)" in page
     assert "- rep 2, agentdeck: RabbitMQ restarted" in page
     assert "What failed" not in page
+
+
+# ---------------------------------------------------------------------------- issue 16's targets
+
+
+def issue_sized_run(**agentdeck: object) -> list[object]:
+    """An agentdeck turn at the issue's sizes (figures overridable) and a Dramatiq turn."""
+    figures: dict[str, object] = {
+        "saturated_tasks": 20_001,
+        "saturated_seconds": 3.0,
+        "latency": [0.004] * 199 + [0.0045],
+        "chain_steps": 1000,
+        "chain_seconds": 2.9,
+        "wide_tasks": 10_000,
+        "wide_seconds": 2.4,
+        "layers": (100, 100),
+        "layers_seconds": 3.9,
+        "stored_tasks": 100_000,
+        "rss_mb": (80.0, 120.0),
+    }
+    figures.update(agentdeck)
+    return [
+        turn("agentdeck", **figures),
+        turn("dramatiq", saturated_tasks=20_001, saturated_seconds=3.0),
+    ]
+
+
+def verdicts(turns: list[object]) -> dict[str, str]:
+    values = report.target_values(turns)
+    return {t.figure: report.verdict(t, values[t.figure]) for t in report.TARGETS}
+
+
+def test_every_target_is_met_by_a_run_under_every_limit() -> None:
+    """At the issue's sizes, a run under each limit (at or above Dramatiq's throughput) meets
+    all six targets."""
+    assert set(verdicts(issue_sized_run()).values()) == {"met"}
+
+
+@pytest.mark.parametrize(
+    ("figure", "override"),
+    [
+        ("ratio", {"saturated_seconds": 3.03}),
+        ("p99", {"latency": [0.004, 0.006] * 100}),
+        ("chain_ms", {"chain_seconds": 3.0}),
+        ("wide", {"wide_seconds": 2.5}),
+        ("layers", {"layers_seconds": 4.2}),
+        ("rss", {"rss_mb": (80.0, 250.0)}),
+    ],
+)
+def test_a_figure_at_or_past_its_limit_is_not_met(figure: str, override: object) -> None:
+    """A limit is strict (below 5 ms means below), and throughput must reach Dramatiq's; the
+    memory target is judged on the daemon's peak, not its RSS at the end."""
+    result = verdicts(issue_sized_run(**override))  # type: ignore[arg-type]
+    assert result[figure] == "not met"
+    assert [f for f, v in result.items() if v != "met"] == [figure]
+
+
+def test_a_smaller_run_is_shown_but_not_judged() -> None:
+    """A --quick run's workflows are not issue 16's: their figures are shown, not judged; a
+    workload that did not run says so."""
+    turns = issue_sized_run(wide_tasks=1000, layers=(10, 100), rss_mb=None)
+    result = verdicts(turns)
+    assert result["wide"] == result["layers"] == "not judged (another size)"
+    assert result["rss"] == "not run"
+    page = report.markdown(turns, {})
+    assert "| 10,000 independent tasks, submit -> finished | < 2.5 s | 2.40 s " in page
+    assert "| 1 | 1,000 | 2.400 | 10 x 100 | 3.900 | 100,000 | — | — |" in page
+
+
+def test_the_page_ends_with_the_targets_and_their_verdicts() -> None:
+    """The page has a row per target: its limit, this run's figure, and the verdict."""
+    page = report.markdown(issue_sized_run(layers_seconds=5.86), {})
+    lines = page.splitlines()
+    assert "## Issue 16's targets (agentdeck, the median of its turns)" in lines
+    assert "| saturated throughput, x Dramatiq 2x8 | >= 1 x | 1.00 x | met |" in lines
+    assert "| 100 layers x 100 tasks, submit -> finished | < 4 s | 5.86 s | not met |" in lines
+    assert "| daemon peak RSS, 100,000 tasks stored | < 250 MB | 120.00 MB | met |" in lines
+
+
+def test_a_quick_run_judges_nothing() -> None:
+    """Throughput over 2,000 tasks, p99 of 30 lone tasks and a chain of 100 are shown but not
+    judged against the issue's targets."""
+    turns = issue_sized_run(saturated_tasks=2000, latency=[0.004] * 30, chain_steps=100)
+    turns[1].saturated_tasks = 2000  # type: ignore[attr-defined]
+    result = verdicts(turns)
+    assert {result[f] for f in ("ratio", "p99", "chain_ms")} == {"not judged (another size)"}
