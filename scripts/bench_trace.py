@@ -12,7 +12,8 @@ shared machine (docs/performance.md, "Levers (issue 16)"); ``--show`` prints the
 
 The scheduler and a no-op agent share this process (``--agent-process``: the agent is
 ``agentdeck agent --kind sleep`` in a process of its own, as deployed); a fresh database and
-a random RabbitMQ and Redis prefix are used and the database is dropped at the end.
+a random RabbitMQ and Redis prefix are used, and its queues, keys and database are removed
+at the end.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ from agentdeck.core.scheduler import Scheduler  # noqa: E402
 from agentdeck.core.settings import Settings  # noqa: E402
 from agentdeck.core.spec import WorkflowSpec  # noqa: E402
 from agentdeck.tui.wiring import build_runtime  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import cleanup  # noqa: E402 - scripts/bench.py: the queues, keys and database
 
 LOG: list[tuple[float, str]] = []
 
@@ -223,9 +227,9 @@ async def trace(args: argparse.Namespace) -> None:
         if agent is not None:
             agent.terminate()
             agent.wait()
-        admin = await asyncpg.connect(args.postgres)
-        await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
-        await admin.close()
+        # The run's queues (quorum queues: each an idle Raft group in the broker if left
+        # behind), its Registry keys and its database go.
+        await cleanup(args, prefix, database, "noop")
     report(args)
 
 
