@@ -302,7 +302,9 @@ def markdown(turns: Sequence[Turn], meta: dict[str, str], plot_name: str | None 
     for target in TARGETS:
         value = values[target.figure]
         limit = f"{'<' if target.below else '>='} {target.limit:g} {target.unit}"
-        shown = "—" if value is None else f"{value[0]:,.2f} {target.unit}"
+        # A ratio to three places: 0.996 shown as 1.00 would read as met.
+        digits = 3 if target.unit == "x" else 2
+        shown = "—" if value is None else f"{value[0]:,.{digits}f} {target.unit}"
         out.append(f"| {target.name} | {limit} | {shown} | {verdict(target, value)} |")
     errors = [f"- rep {t.rep}, {t.system}: {e}" for t in turns for e in t.errors]
     if errors:

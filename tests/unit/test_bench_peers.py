@@ -356,7 +356,7 @@ def test_the_page_ends_with_the_targets_and_their_verdicts() -> None:
     page = report.markdown(issue_sized_run(layers_seconds=5.86), {})
     lines = page.splitlines()
     assert "## Issue 16's targets (agentdeck, the median of its turns)" in lines
-    assert "| saturated throughput, x Dramatiq 2x8 | >= 1 x | 1.00 x | met |" in lines
+    assert "| saturated throughput, x Dramatiq 2x8 | >= 1 x | 1.000 x | met |" in lines
     assert "| 100 layers x 100 tasks, submit -> finished | < 4 s | 5.86 s | not met |" in lines
     assert "| daemon peak RSS, 100,000 tasks stored | < 250 MB | 120.00 MB | met |" in lines
 
