@@ -1,6 +1,6 @@
 """The fault-injection suite: 1,000 tasks in DAG workflows through five faults, no person.
 
-Two ``agentdeck --daemon`` nodes (one leads, one stands by) and three ``agentdeck agent``
+Three ``agentdeck --daemon`` nodes (one leads, two stand by) and three ``agentdeck agent``
 processes (two ``sleep``, one ``chaos`` that fails transiently) share private RabbitMQ,
 PostgreSQL and Redis servers (``tests/e2e/services.py``), so restarting them disturbs nobody
 else. While the workflows run, one fault after another:
