@@ -134,13 +134,14 @@ _WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSE
 # A big batch's write travels as two jsonb parameters instead (see _json_rows): the written
 # states ($2, each an array of the values of backends.sql.decide.WRITE_COLUMNS in order) and
 # the events ($5, in order; the events lock's keys are $6 and $7). asyncpg checks every element
-# of the 23 unnest arrays against collections.abc before it sends them, ~5 µs of the daemon's
-# CPU a task over its two writes at 1,000 rows a batch; the two JSON texts cost ~0.9 µs a task.
-# PostgreSQL's CPU is the same for such a batch, but ~0.1 ms more for a write of one row
-# (docs/performance.md, "PostgreSQL's cost per transition" and "The daemon's CPU per task,
-# third pass"): so only batches of at least JSON_ROWS written tasks take it, never a lone
-# task's or a chain step's write.
-JSON_ROWS = 100
+# of the 23 unnest arrays against collections.abc before it sends them (~5 µs of the daemon's
+# CPU a task over its two writes; the two JSON texts cost ~0.9 µs), and at 1,000 rows
+# PostgreSQL too spends less (bench_pgwrite: ~51 against ~53-56 µs a task). But a jsonb write
+# costs PostgreSQL ~0.35-0.7 ms more whatever its size (one row: 2.0 against 1.2 ms for the
+# two writes; 60 rows: 104-106 against 79-86 µs a task; even at 150): so only batches of at
+# least JSON_ROWS written tasks take it, never a lone task's, a chain step's or a 100-wide
+# layer's (docs/performance.md, "Saturated throughput, fourth pass").
+JSON_ROWS = 200
 """The fewest written tasks for which :func:`apply` sends its rows as ``jsonb``."""
 
 _FENCE_CTE_JSON = _FENCE_CTE.replace("$16", "$3").replace("$17", "$4")

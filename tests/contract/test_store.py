@@ -465,13 +465,13 @@ async def test_a_non_finite_number_in_an_output_is_refused_and_nothing_written(
     assert (await store.get_task("wf/a")).status == T.DISPATCHED
 
 
-@pytest.mark.parametrize("size", [3, 150])
+@pytest.mark.parametrize("size", [3, 250])
 async def test_the_values_a_change_writes_read_back_the_same(
     store: Store, clock: FakeClock, size: int
 ) -> None:
     """Whatever travels with a written task comes back as it was, on every engine: text with
     quotes, backslashes and characters outside ASCII, floats at their edges and infinities
-    (JSON has no number for them, and PostgreSQL's write of a batch of 100 tasks or more
+    (JSON has no number for them, and PostgreSQL's write of a batch of 200 tasks or more
     carries its rows and events as JSON), outputs and errors, and the events' agent and
     order; in a small batch and in a big one."""
     keys = [f"t{i:03}" for i in range(size)]

@@ -1,5 +1,5 @@
-"""A big batch's write travels as two jsonb parameters, a small one as column arrays
-(``backends/postgres/transitions.py``, ``JSON_ROWS``; docs/performance.md, "Saturated
+"""A big batch's write (``JSON_ROWS`` tasks or more) travels as two jsonb parameters, a small
+one as column arrays (``backends/postgres/transitions.py``; docs/performance.md, "Saturated
 throughput, fourth pass")."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 @pytest.mark.parametrize(
     ("size", "jsonb"),
-    [(1, False), (transitions.JSON_ROWS - 1, False), (transitions.JSON_ROWS, True), (250, True)],
+    [(1, False), (transitions.JSON_ROWS - 1, False), (transitions.JSON_ROWS, True), (450, True)],
 )
 async def test_a_batch_of_json_rows_tasks_or_more_sends_them_as_jsonb(
     store: PostgresStore, clock: FakeClock, writes: list[str], size: int, jsonb: bool
