@@ -240,7 +240,9 @@ def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
     Floats are written in their shortest round-tripping form (the cast through ``numeric``
     and text gives the same double back; ``-0.0`` comes back ``0.0``); an infinity or NaN,
     which JSON has no number for, as the text ``float8`` reads (``Infinity``, ``-Infinity``,
-    ``NaN``: ``inf_nan_mode="strings"``). Text outside ASCII travels as is."""
+    ``NaN``: ``inf_nan_mode="strings"``). Text outside ASCII travels as is; a string that is
+    not UTF-8 (a lone surrogate) raises a ValueError before anything is sent, as asyncpg's
+    encoding of an array does."""
     return to_json(rows, inf_nan_mode="strings").decode()
 
 
