@@ -13,7 +13,8 @@ trip; with BEGIN and COMMIT a batch costs four or five, whatever its size):
    unnest(...)``, which takes the events lock before it numbers a row), with the fence check
    in the same statement (an upsert that takes the fence row's lock and returns the newest
    token: an older one raises LeaseLost, and the transaction, its update included, is rolled
-   back);
+   back); a batch of :data:`JSON_ROWS` tasks or more sends its rows and events as two
+   ``jsonb`` arrays instead of the column arrays (see :func:`_json_rows`);
 3. one such INSERT of the batch's usage rows, when it has any.
 
 The fence comes after the row locks, as the last lock a batch takes: every fenced writer takes
@@ -32,6 +33,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+from pydantic_core import to_json
 
 from agentdeck.backends.postgres.dialect import TASKS
 from agentdeck.backends.postgres.schema import EVENTS_LOCK, LOCK_NAMESPACE
@@ -49,6 +51,7 @@ from agentdeck.core.ports import Applied
 __all__ = [
     "FENCE_NAME",
     "INSERT_EVENTS_SQL",
+    "JSON_ROWS",
     "apply",
     "check_fence",
     "insert_events",
@@ -128,6 +131,52 @@ INSERT_EVENTS_SQL = _events_sql(1)
 # the events lock last.
 _WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSELECT * FROM w"
 
+# A big batch's write travels as two jsonb parameters instead (see _json_rows): the written
+# states ($2, each an array of the values of backends.sql.decide.WRITE_COLUMNS in order) and
+# the events ($5, in order; the events lock's keys are $6 and $7). asyncpg checks every element
+# of the 23 unnest arrays against collections.abc before it sends them (~5 µs of the daemon's
+# CPU a task over its two writes; the two JSON texts cost ~0.9 µs), and at 1,000 rows
+# PostgreSQL too spends less (bench_pgwrite: ~51 against ~53-56 µs a task). But a jsonb write
+# costs PostgreSQL ~0.35-0.7 ms more whatever its size (one row: 2.0 against 1.2 ms for the
+# two writes; 60 rows: 104-106 against 79-86 µs a task; even at 150): so only batches of at
+# least JSON_ROWS written tasks take it, never a lone task's, a chain step's or a 100-wide
+# layer's (docs/performance.md, "Saturated throughput, fourth pass").
+JSON_ROWS = 200
+"""The fewest written tasks for which :func:`apply` sends its rows as ``jsonb``."""
+
+_FENCE_CTE_JSON = _FENCE_CTE.replace("$16", "$3").replace("$17", "$4")
+_UPDATE_JSON = f"""
+UPDATE tasks AS t SET
+    status = u.status, updated_at = $1,
+    attempt = u.attempt, first_attempt = u.first_attempt, agent_id = u.agent_id,
+    not_before = u.not_before, deadline = u.deadline, started_at = u.started_at,
+    finished_at = u.finished_at, pending = u.pending,
+    output = CASE WHEN u.set_output THEN u.output ELSE t.output END,
+    error = CASE WHEN u.set_error THEN u.error ELSE t.error END
+FROM (
+    SELECT r->>0 AS id, r->>1 AS status, (r->>2)::integer AS attempt,
+        (r->>3)::integer AS first_attempt, r->>4 AS agent_id, (r->>5)::float8 AS not_before,
+        (r->>6)::float8 AS deadline, (r->>7)::float8 AS started_at,
+        (r->>8)::float8 AS finished_at, (r->>9)::integer AS pending,
+        (r->>10)::boolean AS set_output, (r->>11)::jsonb AS output,
+        (r->>12)::boolean AS set_error, (r->>13)::jsonb AS error
+    FROM jsonb_array_elements($2::jsonb) AS r
+) AS u
+WHERE t.id = u.id
+RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
+"""
+_EVENTS_JSON = f"""
+INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
+SELECT r->>0, r->>1, (r->>2)::float8, r->>3, (r->>4)::integer, r->>5, r->>6, r->>7,
+    (r->>8)::jsonb
+FROM jsonb_array_elements($5::jsonb) AS r
+WHERE (SELECT pg_advisory_xact_lock($6, $7)) IS NOT NULL
+"""
+_UPDATE_JSON_SQL = f"WITH {_FENCE_CTE_JSON}{_UPDATE_JSON}"
+_WRITE_JSON_SQL = (
+    f"WITH {_FENCE_CTE_JSON}, w AS ({_UPDATE_JSON}), e AS ({_EVENTS_JSON})\nSELECT * FROM w"
+)
+
 _INSERT_USAGE_SQL = f"""
 INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
 SELECT * FROM unnest(
@@ -181,6 +230,22 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[decide.EventR
     await conn.execute(INSERT_EVENTS_SQL, *_arrays(events), LOCK_NAMESPACE, EVENTS_LOCK)
 
 
+def _json_rows(rows: Sequence[Sequence[Any]]) -> str:
+    """``rows`` as one JSON array of arrays, which PostgreSQL reads back to the same values:
+    a big batch's states (:func:`backends.sql.decide.write_row` rows) and its events.
+
+    Written by pydantic-core (``to_json``, ~3x the standard library's encoder here).
+    Output, error and an event's detail are JSON text already, so they travel as JSON
+    strings and are parsed once, by the ``::jsonb`` cast, as the ``jsonb[]`` elements were.
+    Floats are written in their shortest round-tripping form (the cast through ``numeric``
+    and text gives the same double back; ``-0.0`` comes back ``0.0``); an infinity or NaN,
+    which JSON has no number for, as the text ``float8`` reads (``Infinity``, ``-Infinity``,
+    ``NaN``: ``inf_nan_mode="strings"``). Text outside ASCII travels as is; a string that is
+    not UTF-8 (a lone surrogate) raises a ValueError before anything is sent, as asyncpg's
+    encoding of an array does."""
+    return to_json(rows, inf_nan_mode="strings").decode()
+
+
 def _arrays(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one array per column (the parameters of an ``unnest``)."""
     return [list(column) for column in zip(*rows, strict=True)]
@@ -206,12 +271,23 @@ async def apply(
         if fence is not None:
             await check_fence(conn, fence)
         return Applied(tasks=[], released=[])
-    updates = [at, *_arrays([decide.write_row(s) for s in decision.writes]), FENCE_NAME, fence]
-    if decision.events:
-        events = (*_arrays(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
-        written = await conn.fetch(_WRITE_SQL, *updates, *events)
-    else:  # every change makes an event; kept exact all the same
-        written = await conn.fetch(_UPDATE_SQL, *updates)
+    new = [decide.write_row(s) for s in decision.writes]
+    if len(new) >= JSON_ROWS:
+        updates = [at, _json_rows(new), FENCE_NAME, fence]
+        if decision.events:
+            rows_json = _json_rows(decision.events)
+            written = await conn.fetch(
+                _WRITE_JSON_SQL, *updates, rows_json, LOCK_NAMESPACE, EVENTS_LOCK
+            )
+        else:  # every change makes an event; kept exact all the same
+            written = await conn.fetch(_UPDATE_JSON_SQL, *updates)
+    else:
+        updates = [at, *_arrays(new), FENCE_NAME, fence]
+        if decision.events:
+            events = (*_arrays(decision.events), LOCK_NAMESPACE, EVENTS_LOCK)
+            written = await conn.fetch(_WRITE_SQL, *updates, *events)
+        else:
+            written = await conn.fetch(_UPDATE_SQL, *updates)
     if fence is not None:
         refuse_older(fence, written[0][_TASK])
     if decision.usage:

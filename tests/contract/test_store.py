@@ -465,20 +465,24 @@ async def test_a_non_finite_number_in_an_output_is_refused_and_nothing_written(
     assert (await store.get_task("wf/a")).status == T.DISPATCHED
 
 
+@pytest.mark.parametrize("size", [3, 250])
 async def test_the_values_a_change_writes_read_back_the_same(
-    store: Store, clock: FakeClock
+    store: Store, clock: FakeClock, size: int
 ) -> None:
     """Whatever travels with a written task comes back as it was, on every engine: text with
     quotes, backslashes and characters outside ASCII, floats at their edges and infinities
-    (JSON has no number for them, and PostgreSQL's write carries its rows as JSON), outputs
-    and errors."""
-    await submit(store, clock, "wf", {"a": [], "b": [], "c": []})
+    (JSON has no number for them, and PostgreSQL's write of a batch of 200 tasks or more
+    carries its rows and events as JSON), outputs and errors, and the events' agent and
+    order; in a small batch and in a big one."""
+    keys = [f"t{i:03}" for i in range(size)]
+    await submit(store, clock, "wf", {k: [] for k in keys})
     agent = 'agent "x" \\ é ✓ \U0001f600'
-    floats = {
-        "wf/a": (math.inf, -math.inf, 5e-324, 1.7976931348623157e308),
-        "wf/b": (0.1, 1e16, 1e-7, 1763000000.123456),
-        "wf/c": (-0.5, 0.0, 12345.678901234567, 2.0),
-    }
+    edges = [
+        (math.inf, -math.inf, 5e-324, 1.7976931348623157e308),
+        (0.1, 1e16, 1e-7, 1763000000.123456),
+        (-0.5, 0.0, 12345.678901234567, 2.0),
+    ]
+    floats = {f"wf/{k}": edges[i % len(edges)] for i, k in enumerate(keys)}
     await store.apply([dispatch(t) for t in floats], clock.now())
     changes = [
         Change(
@@ -505,6 +509,15 @@ async def test_the_values_a_change_writes_read_back_the_same(
         assert task.agent_id == agent
         assert task.output == {"é": ["✓", 1.5, None]}
         assert task.error == ErrorInfo("odd", 'a "quoted" \\ message ✓')
+        events = await store.task_events(t)
+        assert [(e.to_status, e.attempt) for e in events[-2:]] == [
+            (T.DISPATCHED, 1),
+            (T.RUNNING, 1),
+        ]
+        assert events[-1].agent_id == agent
+    written = await store.events_since(0, limit=10 * size)
+    running = [e.task_id for e in written if e.to_status == T.RUNNING]
+    assert running == list(floats)  # in the batch's order
 
 
 @pytest.mark.parametrize(
