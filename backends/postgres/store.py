@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -290,13 +290,13 @@ class PostgresStore(PostgresConnections, SqlStore):
         Never one: ``then`` publishes released dependents, and a dependent must never run on
         an upstream result the Store could still lose (a crash between the broker's confirm
         and the commit would leave it running on an output that was never recorded)."""
-        first = await self._write("apply", transitions.apply, plans, at, fence)
+        first = await self._write("apply", _writer(plans), plans, at, fence)
         if then is None:
             return first
         more = [plan(c) for c in await then(first)]
         if not more:
             return first
-        return merged(first, await self._write("apply", transitions.apply, more, at, fence))
+        return merged(first, await self._write("apply", _writer(more), more, at, fence))
 
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
         """Also NOTIFY ``agentdeck_commands`` when the transaction commits. Named by its
@@ -325,6 +325,15 @@ class PostgresStore(PostgresConnections, SqlStore):
 
 
 # ------------------------------------------------------------ statements on a connection
+
+
+def _writer(
+    plans: Sequence[Plan],
+) -> Callable[[asyncpg.Connection, list[Plan], float, int | None], Awaitable[Applied]]:
+    """How ``plans`` are written: the scheduler's dispatch in one statement
+    (:func:`transitions.dispatch`), anything else locked, decided and written
+    (:func:`transitions.apply`)."""
+    return transitions.dispatch if transitions.dispatches(plans) else transitions.apply
 
 
 async def _version(conn: asyncpg.Connection) -> int:

@@ -51,6 +51,8 @@ __all__ = [
     "INSERT_EVENTS_SQL",
     "apply",
     "check_fence",
+    "dispatch",
+    "dispatches",
     "insert_events",
     "lock_events",
 ]
@@ -127,6 +129,112 @@ INSERT_EVENTS_SQL = _events_sql(1)
 # the same order as by two statements: the rows, the fence (with the first updated row), and
 # the events lock last.
 _WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSELECT * FROM w"
+
+# The scheduler's dispatch (see :func:`dispatches`) in one statement: no lock statement before
+# it and no decision in Python, the compare-and-set made by the statement itself. ``l`` locks
+# the named tasks in id order (as _LOCK_SQL does: two writers of overlapping batches cannot
+# deadlock) and reads them as they stand once locked, all of them before the first row is
+# written (the uncorrelated count is a one-time filter, evaluated first), so the fence is
+# still the last lock but the events'; ``w`` moves those that are ``ready`` at
+# the expected attempt, the fence checked with the first row it writes (the newest token
+# comes back on every row, as from _WRITE_SQL); ``e`` appends their events, in the batch's
+# order, naming the agent the task had (the change clears it), under the events lock. $2-$7:
+# per change, id, expected attempt, new attempt, deadline, event kind, detail; $8/$9: the
+# fence; $10/$11: the events lock.
+_DISPATCH_SQL = f"""
+WITH {_FENCE_CTE.replace("$16", "$8").replace("$17", "$9")},
+u AS (
+    SELECT * FROM unnest(
+        $2::text[], $3::integer[], $4::integer[], $5::float8[], $6::text[], $7::jsonb[]
+    ) WITH ORDINALITY AS u(id, expect, attempt, deadline, kind, detail, ord)
+),
+l AS (
+    SELECT id, status, attempt, agent_id FROM tasks WHERE id = ANY($2::text[])
+    ORDER BY id FOR UPDATE
+),
+w AS (
+    UPDATE tasks AS t SET
+        status = 'dispatched', updated_at = $1, attempt = u.attempt, agent_id = NULL,
+        not_before = NULL, deadline = u.deadline, error = NULL
+    FROM l JOIN u ON u.id = l.id
+    WHERE t.id = l.id AND l.status = 'ready' AND l.attempt = u.expect
+        AND (SELECT count(*) FROM l) > 0
+    RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f), l.agent_id AS agent_before,
+        u.kind AS event_kind, u.detail AS event_detail, u.ord
+),
+e AS (
+    INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
+    SELECT w.id, w.workflow_id, $1, w.event_kind, w.attempt, 'ready', 'dispatched',
+        w.agent_before, w.event_detail
+    FROM w
+    WHERE (SELECT pg_advisory_xact_lock($10, $11)) IS NOT NULL
+    ORDER BY w.ord
+)
+SELECT * FROM w ORDER BY ord
+"""
+_DISPATCH_VALUES = frozenset({"attempt", "agent_id", "not_before", "deadline", "error"})
+_NO_ERROR: tuple[None] = (None,)
+
+
+def dispatches(plans: Sequence[Plan]) -> bool:
+    """Whether ``plans`` are the scheduler's dispatch (``core.scheduler.dispatch``), which
+    :func:`dispatch` writes in one statement: each moves a distinct task from ``ready`` at a
+    given attempt to ``dispatched``, setting its attempt and deadline and clearing its agent,
+    ``not_before`` and error, and nothing else (no output, no usage)."""
+    if not plans:
+        return False
+    for p in plans:
+        if (
+            p.to != "dispatched"
+            or p.expect != _READY_ONLY
+            or p.attempt is None
+            or p.columns != _DISPATCH_VALUES
+            or p.output is not None
+            or p.error != _NO_ERROR
+            or p.usage is not None
+        ):
+            return False
+        values = dict(p.scalars)
+        if values["agent_id"] is not None or values["not_before"] is not None:
+            return False
+        if not isinstance(values["attempt"], int) or not isinstance(
+            values["deadline"], int | float | None
+        ):
+            return False
+    return len({p.task_id for p in plans}) == len(plans)
+
+
+_READY_ONLY = frozenset({"ready"})
+
+
+async def dispatch(
+    conn: asyncpg.Connection, plans: list[Plan], at: float, fence: int | None
+) -> Applied:
+    """:func:`apply` for plans that :func:`dispatches`: the same rows and events written, the
+    same answer, in one statement instead of two (the lock statement and the write), with
+    no decision in Python. Raises LeaseLost when a newer token has written (the caller's
+    transaction, its update included, is then rolled back)."""
+    ids, expect, attempts, deadlines, kinds, details = [], [], [], [], [], []
+    for p in plans:
+        values = dict(p.scalars)
+        ids.append(p.task_id)
+        expect.append(p.attempt)
+        attempts.append(values["attempt"])
+        deadlines.append(values["deadline"])
+        kinds.append(p.kind)
+        details.append(p.detail)
+    written = await conn.fetch(
+        _DISPATCH_SQL, at, ids, expect, attempts, deadlines, kinds, details,
+        FENCE_NAME, fence, LOCK_NAMESPACE, EVENTS_LOCK,
+    )  # fmt: skip
+    if not written:
+        if fence is not None:
+            await check_fence(conn, fence)
+        return Applied(tasks=[], released=[])
+    if fence is not None:
+        refuse_older(fence, written[0][_TASK])
+    return Applied(tasks=[TASKS.from_row(r[:_TASK]) for r in written], released=[])
+
 
 _INSERT_USAGE_SQL = f"""
 INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
