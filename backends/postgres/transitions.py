@@ -133,9 +133,12 @@ _WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSE
 # The scheduler's dispatch (see :func:`dispatches`) in one statement: no lock statement before
 # it and no decision in Python, the compare-and-set made by the statement itself. ``l`` locks
 # the named tasks in id order (as _LOCK_SQL does: two writers of overlapping batches cannot
-# deadlock) and reads them as they stand once locked, all of them before the first row is
-# written (the uncorrelated count is a one-time filter, evaluated first), so the fence is
-# still the last lock but the events'; ``w`` moves those that are ``ready`` at
+# deadlock) and reads them as they stand once locked, each beside its change (found through
+# the primary key by ``= ANY``, then joined by id: linear in the batch, where matching the
+# changes to a CTE of the locked rows is a nested loop over both, and a join alone may scan
+# every task), all of them before the first row is written (the
+# uncorrelated count is a one-time filter, evaluated first), so the fence is still the last
+# lock but the events'; ``w`` moves those that are ``ready`` at
 # the expected attempt, the fence checked with the first row it writes (the newest token
 # comes back on every row, as from _WRITE_SQL); ``e`` appends their events, in the batch's
 # order, naming the agent the task had (the change clears it), under the events lock. $2-$7:
@@ -143,24 +146,25 @@ _WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSE
 # fence; $10/$11: the events lock.
 _DISPATCH_SQL = f"""
 WITH {_FENCE_CTE.replace("$16", "$8").replace("$17", "$9")},
-u AS (
-    SELECT * FROM unnest(
+l AS (
+    SELECT t.id, t.status, t.attempt AS was, t.agent_id, u.expect, u.attempt, u.deadline,
+        u.kind, u.detail, u.ord
+    FROM unnest(
         $2::text[], $3::integer[], $4::integer[], $5::float8[], $6::text[], $7::jsonb[]
     ) WITH ORDINALITY AS u(id, expect, attempt, deadline, kind, detail, ord)
-),
-l AS (
-    SELECT id, status, attempt, agent_id FROM tasks WHERE id = ANY($2::text[])
-    ORDER BY id FOR UPDATE
+    JOIN tasks AS t ON t.id = u.id
+    WHERE t.id = ANY($2::text[])
+    ORDER BY t.id FOR UPDATE OF t
 ),
 w AS (
     UPDATE tasks AS t SET
-        status = 'dispatched', updated_at = $1, attempt = u.attempt, agent_id = NULL,
-        not_before = NULL, deadline = u.deadline, error = NULL
-    FROM l JOIN u ON u.id = l.id
-    WHERE t.id = l.id AND l.status = 'ready' AND l.attempt = u.expect
+        status = 'dispatched', updated_at = $1, attempt = l.attempt, agent_id = NULL,
+        not_before = NULL, deadline = l.deadline, error = NULL
+    FROM l
+    WHERE t.id = l.id AND l.status = 'ready' AND l.was = l.expect
         AND (SELECT count(*) FROM l) > 0
     RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f), l.agent_id AS agent_before,
-        u.kind AS event_kind, u.detail AS event_detail, u.ord
+        l.kind AS event_kind, l.detail AS event_detail, l.ord
 ),
 e AS (
     INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
