@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 import asyncpg
@@ -289,14 +289,21 @@ class PostgresStore(PostgresConnections, SqlStore):
         """With ``then``, two transactions: ``plans`` committed, then what ``then`` returns.
         Never one: ``then`` publishes released dependents, and a dependent must never run on
         an upstream result the Store could still lose (a crash between the broker's confirm
-        and the commit would leave it running on an output that was never recorded)."""
-        first = await self._write("apply", _writer(plans), plans, at, fence)
+        and the commit would leave it running on an output that was never recorded).
+        The scheduler's dispatch is one statement, a transaction of its own
+        (:func:`transitions.dispatch`)."""
+        first = await self._write_plans(plans, at, fence)
         if then is None:
             return first
         more = [plan(c) for c in await then(first)]
         if not more:
             return first
-        return merged(first, await self._write("apply", _writer(more), more, at, fence))
+        return merged(first, await self._write_plans(more, at, fence))
+
+    async def _write_plans(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
+        if transitions.dispatches(plans):
+            return await self._write_one("apply", transitions.dispatch, plans, at, fence)
+        return await self._write("apply", transitions.apply, plans, at, fence)
 
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
         """Also NOTIFY ``agentdeck_commands`` when the transaction commits. Named by its
@@ -325,15 +332,6 @@ class PostgresStore(PostgresConnections, SqlStore):
 
 
 # ------------------------------------------------------------ statements on a connection
-
-
-def _writer(
-    plans: Sequence[Plan],
-) -> Callable[[asyncpg.Connection, list[Plan], float, int | None], Awaitable[Applied]]:
-    """How ``plans`` are written: the scheduler's dispatch in one statement
-    (:func:`transitions.dispatch`), anything else locked, decided and written
-    (:func:`transitions.apply`)."""
-    return transitions.dispatch if transitions.dispatches(plans) else transitions.apply
 
 
 async def _version(conn: asyncpg.Connection) -> int:

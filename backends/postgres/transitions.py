@@ -130,20 +130,22 @@ INSERT_EVENTS_SQL = _events_sql(1)
 # the events lock last.
 _WRITE_SQL = f"WITH {_FENCE_CTE}, w AS ({_UPDATE}), e AS ({_events_sql(18)})\nSELECT * FROM w"
 
-# The scheduler's dispatch (see :func:`dispatches`) in one statement: no lock statement before
-# it and no decision in Python, the compare-and-set made by the statement itself. ``l`` locks
-# the named tasks in id order (as _LOCK_SQL does: two writers of overlapping batches cannot
-# deadlock) and reads them as they stand once locked, each beside its change (found through
-# the primary key by ``= ANY``, then joined by id: linear in the batch, where matching the
-# changes to a CTE of the locked rows is a nested loop over both, and a join alone may scan
-# every task), all of them before the first row is written (the
-# uncorrelated count is a one-time filter, evaluated first), so the fence is still the last
-# lock but the events'; ``w`` moves those that are ``ready`` at
-# the expected attempt, the fence checked with the first row it writes (the newest token
-# comes back on every row, as from _WRITE_SQL); ``e`` appends their events, in the batch's
-# order, naming the agent the task had (the change clears it), under the events lock. $2-$7:
-# per change, id, expected attempt, new attempt, deadline, event kind, detail; $8/$9: the
-# fence; $10/$11: the events lock.
+# The scheduler's dispatch (see :func:`dispatches`) in one statement, a transaction of its own:
+# no BEGIN, no lock statement, no decision in Python and no COMMIT, the compare-and-set made
+# by the statement itself. ``l`` locks the named tasks in id order (as _LOCK_SQL does: two
+# writers of overlapping batches cannot deadlock) and reads them as they stand once locked,
+# each beside its change (found through the primary key by ``= ANY``, then joined by id:
+# linear in the batch, where matching the changes to a CTE of the locked rows is a nested
+# loop over both, and a join alone may scan every task). ``w`` moves those that are
+# ``ready`` at the expected attempt, only if no newer token has written: that check is an
+# uncorrelated condition, a one-time filter evaluated before the first row is written, and
+# it counts ``l`` before it reads ``f`` (the fence's upsert), so every row is locked before
+# the fence, the last lock but the events'. A refused token writes nothing (the caller then
+# raises LeaseLost). ``e`` appends the events of the rows moved, in the batch's order, naming
+# the agent the task had (the change clears it), under the events lock. One row comes back
+# even when none moved: the newest token first, then each moved row's columns. $2-$7: per
+# change, id, expected attempt, new attempt, deadline, event kind, detail; $8/$9: the fence;
+# $10/$11: the events lock.
 _DISPATCH_SQL = f"""
 WITH {_FENCE_CTE.replace("$16", "$8").replace("$17", "$9")},
 l AS (
@@ -162,8 +164,10 @@ w AS (
         not_before = NULL, deadline = l.deadline, error = NULL
     FROM l
     WHERE t.id = l.id AND l.status = 'ready' AND l.was = l.expect
-        AND (SELECT count(*) FROM l) > 0
-    RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f), l.agent_id AS agent_before,
+        AND NOT EXISTS (
+            SELECT 1 FROM f WHERE (SELECT count(*) FROM l) >= 0 AND f.token > $9::bigint
+        )
+    RETURNING {columns(TASK_COLUMNS, "t.")}, l.agent_id AS agent_before,
         l.kind AS event_kind, l.detail AS event_detail, l.ord
 ),
 e AS (
@@ -174,7 +178,8 @@ e AS (
     WHERE (SELECT pg_advisory_xact_lock($10, $11)) IS NOT NULL
     ORDER BY w.ord
 )
-SELECT * FROM w ORDER BY ord
+SELECT (SELECT token FROM f) AS newest, w.* FROM (SELECT) AS one LEFT JOIN w ON true
+ORDER BY w.ord
 """
 _DISPATCH_VALUES = frozenset({"attempt", "agent_id", "not_before", "deadline", "error"})
 _NO_ERROR: tuple[None] = (None,)
@@ -215,9 +220,10 @@ async def dispatch(
     conn: asyncpg.Connection, plans: list[Plan], at: float, fence: int | None
 ) -> Applied:
     """:func:`apply` for plans that :func:`dispatches`: the same rows and events written, the
-    same answer, in one statement instead of two (the lock statement and the write), with
-    no decision in Python. Raises LeaseLost when a newer token has written (the caller's
-    transaction, its update included, is then rolled back)."""
+    same answer, in one statement that is its own transaction (run it outside one: no BEGIN
+    and COMMIT round trips) instead of a transaction of two (the lock statement and the
+    write), with no decision in Python. Raises LeaseLost, having written nothing, when a
+    newer token has written."""
     ids, expect, attempts, deadlines, kinds, details = [], [], [], [], [], []
     for p in plans:
         values = dict(p.scalars)
@@ -231,13 +237,10 @@ async def dispatch(
         _DISPATCH_SQL, at, ids, expect, attempts, deadlines, kinds, details,
         FENCE_NAME, fence, LOCK_NAMESPACE, EVENTS_LOCK,
     )  # fmt: skip
-    if not written:
-        if fence is not None:
-            await check_fence(conn, fence)
-        return Applied(tasks=[], released=[])
     if fence is not None:
-        refuse_older(fence, written[0][_TASK])
-    return Applied(tasks=[TASKS.from_row(r[:_TASK]) for r in written], released=[])
+        refuse_older(fence, written[0][0])
+    moved = [TASKS.from_row(r[1 : 1 + _TASK]) for r in written if r[1] is not None]
+    return Applied(tasks=moved, released=[])
 
 
 _INSERT_USAGE_SQL = f"""
