@@ -10,7 +10,9 @@ How it is built, and why:
 - **Every write is one transaction**; batches cost a fixed number of round trips:
   ``create_workflow`` writes tasks, dependencies and events with ``COPY`` (when there are
   few, the whole workflow in one statement of array parameters), ``apply`` locks, decides
-  and writes a whole batch with array parameters (:mod:`backends.postgres.transitions`).
+  and writes a whole batch with array parameters (:mod:`backends.postgres.transitions`); the
+  scheduler's dispatch is one statement that makes its compare-and-set itself, without a
+  BEGIN or COMMIT round trip (:func:`backends.postgres.transitions.dispatch`).
 - **Events commit in ``seq`` order.** Every transaction that appends events takes one advisory
   lock just before it does, until it commits, so a watcher polling ``events_since`` never sees
   seq N+1 before seq N (a bare ``bigserial`` would allow it).
