@@ -10,7 +10,9 @@ How it is built, and why:
 - **Every write is one transaction**; batches cost a fixed number of round trips:
   ``create_workflow`` writes tasks, dependencies and events with ``COPY`` (when there are
   few, the whole workflow in one statement of array parameters), ``apply`` locks, decides
-  and writes a whole batch with array parameters (:mod:`backends.postgres.transitions`).
+  and writes a whole batch with array parameters (:mod:`backends.postgres.transitions`); the
+  scheduler's dispatch is one statement that makes its compare-and-set itself, without a
+  BEGIN or COMMIT round trip (:func:`backends.postgres.transitions.dispatch`).
 - **Events commit in ``seq`` order.** Every transaction that appends events takes one advisory
   lock just before it does, until it commits, so a watcher polling ``events_since`` never sees
   seq N+1 before seq N (a bare ``bigserial`` would allow it).
@@ -289,14 +291,21 @@ class PostgresStore(PostgresConnections, SqlStore):
         """With ``then``, two transactions: ``plans`` committed, then what ``then`` returns.
         Never one: ``then`` publishes released dependents, and a dependent must never run on
         an upstream result the Store could still lose (a crash between the broker's confirm
-        and the commit would leave it running on an output that was never recorded)."""
-        first = await self._write("apply", transitions.apply, plans, at, fence)
+        and the commit would leave it running on an output that was never recorded).
+        The scheduler's dispatch is one statement, a transaction of its own
+        (:func:`transitions.dispatch`)."""
+        first = await self._write_plans(plans, at, fence)
         if then is None:
             return first
         more = [plan(c) for c in await then(first)]
         if not more:
             return first
-        return merged(first, await self._write("apply", transitions.apply, more, at, fence))
+        return merged(first, await self._write_plans(more, at, fence))
+
+    async def _write_plans(self, plans: list[Plan], at: float, fence: int | None) -> Applied:
+        if transitions.dispatches(plans):
+            return await self._write_one("apply", transitions.dispatch, plans, at, fence)
+        return await self._write("apply", transitions.apply, plans, at, fence)
 
     async def _insert_command(self, row: tuple[Any, ...]) -> None:
         """Also NOTIFY ``agentdeck_commands`` when the transaction commits. Named by its

@@ -54,6 +54,8 @@ __all__ = [
     "JSON_ROWS",
     "apply",
     "check_fence",
+    "dispatch",
+    "dispatches",
     "insert_events",
     "lock_events",
 ]
@@ -176,6 +178,118 @@ _UPDATE_JSON_SQL = f"WITH {_FENCE_CTE_JSON}{_UPDATE_JSON}"
 _WRITE_JSON_SQL = (
     f"WITH {_FENCE_CTE_JSON}, w AS ({_UPDATE_JSON}), e AS ({_EVENTS_JSON})\nSELECT * FROM w"
 )
+# The scheduler's dispatch (see :func:`dispatches`) in one statement, a transaction of its own:
+# no BEGIN, no lock statement, no decision in Python and no COMMIT, the compare-and-set made
+# by the statement itself. ``l`` locks the named tasks in id order (as _LOCK_SQL does: two
+# writers of overlapping batches cannot deadlock) and reads them as they stand once locked,
+# each beside its change (found through the primary key by ``= ANY``, then joined by id:
+# linear in the batch, where matching the changes to a CTE of the locked rows is a nested
+# loop over both, and a join alone may scan every task). ``w`` moves those that are
+# ``ready`` at the expected attempt, only if no newer token has written: that check is an
+# uncorrelated condition, a one-time filter evaluated before the first row is written, and
+# it counts ``l`` before it reads ``f`` (the fence's upsert), so every row is locked before
+# the fence, the last lock but the events'. A refused token writes nothing (the caller then
+# raises LeaseLost). ``e`` appends the events of the rows moved, in the batch's order, naming
+# the agent the task had (the change clears it), under the events lock. One row comes back
+# even when none moved: the newest token first, then each moved row's columns. $2-$7: per
+# change, id, expected attempt, new attempt, deadline, event kind, detail; $8/$9: the fence;
+# $10/$11: the events lock.
+_DISPATCH_SQL = f"""
+WITH {_FENCE_CTE.replace("$16", "$8").replace("$17", "$9")},
+l AS (
+    SELECT t.id, t.status, t.attempt AS was, t.agent_id, u.expect, u.attempt, u.deadline,
+        u.kind, u.detail, u.ord
+    FROM unnest(
+        $2::text[], $3::integer[], $4::integer[], $5::float8[], $6::text[], $7::jsonb[]
+    ) WITH ORDINALITY AS u(id, expect, attempt, deadline, kind, detail, ord)
+    JOIN tasks AS t ON t.id = u.id
+    WHERE t.id = ANY($2::text[])
+    ORDER BY t.id FOR UPDATE OF t
+),
+w AS (
+    UPDATE tasks AS t SET
+        status = 'dispatched', updated_at = $1, attempt = l.attempt, agent_id = NULL,
+        not_before = NULL, deadline = l.deadline, error = NULL
+    FROM l
+    WHERE t.id = l.id AND l.status = 'ready' AND l.was = l.expect
+        AND NOT EXISTS (
+            SELECT 1 FROM f WHERE (SELECT count(*) FROM l) >= 0 AND f.token > $9::bigint
+        )
+    RETURNING {columns(TASK_COLUMNS, "t.")}, l.agent_id AS agent_before,
+        l.kind AS event_kind, l.detail AS event_detail, l.ord
+),
+e AS (
+    INSERT INTO task_events ({columns(EVENT_INSERT_COLUMNS)})
+    SELECT w.id, w.workflow_id, $1, w.event_kind, w.attempt, 'ready', 'dispatched',
+        w.agent_before, w.event_detail
+    FROM w
+    WHERE (SELECT pg_advisory_xact_lock($10, $11)) IS NOT NULL
+    ORDER BY w.ord
+)
+SELECT (SELECT token FROM f) AS newest, w.* FROM (SELECT) AS one LEFT JOIN w ON true
+ORDER BY w.ord
+"""
+_DISPATCH_VALUES = frozenset({"attempt", "agent_id", "not_before", "deadline", "error"})
+_NO_ERROR: tuple[None] = (None,)
+
+
+def dispatches(plans: Sequence[Plan]) -> bool:
+    """Whether ``plans`` are the scheduler's dispatch (``core.scheduler.dispatch``), which
+    :func:`dispatch` writes in one statement: each moves a distinct task from ``ready`` at a
+    given attempt to ``dispatched``, setting its attempt and deadline and clearing its agent,
+    ``not_before`` and error, and nothing else (no output, no usage)."""
+    if not plans:
+        return False
+    for p in plans:
+        if (
+            p.to != "dispatched"
+            or p.expect != _READY_ONLY
+            or p.attempt is None
+            or p.columns != _DISPATCH_VALUES
+            or p.output is not None
+            or p.error != _NO_ERROR
+            or p.usage is not None
+        ):
+            return False
+        values = dict(p.scalars)
+        if values["agent_id"] is not None or values["not_before"] is not None:
+            return False
+        if not isinstance(values["attempt"], int) or not isinstance(
+            values["deadline"], int | float | None
+        ):
+            return False
+    return len({p.task_id for p in plans}) == len(plans)
+
+
+_READY_ONLY = frozenset({"ready"})
+
+
+async def dispatch(
+    conn: asyncpg.Connection, plans: list[Plan], at: float, fence: int | None
+) -> Applied:
+    """:func:`apply` for plans that :func:`dispatches`: the same rows and events written, the
+    same answer, in one statement that is its own transaction (run it outside one: no BEGIN
+    and COMMIT round trips) instead of a transaction of two (the lock statement and the
+    write), with no decision in Python. Raises LeaseLost, having written nothing, when a
+    newer token has written."""
+    ids, expect, attempts, deadlines, kinds, details = [], [], [], [], [], []
+    for p in plans:
+        values = dict(p.scalars)
+        ids.append(p.task_id)
+        expect.append(p.attempt)
+        attempts.append(values["attempt"])
+        deadlines.append(values["deadline"])
+        kinds.append(p.kind)
+        details.append(p.detail)
+    written = await conn.fetch(
+        _DISPATCH_SQL, at, ids, expect, attempts, deadlines, kinds, details,
+        FENCE_NAME, fence, LOCK_NAMESPACE, EVENTS_LOCK,
+    )  # fmt: skip
+    if fence is not None:
+        refuse_older(fence, written[0][0])
+    moved = [TASKS.from_row(r[1 : 1 + _TASK]) for r in written if r[1] is not None]
+    return Applied(tasks=moved, released=[])
+
 
 _INSERT_USAGE_SQL = f"""
 INSERT INTO attempt_usage ({columns(USAGE_COLUMNS)})
