@@ -15,6 +15,7 @@ from textual.widgets import Static
 
 from agentdeck.backends import open_registry
 from agentdeck.backends.postgres import PostgresStore
+from agentdeck.backends.rabbitmq import RabbitBus
 from agentdeck.backends.redis import RedisRegistry
 from agentdeck.backends.redis_servers import INTERVAL
 from agentdeck.core.clock import FakeClock
@@ -159,25 +160,30 @@ async def test_an_attached_control_centre_shows_the_engines_per_host(
     require_service("RabbitMQ", HOST, PORT)
     require_service("Redis", "127.0.0.1", 6379)
     dead = dead_port()
+    bus_url = f"amqp://guest:guest@127.0.0.1:{dead},localhost:{PORT}/?prefix=test-{new_id()}"
     settings = Settings.load(
         config_path=None,
         home=tmp_path,
         node="tui-engines",
-        bus_url=f"amqp://guest:guest@127.0.0.1:{dead},localhost:{PORT}/?prefix=test-{new_id()}",
+        bus_url=bus_url,
         registry_url=f"redis://localhost:6379/0?prefix=t-{new_id()}",
         store_url=with_hosts(url, f"127.0.0.1:{dead},localhost:5432"),
     )
     app = AgentdeckApp(control_centre(settings), refresh_interval=None)
-    async with app.run_test(size=SIZE) as pilot:
-        await ready(pilot)
-        assert app.sources is not None
-        await app.sources.registry.probe_servers()  # type: ignore[attr-defined]
-        await app.refresh_now()
-        await pilot.pause()
-        assert host_rows(app.sources) == [
-            HostRow("127.0.0.1", broker="down", postgres="down"),
-            HostRow("localhost", broker="connected", redis="connected", postgres="primary"),
-        ]
-        agents = str(app.screen.query_one("#agents", Static).render())
-        assert "host      broker redis   postgres\n127.0.0.1 down   -       down" in agents
-        assert "localhost in use in use  primary" in agents
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            assert app.sources is not None
+            await app.sources.registry.probe_servers()  # type: ignore[attr-defined]
+            await app.refresh_now()
+            await pilot.pause()
+            assert host_rows(app.sources) == [
+                HostRow("127.0.0.1", broker="down", postgres="down"),
+                HostRow("localhost", broker="connected", redis="connected", postgres="primary"),
+            ]
+            agents = str(app.screen.query_one("#agents", Static).render())
+            assert "host      broker redis   postgres\n127.0.0.1 down   -       down" in agents
+            assert "localhost in use in use  primary" in agents
+    finally:
+        # The attached control centre declared the prefix's reports and dead queues: gone too.
+        await RabbitBus.from_url(bus_url, clock=FakeClock()).delete_topology()
