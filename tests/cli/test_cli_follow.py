@@ -245,7 +245,7 @@ def test_follow_over_rabbitmq_prints_what_an_agent_in_another_process_reports(
             follow.kill()
             follow.communicate()
         procs.stop_all()
-        asyncio.run(_remove_prefix(prefix))
+        asyncio.run(_remove_prefix(prefix, ("reporter",)))
     assert follow.returncode == 0, out + err + procs.log("agent")
     lines = (first + out).splitlines()
     assert "[attempt 1] [██████████··········]  50% halfway there" in lines, lines

@@ -108,12 +108,14 @@ def test_an_attached_tui_shows_the_traces_of_a_daemon_on_rabbitmq(tmp_path: Path
         asyncio.run(_remove_prefix(prefix))
 
 
-async def _remove_prefix(prefix: str) -> None:
-    """Delete the queues and exchanges the test's prefix made in the shared RabbitMQ."""
+async def _remove_prefix(prefix: str, capabilities: tuple[str, ...] = ("echo",)) -> None:
+    """Delete the queues and exchanges the test's prefix made in the shared RabbitMQ: the
+    task queues of ``capabilities``, the reports and dead queues, the exchanges."""
     connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/", timeout=10)
     try:
         channel = await connection.channel()
-        for name in (f"{prefix}.task.echo", f"{prefix}.reports", f"{prefix}.dead"):
+        tasks = [f"{prefix}.task.{c}" for c in capabilities]
+        for name in (*tasks, f"{prefix}.reports", f"{prefix}.dead"):
             await channel.queue_delete(name)
         for kind in ("events", "control", "dlx"):
             await channel.exchange_delete(f"{prefix}.{kind}")
