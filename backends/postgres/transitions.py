@@ -68,8 +68,17 @@ FENCE_NAME = "scheduler"
 # task named ($1) or depending on one of those: one round trip. They come back as two arrays
 # (needs_id, task_id; in key order) on every row, computed once. ``= ANY(array)`` finds the
 # rows through the primary key (an ``OR id IN (SELECT ...)`` made the planner scan all tasks).
+# The dependents are read one id at a time through task_deps' primary key (``LATERAL``, kept
+# apart by ``OFFSET 0``, or the planner flattens it back): ``needs_id = ANY($2)`` over the
+# whole table was planned as a scan of all of it whenever the table's statistics are older
+# than its rows (a big workflow just submitted; a server without autovacuum), 2 ms a write
+# at 20,000 dependencies, and growing with them ($2 is sorted and distinct: ``succeeding``).
 _LOCK_SQL = f"""
-WITH d AS (SELECT needs_id, task_id FROM task_deps WHERE needs_id = ANY($2::text[]))
+WITH d AS (
+    SELECT n.id AS needs_id, x.task_id
+    FROM unnest($2::text[]) AS n(id),
+        LATERAL (SELECT task_id FROM task_deps WHERE needs_id = n.id OFFSET 0) AS x
+)
 SELECT {columns(decide.STATE_COLUMNS)},
     (SELECT array_agg(needs_id ORDER BY needs_id, task_id) FROM d),
     (SELECT array_agg(task_id ORDER BY needs_id, task_id) FROM d)
@@ -81,7 +90,10 @@ _STATE = len(decide.STATE_COLUMNS)
 # The unnest columns are backends.sql.decide.WRITE_COLUMNS, in order. Output and error may be
 # large: they are written only when a change set them (the set_* flags). $16/$17: the fence
 # (name, token), upserted in the same statement (see the module's docstring); the newest token
-# comes back on every row (NULL when there is no token to check).
+# comes back on every row (NULL when there is no token to check). The UPDATEs below also say
+# ``t.id = ANY(ids)``: the planner then finds the rows through the primary key whatever it
+# believes of the table's size, where the join alone was a hash join over a scan of all of
+# ``tasks`` while its statistics were older than its rows.
 _FENCE_CTE = """f AS (
     INSERT INTO fence (name, token) SELECT $16::text, $17::bigint WHERE $17::bigint IS NOT NULL
     ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
@@ -101,7 +113,7 @@ FROM unnest(
     $14::boolean[], $15::jsonb[]
 ) AS u(id, status, attempt, first_attempt, agent_id, not_before, deadline, started_at,
        finished_at, pending, set_output, output, set_error, error)
-WHERE t.id = u.id
+WHERE t.id = u.id AND t.id = ANY($2::text[])
 RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
 """
 _UPDATE_SQL = f"WITH {_FENCE_CTE}{_UPDATE}"
@@ -164,7 +176,7 @@ FROM (
         (r->>12)::boolean AS set_error, (r->>13)::jsonb AS error
     FROM jsonb_array_elements($2::jsonb) AS r
 ) AS u
-WHERE t.id = u.id
+WHERE t.id = u.id AND t.id = ANY(ARRAY(SELECT r->>0 FROM jsonb_array_elements($2::jsonb) AS r))
 RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
 """
 _EVENTS_JSON = f"""
