@@ -91,9 +91,11 @@ _STATE = len(decide.STATE_COLUMNS)
 # large: they are written only when a change set them (the set_* flags). $16/$17: the fence
 # (name, token), upserted in the same statement (see the module's docstring); the newest token
 # comes back on every row (NULL when there is no token to check). The UPDATEs below also say
-# ``t.id = ANY(ids)``: the planner then finds the rows through the primary key whatever it
-# believes of the table's size, where the join alone was a hash join over a scan of all of
-# ``tasks`` while its statistics were older than its rows.
+# ``t.id = ANY(ARRAY(SELECT ...ids))``: an array the planner cannot see into until it runs, so
+# it reckons with a few rows and finds them through the primary key whatever it believes of
+# the table's size. The join alone, or ``= ANY($2)`` (an array of known length: each element
+# reckoned to match 0.5 % of a table without statistics), was a scan of all of ``tasks`` while
+# its statistics were older than its rows (tests/integration/test_postgres_plans.py).
 _FENCE_CTE = """f AS (
     INSERT INTO fence (name, token) SELECT $16::text, $17::bigint WHERE $17::bigint IS NOT NULL
     ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
@@ -113,7 +115,7 @@ FROM unnest(
     $14::boolean[], $15::jsonb[]
 ) AS u(id, status, attempt, first_attempt, agent_id, not_before, deadline, started_at,
        finished_at, pending, set_output, output, set_error, error)
-WHERE t.id = u.id AND t.id = ANY($2::text[])
+WHERE t.id = u.id AND t.id = ANY(ARRAY(SELECT unnest($2::text[])))
 RETURNING {columns(TASK_COLUMNS, "t.")}, (SELECT token FROM f)
 """
 _UPDATE_SQL = f"WITH {_FENCE_CTE}{_UPDATE}"
