@@ -101,15 +101,17 @@ _FENCE_CTE = """f AS (
     ON CONFLICT (name) DO UPDATE SET token = GREATEST(fence.token, excluded.token)
     RETURNING token
 )"""
-_UPDATE = f"""
-UPDATE tasks AS t SET
+# Both forms of the write (column arrays, jsonb rows) set the same columns from ``u``.
+_SET_WRITTEN = """UPDATE tasks AS t SET
     status = u.status, updated_at = $1,
     attempt = u.attempt, first_attempt = u.first_attempt, agent_id = u.agent_id,
     not_before = u.not_before, deadline = u.deadline, started_at = u.started_at,
     finished_at = u.finished_at, pending = u.pending,
     output = CASE WHEN u.set_output THEN u.output ELSE t.output END,
     error = CASE WHEN u.set_error THEN u.error ELSE t.error END
-FROM unnest(
+"""
+_UPDATE = f"""
+{_SET_WRITTEN}FROM unnest(
     $2::text[], $3::text[], $4::integer[], $5::integer[], $6::text[], $7::float8[],
     $8::float8[], $9::float8[], $10::float8[], $11::integer[], $12::boolean[], $13::jsonb[],
     $14::boolean[], $15::jsonb[]
@@ -162,14 +164,7 @@ JSON_ROWS = 200
 
 _FENCE_CTE_JSON = _FENCE_CTE.replace("$16", "$3").replace("$17", "$4")
 _UPDATE_JSON = f"""
-UPDATE tasks AS t SET
-    status = u.status, updated_at = $1,
-    attempt = u.attempt, first_attempt = u.first_attempt, agent_id = u.agent_id,
-    not_before = u.not_before, deadline = u.deadline, started_at = u.started_at,
-    finished_at = u.finished_at, pending = u.pending,
-    output = CASE WHEN u.set_output THEN u.output ELSE t.output END,
-    error = CASE WHEN u.set_error THEN u.error ELSE t.error END
-FROM (
+{_SET_WRITTEN}FROM (
     SELECT r->>0 AS id, r->>1 AS status, (r->>2)::integer AS attempt,
         (r->>3)::integer AS first_attempt, r->>4 AS agent_id, (r->>5)::float8 AS not_before,
         (r->>6)::float8 AS deadline, (r->>7)::float8 AS started_at,

@@ -7,10 +7,15 @@ always run.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from urllib.parse import urlsplit
 
 import pytest
 from moto.server import ThreadedMotoServer
+
+from agentdeck.backends.postgres import PostgresStore, testing
+from agentdeck.core.clock import FakeClock
+from tests.conftest import require_service
 
 #: Dummy credentials: moto accepts any, and nothing may reach a real AWS account.
 FAKE_AWS_ENV = {
@@ -38,3 +43,17 @@ def s3_endpoint() -> Iterator[str]:
             yield f"http://{host}:{port}"
         finally:
             server.stop()
+
+
+@pytest.fixture
+async def fresh_postgres_store(clock: FakeClock) -> AsyncIterator[PostgresStore]:
+    """A PostgresStore on a fresh, migrated scratch database of the test server (dropped
+    after the test)."""
+    server = urlsplit(testing.server_url())
+    require_service("PostgreSQL", server.hostname or "127.0.0.1", server.port or 5432)
+    async with (
+        testing.scratch_database() as url,
+        PostgresStore.from_url(url, clock=clock) as opened,
+    ):
+        await opened.migrate()
+        yield opened

@@ -5,38 +5,28 @@ compare-and-set and the fence kept (issue 16: a layer of a big workflow, a chain
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 
-from agentdeck.backends.postgres import PostgresStore, testing, transitions
+from agentdeck.backends.postgres import PostgresStore, transitions
 from agentdeck.backends.sql.decide import plan
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import LeaseLost
 from agentdeck.core.models import Change, ErrorInfo, Task, TaskEvent
 from agentdeck.core.scheduler.dispatch import Dispatch
 from agentdeck.core.states import TaskStatus as T
-from tests.conftest import require_service
 from tests.contract.test_store import build, dispatch, submit
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def store(clock: FakeClock) -> AsyncIterator[PostgresStore]:
-    """A store on a fresh, migrated database of the test server."""
-    server = urlsplit(testing.server_url())
-    require_service("PostgreSQL", server.hostname or "127.0.0.1", server.port or 5432)
-    async with (
-        testing.scratch_database() as url,
-        PostgresStore.from_url(url, clock=clock) as store,
-    ):
-        await store.migrate()
-        yield store
+def store(fresh_postgres_store: PostgresStore) -> PostgresStore:
+    return fresh_postgres_store
 
 
 def scheduler_dispatch(tasks: Sequence[Task], now: float) -> list[Change]:

@@ -4,34 +4,24 @@ throughput, fourth pass")."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
-from agentdeck.backends.postgres import PostgresStore, testing, transitions
+from agentdeck.backends.postgres import PostgresStore, transitions
 from agentdeck.core.clock import FakeClock
 from agentdeck.core.errors import LeaseLost
 from agentdeck.core.models import Change
 from agentdeck.core.states import TaskStatus as T
-from tests.conftest import require_service
 from tests.contract.test_store import dispatch, submit
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def store(clock: FakeClock) -> AsyncIterator[PostgresStore]:
-    server = urlsplit(testing.server_url())
-    require_service("PostgreSQL", server.hostname or "127.0.0.1", server.port or 5432)
-    async with (
-        testing.scratch_database() as url,
-        PostgresStore.from_url(url, clock=clock) as opened,
-    ):
-        await opened.migrate()
-        yield opened
+def store(fresh_postgres_store: PostgresStore) -> PostgresStore:
+    return fresh_postgres_store
 
 
 @pytest.fixture

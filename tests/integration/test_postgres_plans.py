@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from urllib.parse import urlsplit
-
 import pytest
 
-from agentdeck.backends.postgres import PostgresStore, testing
-from agentdeck.core.clock import FakeClock
-from tests.conftest import require_service
+from agentdeck.backends.postgres import PostgresStore
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-async def store(clock: FakeClock) -> AsyncIterator[PostgresStore]:
-    """A migrated store on a fresh database."""
-    server = urlsplit(testing.server_url())
-    require_service("PostgreSQL", server.hostname or "127.0.0.1", server.port or 5432)
-    async with (
-        testing.scratch_database() as url,
-        PostgresStore.from_url(url, clock=clock) as opened,
-    ):
-        await opened.migrate()
-        yield opened
+def store(fresh_postgres_store: PostgresStore) -> PostgresStore:
+    return fresh_postgres_store
 
 
 async def test_the_pool_plans_every_statement_for_its_arguments(store: PostgresStore) -> None:
